@@ -1,0 +1,173 @@
+"""Reads and validates Aileron's settings from the environment, before Django starts.
+
+Pure: no Django import, so the CLI can report a bad value in one line and the tests can exercise every rule.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+EMBEDDED = "embedded"
+PRODUCTION = "production"
+MODES = (EMBEDDED, PRODUCTION)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+MIN_SECRET_KEY_LENGTH = 50
+
+
+class ConfigError(Exception):
+    """A setting is missing or has a value Aileron refuses to run with."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    mode: str
+    home: Path
+    secret_key: str
+    debug: bool
+    allowed_hosts: tuple[str, ...]
+    database_url: str | None
+    redis_url: str | None
+    open_signup: bool
+    ssl_redirect: bool
+    csrf_trusted_origins: tuple[str, ...]
+    behind_tls_proxy: bool
+
+    @property
+    def is_production(self) -> bool:
+        return self.mode == PRODUCTION
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.home / "aileron.sqlite3"
+
+
+def _read(env: Mapping[str, str], name: str) -> str | None:
+    """Return NAME, or the contents of the file named by NAME_FILE (for container secrets)."""
+    value = env.get(name)
+    file_name = env.get(f"{name}_FILE")
+    if value is not None and file_name is not None:
+        raise ConfigError(f"set either {name} or {name}_FILE, not both")
+    if file_name is not None:
+        try:
+            return Path(file_name).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={file_name}: cannot read it ({exc.strerror})") from None
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def _csv(raw: str | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ConfigError(f"{name} must start with {' or '.join(s + '://' for s in schemes)}, got {value!r}")
+    if not parts.hostname and not parts.path:
+        raise ConfigError(f"{name}={value!r} names no host")
+    return value
+
+
+def _embedded_secret_key(home: Path) -> str:
+    """Create once and reuse a random key in AILERON_HOME, readable only by its owner."""
+    path = home / "secret_key"
+    try:
+        existing = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        existing = ""
+    if len(existing) >= MIN_SECRET_KEY_LENGTH:
+        return existing
+    key = secrets.token_urlsafe(64)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return key
+
+
+def ensure_home(home: Path) -> None:
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"AILERON_HOME={home}: cannot create it ({exc.strerror})") from None
+
+
+def load(env: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration from ENV (default: os.environ), refusing unsafe production values."""
+    env = os.environ if env is None else env
+    mode = env.get("AILERON_MODE", EMBEDDED).strip().lower()
+    if mode not in MODES:
+        raise ConfigError(f"AILERON_MODE={mode!r} is not one of {', '.join(MODES)}")
+    production = mode == PRODUCTION
+
+    home = Path(env.get("AILERON_HOME") or Path.home() / ".aileron").expanduser()
+    ensure_home(home)
+    debug = _bool(env, "AILERON_DEBUG", default=False)
+
+    database_url = _read(env, "DATABASE_URL") or None
+    if database_url is not None:
+        _check_url("DATABASE_URL", database_url, ("postgres", "postgresql"))
+    redis_url = _read(env, "REDIS_URL") or None
+    if redis_url is not None:
+        _check_url("REDIS_URL", redis_url, ("redis", "rediss", "unix"))
+
+    hosts_raw = env.get("AILERON_ALLOWED_HOSTS")
+    allowed_hosts = _csv(hosts_raw) if hosts_raw is not None else ()
+    secret_key = _read(env, "AILERON_SECRET_KEY") or ""
+
+    if production:
+        if debug:
+            raise ConfigError("AILERON_DEBUG must be off in production mode")
+        if not secret_key:
+            raise ConfigError("AILERON_SECRET_KEY (or AILERON_SECRET_KEY_FILE) is required in production mode")
+        if len(secret_key) < MIN_SECRET_KEY_LENGTH or len(set(secret_key)) < 5:
+            raise ConfigError(
+                f"AILERON_SECRET_KEY is too weak: use at least {MIN_SECRET_KEY_LENGTH} random characters"
+            )
+        if not allowed_hosts:
+            raise ConfigError("AILERON_ALLOWED_HOSTS is required in production mode (comma-separated host names)")
+        if any(host == "*" or host.startswith("*") for host in allowed_hosts):
+            raise ConfigError("AILERON_ALLOWED_HOSTS may not contain wildcards in production mode")
+    else:
+        if not secret_key:
+            secret_key = _embedded_secret_key(home)
+        if not allowed_hosts:
+            allowed_hosts = ("localhost", "127.0.0.1", "[::1]")
+
+    return Config(
+        mode=mode,
+        home=home,
+        secret_key=secret_key,
+        debug=debug,
+        allowed_hosts=allowed_hosts,
+        database_url=database_url,
+        redis_url=redis_url,
+        open_signup=_bool(env, "AILERON_OPEN_SIGNUP", default=not production),
+        ssl_redirect=_bool(env, "AILERON_SSL_REDIRECT", default=production),
+        csrf_trusted_origins=_csv(env.get("AILERON_CSRF_TRUSTED_ORIGINS")),
+        behind_tls_proxy=_bool(env, "AILERON_BEHIND_TLS_PROXY", default=False),
+    )

@@ -1,0 +1,1 @@
+"""Human approvals of held actions (issue 6)."""

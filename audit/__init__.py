@@ -1,0 +1,1 @@
+"""Action-attributed audit log (arrives with the data plane)."""

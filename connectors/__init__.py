@@ -1,0 +1,1 @@
+"""Connector packages: specs, matcher, shims and the actions manifest (issue 4)."""

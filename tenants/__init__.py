@@ -1,0 +1,1 @@
+"""Tenants: organizations, teams, projects, users, memberships, roles and API tokens."""

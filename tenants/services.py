@@ -1,0 +1,353 @@
+"""Writes to tenant data: typed, keyword-only, transactional. Views call these and nothing else writes."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+from django_scopes import scope, scopes_disabled
+
+from aileron_site.problems import Conflict, Forbidden, InvalidInput
+from tenants import tokens
+from tenants.models import (
+    ApiToken,
+    Invitation,
+    Membership,
+    Organization,
+    Project,
+    Team,
+    TeamMembership,
+    TokenKind,
+    User,
+)
+from tenants.permissions import Perm, role_has
+from tenants.roles import Role
+from tenants.selectors import membership_for_user, token_key
+
+PERSONAL_TOKEN_MAX_DAYS = 365
+SESSION_TOKEN_MAX_MINUTES = 24 * 60
+SERVICE_TOKEN_MAX_DAYS = 366
+INVITATION_MAX_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly minted token: the row, and the plaintext shown exactly once."""
+
+    token: ApiToken
+    plaintext: str
+
+
+@dataclass(frozen=True, slots=True)
+class Onboarded:
+    organization: Organization
+    user: User
+    membership: Membership
+    issued: IssuedToken | None
+
+
+def _unique_slug(model: type[Organization] | type[Team] | type[Project], base: str, **filters: object) -> str:
+    root = (slugify(base) or model.__name__.lower())[:50].strip("-") or model.__name__.lower()
+    candidate = root
+    with scopes_disabled():
+        while model.objects.filter(slug=candidate, **filters).exists():  # type: ignore[misc]
+            candidate = f"{root}-{secrets.token_hex(2)}"
+    return candidate
+
+
+def _check_slug_free(model: type[Team] | type[Project], organization: Organization, slug: str,
+                     exclude_pk: object = None) -> None:
+    qs = model.objects.filter(organization=organization, slug=slug)
+    if exclude_pk is not None:
+        qs = qs.exclude(pk=exclude_pk)
+    if qs.exists():
+        raise Conflict(f"A {model.__name__.lower()} with slug {slug!r} already exists in this organization.")
+
+
+# --- tokens -------------------------------------------------------------------------------------------
+
+def _token_issue(*, kind: TokenKind, name: str, expires_at: timezone.datetime, user: User | None = None,
+                 organization: Organization | None = None, project: Project | None = None) -> IssuedToken:
+    new = tokens.generate(kind.value, token_key())
+    token = ApiToken.objects.create(
+        kind=kind, name=name, lookup=new.lookup, digest=new.digest, user=user, organization=organization,
+        project=project, expires_at=expires_at,
+    )
+    return IssuedToken(token=token, plaintext=new.plaintext)
+
+
+def personal_token_create(*, user: User, name: str, expires_in_days: int = 90) -> IssuedToken:
+    if not 1 <= expires_in_days <= PERSONAL_TOKEN_MAX_DAYS:
+        raise InvalidInput(f"expires_in_days must be between 1 and {PERSONAL_TOKEN_MAX_DAYS}.")
+    return _token_issue(kind=TokenKind.PERSONAL, name=name, user=user,
+                        expires_at=timezone.now() + timedelta(days=expires_in_days))
+
+
+def session_token_create(*, membership: Membership, name: str, project: Project | None = None,
+                         expires_in_minutes: int = 12 * 60) -> IssuedToken:
+    if not 1 <= expires_in_minutes <= SESSION_TOKEN_MAX_MINUTES:
+        raise InvalidInput(f"expires_in_minutes must be between 1 and {SESSION_TOKEN_MAX_MINUTES}.")
+    if project is not None and project.organization_id != membership.organization_id:
+        raise InvalidInput("That project is not in this organization.")
+    return _token_issue(kind=TokenKind.SESSION, name=name, user=membership.user,
+                        organization=membership.organization, project=project,
+                        expires_at=timezone.now() + timedelta(minutes=expires_in_minutes))
+
+
+def service_token_create(*, name: str, expires_in_days: int = 365) -> IssuedToken:
+    if not 1 <= expires_in_days <= SERVICE_TOKEN_MAX_DAYS:
+        raise InvalidInput(f"expires_in_days must be between 1 and {SERVICE_TOKEN_MAX_DAYS}.")
+    return _token_issue(kind=TokenKind.SERVICE, name=name,
+                        expires_at=timezone.now() + timedelta(days=expires_in_days))
+
+
+def token_revoke(*, token: ApiToken) -> ApiToken:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+def token_touch(*, token: ApiToken) -> None:
+    """Record use, at most once a minute per token so authentication does not write on every request."""
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+
+
+def tokens_purge_expired(*, older_than: timedelta = timedelta(days=30)) -> int:
+    """Delete tokens and invitations that expired or were revoked more than OLDER_THAN ago."""
+    cutoff = timezone.now() - older_than
+    from django.db.models import Q
+
+    deleted, _ = ApiToken.objects.filter(Q(expires_at__lt=cutoff) | Q(revoked_at__lt=cutoff)).delete()
+    with scopes_disabled():
+        inv_deleted, _ = Invitation.objects.filter(
+            Q(expires_at__lt=cutoff) | Q(revoked_at__lt=cutoff) | Q(accepted_at__lt=cutoff)
+        ).delete()
+    return deleted + inv_deleted
+
+
+# --- organizations and onboarding ----------------------------------------------------------------------
+
+@transaction.atomic
+def organization_create(*, owner: User, name: str, slug: str | None = None) -> Membership:
+    if slug:
+        if Organization.objects.filter(slug=slug).exists():
+            raise Conflict(f"The organization slug {slug!r} is taken.")
+    else:
+        slug = _unique_slug(Organization, name)
+    try:
+        with transaction.atomic():
+            organization = Organization.objects.create(name=name, slug=slug)
+    except IntegrityError:
+        raise Conflict(f"The organization slug {slug!r} is taken.") from None
+    with scope(organization=organization):
+        return Membership.objects.create(organization=organization, user=owner, role=Role.OWNER)
+
+
+@transaction.atomic
+def signup(*, organization_name: str, email: str, name: str = "") -> Onboarded:
+    """Create an organization, its first owner, and the owner's first personal token."""
+    email = email.strip().lower()
+    if User.objects.filter(email__iexact=email).exists():
+        raise Conflict(
+            "A user with this email exists. Sign in with that user's token and create the organization "
+            "with POST /api/v1/orgs/."
+        )
+    user = User.objects.create_user(email=email, name=name)
+    membership = organization_create(owner=user, name=organization_name)
+    issued = personal_token_create(user=user, name="aileron init")
+    return Onboarded(organization=membership.organization, user=user, membership=membership, issued=issued)
+
+
+@transaction.atomic
+def organization_update(*, organization: Organization, name: str) -> Organization:
+    organization.name = name
+    organization.save(update_fields=["name"])
+    return organization
+
+
+@transaction.atomic
+def organization_delete(*, organization: Organization) -> None:
+    ApiToken.objects.filter(organization=organization).delete()
+    with scope(organization=organization):
+        organization.delete()
+
+
+# --- members ---------------------------------------------------------------------------------------------
+
+def _owner_count(organization: Organization) -> int:
+    return Membership.objects.filter(organization=organization, role=Role.OWNER).count()
+
+
+def _check_may_manage(*, acting: Membership, target: Membership, new_role: str | None) -> None:
+    touches_owner = target.role == Role.OWNER or new_role == Role.OWNER
+    if touches_owner and not role_has(acting.role, Perm.OWNER_MANAGE):
+        raise Forbidden("Only an owner may grant, change or remove the owner role.")
+
+
+@transaction.atomic
+def membership_update_role(*, acting: Membership, membership: Membership, role: str) -> Membership:
+    _check_may_manage(acting=acting, target=membership, new_role=role)
+    if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(membership.organization) == 1:
+        raise Conflict("This is the last owner; make someone else owner first.")
+    membership.role = role
+    membership.save(update_fields=["role"])
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, acting: Membership, membership: Membership) -> None:
+    """Remove a member (or let one leave): their team places go and their agent sessions are revoked."""
+    leaving = acting.pk == membership.pk
+    if not leaving:
+        if not role_has(acting.role, Perm.MEMBER_MANAGE):
+            raise Forbidden("You may not remove members.")
+        _check_may_manage(acting=acting, target=membership, new_role=None)
+    if membership.role == Role.OWNER and _owner_count(membership.organization) == 1:
+        raise Conflict("This is the last owner; make someone else owner first.")
+    organization = membership.organization
+    TeamMembership.objects.filter(organization=organization, user_id=membership.user_id).delete()
+    ApiToken.objects.filter(
+        kind=TokenKind.SESSION, organization=organization, user_id=membership.user_id, revoked_at__isnull=True
+    ).update(revoked_at=timezone.now())
+    membership.delete()
+
+
+@transaction.atomic
+def invitation_create(*, acting: Membership, email: str, role: str, expires_in_days: int = 7
+                      ) -> tuple[Invitation, str]:
+    if role == Role.OWNER and not role_has(acting.role, Perm.OWNER_MANAGE):
+        raise Forbidden("Only an owner may invite an owner.")
+    if not 1 <= expires_in_days <= INVITATION_MAX_DAYS:
+        raise InvalidInput(f"expires_in_days must be between 1 and {INVITATION_MAX_DAYS}.")
+    organization = acting.organization
+    email = email.strip().lower()
+    if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
+        raise Conflict("That person is already a member.")
+    now = timezone.now()
+    pending = Invitation.objects.filter(
+        organization=organization, email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True,
+        expires_at__gt=now,
+    )
+    if pending.exists():
+        raise Conflict("That person already has a pending invitation; revoke it to send a new one.")
+    new = tokens.generate("inv", token_key())
+    invitation = Invitation.objects.create(
+        organization=organization, email=email, role=role, lookup=new.lookup, digest=new.digest,
+        invited_by=acting.user, expires_at=now + timedelta(days=expires_in_days),
+    )
+    return invitation, new.plaintext
+
+
+@transaction.atomic
+def invitation_revoke(*, invitation: Invitation) -> Invitation:
+    if invitation.state != "pending":
+        raise Conflict(f"The invitation is {invitation.state}.")
+    invitation.revoked_at = timezone.now()
+    invitation.save(update_fields=["revoked_at"])
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, invitation: Invitation, acting_user: User | None, name: str = "") -> Onboarded:
+    """Join the invitation's organization.
+
+    A new person gets a user and a first personal token. An existing user must be signed in as that user:
+    otherwise anyone holding the invitation could mint a token for someone else's account.
+    """
+    organization = invitation.organization
+    existing = User.objects.filter(email__iexact=invitation.email).first()
+    issued: IssuedToken | None = None
+    if existing is not None:
+        if acting_user is None or acting_user.pk != existing.pk:
+            raise Forbidden("This invitation is for an existing user: accept it signed in as that user.")
+        user = existing
+    else:
+        if acting_user is not None:
+            raise Forbidden("This invitation is for another email address.")
+        user = User.objects.create_user(email=invitation.email, name=name)
+        issued = personal_token_create(user=user, name=f"joined {organization.slug}")
+    with scope(organization=organization):
+        locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
+        if locked.state != "pending":
+            raise Conflict(f"The invitation is {locked.state}.")
+        if membership_for_user(organization=organization, user_id=user.pk) is not None:
+            raise Conflict("You are already a member.")
+        membership = Membership.objects.create(organization=organization, user=user, role=locked.role)
+        locked.accepted_at = timezone.now()
+        locked.save(update_fields=["accepted_at"])
+    return Onboarded(organization=organization, user=user, membership=membership, issued=issued)
+
+
+# --- teams and projects ------------------------------------------------------------------------------------
+
+@transaction.atomic
+def team_create(*, organization: Organization, name: str, slug: str | None = None) -> Team:
+    slug = slug or _unique_slug(Team, name, organization=organization)
+    _check_slug_free(Team, organization, slug)
+    return Team.objects.create(organization=organization, name=name, slug=slug)
+
+
+@transaction.atomic
+def team_update(*, team: Team, name: str | None = None, slug: str | None = None) -> Team:
+    if slug is not None and slug != team.slug:
+        _check_slug_free(Team, team.organization, slug, exclude_pk=team.pk)
+        team.slug = slug
+    if name is not None:
+        team.name = name
+    team.save(update_fields=["name", "slug"])
+    return team
+
+
+@transaction.atomic
+def team_delete(*, team: Team) -> None:
+    TeamMembership.objects.filter(organization_id=team.organization_id, team=team).delete()
+    team.delete()
+
+
+@transaction.atomic
+def team_member_add(*, team: Team, user_id: object) -> TeamMembership:
+    membership = Membership.objects.filter(organization_id=team.organization_id, user_id=user_id).first()
+    if membership is None:
+        raise InvalidInput("That user is not a member of this organization.")
+    if TeamMembership.objects.filter(organization_id=team.organization_id, team=team, user_id=user_id).exists():
+        raise Conflict("That user is already in the team.")
+    return TeamMembership.objects.create(organization_id=team.organization_id, team=team, user_id=user_id)
+
+
+@transaction.atomic
+def team_member_remove(*, team_membership: TeamMembership) -> None:
+    team_membership.delete()
+
+
+@transaction.atomic
+def project_create(*, organization: Organization, name: str, slug: str | None = None,
+                   team: Team | None = None, description: str = "") -> Project:
+    slug = slug or _unique_slug(Project, name, organization=organization)
+    _check_slug_free(Project, organization, slug)
+    return Project.objects.create(organization=organization, name=name, slug=slug, team=team,
+                                  description=description)
+
+
+@transaction.atomic
+def project_update(*, project: Project, fields: dict[str, object]) -> Project:
+    slug = fields.get("slug")
+    if isinstance(slug, str) and slug != project.slug:
+        _check_slug_free(Project, project.organization, slug, exclude_pk=project.pk)
+    for key, value in fields.items():
+        setattr(project, key, value)
+    project.save()
+    return project
+
+
+@transaction.atomic
+def project_delete(*, project: Project) -> None:
+    ApiToken.objects.filter(project=project).update(project=None)
+    project.delete()

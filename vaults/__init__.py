@@ -1,0 +1,1 @@
+"""Zero-knowledge vaults and the encrypted credential store (issue 3)."""
