@@ -221,7 +221,7 @@ def membership_remove(*, acting: Membership, membership: Membership) -> None:
 
 
 @transaction.atomic
-def invitation_create(*, acting: Membership, email: str, role: str, expires_in_days: int = 7
+def invitation_create(*, acting: Membership, email: str, role: str = Role.MEMBER, expires_in_days: int = 7
                       ) -> tuple[Invitation, str]:
     if role == Role.OWNER and not role_has(acting.role, Perm.OWNER_MANAGE):
         raise Forbidden("Only an owner may invite an owner.")

@@ -1,0 +1,177 @@
+"""`aileron service`: runs the whole v4 runtime as one process group and supervises it.
+
+Children: the ASGI server (HTTP and websockets), the Celery worker and Celery beat. In the v4.x split the
+same children run on different machines; here one supervisor starts them, reports where each listens, and
+stops all of them when one dies or on Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+import httpx
+
+from aileron_cli.client import CliError
+
+READY_TIMEOUT_SECONDS = 60.0
+STOP_GRACE_SECONDS = 10.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _prepare_database(out: Callable[[str], None]) -> dict[str, str]:
+    """Validate settings, migrate, and describe the backends. Raises CliError with one line on failure."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aileron_site.settings")
+    from aileron_site.config import ConfigError
+
+    try:
+        import django
+
+        django.setup()
+    except ConfigError as exc:
+        raise CliError(f"configuration error: {exc}", exit_code=2) from None
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import DatabaseError, connection
+
+    out("migrating the database…")
+    try:
+        call_command("migrate", interactive=False, verbosity=0)
+    except DatabaseError as exc:
+        raise CliError(f"cannot migrate the database: {str(exc).splitlines()[0]}") from None
+    db = settings.DATABASES["default"]
+    where = db["NAME"] if connection.vendor == "sqlite" else f"{db.get('HOST') or 'localhost'}/{db['NAME']}"
+    return {
+        "mode": settings.AILERON_MODE,
+        "home": str(settings.AILERON_HOME),
+        "database": f"{connection.vendor} ({where})",
+        "channel_layer": settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1],
+        "broker": str(settings.CELERY_BROKER_URL).split("://", 1)[0],
+        "beat_schedule": str(settings.CELERY_BEAT_SCHEDULE_FILENAME),
+    }
+
+
+class Supervisor:
+    def __init__(self, children: list[Child], out: Callable[[str], None]) -> None:
+        self.children = children
+        self.out = out
+        self.stopping = threading.Event()
+        self.exit_code = 0
+
+    def start(self) -> None:
+        for child in self.children:
+            # Same process group as us: a terminal's Ctrl-C reaches every child, and so does our SIGTERM.
+            child.process = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL)  # noqa: S603
+
+    def dead_child(self) -> Child | None:
+        for child in self.children:
+            if child.process is not None and child.process.poll() is not None:
+                return child
+        return None
+
+    def stop(self) -> None:
+        for child in self.children:
+            if child.process is not None and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in self.children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.out(f"{child.name} did not stop in {STOP_GRACE_SECONDS:.0f}s; killing it")
+                child.process.kill()
+                child.process.wait()
+
+    def handle_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+
+    def wait_ready(self, url: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            dead = self.dead_child()
+            if dead is not None:
+                assert dead.process is not None  # noqa: S101
+                raise CliError(f"{dead.name} exited during start-up with code {dead.process.returncode}")
+            try:
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        if not self.stopping.is_set():
+            raise CliError(f"the API did not become ready within {READY_TIMEOUT_SECONDS:.0f}s")
+
+    def run_until_stopped(self) -> int:
+        while not self.stopping.wait(0.5):
+            dead = self.dead_child()
+            if dead is not None:
+                assert dead.process is not None  # noqa: S101
+                self.out(f"{dead.name} exited unexpectedly with code {dead.process.returncode}; stopping the rest")
+                return 1
+        return 0
+
+
+def run_service(*, host: str, api_port: int, out: Callable[[str], None], summary: Callable[[dict[str, str]], None]
+                ) -> int:
+    if not _port_free(host, api_port):
+        raise CliError(f"cannot listen on {host}:{api_port}: the address is in use or not available", exit_code=2)
+    info = _prepare_database(out)
+    python = sys.executable
+    children = [
+        Child("api", [python, "-m", "daphne", "--bind", host, "--port", str(api_port), "--verbosity", "1",
+                      "aileron_site.asgi:application"]),
+        Child("worker", [python, "-m", "celery", "--app", "aileron_site", "worker", "--pool", "threads",
+                         "--concurrency", "4", "--loglevel", "INFO", "--hostname", f"aileron-worker-{os.getpid()}@%h",
+                         "--without-mingle", "--without-gossip"]),
+        Child("beat", [python, "-m", "celery", "--app", "aileron_site", "beat", "--loglevel", "INFO",
+                       "--schedule", info["beat_schedule"]]),
+    ]
+    supervisor = Supervisor(children, out)
+    previous = {sig: signal.signal(sig, supervisor.handle_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        supervisor.start()
+        shown_host = f"[{host}]" if ":" in host else host
+        base = f"http://{shown_host}:{api_port}"
+        supervisor.wait_ready(f"{base}/api/v1/health/")
+        if supervisor.stopping.is_set():
+            return 0
+        summary({
+            "api": f"{base}/api/v1/",
+            "docs": f"{base}/api/docs/",
+            "worker": f"celery worker + beat via {info['broker']}",
+            **{k: info[k] for k in ("mode", "database", "channel_layer", "home")},
+        })
+        code = supervisor.run_until_stopped()
+        out("stopping…")
+        return code
+    finally:
+        supervisor.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,168 @@
+"""Cross-tenant isolation, checked by walking the URL conf so that a new endpoint cannot be forgotten."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+from django_scopes import scope, scopes_disabled
+
+from conftest import Cast, Person, client_for
+from tenants import services
+from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
+
+pytestmark = pytest.mark.django_db
+WRITE_BODY = {"name": "x", "role": "admin", "email": "zed@example.com", "user_id": None, "organization": "x"}
+
+
+@dataclass
+class Objects:
+    person: Person
+    ids: dict[str, str]
+
+
+def populate(person: Person, other_member: Person | None = None) -> Objects:
+    org = person.org
+    with scope(organization=org):
+        team = services.team_create(organization=org, name="Team")
+        project = services.project_create(organization=org, name="Project", team=team)
+        invitation, _ = services.invitation_create(acting=person.membership, email=f"new@{org.slug}.example")
+        member = other_member.membership if other_member else person.membership
+        services.team_member_add(team=team, user_id=member.user_id)
+        session = services.session_token_create(membership=person.membership, name="agent").token
+    pat = ApiToken.objects.filter(user=person.user, kind="pat").first()
+    assert pat is not None
+    return Objects(person, {
+        "org_id": str(org.pk), "member_id": str(member.pk), "team_id": str(team.pk),
+        "project_id": str(project.pk), "invitation_id": str(invitation.pk), "user_id": str(member.user_id),
+        "pat_id": str(pat.pk), "session_id": str(session.pk),
+    })
+
+
+def api_routes() -> list[tuple[str, URLPattern]]:
+    """Every URL pattern under /api/v1/, as (route, pattern)."""
+    found: list[tuple[str, URLPattern]] = []
+
+    def walk(patterns: list[Any], prefix: str) -> None:
+        for p in patterns:
+            if isinstance(p, URLResolver):
+                walk(p.url_patterns, prefix + str(p.pattern))
+            elif isinstance(p, URLPattern):
+                route = prefix + str(p.pattern)
+                if route.startswith("api/v1/"):
+                    found.append((route, p))
+
+    walk(get_resolver().url_patterns, "")
+    return found
+
+
+def methods_of(pattern: URLPattern) -> list[str]:
+    callback: Any = pattern.callback
+    actions = getattr(callback, "actions", None)
+    if actions:
+        return sorted(m for m in actions if m in ("get", "post", "put", "patch", "delete"))
+    view_class = callback.view_class
+    return [m for m in ("get", "post", "put", "patch", "delete") if hasattr(view_class, m)]
+
+
+def kwarg_value(route: str, kwarg: str, ids: dict[str, str]) -> str:
+    if kwarg == "token_id":
+        return ids["session_id"] if "session-tokens" in route else ids["pat_id"]
+    if kwarg not in ids:
+        pytest.fail(f"{route}: no object for <{kwarg}> in the isolation test; add one to populate()")
+    return ids[kwarg]
+
+
+def fill(route: str, pattern: URLPattern, ids: dict[str, str], org_ids: dict[str, str] | None = None) -> str:
+    path = "/" + route
+    for kwarg in pattern.pattern.converters:
+        source = org_ids if (kwarg == "org_id" and org_ids is not None) else ids
+        path = path.replace(f"<uuid:{kwarg}>", kwarg_value(route, kwarg, source))
+    return path
+
+
+def call(token: str, method: str, path: str) -> Any:
+    client = client_for(token)
+    if method == "get":
+        return client.get(path)
+    return getattr(client, method)(path, data=json.dumps(WRITE_BODY), content_type="application/json")
+
+
+@pytest.fixture
+def worlds(cast: Cast) -> tuple[Objects, Objects]:
+    return populate(cast.alice, cast.bob), populate(cast.charlie)
+
+
+def snapshot() -> dict[str, int]:
+    with scopes_disabled():
+        return {m.__name__: m.objects.count() for m in (Organization, Membership, Team, TeamMembership, Project,
+                                                         Invitation, ApiToken)}
+
+
+def test_the_walk_finds_the_organization_endpoints() -> None:
+    routes = [r for r, _ in api_routes()]
+    assert "api/v1/orgs/<uuid:org_id>/teams/<uuid:team_id>/" in routes
+    assert len([r for r in routes if "<uuid:" in r]) >= 10
+
+
+def test_charlie_gets_404_for_every_endpoint_that_takes_one_of_alices_ids(worlds: tuple[Objects, Objects]) -> None:
+    a, c = worlds
+    before = snapshot()
+    checked = 0
+    for route, pattern in api_routes():
+        if not pattern.pattern.converters:
+            continue
+        for method in methods_of(pattern):
+            path = fill(route, pattern, a.ids)
+            response = call(c.person.token, method, path)
+            assert response.status_code == 404, f"{method.upper()} {path} as Charlie: {response.status_code}"
+            assert response["Content-Type"] == "application/problem+json"
+            checked += 1
+    assert checked >= 20
+    assert snapshot() == before, "a refused request changed data"
+
+
+def test_charlie_gets_404_when_pairing_his_org_with_alices_nested_ids(worlds: tuple[Objects, Objects]) -> None:
+    a, c = worlds
+    before = snapshot()
+    checked = 0
+    for route, pattern in api_routes():
+        converters = pattern.pattern.converters
+        if "org_id" not in converters or len(converters) < 2:
+            continue
+        for method in methods_of(pattern):
+            path = fill(route, pattern, a.ids, org_ids=c.ids)
+            response = call(c.person.token, method, path)
+            assert response.status_code == 404, f"{method.upper()} {path} as Charlie: {response.status_code}"
+            checked += 1
+    assert checked >= 8
+    assert snapshot() == before
+
+
+def test_no_list_or_read_that_charlie_can_make_shows_anything_of_alices(
+    worlds: tuple[Objects, Objects], cast: Cast
+) -> None:
+    a, c = worlds
+    secrets_of_a = set(a.ids.values()) | {cast.alice.user.email, cast.bob.user.email, a.person.org.slug}
+    seen = 0
+    for route, pattern in api_routes():
+        if "get" not in methods_of(pattern):
+            continue
+        path = fill(route, pattern, c.ids)
+        response = client_for(c.person.token).get(path)
+        assert response.status_code == 200, f"GET {path} as Charlie: {response.status_code}"
+        text = response.content.decode()
+        leaked = [s for s in secrets_of_a if s in text]
+        assert not leaked, f"GET {path} shows Alice's {leaked}"
+        seen += 1
+    assert seen >= 12
+
+
+def test_bob_sees_his_own_org_through_the_same_endpoints(worlds: tuple[Objects, Objects], cast: Cast) -> None:
+    a, _ = worlds
+    response = client_for(cast.bob.token).get(f"/api/v1/orgs/{a.ids['org_id']}/teams/{a.ids['team_id']}/")
+    assert response.status_code == 200
+    assert response.json()["id"] == a.ids["team_id"]

@@ -1,0 +1,1 @@
+"""End-to-end tests that cross processes, and the shared test plumbing."""
