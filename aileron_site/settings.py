@@ -110,6 +110,8 @@ STATIC_ROOT.mkdir(mode=0o700, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.api.permissions.IsUserToken"],
@@ -124,6 +126,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "aileron_site.problems.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_VERSIONING_CLASS": None,
+    # Escape non-ASCII in JSON: an error that echoes a lone surrogate from the input must still encode.
+    "UNICODE_JSON": False,
 }
 
 SPECTACULAR_SETTINGS = {

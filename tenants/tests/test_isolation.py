@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls import URLPattern
 from django_scopes import scope, scopes_disabled
 
 from conftest import Cast, Person, client_for
 from tenants import services
+from tests.urlwalk import api_routes, methods_of
 from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
 
 pytestmark = pytest.mark.django_db
@@ -40,32 +41,6 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
         "project_id": str(project.pk), "invitation_id": str(invitation.pk), "user_id": str(member.user_id),
         "pat_id": str(pat.pk), "session_id": str(session.pk),
     })
-
-
-def api_routes() -> list[tuple[str, URLPattern]]:
-    """Every URL pattern under /api/v1/, as (route, pattern)."""
-    found: list[tuple[str, URLPattern]] = []
-
-    def walk(patterns: list[Any], prefix: str) -> None:
-        for p in patterns:
-            if isinstance(p, URLResolver):
-                walk(p.url_patterns, prefix + str(p.pattern))
-            elif isinstance(p, URLPattern):
-                route = prefix + str(p.pattern)
-                if route.startswith("api/v1/"):
-                    found.append((route, p))
-
-    walk(get_resolver().url_patterns, "")
-    return found
-
-
-def methods_of(pattern: URLPattern) -> list[str]:
-    callback: Any = pattern.callback
-    actions = getattr(callback, "actions", None)
-    if actions:
-        return sorted(m for m in actions if m in ("get", "post", "put", "patch", "delete"))
-    view_class = callback.view_class
-    return [m for m in ("get", "post", "put", "patch", "delete") if hasattr(view_class, m)]
 
 
 def kwarg_value(route: str, kwarg: str, ids: dict[str, str]) -> str:

@@ -1,0 +1,116 @@
+"""Fixtures for tests that run `aileron service` as real processes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Service:
+    url: str
+    port: int
+    env: dict[str, str]
+    home: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def aileron(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "aileron"), *args], env=self.env, capture_output=True, text=True,
+                              timeout=60, check=check)
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"aileron service exited with {self.process.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/api/v1/health/", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"aileron service did not become healthy:\n{self.log.read_text()}")
+
+
+@pytest.fixture
+def isolated_database_url() -> Iterator[str | None]:
+    """With DATABASE_URL set, a fresh PostgreSQL database for the real processes, dropped afterwards."""
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        yield None
+        return
+    import psycopg
+
+    name = f"aileron_e2e_{secrets.token_hex(4)}"
+    parts = urlsplit(base)
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def isolated_redis_url() -> str | None:
+    """With REDIS_URL set, a Redis database of its own (index 14), emptied first."""
+    base = os.environ.get("REDIS_URL")
+    if not base:
+        return None
+    import redis
+
+    url = urlunsplit(urlsplit(base)._replace(path="/14"))
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def service(tmp_path: Path, isolated_database_url: str | None, isolated_redis_url: str | None) -> Iterator[Service]:
+    home = tmp_path / "home"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AILERON_", "DJANGO_"))}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    env["AILERON_HOME"] = str(home)
+    if isolated_database_url:
+        env["DATABASE_URL"] = isolated_database_url
+    if isolated_redis_url:
+        env["REDIS_URL"] = isolated_redis_url
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(BIN / "aileron"), "service", "--api-port", str(port)], env=env,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    svc = Service(url=f"http://127.0.0.1:{port}", port=port, env=env, home=home, process=process, log=log)
+    try:
+        svc.wait_healthy()
+        yield svc
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait()

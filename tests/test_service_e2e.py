@@ -1,0 +1,114 @@
+"""`aileron service`, `aileron init` and `aileron status` as a user runs them: real processes, real network."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import BIN, Service, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(line) for line in out.split()]
+
+
+def wait_for_worker(service: Service, timeout: float = 45.0) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{service.url}/api/v1/health/", timeout=5).json()
+        if health["worker_age_seconds"] is not None:
+            return dict(health)
+        time.sleep(0.5)
+    raise AssertionError(f"the worker never reported:\n{service.log.read_text()}")
+
+
+def test_service_init_and_status_work_together(service: Service) -> None:
+    before = service.aileron("status", "--json", "--server", service.url)
+    assert before.returncode == 0, before.stderr
+    assert json.loads(before.stdout)["login"] is None
+
+    init = service.aileron("init", "--org", "Acme Corp", "--email", "alice@example.com", "--server", service.url,
+                           "--json")
+    assert init.returncode == 0, init.stderr
+    created = json.loads(init.stdout)
+    assert created["organization"]["slug"] == "acme-corp" and created["role"] == "owner"
+    login_file = service.home / "cli.json"
+    assert stat.S_IMODE(login_file.stat().st_mode) == 0o600
+    assert json.loads(login_file.read_text())["token"].startswith("ail_pat_")
+
+    health = wait_for_worker(service)
+    expected_db = "postgresql" if "DATABASE_URL" in service.env else "sqlite"
+    expected_layer = "RedisChannelLayer" if "REDIS_URL" in service.env else "InMemoryChannelLayer"
+    status = service.aileron("status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["reachable"] is True and report["server"] == service.url
+    assert report["login"]["user"]["email"] == "alice@example.com"
+    assert report["login"]["memberships"][0]["role"] == "owner"
+    assert report["service"]["database"] == expected_db == health["database"]
+    assert report["service"]["channel_layer"] == expected_layer
+    assert report["service"]["status"] == "ok"
+
+    human = service.aileron("status")
+    assert human.returncode == 0 and "alice@example.com" in human.stdout and "acme-corp: owner" in human.stdout
+
+    again = service.aileron("init", "--org", "Other", "--email", "bob@example.com", "--server", service.url)
+    assert again.returncode == 1
+    assert again.stderr.startswith("aileron: already logged in as alice@example.com")
+    assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_stops_every_part_cleanly(service: Service) -> None:
+    children = children_of(service.process.pid)
+    assert len(children) == 3, children
+    os.killpg(service.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    assert service.process.wait(timeout=30) == 0, service.log.read_text()
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists(), f"child {pid} outlived the service"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{service.url}/api/v1/health/", timeout=2)
+
+
+def test_a_second_service_on_a_taken_port_fails_with_one_line(service: Service) -> None:
+    result = service.aileron("service", "--api-port", str(service.port))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"aileron: cannot listen on 127.0.0.1:{service.port}: the address is in use or not available"
+
+
+def test_a_dead_worker_takes_the_service_down_rather_than_running_half(service: Service) -> None:
+    worker = next(pid for pid in children_of(service.process.pid)
+                  if "worker" in Path(f"/proc/{pid}/cmdline").read_text())
+    os.kill(worker, signal.SIGKILL)
+    assert service.process.wait(timeout=30) == 1
+    assert "worker exited unexpectedly" in service.log.read_text()
+
+
+def test_the_cli_reports_an_unreachable_server_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "AILERON_HOME": str(tmp_path)}
+    url = f"http://127.0.0.1:{free_port()}"
+    human = subprocess.run([str(BIN / "aileron"), "status", "--server", url], env=env, capture_output=True,
+                           text=True, timeout=30)
+    assert human.returncode == 1
+    assert human.stderr.strip() == f"aileron: cannot reach the Aileron service at {url} (is `aileron service` running?)"
+    machine = subprocess.run([str(BIN / "aileron"), "status", "--json", "--server", url], env=env,
+                             capture_output=True, text=True, timeout=30)
+    assert machine.returncode == 1 and json.loads(machine.stdout)["reachable"] is False
+
+
+def test_a_bad_setting_stops_the_service_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "AILERON_HOME": str(tmp_path), "AILERON_MODE": "production", "AILERON_DEBUG": "true"}
+    result = subprocess.run([str(BIN / "aileron"), "service", "--api-port", str(free_port())], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "aileron: configuration error: AILERON_DEBUG must be off in production mode"
