@@ -26,8 +26,7 @@ class Person:
         return self.membership.organization
 
 
-def make_person(email: str, org: Organization | None = None, role: str = Role.MEMBER,
-                org_name: str = "Org") -> Person:
+def make_person(email: str, org: Organization | None = None, role: str = Role.MEMBER, org_name: str = "Org") -> Person:
     with scopes_disabled():
         if org is None:
             onboarded = services.signup(organization_name=org_name, email=email)

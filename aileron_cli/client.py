@@ -35,8 +35,9 @@ class ApiClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
-            raise CliError(f"cannot reach the Aileron service at {self.server} (is `aileron service` running?)"
-                           ) from None
+            raise CliError(
+                f"cannot reach the Aileron service at {self.server} (is `aileron service` running?)"
+            ) from None
         except httpx.TimeoutException:
             raise CliError(f"the Aileron service at {self.server} did not answer in time") from None
         except httpx.HTTPError as exc:

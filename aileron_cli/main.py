@@ -24,7 +24,7 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def fail_cleanly(func: Callable[P, R]) -> Callable[P, R]:
+def fail_cleanly[**P, R](func: Callable[P, R]) -> Callable[P, R]:
     """Report CliError and state errors as one line on stderr with a non-zero exit, never a traceback."""
 
     @wraps(func)
@@ -60,8 +60,13 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--api-port", default=8400, show_default=True, type=click.IntRange(1, 65535),
-              help="Port of the REST API (HTTP and websockets).")
+@click.option(
+    "--api-port",
+    default=8400,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port of the REST API (HTTP and websockets).",
+)
 @fail_cleanly
 def service(host: str, api_port: int) -> None:
     """Run the Aileron runtime: API server, worker and scheduler, in one process group."""
@@ -74,8 +79,7 @@ def service(host: str, api_port: int) -> None:
         console.print(table)
         console.print("Press Ctrl-C to stop.")
 
-    code = run_service(host=host, api_port=api_port, out=lambda m: err_console.print(m, markup=False),
-                       summary=summary)
+    code = run_service(host=host, api_port=api_port, out=lambda m: err_console.print(m, markup=False), summary=summary)
     sys.exit(code)
 
 
@@ -91,16 +95,26 @@ def init(org_name: str, email: str, name: str, server: str | None, as_json: bool
     existing = state.login_load()
     url = state.server_url(server)
     if existing is not None:
-        raise CliError(f"already logged in as {existing.email} on {existing.server} "
-                       f"({state.login_path()}); use another AILERON_HOME or move that file away")
+        raise CliError(
+            f"already logged in as {existing.email} on {existing.server} "
+            f"({state.login_path()}); use another AILERON_HOME or move that file away"
+        )
     with ApiClient(url) as api:
         result = api.post("/api/v1/signup/", {"organization": org_name, "email": email, "name": name})
     org = result["organization"]
-    path = state.login_save(state.Login(server=url, token=result["token"], email=result["user"]["email"],
-                                        organization_id=org["id"]))
+    path = state.login_save(
+        state.Login(server=url, token=result["token"], email=result["user"]["email"], organization_id=org["id"])
+    )
     if as_json:
-        emit_json({"server": url, "organization": org, "user": result["user"], "role": result["role"],
-                   "login_file": str(path)})
+        emit_json(
+            {
+                "server": url,
+                "organization": org,
+                "user": result["user"],
+                "role": result["role"],
+                "login_file": str(path),
+            }
+        )
         return
     console.print(f"Created organization [bold]{org['name']}[/] ({org['slug']}) with you as owner.")
     console.print(f"Logged in as {result['user']['email']}; token stored in {path}")
@@ -134,14 +148,18 @@ def status(server: str | None, as_json: bool) -> None:
     table.add_row("database", health["database"])
     table.add_row("channel layer", health["channel_layer"])
     age = health.get("worker_age_seconds")
-    table.add_row("worker", f"{health['broker']} broker; " + (f"last seen {age:.0f}s ago" if age is not None
-                                                              else "not seen yet"))
+    table.add_row(
+        "worker",
+        f"{health['broker']} broker; " + (f"last seen {age:.0f}s ago" if age is not None else "not seen yet"),
+    )
     if who is None:
         table.add_row("login", "not logged in (run `aileron init`)")
     else:
         user = who.get("user") or {}
-        table.add_row("login", f"{user.get('email', who['token_name'])} ({who['kind']} token, "
-                               f"expires {who['expires_at']})")
+        table.add_row(
+            "login",
+            f"{user.get('email', who['token_name'])} ({who['kind']} token, expires {who['expires_at']})",
+        )
         for membership in who.get("memberships", []):
             table.add_row("", f"{membership['slug']}: {membership['role']}")
     console.print(table)

@@ -70,7 +70,7 @@ def _prepare_database(out: Callable[[str], None]) -> dict[str, str]:
         "mode": settings.AILERON_MODE,
         "home": str(settings.AILERON_HOME),
         "database": f"{connection.vendor} ({where})",
-        "channel_layer": settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1],
+        "channel_layer": str(settings.CHANNEL_LAYERS["default"]["BACKEND"]).rsplit(".", 1)[-1],
         "broker": str(settings.CELERY_BROKER_URL).split("://", 1)[0],
         "beat_schedule": str(settings.CELERY_BEAT_SCHEDULE_FILENAME),
     }
@@ -138,20 +138,65 @@ class Supervisor:
         return 0
 
 
-def run_service(*, host: str, api_port: int, out: Callable[[str], None], summary: Callable[[dict[str, str]], None]
-                ) -> int:
+def run_service(
+    *, host: str, api_port: int, out: Callable[[str], None], summary: Callable[[dict[str, str]], None]
+) -> int:
     if not _port_free(host, api_port):
         raise CliError(f"cannot listen on {host}:{api_port}: the address is in use or not available", exit_code=2)
     info = _prepare_database(out)
     python = sys.executable
     children = [
-        Child("api", [python, "-m", "daphne", "--bind", host, "--port", str(api_port), "--verbosity", "1",
-                      "aileron_site.asgi:application"]),
-        Child("worker", [python, "-m", "celery", "--app", "aileron_site", "worker", "--pool", "threads",
-                         "--concurrency", "4", "--loglevel", "INFO", "--hostname", f"aileron-worker-{os.getpid()}@%h",
-                         "--without-mingle", "--without-gossip"]),
-        Child("beat", [python, "-m", "celery", "--app", "aileron_site", "beat", "--loglevel", "INFO",
-                       "--schedule", info["beat_schedule"]]),
+        Child(
+            "api",
+            [
+                python,
+                "-m",
+                "daphne",
+                "--bind",
+                host,
+                "--port",
+                str(api_port),
+                "--verbosity",
+                "1",
+                "aileron_site.asgi:application",
+            ],
+        ),
+        Child(
+            "worker",
+            [
+                python,
+                "-m",
+                "celery",
+                "--app",
+                "aileron_site",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "4",
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                f"aileron-worker-{os.getpid()}@%h",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+        ),
+        Child(
+            "beat",
+            [
+                python,
+                "-m",
+                "celery",
+                "--app",
+                "aileron_site",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                info["beat_schedule"],
+            ],
+        ),
     ]
     supervisor = Supervisor(children, out)
     previous = {sig: signal.signal(sig, supervisor.handle_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -162,12 +207,14 @@ def run_service(*, host: str, api_port: int, out: Callable[[str], None], summary
         supervisor.wait_ready(f"{base}/api/v1/health/")
         if supervisor.stopping.is_set():
             return 0
-        summary({
-            "api": f"{base}/api/v1/",
-            "docs": f"{base}/api/docs/",
-            "worker": f"celery worker + beat via {info['broker']}",
-            **{k: info[k] for k in ("mode", "database", "channel_layer", "home")},
-        })
+        summary(
+            {
+                "api": f"{base}/api/v1/",
+                "docs": f"{base}/api/docs/",
+                "worker": f"celery worker + beat via {info['broker']}",
+                **{k: info[k] for k in ("mode", "database", "channel_layer", "home")},
+            }
+        )
         code = supervisor.run_until_stopped()
         out("stopping…")
         return code

@@ -43,8 +43,12 @@ def login_load() -> Login | None:
     except (OSError, ValueError) as exc:
         raise StateError(f"{path} is unreadable ({exc}); move it away and run `aileron init` again") from None
     try:
-        return Login(server=str(raw["server"]), token=str(raw["token"]), email=str(raw["email"]),
-                     organization_id=raw.get("organization_id"))
+        return Login(
+            server=str(raw["server"]),
+            token=str(raw["token"]),
+            email=str(raw["email"]),
+            organization_id=raw.get("organization_id"),
+        )
     except (KeyError, TypeError):
         raise StateError(f"{path} is missing fields; move it away and run `aileron init` again") from None
 

@@ -14,7 +14,7 @@ class Pagination(LimitOffsetPagination):
     max_limit = 500
 
 
-class ScopedFilterBackend(DjangoFilterBackend):
+class ScopedFilterBackend(DjangoFilterBackend):  # type: ignore[misc]
     """django-filter builds FilterSet classes by introspecting `_default_manager.all().query`, which a
     scoped manager refuses outside a scope (e.g. when the schema is generated). Building the class reads no
     rows, so it is done with scopes disabled; filtering itself still runs inside the request's scope."""

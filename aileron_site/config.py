@@ -145,9 +145,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         if not secret_key:
             raise ConfigError("AILERON_SECRET_KEY (or AILERON_SECRET_KEY_FILE) is required in production mode")
         if len(secret_key) < MIN_SECRET_KEY_LENGTH or len(set(secret_key)) < 5:
-            raise ConfigError(
-                f"AILERON_SECRET_KEY is too weak: use at least {MIN_SECRET_KEY_LENGTH} random characters"
-            )
+            raise ConfigError(f"AILERON_SECRET_KEY is too weak: use at least {MIN_SECRET_KEY_LENGTH} random characters")
         if not allowed_hosts:
             raise ConfigError("AILERON_ALLOWED_HOSTS is required in production mode (comma-separated host names)")
         if any(host == "*" or host.startswith("*") for host in allowed_hosts):

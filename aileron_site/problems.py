@@ -60,8 +60,9 @@ class InvalidInput(Problem):
     title = "Invalid input"
 
 
-def problem_body(*, status: int, slug: str, title: str, detail: str, instance: str | None = None,
-                 **extra: Any) -> dict[str, Any]:
+def problem_body(
+    *, status: int, slug: str, title: str, detail: str, instance: str | None = None, **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {"type": TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail}
     if instance:
         body["instance"] = instance
@@ -112,13 +113,28 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     instance = request.path if request is not None else None
 
     if isinstance(exc, Problem):
-        return _respond(problem_body(status=exc.status, slug=exc.slug, title=exc.title, detail=exc.detail,
-                                     instance=instance, **exc.extra))
+        return _respond(
+            problem_body(
+                status=exc.status,
+                slug=exc.slug,
+                title=exc.title,
+                detail=exc.detail,
+                instance=instance,
+                **exc.extra,
+            )
+        )
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        return _respond(problem_body(status=413, slug="payload-too-large", title="Payload too large",
-                                     detail=f"The request body is larger than the {limit} bytes accepted.",
-                                     instance=instance, max_bytes=limit))
+        return _respond(
+            problem_body(
+                status=413,
+                slug="payload-too-large",
+                title="Payload too large",
+                detail=f"The request body is larger than the {limit} bytes accepted.",
+                instance=instance,
+                max_bytes=limit,
+            )
+        )
     if isinstance(exc, Http404):
         exc = drf.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -142,9 +158,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     headers: dict[str, str] = {}
     if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
         headers["WWW-Authenticate"] = 'Bearer realm="aileron"'
-    if isinstance(exc, drf.Throttled) and exc.wait is not None:
-        headers["Retry-After"] = str(int(exc.wait))
-        extra["retry_after"] = int(exc.wait)
+    wait = getattr(exc, "wait", None)
+    if isinstance(exc, drf.Throttled) and wait is not None:
+        headers["Retry-After"] = str(int(wait))
+        extra["retry_after"] = int(wait)
     return _respond(
         problem_body(status=exc.status_code, slug=slug, title=title, detail=detail, instance=instance, **extra),
         headers,
@@ -169,5 +186,10 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
-    return _django_problem(request, 500, "internal-error", "Internal error",
-                           "The server failed; the error was logged. Retrying may help.")
+    return _django_problem(
+        request,
+        500,
+        "internal-error",
+        "Internal error",
+        "The server failed; the error was logged. Retrying may help.",
+    )

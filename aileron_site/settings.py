@@ -72,9 +72,13 @@ else:
         }
     }
 
+CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if CONFIG.redis_url:
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [CONFIG.redis_url]}}
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [CONFIG.redis_url]},
+        }
     }
     CELERY_BROKER_URL = CONFIG.redis_url
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {}

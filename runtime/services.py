@@ -46,7 +46,7 @@ def health_get() -> Health:
     beat = Heartbeat.objects.filter(component=WORKER).first()
     age = (timezone.now() - beat.seen_at).total_seconds() if beat else None
     broker = str(settings.CELERY_BROKER_URL).split("://", 1)[0]
-    layer = settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1]
+    layer = str(settings.CHANNEL_LAYERS["default"]["BACKEND"]).rsplit(".", 1)[-1]
     worker_ok = age is not None and age < WORKER_STALE_AFTER_SECONDS
     return Health(
         status="ok" if worker_ok else "degraded",

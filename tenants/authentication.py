@@ -65,5 +65,8 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-unty
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {"type": "http", "scheme": "bearer",
-                "description": "An Aileron token: ail_pat_… (people), ail_ses_… (agents), ail_svc_… (data plane)."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An Aileron token: ail_pat_… (people), ail_ses_… (agents), ail_svc_… (data plane).",
+        }

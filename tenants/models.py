@@ -7,7 +7,7 @@ so a forgotten filter fails loudly instead of returning another tenant's rows.
 from __future__ import annotations
 
 import uuid
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.db import models
@@ -17,8 +17,21 @@ from django_scopes import ScopedManager
 
 from tenants.roles import Role
 
-__all__ = ["ApiToken", "Invitation", "Membership", "Organization", "Project", "Role", "Team",
-           "TeamMembership", "TokenKind", "User"]
+if TYPE_CHECKING:
+    from django_stubs_ext.db.models.manager import RelatedManager
+
+__all__ = [
+    "ApiToken",
+    "Invitation",
+    "Membership",
+    "Organization",
+    "Project",
+    "Role",
+    "Team",
+    "TeamMembership",
+    "TokenKind",
+    "User",
+]
 
 
 class UserManager(BaseUserManager["User"]):
@@ -44,6 +57,10 @@ class User(AbstractBaseUser):
 
     objects = UserManager()
 
+    if TYPE_CHECKING:
+        memberships: RelatedManager[Membership]
+        team_memberships: RelatedManager[TeamMembership]
+
     class Meta:
         constraints = [models.UniqueConstraint(Lower("email"), name="user_email_ci_unique")]
 
@@ -59,6 +76,12 @@ class Organization(models.Model):
     slug = models.SlugField(max_length=60, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
 
+    if TYPE_CHECKING:
+        memberships: RelatedManager[Membership]
+        teams: RelatedManager[Team]
+        projects: RelatedManager[Project]
+        invitations: RelatedManager[Invitation]
+
     def __str__(self) -> str:
         return self.slug
 
@@ -70,7 +93,7 @@ class Membership(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = ScopedManager(organization="organization")
+    objects: models.Manager[Membership] = ScopedManager(organization="organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "user"], name="membership_org_user_unique")]
@@ -86,7 +109,11 @@ class Team(models.Model):
     slug = models.SlugField(max_length=60)
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = ScopedManager(organization="organization")
+    objects: models.Manager[Team] = ScopedManager(organization="organization")
+
+    if TYPE_CHECKING:
+        memberships: RelatedManager[TeamMembership]
+        projects: RelatedManager[Project]
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "slug"], name="team_org_slug_unique")]
@@ -102,10 +129,13 @@ class TeamMembership(models.Model):
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="team_memberships")
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = ScopedManager(organization="organization")
+    objects: models.Manager[TeamMembership] = ScopedManager(organization="organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["team", "user"], name="team_membership_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.team_id}"
 
 
 class Project(models.Model):
@@ -119,7 +149,7 @@ class Project(models.Model):
     description = models.TextField(blank=True, max_length=2000)
     created_at = models.DateTimeField(default=timezone.now)
 
-    objects = ScopedManager(organization="organization")
+    objects: models.Manager[Project] = ScopedManager(organization="organization")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["organization", "slug"], name="project_org_slug_unique")]
@@ -148,8 +178,7 @@ class ApiToken(models.Model):
     lookup = models.CharField(max_length=16, unique=True)
     digest = models.CharField(max_length=64)
     user = models.ForeignKey(User, on_delete=models.CASCADE, null=True, blank=True, related_name="tokens")
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, null=True, blank=True,
-                                     related_name="+")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
     project = models.ForeignKey(Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
@@ -191,7 +220,10 @@ class Invitation(models.Model):
     accepted_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
-    objects = ScopedManager(organization="organization")
+    objects: models.Manager[Invitation] = ScopedManager(organization="organization")
+
+    def __str__(self) -> str:
+        return f"invitation of {self.email} to {self.organization_id}"
 
     @property
     def state(self) -> str:

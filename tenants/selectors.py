@@ -156,9 +156,7 @@ def token_authenticate(*, raw: str) -> ApiToken | None:
     if parsed.kind == "inv":
         return None
     token = (
-        ApiToken.objects.select_related("user", "organization")
-        .filter(lookup=parsed.lookup, kind=parsed.kind)
-        .first()
+        ApiToken.objects.select_related("user", "organization").filter(lookup=parsed.lookup, kind=parsed.kind).first()
     )
     if token is None or not tokens.verify(token_key(), raw, token.digest):
         return None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -54,13 +55,14 @@ def _unique_slug(model: type[Organization] | type[Team] | type[Project], base: s
     root = (slugify(base) or model.__name__.lower())[:50].strip("-") or model.__name__.lower()
     candidate = root
     with scopes_disabled():
-        while model.objects.filter(slug=candidate, **filters).exists():  # type: ignore[misc]
+        while model.objects.filter(slug=candidate, **filters).exists():
             candidate = f"{root}-{secrets.token_hex(2)}"
     return candidate
 
 
-def _check_slug_free(model: type[Team] | type[Project], organization: Organization, slug: str,
-                     exclude_pk: object = None) -> None:
+def _check_slug_free(
+    model: type[Team] | type[Project], organization: Organization, slug: str, exclude_pk: uuid.UUID | None = None
+) -> None:
     qs = model.objects.filter(organization=organization, slug=slug)
     if exclude_pk is not None:
         qs = qs.exclude(pk=exclude_pk)
@@ -70,12 +72,26 @@ def _check_slug_free(model: type[Team] | type[Project], organization: Organizati
 
 # --- tokens -------------------------------------------------------------------------------------------
 
-def _token_issue(*, kind: TokenKind, name: str, expires_at: timezone.datetime, user: User | None = None,
-                 organization: Organization | None = None, project: Project | None = None) -> IssuedToken:
+
+def _token_issue(
+    *,
+    kind: TokenKind,
+    name: str,
+    expires_at: datetime,
+    user: User | None = None,
+    organization: Organization | None = None,
+    project: Project | None = None,
+) -> IssuedToken:
     new = tokens.generate(kind.value, token_key())
     token = ApiToken.objects.create(
-        kind=kind, name=name, lookup=new.lookup, digest=new.digest, user=user, organization=organization,
-        project=project, expires_at=expires_at,
+        kind=kind,
+        name=name,
+        lookup=new.lookup,
+        digest=new.digest,
+        user=user,
+        organization=organization,
+        project=project,
+        expires_at=expires_at,
     )
     return IssuedToken(token=token, plaintext=new.plaintext)
 
@@ -83,26 +99,35 @@ def _token_issue(*, kind: TokenKind, name: str, expires_at: timezone.datetime, u
 def personal_token_create(*, user: User, name: str, expires_in_days: int = 90) -> IssuedToken:
     if not 1 <= expires_in_days <= PERSONAL_TOKEN_MAX_DAYS:
         raise InvalidInput(f"expires_in_days must be between 1 and {PERSONAL_TOKEN_MAX_DAYS}.")
-    return _token_issue(kind=TokenKind.PERSONAL, name=name, user=user,
-                        expires_at=timezone.now() + timedelta(days=expires_in_days))
+    return _token_issue(
+        kind=TokenKind.PERSONAL,
+        name=name,
+        user=user,
+        expires_at=timezone.now() + timedelta(days=expires_in_days),
+    )
 
 
-def session_token_create(*, membership: Membership, name: str, project: Project | None = None,
-                         expires_in_minutes: int = 12 * 60) -> IssuedToken:
+def session_token_create(
+    *, membership: Membership, name: str, project: Project | None = None, expires_in_minutes: int = 12 * 60
+) -> IssuedToken:
     if not 1 <= expires_in_minutes <= SESSION_TOKEN_MAX_MINUTES:
         raise InvalidInput(f"expires_in_minutes must be between 1 and {SESSION_TOKEN_MAX_MINUTES}.")
     if project is not None and project.organization_id != membership.organization_id:
         raise InvalidInput("That project is not in this organization.")
-    return _token_issue(kind=TokenKind.SESSION, name=name, user=membership.user,
-                        organization=membership.organization, project=project,
-                        expires_at=timezone.now() + timedelta(minutes=expires_in_minutes))
+    return _token_issue(
+        kind=TokenKind.SESSION,
+        name=name,
+        user=membership.user,
+        organization=membership.organization,
+        project=project,
+        expires_at=timezone.now() + timedelta(minutes=expires_in_minutes),
+    )
 
 
 def service_token_create(*, name: str, expires_in_days: int = 365) -> IssuedToken:
     if not 1 <= expires_in_days <= SERVICE_TOKEN_MAX_DAYS:
         raise InvalidInput(f"expires_in_days must be between 1 and {SERVICE_TOKEN_MAX_DAYS}.")
-    return _token_issue(kind=TokenKind.SERVICE, name=name,
-                        expires_at=timezone.now() + timedelta(days=expires_in_days))
+    return _token_issue(kind=TokenKind.SERVICE, name=name, expires_at=timezone.now() + timedelta(days=expires_in_days))
 
 
 def token_revoke(*, token: ApiToken) -> ApiToken:
@@ -134,6 +159,7 @@ def tokens_purge_expired(*, older_than: timedelta = timedelta(days=30)) -> int:
 
 
 # --- organizations and onboarding ----------------------------------------------------------------------
+
 
 @transaction.atomic
 def organization_create(*, owner: User, name: str, slug: str | None = None) -> Membership:
@@ -182,6 +208,7 @@ def organization_delete(*, organization: Organization) -> None:
 
 # --- members ---------------------------------------------------------------------------------------------
 
+
 def _owner_count(organization: Organization) -> int:
     return Membership.objects.filter(organization=organization, role=Role.OWNER).count()
 
@@ -221,8 +248,9 @@ def membership_remove(*, acting: Membership, membership: Membership) -> None:
 
 
 @transaction.atomic
-def invitation_create(*, acting: Membership, email: str, role: str = Role.MEMBER, expires_in_days: int = 7
-                      ) -> tuple[Invitation, str]:
+def invitation_create(
+    *, acting: Membership, email: str, role: str = Role.MEMBER, expires_in_days: int = 7
+) -> tuple[Invitation, str]:
     if role == Role.OWNER and not role_has(acting.role, Perm.OWNER_MANAGE):
         raise Forbidden("Only an owner may invite an owner.")
     if not 1 <= expires_in_days <= INVITATION_MAX_DAYS:
@@ -233,15 +261,23 @@ def invitation_create(*, acting: Membership, email: str, role: str = Role.MEMBER
         raise Conflict("That person is already a member.")
     now = timezone.now()
     pending = Invitation.objects.filter(
-        organization=organization, email__iexact=email, accepted_at__isnull=True, revoked_at__isnull=True,
+        organization=organization,
+        email__iexact=email,
+        accepted_at__isnull=True,
+        revoked_at__isnull=True,
         expires_at__gt=now,
     )
     if pending.exists():
         raise Conflict("That person already has a pending invitation; revoke it to send a new one.")
     new = tokens.generate("inv", token_key())
     invitation = Invitation.objects.create(
-        organization=organization, email=email, role=role, lookup=new.lookup, digest=new.digest,
-        invited_by=acting.user, expires_at=now + timedelta(days=expires_in_days),
+        organization=organization,
+        email=email,
+        role=role,
+        lookup=new.lookup,
+        digest=new.digest,
+        invited_by=acting.user,
+        expires_at=now + timedelta(days=expires_in_days),
     )
     return invitation, new.plaintext
 
@@ -288,6 +324,7 @@ def invitation_accept(*, invitation: Invitation, acting_user: User | None, name:
 
 # --- teams and projects ------------------------------------------------------------------------------------
 
+
 @transaction.atomic
 def team_create(*, organization: Organization, name: str, slug: str | None = None) -> Team:
     slug = slug or _unique_slug(Team, name, organization=organization)
@@ -313,7 +350,7 @@ def team_delete(*, team: Team) -> None:
 
 
 @transaction.atomic
-def team_member_add(*, team: Team, user_id: object) -> TeamMembership:
+def team_member_add(*, team: Team, user_id: uuid.UUID) -> TeamMembership:
     membership = Membership.objects.filter(organization_id=team.organization_id, user_id=user_id).first()
     if membership is None:
         raise InvalidInput("That user is not a member of this organization.")
@@ -328,12 +365,17 @@ def team_member_remove(*, team_membership: TeamMembership) -> None:
 
 
 @transaction.atomic
-def project_create(*, organization: Organization, name: str, slug: str | None = None,
-                   team: Team | None = None, description: str = "") -> Project:
+def project_create(
+    *,
+    organization: Organization,
+    name: str,
+    slug: str | None = None,
+    team: Team | None = None,
+    description: str = "",
+) -> Project:
     slug = slug or _unique_slug(Project, name, organization=organization)
     _check_slug_free(Project, organization, slug)
-    return Project.objects.create(organization=organization, name=name, slug=slug, team=team,
-                                  description=description)
+    return Project.objects.create(organization=organization, name=name, slug=slug, team=team, description=description)
 
 
 @transaction.atomic

@@ -64,7 +64,7 @@ def generate(kind: str, key: bytes) -> NewToken:
 def parse(raw: str) -> ParsedToken:
     if len(raw) != TOKEN_LENGTH or not raw.startswith(PREFIX):
         raise MalformedToken("not an Aileron token")
-    kind, sep, rest = raw[len(PREFIX):].partition("_")
+    kind, sep, rest = raw[len(PREFIX) :].partition("_")
     if kind not in KINDS or not sep or not set(rest) <= _ALLOWED:
         raise MalformedToken("not an Aileron token")
     return ParsedToken(kind=kind, lookup=rest[:LOOKUP_LENGTH], raw=raw)

@@ -35,8 +35,14 @@ class Service:
     log: Path
 
     def aileron(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "aileron"), *args], env=self.env, capture_output=True, text=True,
-                              timeout=60, check=check)
+        return subprocess.run(
+            [str(BIN / "aileron"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=check,
+        )
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -100,8 +106,13 @@ def service(tmp_path: Path, isolated_database_url: str | None, isolated_redis_ur
         env["REDIS_URL"] = isolated_redis_url
     log = tmp_path / "service.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([str(BIN / "aileron"), "service", "--api-port", str(port)], env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(BIN / "aileron"), "service", "--api-port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     svc = Service(url=f"http://127.0.0.1:{port}", port=port, env=env, home=home, process=process, log=log)
     try:
         svc.wait_healthy()

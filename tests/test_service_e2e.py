@@ -38,8 +38,9 @@ def test_service_init_and_status_work_together(service: Service) -> None:
     assert before.returncode == 0, before.stderr
     assert json.loads(before.stdout)["login"] is None
 
-    init = service.aileron("init", "--org", "Acme Corp", "--email", "alice@example.com", "--server", service.url,
-                           "--json")
+    init = service.aileron(
+        "init", "--org", "Acme Corp", "--email", "alice@example.com", "--server", service.url, "--json"
+    )
     assert init.returncode == 0, init.stderr
     created = json.loads(init.stdout)
     assert created["organization"]["slug"] == "acme-corp" and created["role"] == "owner"
@@ -83,12 +84,16 @@ def test_ctrl_c_stops_every_part_cleanly(service: Service) -> None:
 def test_a_second_service_on_a_taken_port_fails_with_one_line(service: Service) -> None:
     result = service.aileron("service", "--api-port", str(service.port))
     assert result.returncode == 2
-    assert result.stderr.strip() == f"aileron: cannot listen on 127.0.0.1:{service.port}: the address is in use or not available"
+    assert (
+        result.stderr.strip()
+        == f"aileron: cannot listen on 127.0.0.1:{service.port}: the address is in use or not available"
+    )
 
 
 def test_a_dead_worker_takes_the_service_down_rather_than_running_half(service: Service) -> None:
-    worker = next(pid for pid in children_of(service.process.pid)
-                  if "worker" in Path(f"/proc/{pid}/cmdline").read_text())
+    worker = next(
+        pid for pid in children_of(service.process.pid) if "worker" in Path(f"/proc/{pid}/cmdline").read_text()
+    )
     os.kill(worker, signal.SIGKILL)
     assert service.process.wait(timeout=30) == 1
     assert "worker exited unexpectedly" in service.log.read_text()
@@ -97,18 +102,29 @@ def test_a_dead_worker_takes_the_service_down_rather_than_running_half(service: 
 def test_the_cli_reports_an_unreachable_server_in_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "AILERON_HOME": str(tmp_path)}
     url = f"http://127.0.0.1:{free_port()}"
-    human = subprocess.run([str(BIN / "aileron"), "status", "--server", url], env=env, capture_output=True,
-                           text=True, timeout=30)
+    human = subprocess.run(
+        [str(BIN / "aileron"), "status", "--server", url], env=env, capture_output=True, text=True, timeout=30
+    )
     assert human.returncode == 1
     assert human.stderr.strip() == f"aileron: cannot reach the Aileron service at {url} (is `aileron service` running?)"
-    machine = subprocess.run([str(BIN / "aileron"), "status", "--json", "--server", url], env=env,
-                             capture_output=True, text=True, timeout=30)
+    machine = subprocess.run(
+        [str(BIN / "aileron"), "status", "--json", "--server", url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert machine.returncode == 1 and json.loads(machine.stdout)["reachable"] is False
 
 
 def test_a_bad_setting_stops_the_service_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "AILERON_HOME": str(tmp_path), "AILERON_MODE": "production", "AILERON_DEBUG": "true"}
-    result = subprocess.run([str(BIN / "aileron"), "service", "--api-port", str(free_port())], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(BIN / "aileron"), "service", "--api-port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "aileron: configuration error: AILERON_DEBUG must be off in production mode"

@@ -16,8 +16,12 @@ STRONG = "k" * 20 + "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def prod(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {"AILERON_MODE": "production", "AILERON_HOME": str(tmp_path), "AILERON_SECRET_KEY": STRONG,
-           "AILERON_ALLOWED_HOSTS": "aileron.example.com"}
+    env = {
+        "AILERON_MODE": "production",
+        "AILERON_HOME": str(tmp_path),
+        "AILERON_SECRET_KEY": STRONG,
+        "AILERON_ALLOWED_HOSTS": "aileron.example.com",
+    }
     env.update(extra)
     return env
 
@@ -37,21 +41,23 @@ def test_production_accepts_a_complete_secure_configuration(tmp_path: Path) -> N
     assert config.is_production and not config.open_signup and config.ssl_redirect
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"AILERON_DEBUG": "true"}, "AILERON_DEBUG"),
-    ({"AILERON_SECRET_KEY": ""}, "AILERON_SECRET_KEY"),
-    ({"AILERON_SECRET_KEY": "short"}, "too weak"),
-    ({"AILERON_SECRET_KEY": "a" * 60}, "too weak"),
-    ({"AILERON_ALLOWED_HOSTS": ""}, "AILERON_ALLOWED_HOSTS"),
-    ({"AILERON_ALLOWED_HOSTS": "*"}, "wildcards"),
-    ({"AILERON_ALLOWED_HOSTS": "ok.example.com,*.example.com"}, "wildcards"),
-    ({"AILERON_DEBUG": "maybe"}, "not a boolean"),
-    ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
-    ({"REDIS_URL": "http://localhost"}, "REDIS_URL"),
-    ({"AILERON_MODE": "yolo"}, "AILERON_MODE"),
-])
-def test_production_refuses_insecure_or_invalid_values(tmp_path: Path, change: dict[str, str], message: str
-                                                        ) -> None:
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"AILERON_DEBUG": "true"}, "AILERON_DEBUG"),
+        ({"AILERON_SECRET_KEY": ""}, "AILERON_SECRET_KEY"),
+        ({"AILERON_SECRET_KEY": "short"}, "too weak"),
+        ({"AILERON_SECRET_KEY": "a" * 60}, "too weak"),
+        ({"AILERON_ALLOWED_HOSTS": ""}, "AILERON_ALLOWED_HOSTS"),
+        ({"AILERON_ALLOWED_HOSTS": "*"}, "wildcards"),
+        ({"AILERON_ALLOWED_HOSTS": "ok.example.com,*.example.com"}, "wildcards"),
+        ({"AILERON_DEBUG": "maybe"}, "not a boolean"),
+        ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+        ({"REDIS_URL": "http://localhost"}, "REDIS_URL"),
+        ({"AILERON_MODE": "yolo"}, "AILERON_MODE"),
+    ],
+)
+def test_production_refuses_insecure_or_invalid_values(tmp_path: Path, change: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(prod(tmp_path, **change))
 
@@ -69,8 +75,18 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
 
 
 def test_a_bad_setting_stops_manage_py_with_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, **prod(tmp_path, AILERON_DEBUG="true"), "DJANGO_SETTINGS_MODULE": "aileron_site.settings"}
-    result = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[2], timeout=60)
+    env = {
+        **os.environ,
+        **prod(tmp_path, AILERON_DEBUG="true"),
+        "DJANGO_SETTINGS_MODULE": "aileron_site.settings",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
     assert result.returncode != 0
     assert result.stderr.strip() == "aileron: configuration error: AILERON_DEBUG must be off in production mode"

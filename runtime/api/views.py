@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, ClassVar
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -30,8 +29,8 @@ HealthSerializer = inline_serializer(
 
 
 class HealthView(APIView):
-    authentication_classes: ClassVar[list[type[Any]]] = []
-    permission_classes: ClassVar[list[type[Any]]] = [AllowAny]
+    authentication_classes = []
+    permission_classes = [AllowAny]
 
     @extend_schema(responses=HealthSerializer)
     def get(self, request: Request) -> Response:

@@ -14,7 +14,9 @@ from tenants.services import (
     SESSION_TOKEN_MAX_MINUTES,
 )
 
-NAME = {"max_length": 100, "trim_whitespace": True, "allow_blank": False}
+
+def name_field(**kwargs: Any) -> serializers.CharField:
+    return serializers.CharField(max_length=100, trim_whitespace=True, allow_blank=False, **kwargs)
 
 
 class UserBriefSerializer(serializers.ModelSerializer[User]):
@@ -37,16 +39,16 @@ class OrganizationSerializer(serializers.ModelSerializer[Organization]):
 
 
 class OrganizationCreateSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(**NAME)
+    name = name_field()
     slug = serializers.SlugField(max_length=60, required=False)
 
 
 class OrganizationUpdateSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(**NAME)
+    name = name_field()
 
 
 class SignupSerializer(serializers.Serializer[Any]):
-    organization = serializers.CharField(**NAME, help_text="Name of the new organization.")
+    organization = name_field(help_text="Name of the new organization.")
     email = serializers.EmailField(max_length=254)
     name = serializers.CharField(max_length=150, required=False, default="", allow_blank=True)
 
@@ -73,12 +75,21 @@ class MembershipUpdateSerializer(serializers.Serializer[Any]):
 
 class InvitationSerializer(serializers.ModelSerializer[Invitation]):
     state = serializers.CharField(read_only=True)
-    invited_by = serializers.SlugRelatedField(slug_field="email", read_only=True)
+    invited_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="email", read_only=True)
 
     class Meta:
         model = Invitation
-        fields = ["id", "email", "role", "state", "invited_by", "created_at", "expires_at", "accepted_at",
-                  "revoked_at"]
+        fields = [
+            "id",
+            "email",
+            "role",
+            "state",
+            "invited_by",
+            "created_at",
+            "expires_at",
+            "accepted_at",
+            "revoked_at",
+        ]
         read_only_fields = fields
 
 
@@ -123,8 +134,9 @@ class TeamMemberAddSerializer(serializers.Serializer[Any]):
 
 
 class ProjectSerializer(serializers.ModelSerializer[Project]):
-    team = serializers.UUIDField(source="team_id", allow_null=True, required=False,
-                                 help_text="Id of the team that owns the project.")
+    team = serializers.UUIDField(
+        source="team_id", allow_null=True, required=False, help_text="Id of the team that owns the project."
+    )
 
     class Meta:
         model = Project
@@ -143,7 +155,7 @@ class TokenSerializer(serializers.ModelSerializer[ApiToken]):
 
 
 class TokenCreateSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(**NAME)
+    name = name_field()
     expires_in_days = serializers.IntegerField(min_value=1, max_value=PERSONAL_TOKEN_MAX_DAYS, default=90)
 
 
@@ -165,7 +177,7 @@ class SessionTokenSerializer(TokenSerializer):
 
 
 class SessionTokenCreateSerializer(serializers.Serializer[Any]):
-    name = serializers.CharField(**NAME)
+    name = name_field()
     project = serializers.UUIDField(required=False, allow_null=True)
     expires_in_minutes = serializers.IntegerField(min_value=1, max_value=SESSION_TOKEN_MAX_MINUTES, default=720)
 

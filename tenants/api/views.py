@@ -85,30 +85,36 @@ class OrgScopedViewSet(viewsets.GenericViewSet[Any]):
 
 # --- public and identity endpoints ---------------------------------------------------------------------
 
+
 class SignupView(APIView):
     """Create an organization and its first owner. Open on the embedded default, closed in production."""
 
-    authentication_classes: ClassVar[list[type[Any]]] = []
-    permission_classes: ClassVar[list[type[Any]]] = [AllowAny]
+    authentication_classes = []
+    permission_classes = [AllowAny]
 
     @extend_schema(request=s.SignupSerializer, responses={201: s.OnboardedSerializer})
     def post(self, request: Request) -> Response:
         if not settings.AILERON_OPEN_SIGNUP:
-            raise Forbidden("Creating organizations is closed on this server (AILERON_OPEN_SIGNUP is off). "
-                            "Ask an operator, or join one by invitation.")
+            raise Forbidden(
+                "Creating organizations is closed on this server (AILERON_OPEN_SIGNUP is off). "
+                "Ask an operator, or join one by invitation."
+            )
         data = s.SignupSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        return _onboarded_response(services.signup(
-            organization_name=data.validated_data["organization"], email=data.validated_data["email"],
-            name=data.validated_data["name"],
-        ))
+        return _onboarded_response(
+            services.signup(
+                organization_name=data.validated_data["organization"],
+                email=data.validated_data["email"],
+                name=data.validated_data["name"],
+            )
+        )
 
 
 class InvitationAcceptView(APIView):
     """Join an organization with an invitation secret. New people get their first personal token."""
 
-    authentication_classes: ClassVar[list[type[Any]]] = [BearerTokenAuthentication]
-    permission_classes: ClassVar[list[type[Any]]] = [AllowAny]
+    authentication_classes = [BearerTokenAuthentication]
+    permission_classes = [AllowAny]
 
     @extend_schema(request=s.InvitationAcceptSerializer, responses={201: s.OnboardedSerializer})
     def post(self, request: Request) -> Response:
@@ -121,23 +127,28 @@ class InvitationAcceptView(APIView):
         if invitation is None:
             raise exceptions.NotFound("No pending invitation matches that token.")
         acting_user = request.user if isinstance(request.user, User) else None
-        return _onboarded_response(services.invitation_accept(
-            invitation=invitation, acting_user=acting_user, name=data.validated_data["name"]))
+        return _onboarded_response(
+            services.invitation_accept(invitation=invitation, acting_user=acting_user, name=data.validated_data["name"])
+        )
 
 
 class WhoAmIView(APIView):
     """Who the presented token speaks for. Works for every kind of token."""
 
-    permission_classes: ClassVar[list[type[Any]]] = [IsAnyToken]
+    permission_classes = [IsAnyToken]
 
     @extend_schema(responses=s.WhoAmISerializer)
     def get(self, request: Request) -> Response:
         token = token_of(request)
         assert token is not None  # noqa: S101  (IsAnyToken)
         body: dict[str, Any] = {
-            "kind": token.kind, "token_id": token.pk, "token_name": token.name, "expires_at": token.expires_at,
+            "kind": token.kind,
+            "token_id": token.pk,
+            "token_name": token.name,
+            "expires_at": token.expires_at,
             "user": s.UserBriefSerializer(token.user).data if token.user else None,
-            "organization": token.organization_id, "project": token.project_id,
+            "organization": token.organization_id,
+            "project": token.project_id,
         }
         if token.kind == "pat" and token.user is not None:
             orgs = selectors.organization_list_for_user(user=token.user)
@@ -149,6 +160,7 @@ class WhoAmIView(APIView):
 
 
 # --- organizations -------------------------------------------------------------------------------------
+
 
 class OrganizationListView(mixins.ListModelMixin, viewsets.GenericViewSet[Organization]):
     serializer_class = s.OrganizationSerializer
@@ -162,7 +174,7 @@ class OrganizationListView(mixins.ListModelMixin, viewsets.GenericViewSet[Organi
         return selectors.organization_list_for_user(user=_user(self.request))
 
     def get_serializer_context(self) -> dict[str, Any]:
-        context = super().get_serializer_context()
+        context = dict(super().get_serializer_context())
         if not getattr(self, "swagger_fake_view", False):
             context["roles"] = selectors.roles_for_user(user=_user(self.request))
         return context
@@ -174,18 +186,26 @@ class OrganizationListView(mixins.ListModelMixin, viewsets.GenericViewSet[Organi
         data = s.OrganizationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         membership = services.organization_create(owner=_user(request), **data.validated_data)
-        body = s.OrganizationSerializer(membership.organization,
-                                        context={"roles": {membership.organization_id: membership.role}}).data
+        body = s.OrganizationSerializer(
+            membership.organization, context={"roles": {membership.organization_id: membership.role}}
+        ).data
         return Response(body, status=status.HTTP_201_CREATED)
 
 
 class OrganizationViewSet(OrgScopedViewSet):
     serializer_class = s.OrganizationSerializer
-    permission_map = {"retrieve": Perm.ORG_VIEW, "partial_update": Perm.ORG_UPDATE, "destroy": Perm.ORG_DELETE}
+    permission_map = {
+        "retrieve": Perm.ORG_VIEW,
+        "partial_update": Perm.ORG_UPDATE,
+        "destroy": Perm.ORG_DELETE,
+    }
 
     def _body(self) -> dict[str, Any]:
-        return dict(s.OrganizationSerializer(
-            self.organization, context={"roles": {self.organization.pk: self.membership.role}}).data)
+        return dict(
+            s.OrganizationSerializer(
+                self.organization, context={"roles": {self.organization.pk: self.membership.role}}
+            ).data
+        )
 
     def retrieve(self, request: Request, org_id: uuid.UUID) -> Response:
         return Response(self._body())
@@ -204,10 +224,15 @@ class OrganizationViewSet(OrgScopedViewSet):
 
 # --- members and invitations ------------------------------------------------------------------------
 
+
 class MemberViewSet(OrgScopedViewSet):
     serializer_class = s.MembershipSerializer
-    permission_map = {"list": Perm.MEMBER_VIEW, "retrieve": Perm.MEMBER_VIEW,
-                      "partial_update": Perm.MEMBER_MANAGE, "destroy": Perm.MEMBER_VIEW}
+    permission_map = {
+        "list": Perm.MEMBER_VIEW,
+        "retrieve": Perm.MEMBER_VIEW,
+        "partial_update": Perm.MEMBER_MANAGE,
+        "destroy": Perm.MEMBER_VIEW,
+    }
     filterset_fields: ClassVar[list[str]] = ["role"]
     ordering_fields: ClassVar[list[str]] = ["created_at", "role", "user__email"]
     ordering: ClassVar[list[str]] = ORDER_BY_CREATED
@@ -242,8 +267,12 @@ class MemberViewSet(OrgScopedViewSet):
 
 class InvitationViewSet(OrgScopedViewSet):
     serializer_class = s.InvitationSerializer
-    permission_map = {"list": Perm.MEMBER_INVITE, "retrieve": Perm.MEMBER_INVITE, "create": Perm.MEMBER_INVITE,
-                      "destroy": Perm.MEMBER_INVITE}
+    permission_map = {
+        "list": Perm.MEMBER_INVITE,
+        "retrieve": Perm.MEMBER_INVITE,
+        "create": Perm.MEMBER_INVITE,
+        "destroy": Perm.MEMBER_INVITE,
+    }
     filterset_fields: ClassVar[list[str]] = ["email", "role"]
     ordering_fields: ClassVar[list[str]] = ["created_at", "email", "expires_at"]
     ordering: ClassVar[list[str]] = ORDER_BY_CREATED
@@ -278,10 +307,16 @@ class InvitationViewSet(OrgScopedViewSet):
 
 # --- teams ------------------------------------------------------------------------------------------------
 
+
 class TeamViewSet(OrgScopedViewSet):
     serializer_class = s.TeamSerializer
-    permission_map = {"list": Perm.TEAM_VIEW, "retrieve": Perm.TEAM_VIEW, "create": Perm.TEAM_MANAGE,
-                      "partial_update": Perm.TEAM_MANAGE, "destroy": Perm.TEAM_MANAGE}
+    permission_map = {
+        "list": Perm.TEAM_VIEW,
+        "retrieve": Perm.TEAM_VIEW,
+        "create": Perm.TEAM_MANAGE,
+        "partial_update": Perm.TEAM_MANAGE,
+        "destroy": Perm.TEAM_MANAGE,
+    }
     filterset_fields: ClassVar[list[str]] = ["slug"]
     ordering_fields: ClassVar[list[str]] = ["created_at", "name", "slug"]
     ordering: ClassVar[list[str]] = ORDER_BY_CREATED
@@ -349,10 +384,16 @@ class TeamMemberViewSet(OrgScopedViewSet):
 
 # --- projects ---------------------------------------------------------------------------------------------
 
+
 class ProjectViewSet(OrgScopedViewSet):
     serializer_class = s.ProjectSerializer
-    permission_map = {"list": Perm.PROJECT_VIEW, "retrieve": Perm.PROJECT_VIEW, "create": Perm.PROJECT_MANAGE,
-                      "partial_update": Perm.PROJECT_MANAGE, "destroy": Perm.PROJECT_MANAGE}
+    permission_map = {
+        "list": Perm.PROJECT_VIEW,
+        "retrieve": Perm.PROJECT_VIEW,
+        "create": Perm.PROJECT_MANAGE,
+        "partial_update": Perm.PROJECT_MANAGE,
+        "destroy": Perm.PROJECT_MANAGE,
+    }
     filterset_fields: ClassVar[list[str]] = ["slug", "team"]
     ordering_fields: ClassVar[list[str]] = ["created_at", "name", "slug"]
     ordering: ClassVar[list[str]] = ORDER_BY_CREATED
@@ -405,6 +446,7 @@ class ProjectViewSet(OrgScopedViewSet):
 
 # --- tokens -------------------------------------------------------------------------------------------------
 
+
 class PersonalTokenViewSet(viewsets.GenericViewSet[ApiToken]):
     """The caller's own personal access tokens."""
 
@@ -443,8 +485,12 @@ class SessionTokenViewSet(OrgScopedViewSet):
     """Agent session tokens (AILERON_TOKEN): minted by a member for themself, narrow and short-lived."""
 
     serializer_class = s.SessionTokenSerializer
-    permission_map = {"list": Perm.ORG_VIEW, "retrieve": Perm.ORG_VIEW, "create": Perm.SESSION_CREATE,
-                      "destroy": Perm.ORG_VIEW}
+    permission_map = {
+        "list": Perm.ORG_VIEW,
+        "retrieve": Perm.ORG_VIEW,
+        "create": Perm.SESSION_CREATE,
+        "destroy": Perm.ORG_VIEW,
+    }
     ordering_fields: ClassVar[list[str]] = ["created_at", "name", "expires_at"]
     ordering: ClassVar[list[str]] = ORDER_BY_CREATED
     filterset_fields: ClassVar[list[str]] = ["user", "project"]
@@ -452,8 +498,9 @@ class SessionTokenViewSet(OrgScopedViewSet):
     def get_queryset(self) -> QuerySet[ApiToken]:
         if self.fake:
             return ApiToken.objects.none()
-        return selectors.session_token_list(organization=self.organization, user=self.membership.user,
-                                            see_all=self.may(Perm.SESSION_VIEW_ALL))
+        return selectors.session_token_list(
+            organization=self.organization, user=self.membership.user, see_all=self.may(Perm.SESSION_VIEW_ALL)
+        )
 
     def list(self, request: Request, org_id: uuid.UUID) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
@@ -466,12 +513,15 @@ class SessionTokenViewSet(OrgScopedViewSet):
         project = None
         if data.validated_data.get("project"):
             try:
-                project = selectors.project_get(organization=self.organization,
-                                                project_id=data.validated_data["project"])
+                project = selectors.project_get(
+                    organization=self.organization, project_id=data.validated_data["project"]
+                )
             except NotFound:
                 raise exceptions.ValidationError({"project": ["No such project in this organization."]}) from None
         issued = services.session_token_create(
-            membership=self.membership, name=data.validated_data["name"], project=project,
+            membership=self.membership,
+            name=data.validated_data["name"],
+            project=project,
             expires_in_minutes=data.validated_data["expires_in_minutes"],
         )
         body = dict(s.SessionTokenSerializer(issued.token).data)
@@ -479,8 +529,12 @@ class SessionTokenViewSet(OrgScopedViewSet):
         return Response(body, status=status.HTTP_201_CREATED)
 
     def _get(self, token_id: uuid.UUID) -> ApiToken:
-        return selectors.session_token_get(organization=self.organization, user=self.membership.user,
-                                           see_all=self.may(Perm.SESSION_VIEW_ALL), token_id=token_id)
+        return selectors.session_token_get(
+            organization=self.organization,
+            user=self.membership.user,
+            see_all=self.may(Perm.SESSION_VIEW_ALL),
+            token_id=token_id,
+        )
 
     def retrieve(self, request: Request, org_id: uuid.UUID, token_id: uuid.UUID) -> Response:
         return Response(s.SessionTokenSerializer(self._get(token_id)).data)

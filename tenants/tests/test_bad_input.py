@@ -16,9 +16,18 @@ from tests.urlwalk import api_routes, methods_of
 pytestmark = pytest.mark.django_db
 
 WRONG_TYPES = {
-    "name": ["x"], "organization": {"a": 1}, "email": 5, "role": "emperor", "user_id": "nope", "token": 5,
-    "slug": "bad slug!", "team": "nope", "project": "nope", "expires_in_days": "soon",
-    "expires_in_minutes": -5, "description": {"a": 1},
+    "name": ["x"],
+    "organization": {"a": 1},
+    "email": 5,
+    "role": "emperor",
+    "user_id": "nope",
+    "token": 5,
+    "slug": "bad slug!",
+    "team": "nope",
+    "project": "nope",
+    "expires_in_days": "soon",
+    "expires_in_minutes": -5,
+    "description": {"a": 1},
 }
 BAD_BODIES: list[tuple[str, str]] = [
     ("not json", "{name: x"),
@@ -28,15 +37,20 @@ BAD_BODIES: list[tuple[str, str]] = [
     ("wrong types", json.dumps(WRONG_TYPES)),
     ("nul bytes", json.dumps({k: "a\u0000b" for k in WRONG_TYPES})),
     ("huge strings", json.dumps({k: "x" * 5000 for k in WRONG_TYPES})),
-    ("lone surrogate", '{"name": "\\ud800", "email": "\\ud800", "organization": "\\ud800", "token": "\\ud800",'
-                       ' "role": "\\ud800", "user_id": "\\ud800"}'),
+    (
+        "lone surrogate",
+        '{"name": "\\ud800", "email": "\\ud800", "organization": "\\ud800", "token": "\\ud800",'
+        ' "role": "\\ud800", "user_id": "\\ud800"}',
+    ),
 ]
 
 
 def counts() -> dict[str, int]:
     with scopes_disabled():
-        return {m.__name__: m.objects.count() for m in (Organization, Membership, Team, TeamMembership, Project,
-                                                         Invitation, ApiToken)}
+        return {
+            m.__name__: m.objects.count()
+            for m in (Organization, Membership, Team, TeamMembership, Project, Invitation, ApiToken)
+        }
 
 
 def write_endpoints(ids: dict[str, str]) -> list[tuple[str, str]]:
@@ -55,8 +69,7 @@ def test_every_write_endpoint_answers_bad_input_with_400_problem_json(cast: Cast
     assert len(endpoints) >= 10
     before = counts()
     for method, path in endpoints:
-        response: Any = getattr(client_for(cast.alice.token), method)(path, data=body,
-                                                                      content_type="application/json")
+        response: Any = getattr(client_for(cast.alice.token), method)(path, data=body, content_type="application/json")
         assert response.status_code == 400, f"{method.upper()} {path} with {label}: {response.status_code}"
         assert response["Content-Type"] == "application/problem+json"
         problem = response.json()
@@ -67,15 +80,17 @@ def test_every_write_endpoint_answers_bad_input_with_400_problem_json(cast: Cast
 
 def test_a_validation_problem_points_at_the_offending_field(cast: Cast) -> None:
     org = cast.alice.org.pk
-    response = client_for(cast.alice.token).post(f"/api/v1/orgs/{org}/invitations/",
-                                                 {"email": "nope", "role": "member"}, format="json")
+    response = client_for(cast.alice.token).post(
+        f"/api/v1/orgs/{org}/invitations/", {"email": "nope", "role": "member"}, format="json"
+    )
     assert response.status_code == 400
     assert {"pointer": "/email", "detail": "Enter a valid email address."} in response.json()["errors"]
 
 
 def test_a_form_encoded_body_is_refused_as_unsupported(cast: Cast) -> None:
-    response = client_for(cast.alice.token).post("/api/v1/tokens/", "name=x",
-                                                 content_type="application/x-www-form-urlencoded")
+    response = client_for(cast.alice.token).post(
+        "/api/v1/tokens/", "name=x", content_type="application/x-www-form-urlencoded"
+    )
     assert response.status_code == 415
     assert response["Content-Type"] == "application/problem+json"
 

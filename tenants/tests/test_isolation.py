@@ -12,8 +12,8 @@ from django_scopes import scope, scopes_disabled
 
 from conftest import Cast, Person, client_for
 from tenants import services
-from tests.urlwalk import api_routes, methods_of
 from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
+from tests.urlwalk import api_routes, methods_of
 
 pytestmark = pytest.mark.django_db
 WRITE_BODY = {"name": "x", "role": "admin", "email": "zed@example.com", "user_id": None, "organization": "x"}
@@ -36,11 +36,19 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
         session = services.session_token_create(membership=person.membership, name="agent").token
     pat = ApiToken.objects.filter(user=person.user, kind="pat").first()
     assert pat is not None
-    return Objects(person, {
-        "org_id": str(org.pk), "member_id": str(member.pk), "team_id": str(team.pk),
-        "project_id": str(project.pk), "invitation_id": str(invitation.pk), "user_id": str(member.user_id),
-        "pat_id": str(pat.pk), "session_id": str(session.pk),
-    })
+    return Objects(
+        person,
+        {
+            "org_id": str(org.pk),
+            "member_id": str(member.pk),
+            "team_id": str(team.pk),
+            "project_id": str(project.pk),
+            "invitation_id": str(invitation.pk),
+            "user_id": str(member.user_id),
+            "pat_id": str(pat.pk),
+            "session_id": str(session.pk),
+        },
+    )
 
 
 def kwarg_value(route: str, kwarg: str, ids: dict[str, str]) -> str:
@@ -73,8 +81,10 @@ def worlds(cast: Cast) -> tuple[Objects, Objects]:
 
 def snapshot() -> dict[str, int]:
     with scopes_disabled():
-        return {m.__name__: m.objects.count() for m in (Organization, Membership, Team, TeamMembership, Project,
-                                                         Invitation, ApiToken)}
+        return {
+            m.__name__: m.objects.count()
+            for m in (Organization, Membership, Team, TeamMembership, Project, Invitation, ApiToken)
+        }
 
 
 def test_the_walk_finds_the_organization_endpoints() -> None:
@@ -83,7 +93,9 @@ def test_the_walk_finds_the_organization_endpoints() -> None:
     assert len([r for r in routes if "<uuid:" in r]) >= 10
 
 
-def test_charlie_gets_404_for_every_endpoint_that_takes_one_of_alices_ids(worlds: tuple[Objects, Objects]) -> None:
+def test_charlie_gets_404_for_every_endpoint_that_takes_one_of_alices_ids(
+    worlds: tuple[Objects, Objects],
+) -> None:
     a, c = worlds
     before = snapshot()
     checked = 0
@@ -100,7 +112,9 @@ def test_charlie_gets_404_for_every_endpoint_that_takes_one_of_alices_ids(worlds
     assert snapshot() == before, "a refused request changed data"
 
 
-def test_charlie_gets_404_when_pairing_his_org_with_alices_nested_ids(worlds: tuple[Objects, Objects]) -> None:
+def test_charlie_gets_404_when_pairing_his_org_with_alices_nested_ids(
+    worlds: tuple[Objects, Objects],
+) -> None:
     a, c = worlds
     before = snapshot()
     checked = 0

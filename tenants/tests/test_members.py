@@ -38,8 +38,11 @@ def test_an_admin_cannot_touch_an_owner_or_create_one(cast: Cast) -> None:
     assert client.patch(members_url(cast, cast.alice.membership), {"role": "member"}, format="json").status_code == 403
     assert client.delete(members_url(cast, cast.alice.membership)).status_code == 403
     assert client.patch(members_url(cast, cast.bob.membership), {"role": "owner"}, format="json").status_code == 403
-    invite = client.post(f"/api/v1/orgs/{cast.alice.org.pk}/invitations/", {"email": "e@example.com",
-                                                                             "role": "owner"}, format="json")
+    invite = client.post(
+        f"/api/v1/orgs/{cast.alice.org.pk}/invitations/",
+        {"email": "e@example.com", "role": "owner"},
+        format="json",
+    )
     assert invite.status_code == 403
     assert client.patch(members_url(cast, cast.bob.membership), {"role": "approver"}, format="json").status_code == 200
 
@@ -53,12 +56,19 @@ def test_a_member_may_leave_but_not_remove_others(cast: Cast) -> None:
 
 
 def test_an_invitation_onboards_a_new_person_with_a_first_token(cast: Cast) -> None:
-    created = client_for(cast.alice.token).post(
-        f"/api/v1/orgs/{cast.alice.org.pk}/invitations/", {"email": "Erin@Example.com", "role": "approver"},
-        format="json").json()
+    created = (
+        client_for(cast.alice.token)
+        .post(
+            f"/api/v1/orgs/{cast.alice.org.pk}/invitations/",
+            {"email": "Erin@Example.com", "role": "approver"},
+            format="json",
+        )
+        .json()
+    )
     assert created["state"] == "pending" and created["token"].startswith("ail_inv_")
-    joined = client_for(None).post("/api/v1/invitations/accept/", {"token": created["token"], "name": "Erin"},
-                                   format="json")
+    joined = client_for(None).post(
+        "/api/v1/invitations/accept/", {"token": created["token"], "name": "Erin"}, format="json"
+    )
     assert joined.status_code == 201, joined.content
     body = joined.json()
     assert (body["user"]["email"], body["role"]) == ("erin@example.com", "approver")
@@ -69,17 +79,20 @@ def test_an_invitation_onboards_a_new_person_with_a_first_token(cast: Cast) -> N
 
 
 def test_an_invitation_for_an_existing_user_needs_that_users_own_login(cast: Cast) -> None:
-    created = client_for(cast.alice.token).post(
-        f"/api/v1/orgs/{cast.alice.org.pk}/invitations/", {"email": "charlie@example.net"}, format="json").json()
+    created = (
+        client_for(cast.alice.token)
+        .post(f"/api/v1/orgs/{cast.alice.org.pk}/invitations/", {"email": "charlie@example.net"}, format="json")
+        .json()
+    )
     tokens_before = ApiToken.objects.filter(user=cast.charlie.user).count()
     anonymous = client_for(None).post("/api/v1/invitations/accept/", {"token": created["token"]}, format="json")
     assert anonymous.status_code == 403
-    as_bob = client_for(cast.bob.token).post("/api/v1/invitations/accept/", {"token": created["token"]},
-                                             format="json")
+    as_bob = client_for(cast.bob.token).post("/api/v1/invitations/accept/", {"token": created["token"]}, format="json")
     assert as_bob.status_code == 403
     assert ApiToken.objects.filter(user=cast.charlie.user).count() == tokens_before
-    accepted = client_for(cast.charlie.token).post("/api/v1/invitations/accept/", {"token": created["token"]},
-                                                   format="json")
+    accepted = client_for(cast.charlie.token).post(
+        "/api/v1/invitations/accept/", {"token": created["token"]}, format="json"
+    )
     assert accepted.status_code == 201
     assert accepted.json()["token"] is None
     assert client_for(cast.charlie.token).get(f"/api/v1/orgs/{cast.alice.org.pk}/").status_code == 200
@@ -87,24 +100,25 @@ def test_an_invitation_for_an_existing_user_needs_that_users_own_login(cast: Cas
 
 def test_a_revoked_invitation_cannot_be_accepted(cast: Cast) -> None:
     alice = client_for(cast.alice.token)
-    created = alice.post(f"/api/v1/orgs/{cast.alice.org.pk}/invitations/", {"email": "f@example.com"},
-                         format="json").json()
+    created = alice.post(
+        f"/api/v1/orgs/{cast.alice.org.pk}/invitations/", {"email": "f@example.com"}, format="json"
+    ).json()
     assert alice.delete(f"/api/v1/orgs/{cast.alice.org.pk}/invitations/{created['id']}/").status_code == 204
     response = client_for(None).post("/api/v1/invitations/accept/", {"token": created["token"]}, format="json")
     assert response.status_code == 404
 
 
 def test_signup_refuses_an_email_that_already_has_an_account(cast: Cast) -> None:
-    response = client_for(None).post("/api/v1/signup/", {"organization": "Evil", "email": "ALICE@example.com"},
-                                     format="json")
+    response = client_for(None).post(
+        "/api/v1/signup/", {"organization": "Evil", "email": "ALICE@example.com"}, format="json"
+    )
     assert response.status_code == 409
     assert not ApiToken.objects.filter(user=cast.alice.user, name="aileron init").count() > 1
 
 
 def test_signup_is_closed_when_the_operator_closes_it(settings: object, db: object) -> None:
     settings.AILERON_OPEN_SIGNUP = False  # type: ignore[attr-defined]
-    response = client_for(None).post("/api/v1/signup/", {"organization": "X", "email": "x@example.com"},
-                                     format="json")
+    response = client_for(None).post("/api/v1/signup/", {"organization": "X", "email": "x@example.com"}, format="json")
     assert response.status_code == 403
     assert "closed" in response.json()["detail"]
 
@@ -113,11 +127,15 @@ def test_team_members_must_belong_to_the_organization(cast: Cast) -> None:
     alice = client_for(cast.alice.token)
     org = cast.alice.org.pk
     team = alice.post(f"/api/v1/orgs/{org}/teams/", {"name": "Platform"}, format="json").json()
-    outsider = alice.post(f"/api/v1/orgs/{org}/teams/{team['id']}/members/", {"user_id": str(cast.charlie.user.pk)},
-                          format="json")
+    outsider = alice.post(
+        f"/api/v1/orgs/{org}/teams/{team['id']}/members/",
+        {"user_id": str(cast.charlie.user.pk)},
+        format="json",
+    )
     assert outsider.status_code == 400
-    added = alice.post(f"/api/v1/orgs/{org}/teams/{team['id']}/members/", {"user_id": str(cast.bob.user.pk)},
-                       format="json")
+    added = alice.post(
+        f"/api/v1/orgs/{org}/teams/{team['id']}/members/", {"user_id": str(cast.bob.user.pk)}, format="json"
+    )
     assert added.status_code == 201
     listed = alice.get(f"/api/v1/orgs/{org}/teams/{team['id']}/members/").json()
     assert [m["user"]["email"] for m in listed["results"]] == ["bob@example.com"]

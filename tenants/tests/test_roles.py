@@ -50,22 +50,31 @@ PROBES: dict[Perm, Probe] = {
     Perm.ORG_UPDATE: Probe("patch", lambda w: f"/api/v1/orgs/{w.org_id}/", {"name": "Renamed"}),
     Perm.ORG_DELETE: Probe("delete", lambda w: f"/api/v1/orgs/{w.org_id}/"),
     Perm.MEMBER_VIEW: Probe("get", lambda w: f"/api/v1/orgs/{w.org_id}/members/"),
-    Perm.MEMBER_INVITE: Probe("post", lambda w: f"/api/v1/orgs/{w.org_id}/invitations/",
-                              {"email": "newcomer@example.com", "role": "member"}),
-    Perm.MEMBER_MANAGE: Probe("patch", lambda w: f"/api/v1/orgs/{w.org_id}/members/{w.victim.membership.pk}/",
-                              {"role": "auditor"}),
-    Perm.OWNER_MANAGE: Probe("patch", lambda w: f"/api/v1/orgs/{w.org_id}/members/{w.victim.membership.pk}/",
-                             {"role": "owner"}),
+    Perm.MEMBER_INVITE: Probe(
+        "post",
+        lambda w: f"/api/v1/orgs/{w.org_id}/invitations/",
+        {"email": "newcomer@example.com", "role": "member"},
+    ),
+    Perm.MEMBER_MANAGE: Probe(
+        "patch", lambda w: f"/api/v1/orgs/{w.org_id}/members/{w.victim.membership.pk}/", {"role": "auditor"}
+    ),
+    Perm.OWNER_MANAGE: Probe(
+        "patch", lambda w: f"/api/v1/orgs/{w.org_id}/members/{w.victim.membership.pk}/", {"role": "owner"}
+    ),
     Perm.TEAM_VIEW: Probe("get", lambda w: f"/api/v1/orgs/{w.org_id}/teams/{w.team_id}/"),
     Perm.TEAM_MANAGE: Probe("post", lambda w: f"/api/v1/orgs/{w.org_id}/teams/", {"name": "New team"}),
     Perm.PROJECT_VIEW: Probe("get", lambda w: f"/api/v1/orgs/{w.org_id}/projects/"),
     Perm.PROJECT_MANAGE: Probe("post", lambda w: f"/api/v1/orgs/{w.org_id}/projects/", {"name": "New project"}),
     Perm.SESSION_CREATE: Probe("post", lambda w: f"/api/v1/orgs/{w.org_id}/session-tokens/", {"name": "agent"}),
     # Someone else's session token is invisible (404) without session.view_all.
-    Perm.SESSION_VIEW_ALL: Probe("get", lambda w: f"/api/v1/orgs/{w.org_id}/session-tokens/{w.victim_session_id}/",
-                                 denied=(404,)),
+    Perm.SESSION_VIEW_ALL: Probe(
+        "get", lambda w: f"/api/v1/orgs/{w.org_id}/session-tokens/{w.victim_session_id}/", denied=(404,)
+    ),
     Perm.SESSION_REVOKE_ALL: Probe(
-        "delete", lambda w: f"/api/v1/orgs/{w.org_id}/session-tokens/{w.victim_session_id}/", denied=(403, 404)),
+        "delete",
+        lambda w: f"/api/v1/orgs/{w.org_id}/session-tokens/{w.victim_session_id}/",
+        denied=(403, 404),
+    ),
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -26,8 +26,9 @@ def test_generated_tokens_parse_back_to_their_kind_and_lookup() -> None:
     assert not tokens.verify(b"j" * 32, new.plaintext, new.digest)
 
 
-@pytest.mark.parametrize("raw", ["", "ail_xyz_" + "a" * 44, "ghp_" + "a" * 48, "ail_pat_" + "a" * 43 + "!",
-                                 "ail_pat_" + "a" * 45])
+@pytest.mark.parametrize(
+    "raw", ["", "ail_xyz_" + "a" * 44, "ghp_" + "a" * 48, "ail_pat_" + "a" * 43 + "!", "ail_pat_" + "a" * 45]
+)
 def test_malformed_tokens_are_rejected_by_the_parser(raw: str) -> None:
     with pytest.raises(tokens.MalformedToken):
         tokens.parse(raw)
@@ -64,12 +65,15 @@ def test_a_revoked_token_is_refused_right_away(cast: Cast) -> None:
     assert client_for(cast.alice.token).get("/api/v1/orgs/").status_code == 401
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda t: "ail_svc_" + t[len("ail_pat_"):],  # right secret, wrong prefix
-    lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),  # right lookup, wrong secret
-    lambda t: t.replace("ail_", "ail-"),
-    lambda t: t + "x",
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: "ail_svc_" + t[len("ail_pat_") :],  # right secret, wrong prefix
+        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),  # right lookup, wrong secret
+        lambda t: t.replace("ail_", "ail-"),
+        lambda t: t + "x",
+    ],
+)
 def test_a_tampered_token_is_refused(cast: Cast, mangle: object) -> None:
     assert callable(mangle)
     assert client_for(mangle(cast.alice.token)).get("/api/v1/orgs/").status_code == 401
@@ -92,8 +96,13 @@ def test_session_tokens_may_not_use_user_endpoints(cast: Cast) -> None:
         issued = services.session_token_create(membership=cast.alice.membership, name="agent")
     agent = client_for(issued.plaintext)
     org = cast.alice.org.pk
-    for path in ["/api/v1/orgs/", f"/api/v1/orgs/{org}/", f"/api/v1/orgs/{org}/members/", "/api/v1/tokens/",
-                 f"/api/v1/orgs/{org}/session-tokens/"]:
+    for path in [
+        "/api/v1/orgs/",
+        f"/api/v1/orgs/{org}/",
+        f"/api/v1/orgs/{org}/members/",
+        "/api/v1/tokens/",
+        f"/api/v1/orgs/{org}/session-tokens/",
+    ]:
         response = agent.get(path)
         assert response.status_code == 403, path
     assert agent.post(f"/api/v1/orgs/{org}/session-tokens/", {"name": "more"}, format="json").status_code == 403
@@ -114,9 +123,10 @@ def test_session_tokens_are_short_lived_and_bounded(cast: Cast) -> None:
     client = client_for(cast.alice.token)
     org = cast.alice.org.pk
     created = client.post(f"/api/v1/orgs/{org}/session-tokens/", {"name": "a"}, format="json").json()
-    assert timezone.datetime.fromisoformat(created["expires_at"]) <= timezone.now() + timedelta(hours=24)
-    too_long = client.post(f"/api/v1/orgs/{org}/session-tokens/", {"name": "a", "expires_in_minutes": 100000},
-                           format="json")
+    assert datetime.fromisoformat(created["expires_at"]) <= timezone.now() + timedelta(hours=24)
+    too_long = client.post(
+        f"/api/v1/orgs/{org}/session-tokens/", {"name": "a", "expires_in_minutes": 100000}, format="json"
+    )
     assert too_long.status_code == 400
 
 
@@ -125,7 +135,8 @@ def test_removing_a_member_revokes_their_session_tokens(cast: Cast) -> None:
         issued = services.session_token_create(membership=cast.bob.membership, name="bob's agent")
     assert client_for(issued.plaintext).get("/api/v1/whoami/").status_code == 200
     response = client_for(cast.alice.token).delete(
-        f"/api/v1/orgs/{cast.alice.org.pk}/members/{cast.bob.membership.pk}/")
+        f"/api/v1/orgs/{cast.alice.org.pk}/members/{cast.bob.membership.pk}/"
+    )
     assert response.status_code == 204
     assert client_for(issued.plaintext).get("/api/v1/whoami/").status_code == 401
 

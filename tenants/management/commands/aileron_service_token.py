@@ -15,14 +15,25 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--name", default="dataplane", help="A label for the token.")
-        parser.add_argument("--expires-in-days", type=int, default=365,
-                            help=f"Lifetime in days (1 to {SERVICE_TOKEN_MAX_DAYS}).")
+        parser.add_argument(
+            "--expires-in-days",
+            type=int,
+            default=365,
+            help=f"Lifetime in days (1 to {SERVICE_TOKEN_MAX_DAYS}).",
+        )
         parser.add_argument("--json", action="store_true", help="Print JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         issued = service_token_create(name=options["name"], expires_in_days=options["expires_in_days"])
         if options["json"]:
-            self.stdout.write(json.dumps({"id": str(issued.token.pk), "token": issued.plaintext,
-                                          "expires_at": issued.token.expires_at.isoformat()}))
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "id": str(issued.token.pk),
+                        "token": issued.plaintext,
+                        "expires_at": issued.token.expires_at.isoformat(),
+                    }
+                )
+            )
         else:
             self.stdout.write(issued.plaintext)
