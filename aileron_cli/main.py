@@ -67,12 +67,17 @@ def cli() -> None:
     type=click.IntRange(1, 65535),
     help="Port of the REST API (HTTP and websockets).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print where each part listens as one JSON line.")
 @fail_cleanly
-def service(host: str, api_port: int) -> None:
+def service(host: str, api_port: int, as_json: bool) -> None:
     """Run the Aileron runtime: API server, worker and scheduler, in one process group."""
     from aileron_cli.service import run_service
 
     def summary(info: dict[str, str]) -> None:
+        if as_json:
+            click.echo(json.dumps({"version": __version__, **info}, sort_keys=True), nl=True)
+            sys.stdout.flush()
+            return
         table = Table(title=f"Aileron {__version__} is running", show_header=False, title_justify="left")
         for key, value in info.items():
             table.add_row(key, value)
@@ -118,6 +123,44 @@ def init(org_name: str, email: str, name: str, server: str | None, as_json: bool
         return
     console.print(f"Created organization [bold]{org['name']}[/] ({org['slug']}) with you as owner.")
     console.print(f"Logged in as {result['user']['email']}; token stored in {path}")
+
+
+@cli.command()
+@click.option("--token", "invitation", required=True, help="The invitation secret (ail_inv_…) you were given.")
+@click.option("--name", default="", help="Your display name (new users only).")
+@click.option("--server", default=None, help=f"Aileron service URL [default: {state.DEFAULT_SERVER}].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def join(invitation: str, name: str, server: str | None, as_json: bool) -> None:
+    """Join an organization with an invitation; a new user is logged in, an existing one keeps their login."""
+    existing = state.login_load()
+    url = state.server_url(server)
+    if existing is not None and existing.server.rstrip("/") != url:
+        raise CliError(f"logged in on {existing.server}, not {url}; use another AILERON_HOME to join there")
+    with ApiClient(url, token=existing.token if existing else None) as api:
+        result = api.post("/api/v1/invitations/accept/", {"token": invitation, "name": name})
+    org = result["organization"]
+    path = None
+    if existing is None:
+        if not result.get("token"):
+            raise CliError("the server returned no login token for the new user")
+        path = state.login_save(
+            state.Login(server=url, token=result["token"], email=result["user"]["email"], organization_id=org["id"])
+        )
+    if as_json:
+        emit_json(
+            {
+                "server": url,
+                "organization": org,
+                "user": result["user"],
+                "role": result["role"],
+                "login_file": str(path or state.login_path()),
+            }
+        )
+        return
+    console.print(f"Joined [bold]{org['name']}[/] ({org['slug']}) as {result['role']}.")
+    if path is not None:
+        console.print(f"Logged in as {result['user']['email']}; token stored in {path}")
 
 
 @cli.command()

@@ -128,3 +128,41 @@ def test_a_bad_setting_stops_the_service_with_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "aileron: configuration error: AILERON_DEBUG must be off in production mode"
+
+
+def test_an_invited_person_joins_with_the_cli(service: Service, tmp_path: Path) -> None:
+    init = service.aileron("init", "--org", "Acme", "--email", "alice@example.com", "--server", service.url, "--json")
+    assert init.returncode == 0, init.stderr
+    org_id = json.loads(init.stdout)["organization"]["id"]
+    alice_token = json.loads((service.home / "cli.json").read_text())["token"]
+    invitation = httpx.post(
+        f"{service.url}/api/v1/orgs/{org_id}/invitations/",
+        json={"email": "bob@example.com", "role": "approver"},
+        headers={"Authorization": f"Bearer {alice_token}"},
+    ).json()["token"]
+
+    bob_env = {**service.env, "AILERON_HOME": str(tmp_path / "bob")}
+    joined = subprocess.run(
+        [str(BIN / "aileron"), "join", "--token", invitation, "--server", service.url, "--json"],
+        env=bob_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert joined.returncode == 0, joined.stderr
+    assert json.loads(joined.stdout)["role"] == "approver"
+    status = subprocess.run(
+        [str(BIN / "aileron"), "status", "--json"], env=bob_env, capture_output=True, text=True, timeout=60
+    )
+    memberships = json.loads(status.stdout)["login"]["memberships"]
+    assert [(m["slug"], m["role"]) for m in memberships] == [("acme", "approver")]
+
+    reused = subprocess.run(
+        [str(BIN / "aileron"), "join", "--token", invitation, "--server", service.url],
+        env={**service.env, "AILERON_HOME": str(tmp_path / "eve")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert reused.returncode == 1
+    assert reused.stderr.startswith("aileron: No pending invitation matches that token. (404)")

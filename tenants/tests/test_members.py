@@ -154,3 +154,16 @@ def test_lists_paginate_filter_and_order(cast: Cast) -> None:
     assert [p["name"] for p in filtered["results"]] == ["Alpha"]
     members = alice.get(f"/api/v1/orgs/{org}/members/?role=member").json()
     assert [m["user"]["email"] for m in members["results"]] == ["bob@example.com"]
+
+
+def test_an_operator_can_bootstrap_an_organization_when_signup_is_closed(db: object) -> None:
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("aileron_org_create", "--name", "Bank", "--owner-email", "ops@bank.example", "--json", stdout=out)
+    result = json.loads(out.getvalue())
+    me = client_for(result["token"]).get(f"/api/v1/orgs/{result['organization']['id']}/")
+    assert me.status_code == 200 and me.json()["role"] == "owner"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from aileron_site.problems import Problem
 from tenants.services import SERVICE_TOKEN_MAX_DAYS, service_token_create
 
 
@@ -24,7 +25,10 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        issued = service_token_create(name=options["name"], expires_in_days=options["expires_in_days"])
+        try:
+            issued = service_token_create(name=options["name"], expires_in_days=options["expires_in_days"])
+        except Problem as exc:
+            raise CommandError(exc.detail) from None
         if options["json"]:
             self.stdout.write(
                 json.dumps(
