@@ -19,8 +19,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
 def children_of(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(line) for line in out.split()]
+    """Direct children of PID, read from /proc (a bare Debian has no `ps`)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat_text = stat_file.read_text()
+        except OSError:
+            continue
+        fields = stat_text.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(stat_file.parent.name))
+    return found
 
 
 def wait_for_worker(service: Service, timeout: float = 45.0) -> dict[str, object]:
