@@ -25,7 +25,7 @@ class Command(BaseCommand):
         except Problem as exc:
             raise CommandError(exc.detail) from None
         assert onboarded.issued is not None  # noqa: S101  (signup always issues the owner's first token)
-        result = {
+        result: dict[str, Any] = {
             "organization": {"id": str(onboarded.organization.pk), "slug": onboarded.organization.slug},
             "owner": onboarded.user.email,
             "token": onboarded.issued.plaintext,
