@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 EMBEDDED = "embedded"
 PRODUCTION = "production"
 MODES = (EMBEDDED, PRODUCTION)
+VAULT_STORES = ("file", "database")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -38,6 +39,7 @@ class Config:
     ssl_redirect: bool
     csrf_trusted_origins: tuple[str, ...]
     behind_tls_proxy: bool
+    vault_store: str
 
     @property
     def is_production(self) -> bool:
@@ -135,6 +137,10 @@ def load(env: Mapping[str, str] | None = None) -> Config:
     if redis_url is not None:
         _check_url("REDIS_URL", redis_url, ("redis", "rediss", "unix"))
 
+    vault_store = env.get("AILERON_VAULT_STORE", "database" if database_url else "file").strip().lower()
+    if vault_store not in VAULT_STORES:
+        raise ConfigError(f"AILERON_VAULT_STORE={vault_store!r} is not one of {', '.join(VAULT_STORES)}")
+
     hosts_raw = env.get("AILERON_ALLOWED_HOSTS")
     allowed_hosts = _csv(hosts_raw) if hosts_raw is not None else ()
     secret_key = _read(env, "AILERON_SECRET_KEY") or ""
@@ -168,4 +174,5 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         ssl_redirect=_bool(env, "AILERON_SSL_REDIRECT", default=production),
         csrf_trusted_origins=_csv(env.get("AILERON_CSRF_TRUSTED_ORIGINS")),
         behind_tls_proxy=_bool(env, "AILERON_BEHIND_TLS_PROXY", default=False),
+        vault_store=vault_store,
     )

@@ -17,6 +17,8 @@ CSRF_TRUSTED_ORIGINS = list(CONFIG.csrf_trusted_origins)
 AILERON_MODE = CONFIG.mode
 AILERON_HOME = CONFIG.home
 AILERON_OPEN_SIGNUP = CONFIG.open_signup
+AILERON_VAULT_STORE = CONFIG.vault_store
+AILERON_VAULT_ROOT = CONFIG.home / "store" / "vaults"
 
 INSTALLED_APPS = [
     "daphne",
@@ -29,6 +31,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "tenants",
+    "vaults",
     "runtime",
 ]
 
@@ -69,6 +72,8 @@ else:
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
                 "transaction_mode": "IMMEDIATE",
             },
+            # A file, not the in-memory default, so the test database locks and waits like the real one.
+            "TEST": {"NAME": str(CONFIG.home / "test.sqlite3")},
         }
     }
 

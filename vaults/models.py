@@ -1,0 +1,68 @@
+"""Control-plane rows for vaults: the tenancy index, users' public key material, and the database backend.
+
+Nothing here can be decrypted by the control plane: private keys are sealed under the user's passphrase,
+vault keys are wrapped to members' public keys, credentials are encrypted under vault keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django_scopes import ScopedManager
+
+from tenants.models import Organization
+
+
+class Vault(models.Model):
+    """The tenancy index of a vault: which organization owns it. Its contents live in the store."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="vaults")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects: models.Manager[Vault] = ScopedManager(organization="organization")
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+class UserKeys(models.Model):
+    """A user's X25519 public key and the private key sealed under their passphrase (opaque here)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="keys"
+    )
+    public_key = models.BinaryField(max_length=32)
+    sealed_private_key = models.BinaryField(max_length=256)
+    kdf = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"keys of {self.user_id}"
+
+
+class StoredVault(models.Model):
+    """Database backend: one row per vault to lock on."""
+
+    vault_id = models.UUIDField(primary_key=True)
+
+    def __str__(self) -> str:
+        return str(self.vault_id)
+
+
+class StoredFile(models.Model):
+    """Database backend: one row per file of the seed's layout (same paths as the file backend)."""
+
+    vault = models.ForeignKey(StoredVault, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=200)
+    content = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["vault", "path"], name="stored_file_unique_path")]
+
+    def __str__(self) -> str:
+        return f"{self.vault_id}/{self.path}"
