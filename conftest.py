@@ -63,3 +63,67 @@ def client_for(token: str | None) -> APIClient:
 @pytest.fixture
 def api() -> Any:
     return client_for
+
+
+# --- vault helpers: what a user's CLI does on their side, done here with the real crypto ------------------
+
+TEST_PASSPHRASE = "correct horse battery staple"
+
+
+def give_keys(person: Person) -> bytes:
+    """Create and register the person's key pair; return the raw private key (the CLI would keep it)."""
+    from vaults import crypto, services
+
+    material = crypto.user_keys_create(TEST_PASSPHRASE, user_id=str(person.user.pk))
+    services.user_keys_set(
+        user=person.user,
+        public_key=material.public_key,
+        sealed_private_key=material.sealed_private_key,
+        kdf=material.kdf.to_dict(),
+    )
+    return bytes(crypto.user_keys_unlock(material, TEST_PASSPHRASE, user_id=str(person.user.pk)))
+
+
+@dataclass
+class TestVault:
+    id: str
+    key: bytearray
+    credential_id: str
+
+
+def make_vault(person: Person, *, type: str = "shared", secret: bytes = b"ghp_test_value") -> TestVault:
+    """A vault owned by PERSON (who must have keys) holding one credential."""
+    import uuid
+
+    from django_scopes import scope
+
+    from vaults import crypto, services
+    from vaults.models import UserKeys
+
+    vault_id = uuid.uuid4()
+    key = crypto.vault_key_new()
+    public = bytes(UserKeys.objects.get(user=person.user).public_key)
+    wrapping = crypto.vault_key_wrap(key, public, vault_id=str(vault_id), member_id=str(person.user.pk), key_version=1)
+    with scope(organization=person.org):
+        view = services.vault_create(
+            membership=person.membership, vault_id=vault_id, name=f"{type} vault", type=type, owner_wrapping=wrapping
+        )
+        credential_id = uuid.uuid4()
+        blob = crypto.credential_encrypt(
+            secret,
+            key,
+            organization_id=str(person.org.pk),
+            vault_id=str(vault_id),
+            credential_id=str(credential_id),
+            key_version=1,
+        )
+        services.credential_add(
+            view=view,
+            acting_user_id=person.user.pk,
+            credential_id=credential_id,
+            name="github-token",
+            connector="github",
+            ciphertext=blob,
+            action_bindings=[],
+        )
+    return TestVault(id=str(vault_id), key=key, credential_id=str(credential_id))

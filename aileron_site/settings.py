@@ -71,6 +71,7 @@ else:
                 # writing transaction take the lock up front instead of failing with "database is locked".
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
                 "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
             },
             # A file, not the in-memory default, so the test database locks and waits like the real one.
             "TEST": {"NAME": str(CONFIG.home / "test.sqlite3")},

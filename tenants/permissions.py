@@ -26,6 +26,8 @@ class Perm(StrEnum):
     SESSION_CREATE = "session.create"
     SESSION_VIEW_ALL = "session.view_all"
     SESSION_REVOKE_ALL = "session.revoke_all"
+    VAULT_CREATE = "vault.create"
+    VAULT_VIEW_ALL = "vault.view_all"
     APPROVAL_DECIDE = "approval.decide"
     AUDIT_READ = "audit.read"
 
@@ -45,16 +47,18 @@ DESCRIPTIONS: dict[Perm, str] = {
     Perm.SESSION_CREATE: "Start agent sessions (mint session tokens) as oneself",
     Perm.SESSION_VIEW_ALL: "See everyone's agent session tokens",
     Perm.SESSION_REVOKE_ALL: "Revoke anyone's agent session tokens",
+    Perm.VAULT_CREATE: "Create shared vaults (one's personal vault is always allowed)",
+    Perm.VAULT_VIEW_ALL: "See every vault's metadata (names, members, credential names; never ciphertext)",
     Perm.APPROVAL_DECIDE: "Grant or reject held actions (enforced from the approvals issue)",
     Perm.AUDIT_READ: "Read the organization's audit log (enforced from the audit issue)",
 }
 
 _EVERYONE = frozenset({Perm.ORG_VIEW, Perm.MEMBER_VIEW, Perm.TEAM_VIEW, Perm.PROJECT_VIEW})
-_AGENT_USER = _EVERYONE | {Perm.SESSION_CREATE}
+_AGENT_USER = _EVERYONE | {Perm.SESSION_CREATE, Perm.VAULT_CREATE}
 _ADMIN = (
     _AGENT_USER
     | {Perm.ORG_UPDATE, Perm.MEMBER_INVITE, Perm.MEMBER_MANAGE, Perm.TEAM_MANAGE, Perm.PROJECT_MANAGE}
-    | {Perm.SESSION_VIEW_ALL, Perm.SESSION_REVOKE_ALL, Perm.APPROVAL_DECIDE, Perm.AUDIT_READ}
+    | {Perm.SESSION_VIEW_ALL, Perm.SESSION_REVOKE_ALL, Perm.APPROVAL_DECIDE, Perm.AUDIT_READ, Perm.VAULT_VIEW_ALL}
 )
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Perm]] = {
@@ -62,7 +66,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Perm]] = {
     Role.ADMIN: _ADMIN,
     Role.APPROVER: _AGENT_USER | {Perm.APPROVAL_DECIDE},
     Role.MEMBER: _AGENT_USER,
-    Role.AUDITOR: _EVERYONE | {Perm.SESSION_VIEW_ALL, Perm.AUDIT_READ},
+    Role.AUDITOR: _EVERYONE | {Perm.SESSION_VIEW_ALL, Perm.AUDIT_READ, Perm.VAULT_VIEW_ALL},
 }
 
 

@@ -21,9 +21,18 @@ class Vault(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="vaults")
+    # Set for a personal vault only, so each person has at most one per organization.
+    personal_owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects: models.Manager[Vault] = ScopedManager(organization="organization")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "personal_owner"], name="vault_one_personal_per_member")
+        ]
 
     def __str__(self) -> str:
         return str(self.id)

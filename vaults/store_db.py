@@ -20,12 +20,16 @@ class DbKV:
             yield
 
     def read(self, vault_id: str, path: str) -> bytes | None:
-        row = StoredFile.objects.filter(vault_id=uuid.UUID(vault_id), path=path).values_list("content", flat=True).first()
+        row = (
+            StoredFile.objects.filter(vault_id=uuid.UUID(vault_id), path=path).values_list("content", flat=True).first()
+        )
         return bytes(row) if row is not None else None
 
     def listdir(self, vault_id: str, prefix: str) -> list[str]:
         start = prefix.rstrip("/") + "/"
-        paths = StoredFile.objects.filter(vault_id=uuid.UUID(vault_id), path__startswith=start).values_list("path", flat=True)
+        paths = StoredFile.objects.filter(vault_id=uuid.UUID(vault_id), path__startswith=start).values_list(
+            "path", flat=True
+        )
         return sorted(p for p in paths if "/" not in p[len(start) :])
 
     def commit(self, vault_id: str, writes: dict[str, bytes], deletes: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from rest_framework import serializers
@@ -62,11 +63,16 @@ class OnboardedSerializer(serializers.Serializer[Any]):
 
 class MembershipSerializer(serializers.ModelSerializer[Membership]):
     user = UserBriefSerializer(read_only=True)
+    public_key = serializers.SerializerMethodField(help_text="The member's X25519 public key (base64), if set.")
 
     class Meta:
         model = Membership
-        fields = ["id", "user", "role", "created_at"]
-        read_only_fields = ["id", "user", "created_at"]
+        fields = ["id", "user", "role", "created_at", "public_key"]
+        read_only_fields = ["id", "user", "created_at", "public_key"]
+
+    def get_public_key(self, membership: Membership) -> str | None:
+        keys = getattr(membership.user, "keys", None)
+        return base64.b64encode(bytes(keys.public_key)).decode("ascii") if keys is not None else None
 
 
 class MembershipUpdateSerializer(serializers.Serializer[Any]):

@@ -32,7 +32,7 @@ from tenants.permissions import Perm, role_has
 ORDER_BY_CREATED = ["created_at", "id"]
 
 
-def _user(request: Request) -> User:
+def request_user(request: Request) -> User:
     user = request.user
     if not isinstance(user, User):
         raise exceptions.PermissionDenied("This endpoint is for users.")
@@ -66,7 +66,9 @@ class OrgScopedViewSet(viewsets.GenericViewSet[Any]):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
-        self.membership = selectors.organization_get_for_user(user=_user(request), organization_id=kwargs["org_id"])
+        self.membership = selectors.organization_get_for_user(
+            user=request_user(request), organization_id=kwargs["org_id"]
+        )
         self.organization = self.membership.organization
         self._scope_stack.enter_context(scope(organization=self.organization))
         perm = self.permission_map.get(self.action or "")
@@ -171,12 +173,12 @@ class OrganizationListView(mixins.ListModelMixin, viewsets.GenericViewSet[Organi
     def get_queryset(self) -> QuerySet[Organization]:
         if getattr(self, "swagger_fake_view", False):
             return Organization.objects.none()
-        return selectors.organization_list_for_user(user=_user(self.request))
+        return selectors.organization_list_for_user(user=request_user(self.request))
 
     def get_serializer_context(self) -> dict[str, Any]:
         context = dict(super().get_serializer_context())
         if not getattr(self, "swagger_fake_view", False):
-            context["roles"] = selectors.roles_for_user(user=_user(self.request))
+            context["roles"] = selectors.roles_for_user(user=request_user(self.request))
         return context
 
     @extend_schema(request=s.OrganizationCreateSerializer, responses={201: s.OrganizationSerializer})
@@ -185,7 +187,7 @@ class OrganizationListView(mixins.ListModelMixin, viewsets.GenericViewSet[Organi
             raise Forbidden("Creating organizations is closed on this server (AILERON_OPEN_SIGNUP is off).")
         data = s.OrganizationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        membership = services.organization_create(owner=_user(request), **data.validated_data)
+        membership = services.organization_create(owner=request_user(request), **data.validated_data)
         body = s.OrganizationSerializer(
             membership.organization, context={"roles": {membership.organization_id: membership.role}}
         ).data
@@ -458,7 +460,7 @@ class PersonalTokenViewSet(viewsets.GenericViewSet[ApiToken]):
     def get_queryset(self) -> QuerySet[ApiToken]:
         if getattr(self, "swagger_fake_view", False):
             return ApiToken.objects.none()
-        return selectors.personal_token_list(user=_user(self.request))
+        return selectors.personal_token_list(user=request_user(self.request))
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
@@ -468,16 +470,18 @@ class PersonalTokenViewSet(viewsets.GenericViewSet[ApiToken]):
     def create(self, request: Request) -> Response:
         data = s.TokenCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        issued = services.personal_token_create(user=_user(request), **data.validated_data)
+        issued = services.personal_token_create(user=request_user(request), **data.validated_data)
         body = dict(s.TokenSerializer(issued.token).data)
         body["token"] = issued.plaintext
         return Response(body, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request: Request, token_id: uuid.UUID) -> Response:
-        return Response(s.TokenSerializer(selectors.personal_token_get(user=_user(request), token_id=token_id)).data)
+        return Response(
+            s.TokenSerializer(selectors.personal_token_get(user=request_user(request), token_id=token_id)).data
+        )
 
     def destroy(self, request: Request, token_id: uuid.UUID) -> Response:
-        services.token_revoke(token=selectors.personal_token_get(user=_user(request), token_id=token_id))
+        services.token_revoke(token=selectors.personal_token_get(user=request_user(request), token_id=token_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

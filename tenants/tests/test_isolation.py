@@ -10,7 +10,7 @@ import pytest
 from django.urls import URLPattern
 from django_scopes import scope, scopes_disabled
 
-from conftest import Cast, Person, client_for
+from conftest import Cast, Person, client_for, give_keys, make_vault
 from tenants import services
 from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
 from tests.urlwalk import api_routes, methods_of
@@ -36,6 +36,8 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
         session = services.session_token_create(membership=person.membership, name="agent").token
     pat = ApiToken.objects.filter(user=person.user, kind="pat").first()
     assert pat is not None
+    give_keys(person)
+    vault = make_vault(person)
     return Objects(
         person,
         {
@@ -47,6 +49,8 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
             "user_id": str(member.user_id),
             "pat_id": str(pat.pk),
             "session_id": str(session.pk),
+            "vault_id": vault.id,
+            "credential_id": vault.credential_id,
         },
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from django_scopes import scope
 
-from conftest import Person, client_for, make_person
+from conftest import Person, client_for, give_keys, make_person, make_vault
 from tenants import services
 from tenants.permissions import ROLE_PERMISSIONS, Perm, matrix_markdown
 from tenants.roles import Role
@@ -31,6 +32,7 @@ class World:
     victim: Person
     victim_session_id: str
     team_id: str
+    victim_vault_id: str = ""
 
     @property
     def org_id(self) -> str:
@@ -41,7 +43,7 @@ class World:
 class Probe:
     method: str
     path: Callable[[World], str]
-    body: dict[str, Any] | None = None
+    body: dict[str, Any] | Callable[[World], dict[str, Any]] | None = None
     denied: tuple[int, ...] = (403,)
 
 
@@ -78,14 +80,40 @@ PROBES: dict[Perm, Probe] = {
 }
 
 
-def build_world(role: Role) -> World:
+def _new_vault_body(world: World) -> dict[str, Any]:
+    """What `aileron vault create` sends: a fresh vault key wrapped to the actor's own public key."""
+    from vaults import crypto
+    from vaults.models import UserKeys
+
+    vault_id = str(uuid.uuid4())
+    public = bytes(UserKeys.objects.get(user=world.actor.user).public_key)
+    wrapping = crypto.vault_key_wrap(
+        crypto.vault_key_new(), public, vault_id=vault_id, member_id=str(world.actor.user.pk), key_version=1
+    )
+    return {"id": vault_id, "name": "Deploy keys", "type": "shared", "wrapping": crypto.b64(wrapping)}
+
+
+VAULT_PERMS = {Perm.VAULT_CREATE, Perm.VAULT_VIEW_ALL}
+PROBES[Perm.VAULT_CREATE] = Probe("post", lambda w: f"/api/v1/orgs/{w.org_id}/vaults/", _new_vault_body)
+# Someone else's vault is invisible (404) without vault.view_all.
+PROBES[Perm.VAULT_VIEW_ALL] = Probe(
+    "get", lambda w: f"/api/v1/orgs/{w.org_id}/vaults/{w.victim_vault_id}/", denied=(404,)
+)
+
+
+def build_world(role: Role, perm: Perm | None = None) -> World:
     owner = make_person("owner@example.com", org_name="Matrix Org")
     actor = owner if role == Role.OWNER else make_person("actor@example.com", org=owner.org, role=role)
     victim = make_person("victim@example.com", org=owner.org, role=Role.MEMBER)
     with scope(organization=owner.org):
         team = services.team_create(organization=owner.org, name="Core")
         session = services.session_token_create(membership=victim.membership, name="victim agent").token
-    return World(owner=owner, actor=actor, victim=victim, victim_session_id=str(session.pk), team_id=str(team.pk))
+    world = World(owner=owner, actor=actor, victim=victim, victim_session_id=str(session.pk), team_id=str(team.pk))
+    if perm in VAULT_PERMS:  # key pairs cost an Argon2id run each: only where the probe needs them
+        give_keys(actor)
+        give_keys(victim)
+        world.victim_vault_id = make_vault(victim).id
+    return world
 
 
 def test_every_enforced_permission_has_a_probe() -> None:
@@ -95,10 +123,11 @@ def test_every_enforced_permission_has_a_probe() -> None:
 @pytest.mark.parametrize("perm", list(PROBES), ids=lambda p: p.value)
 @pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)
 def test_role_can_do_exactly_what_the_matrix_says(role: Role, perm: Perm) -> None:
-    world = build_world(role)
+    world = build_world(role, perm)
     probe = PROBES[perm]
     client = client_for(world.actor.token)
-    body = json.dumps(probe.body) if probe.body is not None else None
+    raw_body = probe.body(world) if callable(probe.body) else probe.body
+    body = json.dumps(raw_body) if raw_body is not None else None
     if probe.method == "get":
         response = client.get(probe.path(world))
     else:

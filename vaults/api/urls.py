@@ -1,0 +1,37 @@
+"""URLs of the vaults API, mounted under /api/v1/."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from vaults.api import views as v
+
+VAULT = "orgs/<uuid:org_id>/vaults/<uuid:vault_id>/"
+
+urlpatterns = [
+    path("keys/", v.KeysView.as_view(), name="keys"),
+    path("orgs/<uuid:org_id>/vaults/", v.VaultViewSet.as_view({"get": "list", "post": "create"}), name="vault-list"),
+    path(
+        VAULT,
+        v.VaultViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        name="vault-detail",
+    ),
+    path(VAULT + "wrapping/", v.VaultKeyViewSet.as_view({"get": "wrapping"}), name="vault-wrapping"),
+    path(VAULT + "members/", v.VaultKeyViewSet.as_view({"post": "grant"}), name="vault-grant"),
+    path(VAULT + "members/<uuid:user_id>/", v.VaultKeyViewSet.as_view({"delete": "revoke"}), name="vault-revoke"),
+    path(VAULT + "export/", v.VaultKeyViewSet.as_view({"get": "export"}), name="vault-export"),
+    path(VAULT + "rotations/", v.VaultKeyViewSet.as_view({"post": "rotate"}), name="vault-rotate"),
+    path(
+        VAULT + "credentials/", v.CredentialViewSet.as_view({"get": "list", "post": "create"}), name="credential-list"
+    ),
+    path(
+        VAULT + "credentials/<uuid:credential_id>/",
+        v.CredentialViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
+        name="credential-detail",
+    ),
+    path(
+        VAULT + "credentials/<uuid:credential_id>/ciphertext/",
+        v.CredentialViewSet.as_view({"get": "ciphertext"}),
+        name="credential-ciphertext",
+    ),
+]

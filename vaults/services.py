@@ -1,0 +1,275 @@
+"""Vault operations of the control plane. It stores and serves ciphertext; it can decrypt nothing.
+
+Who may do what: the organization role decides whether one may create vaults or see every vault's
+metadata (tenants.permissions); the vault role (owner, contributor, reader) decides what one may do inside
+a vault. Every vault is reached through `vault_get_for`, which answers 404 for missing and forbidden alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from aileron_site.problems import Conflict, Forbidden, InvalidInput, NotFound
+from tenants.models import Membership, Organization, User
+from tenants.permissions import Perm, role_has
+from vaults import crypto
+from vaults.backend import vault_store
+from vaults.models import UserKeys, Vault
+from vaults.store import (
+    CredentialMeta,
+    Member,
+    RotationConflict,
+    StaleKeyVersion,
+    StoreError,
+    VaultMeta,
+    now_iso,
+)
+
+WRITE_ROLES = ("owner", "contributor")
+
+
+@dataclass(frozen=True, slots=True)
+class VaultView:
+    """A vault as the caller may see it."""
+
+    vault: Vault
+    meta: VaultMeta
+    members: list[Member]
+    my_role: str | None
+
+    @property
+    def id(self) -> str:
+        return str(self.vault.pk)
+
+
+def _envelope(data: bytes, what: str) -> bytes:
+    try:
+        crypto.envelope_key_version(data)
+    except crypto.CryptoError:
+        raise InvalidInput(f"{what} is not an Aileron envelope.") from None
+    return data
+
+
+# --- user keys ---------------------------------------------------------------------------------------
+
+
+def user_keys_get(*, user: User) -> UserKeys:
+    keys = UserKeys.objects.filter(user=user).first()
+    if keys is None:
+        raise NotFound("You have no key pair yet: `aileron init` or `aileron join` creates one.")
+    return keys
+
+
+@transaction.atomic
+def user_keys_set(*, user: User, public_key: bytes, sealed_private_key: bytes, kdf: dict[str, object]) -> UserKeys:
+    """Store a new user's key material once. (Changing the passphrase reseals; that is a later feature.)"""
+    try:
+        crypto.UserKeyMaterial.from_dict(
+            {"public_key": crypto.b64(public_key), "sealed_private_key": crypto.b64(sealed_private_key), "kdf": kdf}
+        )
+    except crypto.CryptoError as exc:
+        raise InvalidInput(f"Key material refused: {exc}") from None
+    if len(public_key) != crypto.KEY_BYTES:
+        raise InvalidInput("public_key must be a 32-byte X25519 key.")
+    if UserKeys.objects.filter(user=user).exists():
+        raise Conflict("You already have a key pair.")
+    return UserKeys.objects.create(user=user, public_key=public_key, sealed_private_key=sealed_private_key, kdf=kdf)
+
+
+def _public_key_of(user_id: uuid.UUID) -> bytes:
+    keys = UserKeys.objects.filter(user_id=user_id).first()
+    if keys is None:
+        raise InvalidInput("That person has no key pair yet; they must run `aileron init` or `aileron join`.")
+    return bytes(keys.public_key)
+
+
+# --- vaults ------------------------------------------------------------------------------------------
+
+
+def _view(vault: Vault, user_id: uuid.UUID) -> VaultView:
+    store = vault_store()
+    meta = store.meta(str(vault.pk))
+    members = store.members(str(vault.pk))
+    role = next((m.role for m in members if m.user_id == str(user_id)), None)
+    return VaultView(vault=vault, meta=meta, members=members, my_role=role)
+
+
+def vault_list_for(*, membership: Membership) -> list[VaultView]:
+    see_all = role_has(membership.role, Perm.VAULT_VIEW_ALL)
+    views = [_view(v, membership.user_id) for v in Vault.objects.filter(organization=membership.organization)]
+    return [v for v in views if see_all or v.my_role is not None]
+
+
+def vault_get_for(*, membership: Membership, vault_id: uuid.UUID, member_only: bool = True) -> VaultView:
+    """The vault if the caller is a member (or, for metadata, may see all vaults); else NotFound."""
+    vault = Vault.objects.filter(organization=membership.organization, pk=vault_id).first()
+    if vault is None:
+        raise NotFound("No such vault.")
+    view = _view(vault, membership.user_id)
+    if view.my_role is None and (member_only or not role_has(membership.role, Perm.VAULT_VIEW_ALL)):
+        raise NotFound("No such vault.")
+    return view
+
+
+def _require_vault_role(view: VaultView, roles: tuple[str, ...], action: str) -> None:
+    if view.my_role not in roles:
+        raise Forbidden(f"Your vault role ({view.my_role or 'none'}) may not {action}.")
+
+
+@transaction.atomic
+def vault_create(
+    *, membership: Membership, vault_id: uuid.UUID, name: str, type: str, owner_wrapping: bytes
+) -> VaultView:
+    """Create a vault whose key the caller generated and wrapped to themself (key version 1)."""
+    organization: Organization = membership.organization
+    personal = type == "personal"
+    if not personal and not role_has(membership.role, Perm.VAULT_CREATE):
+        raise Forbidden(f"Your role ({membership.role}) lacks {Perm.VAULT_CREATE.value}.")
+    _public_key_of(membership.user_id)
+    if Vault.objects.filter(pk=vault_id).exists():
+        raise Conflict("A vault with that id exists.")
+    try:
+        with transaction.atomic():
+            vault = Vault.objects.create(
+                id=vault_id, organization=organization, personal_owner=membership.user if personal else None
+            )
+    except IntegrityError:
+        raise Conflict("You already have a personal vault in this organization.") from None
+    meta = VaultMeta(
+        id=str(vault_id),
+        organization_id=str(organization.pk),
+        name=name,
+        type=type,
+        owner_id=str(membership.user_id),
+        created_at=now_iso(),
+    )
+    try:
+        vault_store().create(meta, _envelope(owner_wrapping, "The wrapping"))
+    except StoreError as exc:
+        raise InvalidInput(str(exc)) from None
+    return _view(vault, membership.user_id)
+
+
+@transaction.atomic
+def vault_rename(*, view: VaultView, acting_user_id: uuid.UUID, name: str) -> VaultView:
+    _require_vault_role(view, ("owner",), "rename the vault")
+    vault_store().rename(view.id, name)
+    return _view(view.vault, acting_user_id)
+
+
+@transaction.atomic
+def vault_delete(*, view: VaultView) -> None:
+    _require_vault_role(view, ("owner",), "delete the vault")
+    vault_store().delete(view.id)
+    view.vault.delete()
+
+
+@transaction.atomic
+def vault_grant(*, view: VaultView, user_id: uuid.UUID, role: str, wrapping: bytes) -> VaultView:
+    """Add a member with the vault key the granting owner wrapped to the member's public key."""
+    _require_vault_role(view, ("owner",), "grant access")
+    if view.meta.type == "personal":
+        raise InvalidInput("A personal vault has exactly one member; share through a shared vault.")
+    if not Membership.objects.filter(organization_id=view.vault.organization_id, user_id=user_id).exists():
+        raise InvalidInput("That user is not a member of this organization.")
+    _public_key_of(user_id)
+    try:
+        vault_store().member_grant(view.id, Member(user_id=str(user_id), role=role), _envelope(wrapping, "wrapping"))
+    except StaleKeyVersion as exc:
+        raise Conflict(f"{exc}; fetch the current wrapping and wrap again.") from None
+    except StoreError as exc:
+        raise InvalidInput(str(exc)) from None
+    return view
+
+
+@transaction.atomic
+def vault_revoke(*, view: VaultView, acting_user_id: uuid.UUID, user_id: uuid.UUID) -> VaultMeta:
+    """Remove a member now; the vault key must then rotate (the control plane cannot do it: no plaintext)."""
+    if user_id != acting_user_id:
+        _require_vault_role(view, ("owner",), "revoke access")
+    target = next((m for m in view.members if m.user_id == str(user_id)), None)
+    if target is None:
+        raise NotFound("That user is not a member of this vault.")
+    if target.role == "owner" and sum(m.role == "owner" for m in view.members) == 1:
+        raise Conflict("This is the vault's last owner.")
+    return vault_store().member_revoke(view.id, str(user_id), requested_by=str(acting_user_id))
+
+
+def vault_export(*, view: VaultView) -> tuple[VaultMeta, list[Member], dict[str, bytes]]:
+    _require_vault_role(view, ("owner",), "rotate the key")
+    return vault_store().export(view.id)
+
+
+@transaction.atomic
+def vault_rotate(
+    *, view: VaultView, from_version: int, blobs: dict[str, bytes], wrappings: dict[str, bytes]
+) -> VaultMeta:
+    _require_vault_role(view, ("owner",), "rotate the key")
+    try:
+        return vault_store().rotate(view.id, from_version=from_version, blobs=blobs, wrappings=wrappings)
+    except (RotationConflict, StaleKeyVersion) as exc:
+        raise Conflict(f"{exc}; export the vault and prepare the rotation again.") from None
+    except StoreError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+# --- credentials ----------------------------------------------------------------------------------------
+
+
+def credential_list(*, view: VaultView) -> list[CredentialMeta]:
+    return vault_store().credentials(view.id)
+
+
+def credential_get(*, view: VaultView, credential_id: uuid.UUID) -> tuple[CredentialMeta, bytes]:
+    try:
+        return vault_store().credential(view.id, str(credential_id))
+    except StoreError:
+        raise NotFound("No such credential.") from None
+
+
+@transaction.atomic
+def credential_add(
+    *,
+    view: VaultView,
+    acting_user_id: uuid.UUID,
+    credential_id: uuid.UUID,
+    name: str,
+    connector: str,
+    ciphertext: bytes,
+    action_bindings: list[str],
+) -> CredentialMeta:
+    """Store a credential the caller's CLI encrypted under the vault's current key."""
+    _require_vault_role(view, WRITE_ROLES, "add credentials")
+    store = vault_store()
+    existing = store.credentials(view.id)
+    if any(c.name == name for c in existing):
+        raise Conflict(f"This vault already has a credential named {name!r}; remove it first.")
+    if any(c.id == str(credential_id) for c in existing):
+        raise Conflict("A credential with that id exists.")
+    meta = CredentialMeta(
+        id=str(credential_id),
+        name=name,
+        connector=connector,
+        action_bindings=action_bindings,
+        created_at=timezone.now().isoformat(),
+        created_by=str(acting_user_id),
+    )
+    try:
+        return store.credential_put(view.id, meta, _envelope(ciphertext, "The ciphertext"))
+    except StaleKeyVersion as exc:
+        raise Conflict(f"{exc}; fetch your wrapping and encrypt again.") from None
+    except StoreError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+@transaction.atomic
+def credential_remove(*, view: VaultView, credential_id: uuid.UUID) -> None:
+    _require_vault_role(view, WRITE_ROLES, "remove credentials")
+    try:
+        vault_store().credential_delete(view.id, str(credential_id))
+    except StoreError:
+        raise NotFound("No such credential.") from None

@@ -1,0 +1,183 @@
+"""The vaults API: members get ciphertext and their own wrapping; nobody else does; revoke leads to rotation."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from conftest import Cast, client_for, give_keys, make_person, make_vault
+from tenants.roles import Role
+from vaults import crypto
+from vaults.models import UserKeys
+
+pytestmark = pytest.mark.django_db
+
+
+def public_key(person: Any) -> bytes:
+    return bytes(UserKeys.objects.get(user=person.user).public_key)
+
+
+def vault_url(cast: Cast, vault_id: str, rest: str = "") -> str:
+    return f"/api/v1/orgs/{cast.alice.org.pk}/vaults/{vault_id}/{rest}"
+
+
+def test_key_material_is_stored_once_and_served_only_to_its_owner(cast: Cast) -> None:
+    give_keys(cast.alice)
+    mine = client_for(cast.alice.token).get("/api/v1/keys/")
+    assert mine.status_code == 200 and set(mine.json()) == {"public_key", "sealed_private_key", "kdf"}
+    assert client_for(cast.bob.token).get("/api/v1/keys/").status_code == 404
+    again = client_for(cast.alice.token).put("/api/v1/keys/", mine.json(), format="json")
+    assert again.status_code == 409
+    weak = dict(mine.json(), kdf=dict(mine.json()["kdf"], memory_kib=8))
+    assert client_for(cast.bob.token).put("/api/v1/keys/", weak, format="json").status_code == 400
+
+
+def test_each_member_has_at_most_one_personal_vault_per_organization(cast: Cast) -> None:
+    give_keys(cast.alice)
+    make_vault(cast.alice, type="personal")
+    key = crypto.vault_key_new()
+    vault_id = str(uuid.uuid4())
+    wrapping = crypto.vault_key_wrap(
+        key, public_key(cast.alice), vault_id=vault_id, member_id=str(cast.alice.user.pk), key_version=1
+    )
+    response = client_for(cast.alice.token).post(
+        f"/api/v1/orgs/{cast.alice.org.pk}/vaults/",
+        {"id": vault_id, "name": "Again", "type": "personal", "wrapping": crypto.b64(wrapping)},
+        format="json",
+    )
+    assert response.status_code == 409
+
+
+def test_ciphertext_and_wrappings_go_to_members_only_even_for_admins(cast: Cast) -> None:
+    give_keys(cast.alice)
+    vault = make_vault(cast.alice)
+    admin = make_person("dana@example.com", org=cast.alice.org, role=Role.ADMIN)
+    dana = client_for(admin.token)
+    assert dana.get(vault_url(cast, vault.id)).status_code == 200  # metadata: vault.view_all
+    names = [c["name"] for c in dana.get(vault_url(cast, vault.id, "credentials/")).json()]
+    assert names == ["github-token"]
+    assert dana.get(vault_url(cast, vault.id, f"credentials/{vault.credential_id}/ciphertext/")).status_code == 404
+    assert dana.get(vault_url(cast, vault.id, "wrapping/")).status_code == 404
+    assert dana.get(vault_url(cast, vault.id, "export/")).status_code == 404
+    bob = client_for(cast.bob.token)  # a plain member, not in the vault: sees nothing
+    assert bob.get(vault_url(cast, vault.id)).status_code == 404
+    assert bob.get(f"/api/v1/orgs/{cast.alice.org.pk}/vaults/").json() == []
+
+
+def test_grant_lets_a_member_decrypt_and_readers_cannot_write(cast: Cast) -> None:
+    give_keys(cast.alice)
+    bob_private = give_keys(cast.bob)
+    vault = make_vault(cast.alice, secret=b"ghp_shared")
+    wrapping = crypto.vault_key_wrap(
+        vault.key, public_key(cast.bob), vault_id=vault.id, member_id=str(cast.bob.user.pk), key_version=1
+    )
+    alice = client_for(cast.alice.token)
+    granted = alice.post(
+        vault_url(cast, vault.id, "members/"),
+        {"user_id": str(cast.bob.user.pk), "role": "reader", "wrapping": crypto.b64(wrapping)},
+        format="json",
+    )
+    assert granted.status_code == 201, granted.content
+
+    bob = client_for(cast.bob.token)
+    mine = bob.get(vault_url(cast, vault.id, "wrapping/")).json()
+    key = crypto.vault_key_unwrap(
+        crypto.unb64(mine["wrapping"]),
+        bob_private,
+        vault_id=vault.id,
+        member_id=str(cast.bob.user.pk),
+        key_version=mine["key_version"],
+    )
+    blob = bob.get(vault_url(cast, vault.id, f"credentials/{vault.credential_id}/ciphertext/")).json()
+    plain = crypto.credential_decrypt(
+        crypto.unb64(blob["ciphertext"]),
+        key,
+        organization_id=str(cast.alice.org.pk),
+        vault_id=vault.id,
+        credential_id=vault.credential_id,
+        key_version=1,
+    )
+    assert bytes(plain) == b"ghp_shared"
+
+    cid = str(uuid.uuid4())
+    new = crypto.credential_encrypt(
+        b"x", key, organization_id=str(cast.alice.org.pk), vault_id=vault.id, credential_id=cid, key_version=1
+    )
+    refused = bob.post(
+        vault_url(cast, vault.id, "credentials/"),
+        {"id": cid, "name": "mine", "connector": "github", "ciphertext": crypto.b64(new)},
+        format="json",
+    )
+    assert refused.status_code == 403
+
+
+def test_revoke_marks_a_rotation_that_the_owner_completes(cast: Cast) -> None:
+    give_keys(cast.alice)
+    give_keys(cast.bob)
+    vault = make_vault(cast.alice, secret=b"ghp_rotate")
+    alice = client_for(cast.alice.token)
+    wrapping = crypto.vault_key_wrap(
+        vault.key, public_key(cast.bob), vault_id=vault.id, member_id=str(cast.bob.user.pk), key_version=1
+    )
+    alice.post(
+        vault_url(cast, vault.id, "members/"),
+        {"user_id": str(cast.bob.user.pk), "role": "contributor", "wrapping": crypto.b64(wrapping)},
+        format="json",
+    )
+    revoked = alice.delete(vault_url(cast, vault.id, f"members/{cast.bob.user.pk}/"))
+    assert revoked.status_code == 200
+    assert revoked.json()["rotation_pending"]["from_version"] == 1
+    assert client_for(cast.bob.token).get(vault_url(cast, vault.id, "wrapping/")).status_code == 404
+
+    export = alice.get(vault_url(cast, vault.id, "export/")).json()
+    assert [m["user_id"] for m in export["members"]] == [str(cast.alice.user.pk)]
+    new_key = crypto.vault_key_new()
+    org = str(cast.alice.org.pk)
+    blobs = {}
+    for cid, blob in export["credentials"].items():
+        plain = crypto.credential_decrypt(
+            crypto.unb64(blob), vault.key, organization_id=org, vault_id=vault.id, credential_id=cid, key_version=1
+        )
+        blobs[cid] = crypto.b64(
+            crypto.credential_encrypt(
+                bytes(plain), new_key, organization_id=org, vault_id=vault.id, credential_id=cid, key_version=2
+            )
+        )
+    wrappings = {
+        m["user_id"]: crypto.b64(
+            crypto.vault_key_wrap(
+                new_key, crypto.unb64(m["public_key"]), vault_id=vault.id, member_id=m["user_id"], key_version=2
+            )
+        )
+        for m in export["members"]
+    }
+    rotated = alice.post(
+        vault_url(cast, vault.id, "rotations/"),
+        {"from_version": 1, "credentials": blobs, "wrappings": wrappings},
+        format="json",
+    )
+    assert rotated.status_code == 200, rotated.content
+    assert (rotated.json()["key_version"], rotated.json()["rotation_pending"]) == (2, None)
+    replay = alice.post(
+        vault_url(cast, vault.id, "rotations/"),
+        {"from_version": 1, "credentials": blobs, "wrappings": wrappings},
+        format="json",
+    )
+    assert replay.status_code == 409
+
+
+def test_a_credential_under_an_old_key_version_is_refused(cast: Cast) -> None:
+    give_keys(cast.alice)
+    vault = make_vault(cast.alice)
+    cid = str(uuid.uuid4())
+    stale = crypto.credential_encrypt(
+        b"x", vault.key, organization_id=str(cast.alice.org.pk), vault_id=vault.id, credential_id=cid, key_version=9
+    )
+    response = client_for(cast.alice.token).post(
+        vault_url(cast, vault.id, "credentials/"),
+        {"id": cid, "name": "late", "connector": "github", "ciphertext": crypto.b64(stale)},
+        format="json",
+    )
+    assert response.status_code == 409
