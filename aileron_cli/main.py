@@ -15,7 +15,9 @@ from rich.table import Table
 
 from aileron_cli import state
 from aileron_cli.client import ApiClient, CliError
+from aileron_cli.vaultops import Identity, VaultClient, read_passphrase, read_secret_value
 from aileron_site import __version__
+from vaults import crypto
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -96,7 +98,10 @@ def service(host: str, api_port: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
 def init(org_name: str, email: str, name: str, server: str | None, as_json: bool) -> None:
-    """Create an organization with you as its owner, and log in to it."""
+    """Create an organization with you as its owner, log in, and set up your keys and personal vault.
+
+    The passphrase that seals your private key comes from AILERON_PASSPHRASE or a hidden prompt.
+    """
     existing = state.login_load()
     url = state.server_url(server)
     if existing is not None:
@@ -104,12 +109,13 @@ def init(org_name: str, email: str, name: str, server: str | None, as_json: bool
             f"already logged in as {existing.email} on {existing.server} "
             f"({state.login_path()}); use another AILERON_HOME or move that file away"
         )
+    passphrase = read_passphrase(confirm=True)
     with ApiClient(url) as api:
         result = api.post("/api/v1/signup/", {"organization": org_name, "email": email, "name": name})
     org = result["organization"]
-    path = state.login_save(
-        state.Login(server=url, token=result["token"], email=result["user"]["email"], organization_id=org["id"])
-    )
+    login = state.Login(server=url, token=result["token"], email=result["user"]["email"], organization_id=org["id"])
+    path = state.login_save(login)
+    personal = _set_up_keys(login, passphrase)
     if as_json:
         emit_json(
             {
@@ -118,11 +124,13 @@ def init(org_name: str, email: str, name: str, server: str | None, as_json: bool
                 "user": result["user"],
                 "role": result["role"],
                 "login_file": str(path),
+                "personal_vault": personal,
             }
         )
         return
     console.print(f"Created organization [bold]{org['name']}[/] ({org['slug']}) with you as owner.")
     console.print(f"Logged in as {result['user']['email']}; token stored in {path}")
+    console.print("Your key pair is set up, sealed under your passphrase, with a personal vault.")
 
 
 @cli.command()
@@ -137,16 +145,19 @@ def join(invitation: str, name: str, server: str | None, as_json: bool) -> None:
     url = state.server_url(server)
     if existing is not None and existing.server.rstrip("/") != url:
         raise CliError(f"logged in on {existing.server}, not {url}; use another AILERON_HOME to join there")
+    passphrase = read_passphrase(confirm=True) if existing is None else None
     with ApiClient(url, token=existing.token if existing else None) as api:
         result = api.post("/api/v1/invitations/accept/", {"token": invitation, "name": name})
     org = result["organization"]
     path = None
+    login = existing
     if existing is None:
         if not result.get("token"):
             raise CliError("the server returned no login token for the new user")
-        path = state.login_save(
-            state.Login(server=url, token=result["token"], email=result["user"]["email"], organization_id=org["id"])
-        )
+        login = state.Login(server=url, token=result["token"], email=result["user"]["email"], organization_id=org["id"])
+        path = state.login_save(login)
+    assert login is not None  # noqa: S101
+    _set_up_keys(login, passphrase, organization_id=org["id"])
     if as_json:
         emit_json(
             {
@@ -206,6 +217,247 @@ def status(server: str | None, as_json: bool) -> None:
         for membership in who.get("memberships", []):
             table.add_row("", f"{membership['slug']}: {membership['role']}")
     console.print(table)
+
+
+def _identity(api: ApiClient, login: state.Login, organization_id: str | None = None) -> Identity:
+    who = api.get("/api/v1/whoami/")
+    org = organization_id or login.organization_id
+    if not org:
+        raise CliError("no organization selected in your login; run `aileron init` or `aileron join`")
+    return Identity(user_id=who["user"]["id"], email=who["user"]["email"], organization_id=org)
+
+
+def _set_up_keys(login: state.Login, passphrase: str | None, *, organization_id: str | None = None) -> str | None:
+    """Create the key pair if the user has none, and a personal vault in the organization if missing."""
+    with ApiClient(login.server, token=login.token) as api:
+        client = VaultClient(api, _identity(api, login, organization_id))
+        if not client.has_keys():
+            client.create_keys(passphrase or read_passphrase(confirm=True))
+        personal = [v for v in client.vaults() if v["type"] == "personal" and v["my_role"] == "owner"]
+        if personal:
+            return str(personal[0]["id"])
+        return str(client.create_vault("Personal", "personal")["id"])
+
+
+def _vault_client(api: ApiClient) -> VaultClient:
+    login = require_login()
+    return VaultClient(api, _identity(api, login))
+
+
+def _logged_in_api() -> ApiClient:
+    login = require_login()
+    return ApiClient(login.server, token=login.token)
+
+
+@cli.command()
+@click.argument("email")
+@click.option(
+    "--role",
+    type=click.Choice(["owner", "admin", "approver", "member", "auditor"]),
+    default="member",
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def invite(email: str, role: str, as_json: bool) -> None:
+    """Invite EMAIL to your organization; give them the printed secret for `aileron join`."""
+    login = require_login()
+    with _logged_in_api() as api:
+        created = api.post(f"/api/v1/orgs/{login.organization_id}/invitations/", {"email": email, "role": role})
+    if as_json:
+        emit_json(created)
+        return
+    console.print(f"Invited {created['email']} as {created['role']} (expires {created['expires_at'][:10]}).")
+    console.print(f"They join with: aileron join --server {login.server} --token {created['token']}")
+
+
+@cli.group()
+def vault() -> None:
+    """Vaults: list, create, grant, revoke, rotate. Keys never leave this machine unencrypted."""
+
+
+@vault.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def vault_list(as_json: bool) -> None:
+    """Your vaults (and, for admins and auditors, every vault's metadata); shows pending rotations."""
+    with _logged_in_api() as api:
+        vaults = _vault_client(api).vaults()
+    if as_json:
+        emit_json(vaults)
+        return
+    table = Table(title="Vaults", title_justify="left")
+    for column in ("name", "type", "your role", "members", "key version", "rotation"):
+        table.add_column(column)
+    for v in vaults:
+        pending = v["rotation_pending"]
+        table.add_row(
+            v["name"],
+            v["type"],
+            v["my_role"] or "-",
+            str(len(v["members"])),
+            str(v["key_version"]),
+            f"PENDING since {pending['requested_at'][:19]}" if pending else "-",
+        )
+    console.print(table)
+    waiting = [v["name"] for v in vaults if v["rotation_pending"]]
+    if waiting:
+        err_console.print(f"{len(waiting)} vault(s) await key rotation: run `aileron vault rotate NAME` as an owner.")
+
+
+@vault.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def vault_create(name: str, as_json: bool) -> None:
+    """Create a shared vault with you as owner."""
+    with _logged_in_api() as api:
+        created = _vault_client(api).create_vault(name, "shared")
+    if as_json:
+        emit_json(created)
+    else:
+        console.print(f"Created vault {created['name']} ({created['id']}).")
+
+
+@vault.command("grant")
+@click.argument("vault_ref", metavar="VAULT")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["owner", "contributor", "reader"]), default="reader", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def vault_grant(vault_ref: str, email: str, role: str, as_json: bool) -> None:
+    """Give EMAIL access to VAULT: its key is re-wrapped for them here; no credential is touched."""
+    with _logged_in_api() as api:
+        client = _vault_client(api)
+        try:
+            result = client.grant(client.find(vault_ref), email, role)
+        finally:
+            client.close()
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(f"Granted {email} {role} access to {result['name']}.")
+
+
+def _rotate_with_progress(client: VaultClient, target: dict[str, Any]) -> dict[str, Any]:
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task(f"rotating {target['name']}", total=None)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return client.rotate(target, progress=tick)
+
+
+@vault.command("revoke")
+@click.argument("vault_ref", metavar="VAULT")
+@click.argument("email")
+@click.option("--no-rotate", is_flag=True, help="Only revoke; leave the key rotation pending.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def vault_revoke(vault_ref: str, email: str, no_rotate: bool, as_json: bool) -> None:
+    """Remove EMAIL from VAULT, then rotate its key so they cannot read what is written later."""
+    with _logged_in_api() as api:
+        client = _vault_client(api)
+        try:
+            target = client.find(vault_ref)
+            client.revoke(target, email)
+            result = target if no_rotate else _rotate_with_progress(client, target)
+        finally:
+            client.close()
+    if as_json:
+        emit_json(result)
+    elif no_rotate:
+        console.print(f"Revoked {email}; the key rotation is pending (`aileron vault rotate {target['name']}`).")
+    else:
+        console.print(f"Revoked {email} and rotated {target['name']} to key version {result['key_version']}.")
+
+
+@vault.command("rotate")
+@click.argument("vault_ref", metavar="VAULT")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def vault_rotate(vault_ref: str, as_json: bool) -> None:
+    """Re-encrypt every credential in VAULT under a new key, wrapped for each remaining member."""
+    with _logged_in_api() as api:
+        client = _vault_client(api)
+        try:
+            result = _rotate_with_progress(client, client.find(vault_ref))
+        finally:
+            client.close()
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(f"Rotated {result['name']} to key version {result['key_version']}.")
+
+
+@cli.group()
+def secret() -> None:
+    """Secrets (credentials) in your vaults. Values are encrypted here before they leave this machine."""
+
+
+@secret.command("add")
+@click.argument("name")
+@click.option("--connector", required=True, help="The connector this credential is for (e.g. github).")
+@click.option("--vault", "vault_ref", default=None, help="Vault name or id [default: your personal vault].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def secret_add(name: str, connector: str, vault_ref: str | None, as_json: bool) -> None:
+    """Add a secret NAME. The value is read from stdin or a hidden prompt, never from the command line."""
+    value = read_secret_value()
+    try:
+        with _logged_in_api() as api:
+            client = _vault_client(api)
+            try:
+                target = client.find(vault_ref)
+                created = client.add_secret(target, name, connector, value)
+            finally:
+                client.close()
+    finally:
+        crypto.wipe(value)
+    if as_json:
+        emit_json(created)
+    else:
+        console.print(f"Added {name} ({connector}) to vault {target['name']}.")
+
+
+@secret.command("list")
+@click.option("--vault", "vault_ref", default=None, help="Only this vault (name or id).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def secret_list(vault_ref: str | None, as_json: bool) -> None:
+    """Secrets' metadata (names, connectors, vaults); never their values."""
+    rows = []
+    with _logged_in_api() as api:
+        client = _vault_client(api)
+        vaults = [client.find(vault_ref)] if vault_ref else [v for v in client.vaults() if v["my_role"]]
+        for v in vaults:
+            for c in client.credentials(v):
+                rows.append({"vault": v["name"], "vault_id": v["id"], **c})
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="Secrets", title_justify="left")
+    for column in ("name", "connector", "vault", "created"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["name"], r["connector"], r["vault"], r["created_at"][:19])
+    console.print(table)
+
+
+@secret.command("rm")
+@click.argument("name")
+@click.option("--vault", "vault_ref", default=None, help="Vault name or id [default: your personal vault].")
+@fail_cleanly
+def secret_rm(name: str, vault_ref: str | None) -> None:
+    """Remove the secret NAME."""
+    with _logged_in_api() as api:
+        client = _vault_client(api)
+        target = client.find(vault_ref)
+        client.remove_secret(target, name)
+    console.print(f"Removed {name} from vault {target['name']}.")
 
 
 def main() -> None:

@@ -100,6 +100,7 @@ def service(tmp_path: Path, isolated_database_url: str | None, isolated_redis_ur
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     env["AILERON_HOME"] = str(home)
+    env["AILERON_PASSPHRASE"] = "correct horse battery staple"
     if isolated_database_url:
         env["DATABASE_URL"] = isolated_database_url
     if isolated_redis_url:

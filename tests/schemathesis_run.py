@@ -35,6 +35,7 @@ def main() -> int:
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     env["AILERON_HOME"] = str(home)
+    env["AILERON_PASSPHRASE"] = secrets.token_urlsafe(16)
     db_name = None
     admin_url = None
     if args.database_url:

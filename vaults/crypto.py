@@ -319,7 +319,7 @@ def _credential_aad(header: bytes, organization_id: str, vault_id: str, credenti
 
 
 def credential_encrypt(
-    plaintext: bytes,
+    plaintext: bytes | bytearray,
     vault_key: bytes | bytearray,
     *,
     organization_id: str,

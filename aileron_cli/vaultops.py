@@ -1,0 +1,285 @@
+"""The trusted client side of vaults: everything that needs a plaintext key happens here, in the user's CLI.
+
+Key pairs, vault keys, wrappings and credential ciphertext are made here with vaults.crypto and sent to the
+control plane, which can open none of them. Buffers holding keys or secrets are wiped after use.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aileron_cli.client import ApiClient, CliError
+from vaults import crypto
+
+ROTATION_ATTEMPTS = 3
+
+
+def read_passphrase(*, confirm: bool = False) -> str:
+    """AILERON_PASSPHRASE, else a hidden prompt on a terminal; never argv."""
+    env = os.environ.get("AILERON_PASSPHRASE")
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise CliError("a passphrase is needed: set AILERON_PASSPHRASE or run in a terminal", exit_code=2)
+    first = getpass.getpass("Aileron passphrase: ")
+    if not first:
+        raise CliError("the passphrase may not be empty", exit_code=2)
+    if confirm and getpass.getpass("Repeat the passphrase: ") != first:
+        raise CliError("the passphrases differ", exit_code=2)
+    return first
+
+
+@dataclass
+class Identity:
+    user_id: str
+    email: str
+    organization_id: str
+
+
+class VaultClient:
+    def __init__(self, api: ApiClient, identity: Identity) -> None:
+        self.api = api
+        self.me = identity
+        self._private: bytearray | None = None
+
+    @property
+    def base(self) -> str:
+        return f"/api/v1/orgs/{self.me.organization_id}/vaults/"
+
+    def close(self) -> None:
+        crypto.wipe(self._private)
+        self._private = None
+
+    # keys
+
+    def has_keys(self) -> bool:
+        try:
+            self.api.get("/api/v1/keys/")
+        except CliError as exc:
+            if "(404)" in str(exc):
+                return False
+            raise
+        return True
+
+    def create_keys(self, passphrase: str) -> None:
+        material = crypto.user_keys_create(passphrase, user_id=self.me.user_id)
+        self.api.request(
+            "PUT",
+            "/api/v1/keys/",
+            json={
+                "public_key": crypto.b64(material.public_key),
+                "sealed_private_key": crypto.b64(material.sealed_private_key),
+                "kdf": material.kdf.to_dict(),
+            },
+        )
+
+    def public_key(self) -> bytes:
+        return crypto.unb64(self.api.get("/api/v1/keys/")["public_key"])
+
+    def unlock(self, passphrase_source: Callable[[], str] = read_passphrase) -> bytearray:
+        if self._private is None:
+            body = self.api.get("/api/v1/keys/")
+            material = crypto.UserKeyMaterial.from_dict(body)
+            try:
+                self._private = crypto.user_keys_unlock(material, passphrase_source(), user_id=self.me.user_id)
+            except crypto.DecryptionError:
+                raise CliError("wrong passphrase", exit_code=2) from None
+        return self._private
+
+    # vaults
+
+    def vaults(self) -> list[dict[str, Any]]:
+        return list(self.api.get(self.base))
+
+    def find(self, ref: str | None) -> dict[str, Any]:
+        """A vault by id or name among mine; without REF, my personal vault."""
+        mine = [v for v in self.vaults() if v["my_role"] is not None]
+        if ref is None:
+            found = [v for v in mine if v["type"] == "personal"]
+            if not found:
+                raise CliError("you have no personal vault here; name one with --vault")
+            return found[0]
+        found = [v for v in mine if ref in (v["id"], v["name"])]
+        if not found:
+            raise CliError(f"no vault {ref!r} that you are a member of")
+        if len(found) > 1:
+            raise CliError(f"several vaults are named {ref!r}; use its id")
+        return found[0]
+
+    def create_vault(self, name: str, type: str) -> dict[str, Any]:
+        vault_id = str(uuid.uuid4())
+        key = crypto.vault_key_new()
+        try:
+            wrapping = crypto.vault_key_wrap(
+                key, self.public_key(), vault_id=vault_id, member_id=self.me.user_id, key_version=1
+            )
+        finally:
+            crypto.wipe(key)
+        return dict(
+            self.api.post(self.base, {"id": vault_id, "name": name, "type": type, "wrapping": crypto.b64(wrapping)})
+        )
+
+    def vault_key(self, vault: dict[str, Any]) -> tuple[int, bytearray]:
+        body = self.api.get(f"{self.base}{vault['id']}/wrapping/")
+        version = int(body["key_version"])
+        try:
+            key = crypto.vault_key_unwrap(
+                crypto.unb64(body["wrapping"]),
+                self.unlock(),
+                vault_id=vault["id"],
+                member_id=self.me.user_id,
+                key_version=version,
+            )
+        except crypto.DecryptionError:
+            raise CliError("your wrapping of this vault's key does not open; ask an owner to grant you again") from None
+        return version, key
+
+    def member_by_email(self, email: str) -> dict[str, Any]:
+        members = self.api.get(f"/api/v1/orgs/{self.me.organization_id}/members/", params={"limit": 500})["results"]
+        for member in members:
+            if member["user"]["email"].lower() == email.lower():
+                return dict(member)
+        raise CliError(f"{email} is not a member of this organization")
+
+    def grant(self, vault: dict[str, Any], email: str, role: str) -> dict[str, Any]:
+        member = self.member_by_email(email)
+        if not member.get("public_key"):
+            raise CliError(f"{email} has no key pair yet; they must run `aileron join` or `aileron init` first")
+        version, key = self.vault_key(vault)
+        try:
+            wrapping = crypto.vault_key_wrap(
+                key,
+                crypto.unb64(member["public_key"]),
+                vault_id=vault["id"],
+                member_id=member["user"]["id"],
+                key_version=version,
+            )
+        finally:
+            crypto.wipe(key)
+        return dict(
+            self.api.post(
+                f"{self.base}{vault['id']}/members/",
+                {"user_id": member["user"]["id"], "role": role, "wrapping": crypto.b64(wrapping)},
+            )
+        )
+
+    def revoke(self, vault: dict[str, Any], email: str) -> None:
+        member = self.member_by_email(email)
+        self.api.delete(f"{self.base}{vault['id']}/members/{member['user']['id']}/")
+
+    def rotate(self, vault: dict[str, Any], progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Re-encrypt every credential under a new vault key and wrap it for every remaining member."""
+        for _ in range(ROTATION_ATTEMPTS):
+            export = self.api.get(f"{self.base}{vault['id']}/export/")
+            version = int(export["key_version"])
+            old_version, old_key = self.vault_key(vault)
+            if old_version != version:
+                crypto.wipe(old_key)
+                continue
+            new_key = crypto.vault_key_new()
+            blobs: dict[str, str] = {}
+            try:
+                total = len(export["credentials"])
+                for done, (cid, blob) in enumerate(export["credentials"].items(), start=1):
+                    plain = crypto.credential_decrypt(
+                        crypto.unb64(blob),
+                        old_key,
+                        organization_id=self.me.organization_id,
+                        vault_id=vault["id"],
+                        credential_id=cid,
+                        key_version=version,
+                    )
+                    try:
+                        blobs[cid] = crypto.b64(
+                            crypto.credential_encrypt(
+                                plain,
+                                new_key,
+                                organization_id=self.me.organization_id,
+                                vault_id=vault["id"],
+                                credential_id=cid,
+                                key_version=version + 1,
+                            )
+                        )
+                    finally:
+                        crypto.wipe(plain)
+                    if progress:
+                        progress(done, total)
+                wrappings = {
+                    m["user_id"]: crypto.b64(
+                        crypto.vault_key_wrap(
+                            new_key,
+                            crypto.unb64(m["public_key"]),
+                            vault_id=vault["id"],
+                            member_id=m["user_id"],
+                            key_version=version + 1,
+                        )
+                    )
+                    for m in export["members"]
+                }
+            finally:
+                crypto.wipe(old_key)
+                crypto.wipe(new_key)
+            try:
+                return dict(
+                    self.api.post(
+                        f"{self.base}{vault['id']}/rotations/",
+                        {"from_version": version, "credentials": blobs, "wrappings": wrappings},
+                    )
+                )
+            except CliError as exc:
+                if "(409)" not in str(exc):
+                    raise
+        raise CliError("the vault kept changing during the rotation; run `aileron vault rotate` again")
+
+    # credentials
+
+    def credentials(self, vault: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(self.api.get(f"{self.base}{vault['id']}/credentials/"))
+
+    def add_secret(self, vault: dict[str, Any], name: str, connector: str, value: bytearray) -> dict[str, Any]:
+        credential_id = str(uuid.uuid4())
+        version, key = self.vault_key(vault)
+        try:
+            blob = crypto.credential_encrypt(
+                value,
+                key,
+                organization_id=self.me.organization_id,
+                vault_id=vault["id"],
+                credential_id=credential_id,
+                key_version=version,
+            )
+        finally:
+            crypto.wipe(key)
+        return dict(
+            self.api.post(
+                f"{self.base}{vault['id']}/credentials/",
+                {"id": credential_id, "name": name, "connector": connector, "ciphertext": crypto.b64(blob)},
+            )
+        )
+
+    def remove_secret(self, vault: dict[str, Any], name: str) -> None:
+        matches = [c for c in self.credentials(vault) if c["name"] == name]
+        if not matches:
+            raise CliError(f"no secret {name!r} in vault {vault['name']!r}")
+        self.api.delete(f"{self.base}{vault['id']}/credentials/{matches[0]['id']}/")
+
+
+def read_secret_value() -> bytearray:
+    """The secret from stdin when piped, else a hidden prompt; never argv, never echoed."""
+    if sys.stdin.isatty():
+        value = getpass.getpass("Secret value (hidden): ")
+        data = bytearray(value.encode("utf-8"))
+        del value
+    else:
+        data = bytearray(sys.stdin.buffer.read())
+        while data.endswith((b"\n", b"\r")):
+            data.pop()
+    if not data:
+        raise CliError("the secret value is empty", exit_code=2)
+    return data
