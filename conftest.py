@@ -14,6 +14,8 @@ from tenants import services
 from tenants.models import Membership, Organization, User
 from tenants.roles import Role
 
+pytest_plugins = ["tests.service"]
+
 
 @dataclass
 class Person:

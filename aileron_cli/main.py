@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
@@ -458,6 +459,75 @@ def secret_rm(name: str, vault_ref: str | None) -> None:
         target = client.find(vault_ref)
         client.remove_secret(target, name)
     console.print(f"Removed {name} from vault {target['name']}.")
+
+
+@cli.group()
+def session() -> None:
+    """Agent sessions: a narrow token for the agent, and your unlocked keys held by the credential service."""
+
+
+def _key_socket() -> Path:
+    return state.home() / "run" / "credentials.sock"
+
+
+@session.command("start")
+@click.option("--name", default="agent session", show_default=True, help="A label for the session.")
+@click.option("--minutes", type=click.IntRange(1, 1440), default=720, show_default=True, help="Lifetime.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def session_start(name: str, minutes: int, as_json: bool) -> None:
+    """Start a session: mint its token and hand your master key to the local credential service."""
+    from dataplane import keychannel
+
+    socket_path = _key_socket()
+    if not socket_path.exists():
+        raise CliError(f"no credential service at {socket_path} (is `aileron service` running here?)")
+    login = require_login()
+    passphrase = read_passphrase()
+    with _logged_in_api() as api:
+        identity = _identity(api, login)
+        material = crypto.UserKeyMaterial.from_dict(api.get("/api/v1/keys/"))
+        master = crypto.derive_master_key(passphrase, material.kdf)
+        try:
+            try:
+                crypto.wipe(crypto.open_private_key(material.sealed_private_key, master, user_id=identity.user_id))
+            except crypto.DecryptionError:
+                raise CliError("wrong passphrase", exit_code=2) from None
+            created = api.post(
+                f"/api/v1/orgs/{identity.organization_id}/session-tokens/",
+                {"name": name, "expires_in_minutes": minutes},
+            )
+            answer = keychannel.request(
+                socket_path, {"op": "open", "session_token": created["token"], "master_key": crypto.b64(master)}
+            )
+        finally:
+            crypto.wipe(master)
+        if not answer.get("ok"):
+            api.delete(f"/api/v1/orgs/{identity.organization_id}/session-tokens/{created['id']}/")
+            raise CliError(f"the credential service refused the session: {answer.get('error')}")
+    result = {"session_id": created["id"], "token": created["token"], "expires_at": created["expires_at"]}
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"Session {created['id']} is unlocked until {created['expires_at'][:19]}.")
+    console.print(f"For the agent: AILERON_TOKEN={created['token']}")
+
+
+@session.command("end")
+@click.argument("session_id")
+@fail_cleanly
+def session_end(session_id: str) -> None:
+    """End a session: the credential service wipes its keys and the token is revoked."""
+    from dataplane import keychannel
+
+    login = require_login()
+    socket_path = _key_socket()
+    wiped = False
+    if socket_path.exists():
+        wiped = bool(keychannel.request(socket_path, {"op": "close", "session_id": session_id}).get("closed"))
+    with _logged_in_api() as api:
+        api.delete(f"/api/v1/orgs/{login.organization_id}/session-tokens/{session_id}/")
+    console.print(f"Session {session_id} ended; token revoked" + ("; keys wiped." if wiped else "."))
 
 
 def main() -> None:

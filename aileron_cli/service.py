@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 import httpx
@@ -64,6 +65,7 @@ def _prepare_database(out: Callable[[str], None]) -> dict[str, str]:
         call_command("migrate", interactive=False, verbosity=0)
     except DatabaseError as exc:
         raise CliError(f"cannot migrate the database: {str(exc).splitlines()[0]}") from None
+    token_file = _mint_dataplane_token(settings.AILERON_HOME)
     db = settings.DATABASES["default"]
     where = db["NAME"] if connection.vendor == "sqlite" else f"{db.get('HOST') or 'localhost'}/{db['NAME']}"
     return {
@@ -73,7 +75,28 @@ def _prepare_database(out: Callable[[str], None]) -> dict[str, str]:
         "channel_layer": str(settings.CHANNEL_LAYERS["default"]["BACKEND"]).rsplit(".", 1)[-1],
         "broker": str(settings.CELERY_BROKER_URL).split("://", 1)[0],
         "beat_schedule": str(settings.CELERY_BEAT_SCHEDULE_FILENAME),
+        "service_token_file": str(token_file),
+        "key_socket": str(settings.AILERON_HOME / "run" / "credentials.sock"),
     }
+
+
+def _mint_dataplane_token(home: Path) -> Path:
+    """A fresh service token for this run's data plane, in a 0600 file; the previous one is revoked."""
+    from tenants.models import ApiToken
+    from tenants.services import service_token_create, token_revoke
+
+    folder = home / "dataplane"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / "service-token"
+    for old in ApiToken.objects.filter(kind="svc", name="aileron service", revoked_at__isnull=True):
+        token_revoke(token=old)
+    issued = service_token_create(name="aileron service", expires_in_days=30)
+    tmp = folder / ".service-token.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(issued.plaintext)
+    os.replace(tmp, path)
+    return path
 
 
 class Supervisor:
@@ -183,6 +206,20 @@ def run_service(
             ],
         ),
         Child(
+            "credentials",
+            [
+                python,
+                "-m",
+                "dataplane.credserver",
+                "--socket",
+                info["key_socket"],
+                "--api",
+                f"http://{'[' + host + ']' if ':' in host else host}:{api_port}",
+                "--service-token-file",
+                info["service_token_file"],
+            ],
+        ),
+        Child(
             "beat",
             [
                 python,
@@ -212,6 +249,7 @@ def run_service(
                 "api": f"{base}/api/v1/",
                 "docs": f"{base}/api/docs/",
                 "worker": f"celery worker + beat via {info['broker']}",
+                "credentials": f"credential service, key channel {info['key_socket']}",
                 **{k: info[k] for k in ("mode", "database", "channel_layer", "home")},
             }
         )

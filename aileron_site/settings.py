@@ -151,7 +151,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"RoleEnum": "tenants.roles.Role.choices"},
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "tenants.roles.Role.choices",
+        "VaultRoleEnum": "vaults.store.VAULT_ROLES",
+        "VaultTypeEnum": "vaults.store.VAULT_TYPES",
+    },
 }
 
 # Tokens are stored as HMAC-SHA256 digests under a key derived from SECRET_KEY (see tenants.tokens).

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import BIN, Service, free_port
+from tests.service import BIN, Service, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -81,7 +81,7 @@ def test_service_init_and_status_work_together(service: Service) -> None:
 
 def test_ctrl_c_stops_every_part_cleanly(service: Service) -> None:
     children = children_of(service.process.pid)
-    assert len(children) == 3, children
+    assert len(children) == 4, children  # api, worker, credentials, beat
     os.killpg(service.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     assert service.process.wait(timeout=30) == 0, service.log.read_text()
     for pid in children:

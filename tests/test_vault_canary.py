@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, Service
+from tests.service import BIN, Service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -60,7 +60,7 @@ class WeakParameters(CryptoError):
     """Key-derivation parameters below the floor."""
 
 
-def b64(data: bytes) -> str:
+def b64(data: bytes | bytearray) -> str:
     return base64.b64encode(data).decode("ascii")
 
 

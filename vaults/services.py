@@ -20,6 +20,7 @@ from vaults import crypto
 from vaults.backend import vault_store
 from vaults.models import UserKeys, Vault
 from vaults.store import (
+    Bundle,
     CredentialMeta,
     Member,
     RotationConflict,
@@ -273,3 +274,53 @@ def credential_remove(*, view: VaultView, credential_id: uuid.UUID) -> None:
         vault_store().credential_delete(view.id, str(credential_id))
     except StoreError:
         raise NotFound("No such credential.") from None
+
+
+# --- what the data plane's credential service may fetch (service token only) ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    expires_at: object
+    keys: UserKeys
+
+
+def session_keys_resolve(*, session_token: str) -> SessionKeys:
+    """The live agent session a token stands for, with its user's sealed key material (opaque here)."""
+    from tenants.selectors import token_authenticate
+
+    token = token_authenticate(raw=session_token)
+    if token is None or token.kind != "ses" or token.user is None or token.organization_id is None:
+        raise NotFound("No live session for that token.")
+    keys = UserKeys.objects.filter(user=token.user).first()
+    if keys is None:
+        raise NotFound("The session's user has no key pair.")
+    return SessionKeys(
+        session_id=token.pk,
+        user_id=token.user.pk,
+        organization_id=token.organization_id,
+        expires_at=token.expires_at,
+        keys=keys,
+    )
+
+
+def bundle_for_session(*, session_id: uuid.UUID, vault_id: uuid.UUID, credential_id: uuid.UUID) -> Bundle:
+    """Ciphertext and the session user's wrapping, if the session is live and its user is a vault member."""
+    from django_scopes import scopes_disabled
+
+    from tenants.models import ApiToken
+
+    session = ApiToken.objects.filter(pk=session_id, kind="ses").first()
+    if session is None or not session.is_active or session.organization_id is None:
+        raise NotFound("No live session.")
+    with scopes_disabled():
+        vault = Vault.objects.filter(pk=vault_id, organization_id=session.organization_id).first()
+    if vault is None:
+        raise NotFound("No such vault in the session's organization.")
+    try:
+        return vault_store().bundle(str(vault.pk), str(session.user_id), str(credential_id))
+    except StoreError:
+        raise NotFound("No such credential for this session's user.") from None

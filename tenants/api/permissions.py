@@ -34,3 +34,10 @@ class IsUserToken(_TokenKindPermission):
 
 class IsAnyToken(_TokenKindPermission):
     kinds = frozenset({TokenKind.PERSONAL, TokenKind.SESSION, TokenKind.SERVICE})
+
+
+class IsServiceToken(_TokenKindPermission):
+    """The data plane's service token only."""
+
+    kinds = frozenset({TokenKind.SERVICE})
+    refusal = "This endpoint is for the data plane's service token."

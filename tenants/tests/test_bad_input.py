@@ -9,6 +9,7 @@ import pytest
 from django_scopes import scopes_disabled
 
 from conftest import Cast, client_for
+from tenants import services
 from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
 from tenants.tests.test_isolation import fill, populate
 from tests.urlwalk import api_routes, methods_of
@@ -67,9 +68,12 @@ def test_every_write_endpoint_answers_bad_input_with_400_problem_json(cast: Cast
     ids = populate(cast.alice, cast.bob).ids
     endpoints = write_endpoints(ids)
     assert len(endpoints) >= 10
+    service_token = services.service_token_create(name="data plane").plaintext
     before = counts()
     for method, path in endpoints:
-        response: Any = getattr(client_for(cast.alice.token), method)(path, data=body, content_type="application/json")
+        # The data plane's endpoints take only its service token; every other one takes Alice's.
+        token = service_token if path.startswith("/api/v1/dataplane/") else cast.alice.token
+        response: Any = getattr(client_for(token), method)(path, data=body, content_type="application/json")
         assert response.status_code == 400, f"{method.upper()} {path} with {label}: {response.status_code}"
         assert response["Content-Type"] == "application/problem+json"
         problem = response.json()

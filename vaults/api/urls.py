@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from django.urls import path
 
+from vaults.api import dataplane
 from vaults.api import views as v
 
 VAULT = "orgs/<uuid:org_id>/vaults/<uuid:vault_id>/"
 
 urlpatterns = [
     path("keys/", v.KeysView.as_view(), name="keys"),
+    path("dataplane/sessions/resolve/", dataplane.SessionResolveView.as_view(), name="dataplane-session-resolve"),
+    path("dataplane/bundles/", dataplane.BundleView.as_view(), name="dataplane-bundle"),
     path("orgs/<uuid:org_id>/vaults/", v.VaultViewSet.as_view({"get": "list", "post": "create"}), name="vault-list"),
     path(
         VAULT,

@@ -18,7 +18,7 @@ from tenants.permissions import Perm
 from vaults import services
 from vaults.api import serializers as s
 from vaults.backend import vault_store
-from vaults.models import UserKeys
+from vaults.models import UserKeys, Vault
 
 
 def _vault_body(view: services.VaultView) -> dict[str, Any]:
@@ -58,6 +58,7 @@ class KeysView(APIView):
 
 class VaultViewSet(OrgScopedViewSet):
     serializer_class = s.VaultSerializer
+    queryset = Vault.objects.none()  # for the schema's path parameters only; rows come from vaults.services
     permission_map = {
         "list": Perm.ORG_VIEW,
         "create": Perm.ORG_VIEW,
@@ -169,6 +170,7 @@ class VaultKeyViewSet(OrgScopedViewSet):
 
 class CredentialViewSet(OrgScopedViewSet):
     serializer_class = s.CredentialSerializer
+    queryset = Vault.objects.none()  # for the schema's path parameters only
     permission_map = {
         "list": Perm.ORG_VIEW,
         "create": Perm.ORG_VIEW,

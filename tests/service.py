@@ -1,7 +1,8 @@
-"""Fixtures for tests that run `aileron service` as real processes."""
+"""Fixtures for tests that run `aileron service` as real processes (a plugin: see the root conftest)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -58,7 +59,7 @@ class Service:
         raise AssertionError(f"aileron service did not become healthy:\n{self.log.read_text()}")
 
 
-@pytest.fixture
+@contextlib.contextmanager
 def isolated_database_url() -> Iterator[str | None]:
     """With DATABASE_URL set, a fresh PostgreSQL database for the real processes, dropped afterwards."""
     base = os.environ.get("DATABASE_URL")
@@ -79,7 +80,6 @@ def isolated_database_url() -> Iterator[str | None]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
 def isolated_redis_url() -> str | None:
     """With REDIS_URL set, a Redis database of its own (index 14), emptied first."""
     base = os.environ.get("REDIS_URL")
@@ -92,37 +92,54 @@ def isolated_redis_url() -> str | None:
     return url
 
 
+@contextlib.contextmanager
+def running_service(folder: Path) -> Iterator[Service]:
+    """`aileron service` in its own AILERON_HOME (and, in the Postgres run, its own database)."""
+    with isolated_database_url() as database_url:
+        home = folder / "home"
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AILERON_", "DJANGO_"))}
+        env.pop("DATABASE_URL", None)
+        env.pop("REDIS_URL", None)
+        env["AILERON_HOME"] = str(home)
+        env["AILERON_PASSPHRASE"] = "correct horse battery staple"
+        redis_url = isolated_redis_url()
+        if database_url:
+            env["DATABASE_URL"] = database_url
+        if redis_url:
+            env["REDIS_URL"] = redis_url
+        log = folder / "service.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [str(BIN / "aileron"), "service", "--api-port", str(port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        svc = Service(url=f"http://127.0.0.1:{port}", port=port, env=env, home=home, process=process, log=log)
+        try:
+            svc.wait_healthy()
+            yield svc
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, 15)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, 9)
+                    process.wait()
+
+
 @pytest.fixture
-def service(tmp_path: Path, isolated_database_url: str | None, isolated_redis_url: str | None) -> Iterator[Service]:
-    home = tmp_path / "home"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AILERON_", "DJANGO_"))}
-    env.pop("DATABASE_URL", None)
-    env.pop("REDIS_URL", None)
-    env["AILERON_HOME"] = str(home)
-    env["AILERON_PASSPHRASE"] = "correct horse battery staple"
-    if isolated_database_url:
-        env["DATABASE_URL"] = isolated_database_url
-    if isolated_redis_url:
-        env["REDIS_URL"] = isolated_redis_url
-    log = tmp_path / "service.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "aileron"), "service", "--api-port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    svc = Service(url=f"http://127.0.0.1:{port}", port=port, env=env, home=home, process=process, log=log)
-    try:
-        svc.wait_healthy()
+def service(tmp_path: Path) -> Iterator[Service]:
+    """A service of this test's own."""
+    with running_service(tmp_path) as svc:
         yield svc
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 15)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait()
+
+
+@pytest.fixture(scope="module")
+def module_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One service shared by a module's tests (for tests that each make their own users)."""
+    with running_service(tmp_path_factory.mktemp("service")) as svc:
+        yield svc

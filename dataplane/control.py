@@ -1,0 +1,90 @@
+"""The data plane's client of the control plane REST API (service token). Imports no Django."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+class ControlPlaneError(Exception):
+    """The control plane could not answer; the data plane must fail closed."""
+
+
+class NotFoundError(ControlPlaneError):
+    """The control plane says no: unknown, expired or forbidden (it does not say which)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    session_id: str
+    user_id: str
+    organization_id: str
+    expires_at: str
+    sealed_private_key: bytes
+    kdf: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    organization_id: str
+    vault_id: str
+    credential_id: str
+    key_version: int
+    wrapping: bytes
+    ciphertext: bytes
+    connector: str
+
+
+class ControlPlane:
+    def __init__(self, base_url: str, service_token: str, timeout: float = 5.0) -> None:
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {service_token}", "Accept": "application/json"},
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = self._http.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise ControlPlaneError(f"control plane unreachable: {exc.__class__.__name__}") from None
+        if response.status_code == 404:
+            raise NotFoundError(str(response.json().get("detail", "not found")))
+        if response.status_code != 200:
+            raise ControlPlaneError(f"control plane answered {response.status_code}")
+        return dict(response.json())
+
+    def session_resolve(self, session_token: str) -> SessionKeys:
+        import base64
+
+        body = self._post("/api/v1/dataplane/sessions/resolve/", {"session_token": session_token})
+        return SessionKeys(
+            session_id=body["session_id"],
+            user_id=body["user_id"],
+            organization_id=body["organization_id"],
+            expires_at=body["expires_at"],
+            sealed_private_key=base64.b64decode(body["sealed_private_key"]),
+            kdf=body["kdf"],
+        )
+
+    def bundle(self, *, session_id: str, vault_id: str, credential_id: str) -> Bundle:
+        import base64
+
+        body = self._post(
+            "/api/v1/dataplane/bundles/",
+            {"session_id": session_id, "vault_id": vault_id, "credential_id": credential_id},
+        )
+        return Bundle(
+            organization_id=body["organization_id"],
+            vault_id=body["vault_id"],
+            credential_id=body["credential_id"],
+            key_version=int(body["key_version"]),
+            wrapping=base64.b64decode(body["wrapping"]),
+            ciphertext=base64.b64decode(body["ciphertext"]),
+            connector=body["connector"],
+        )

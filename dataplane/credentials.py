@@ -1,0 +1,162 @@
+"""The credential service: session-keyed key material in memory, one decryption per request.
+
+Holds, per agent session, the user's unsealed X25519 private key and the vault keys unwrapped with it,
+for at most the session's lifetime (and a TTL). Ending the session, or the TTL, wipes those buffers.
+It fetches ciphertext and wrappings from the control plane with the data plane's service token; the
+plaintext it returns lives only as long as the caller keeps it, and the caller wipes it. Imports no Django.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dataplane.control import ControlPlane
+from vaults import crypto
+
+DEFAULT_TTL_SECONDS = 12 * 3600
+
+
+class CredentialServiceError(Exception):
+    pass
+
+
+class SessionUnknown(CredentialServiceError):
+    """No unlocked session with that id here (never opened, ended, or expired)."""
+
+
+class WrongKey(CredentialServiceError):
+    """The delivered master key does not open the user's private key."""
+
+
+@dataclass
+class _Session:
+    session_id: str
+    user_id: str
+    organization_id: str
+    private_key: bytearray
+    expires_at: float
+    vault_keys: dict[tuple[str, int], bytearray] = field(default_factory=dict)
+
+    def wipe(self) -> None:
+        crypto.wipe(self.private_key)
+        for key in self.vault_keys.values():
+            crypto.wipe(key)
+        self.vault_keys.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    session_id: str
+    user_id: str
+    organization_id: str
+    expires_in: float
+
+
+class CredentialService:
+    def __init__(
+        self, control: ControlPlane, *, ttl: float = DEFAULT_TTL_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.control = control
+        self.ttl = ttl
+        self.clock = clock
+        self._sessions: dict[str, _Session] = {}
+        self._lock = threading.Lock()
+
+    def open(self, *, session_token: str, master_key: bytes | bytearray) -> SessionInfo:
+        """Unlock a session's key material with the user's master key (delivered over the local channel)."""
+        found = self.control.session_resolve(session_token)
+        try:
+            private = crypto.open_private_key(found.sealed_private_key, master_key, user_id=found.user_id)
+        except crypto.DecryptionError:
+            raise WrongKey("the master key does not open this user's private key") from None
+        remaining = datetime.fromisoformat(found.expires_at).timestamp() - time.time()
+        lifetime = max(0.0, min(self.ttl, remaining))
+        session = _Session(found.session_id, found.user_id, found.organization_id, private, self.clock() + lifetime)
+        with self._lock:
+            old = self._sessions.pop(session.session_id, None)
+            if old is not None:
+                old.wipe()
+            self._sessions[session.session_id] = session
+        return SessionInfo(session.session_id, session.user_id, session.organization_id, lifetime)
+
+    def close(self, session_id: str) -> bool:
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        session.wipe()
+        return True
+
+    def close_all(self) -> int:
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for session in sessions:
+            session.wipe()
+        return len(sessions)
+
+    def sweep(self) -> int:
+        """End every session past its TTL; returns how many."""
+        now = self.clock()
+        with self._lock:
+            expired = [s for s in self._sessions.values() if s.expires_at <= now]
+            for session in expired:
+                del self._sessions[session.session_id]
+        for session in expired:
+            session.wipe()
+        return len(expired)
+
+    def status(self, session_id: str) -> SessionInfo | None:
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or session.expires_at <= self.clock():
+                return None
+            return SessionInfo(
+                session.session_id, session.user_id, session.organization_id, session.expires_at - self.clock()
+            )
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def _live(self, session_id: str) -> _Session:
+        with self._lock:
+            session = self._sessions.get(session_id)
+        if session is None:
+            raise SessionUnknown("no unlocked session with that id")
+        if session.expires_at <= self.clock():
+            self.close(session_id)
+            raise SessionUnknown("the session expired")
+        return session
+
+    def vault_key(self, session: _Session, *, vault_id: str, key_version: int, wrapping: bytes) -> bytearray:
+        cached = session.vault_keys.get((vault_id, key_version))
+        if cached is not None:
+            return cached
+        key = crypto.vault_key_unwrap(
+            wrapping, session.private_key, vault_id=vault_id, member_id=session.user_id, key_version=key_version
+        )
+        with self._lock:
+            for stale in [k for k in session.vault_keys if k[0] == vault_id]:
+                crypto.wipe(session.vault_keys.pop(stale))
+            session.vault_keys[(vault_id, key_version)] = key
+        return key
+
+    def decrypt(self, *, session_id: str, vault_id: str, credential_id: str) -> bytearray:
+        """The plaintext credential for one request. The caller must wipe it when the request is done."""
+        session = self._live(session_id)
+        bundle = self.control.bundle(session_id=session_id, vault_id=vault_id, credential_id=credential_id)
+        if bundle.organization_id != session.organization_id:
+            raise CredentialServiceError("the control plane returned another organization's credential")
+        key = self.vault_key(session, vault_id=vault_id, key_version=bundle.key_version, wrapping=bundle.wrapping)
+        return crypto.credential_decrypt(
+            bundle.ciphertext,
+            key,
+            organization_id=session.organization_id,
+            vault_id=vault_id,
+            credential_id=credential_id,
+            key_version=bundle.key_version,
+        )

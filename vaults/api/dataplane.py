@@ -1,0 +1,91 @@
+"""Endpoints for the data plane's credential service: service token only, ciphertext only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tenants.api.permissions import IsServiceToken
+from vaults import services
+from vaults.api.serializers import Base64Field
+
+
+class SessionResolveRequest(serializers.Serializer[Any]):
+    session_token = serializers.CharField(max_length=200)
+
+
+class SessionKeysSerializer(serializers.Serializer[Any]):
+    session_id = serializers.UUIDField()
+    user_id = serializers.UUIDField()
+    organization_id = serializers.UUIDField()
+    expires_at = serializers.DateTimeField()
+    public_key = Base64Field()
+    sealed_private_key = Base64Field()
+    kdf = serializers.DictField()
+
+
+class BundleRequest(serializers.Serializer[Any]):
+    session_id = serializers.UUIDField()
+    vault_id = serializers.UUIDField()
+    credential_id = serializers.UUIDField()
+
+
+class BundleSerializer(serializers.Serializer[Any]):
+    organization_id = serializers.UUIDField()
+    vault_id = serializers.UUIDField()
+    credential_id = serializers.UUIDField()
+    key_version = serializers.IntegerField()
+    wrapping = Base64Field()
+    ciphertext = Base64Field()
+    connector = serializers.CharField()
+
+
+class SessionResolveView(APIView):
+    permission_classes = [IsServiceToken]
+
+    @extend_schema(request=SessionResolveRequest, responses=SessionKeysSerializer)
+    def post(self, request: Request) -> Response:
+        data = SessionResolveRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        found = services.session_keys_resolve(session_token=data.validated_data["session_token"])
+        return Response(
+            SessionKeysSerializer(
+                {
+                    "session_id": found.session_id,
+                    "user_id": found.user_id,
+                    "organization_id": found.organization_id,
+                    "expires_at": found.expires_at,
+                    "public_key": bytes(found.keys.public_key),
+                    "sealed_private_key": bytes(found.keys.sealed_private_key),
+                    "kdf": found.keys.kdf,
+                }
+            ).data
+        )
+
+
+class BundleView(APIView):
+    permission_classes = [IsServiceToken]
+
+    @extend_schema(request=BundleRequest, responses=BundleSerializer)
+    def post(self, request: Request) -> Response:
+        data = BundleRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        bundle = services.bundle_for_session(**data.validated_data)
+        return Response(
+            BundleSerializer(
+                {
+                    "organization_id": bundle.meta.organization_id,
+                    "vault_id": bundle.meta.id,
+                    "credential_id": bundle.credential.id,
+                    "key_version": bundle.meta.key_version,
+                    "wrapping": bundle.wrapping,
+                    "ciphertext": bundle.ciphertext,
+                    "connector": bundle.credential.connector,
+                }
+            ).data
+        )
