@@ -251,6 +251,44 @@ def _logged_in_api() -> ApiClient:
 
 
 @cli.command()
+@click.option("--token", required=True, envvar="AILERON_LOGIN_TOKEN", help="A personal access token (ail_pat_…).")
+@click.option("--org", "org_ref", default=None, help="Organization slug or id [default: your first].")
+@click.option("--server", default=None, help=f"Aileron service URL [default: {state.DEFAULT_SERVER}].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def login(token: str, org_ref: str | None, server: str | None, as_json: bool) -> None:
+    """Log in with a personal access token (e.g. one an operator created), and set up your keys if needed."""
+    if state.login_load() is not None:
+        raise CliError(f"already logged in ({state.login_path()}); use another AILERON_HOME or move that file away")
+    url = state.server_url(server)
+    with ApiClient(url, token=token) as api:
+        who = api.get("/api/v1/whoami/")
+    if who["kind"] != "pat":
+        raise CliError("that is not a personal access token")
+    memberships = who.get("memberships") or []
+    chosen = [m for m in memberships if org_ref in (None, m["slug"], m["organization"])]
+    if not chosen:
+        raise CliError(f"you are not a member of {org_ref!r}" if org_ref else "you belong to no organization yet")
+    session = state.Login(
+        server=url, token=token, email=who["user"]["email"], organization_id=chosen[0]["organization"]
+    )
+    path = state.login_save(session)
+    personal = _set_up_keys(session, None)
+    if as_json:
+        emit_json(
+            {
+                "server": url,
+                "user": who["user"],
+                "organization": chosen[0],
+                "login_file": str(path),
+                "personal_vault": personal,
+            }
+        )
+        return
+    console.print(f"Logged in as {who['user']['email']} in {chosen[0]['slug']}; token stored in {path}")
+
+
+@cli.command()
 @click.argument("email")
 @click.option(
     "--role",

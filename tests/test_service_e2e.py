@@ -175,3 +175,30 @@ def test_an_invited_person_joins_with_the_cli(service: Service, tmp_path: Path) 
     )
     assert reused.returncode == 1
     assert reused.stderr.startswith("aileron: No pending invitation matches that token. (404)")
+
+
+def test_an_operator_bootstrapped_owner_logs_in_and_gets_keys(service: Service) -> None:
+    created = subprocess.run(
+        [
+            str(BIN / "python"),
+            "-m",
+            "django",
+            "aileron_org_create",
+            "--name",
+            "Bank",
+            "--owner-email",
+            "ops@bank.example",
+            "--json",
+        ],
+        env={**service.env, "DJANGO_SETTINGS_MODULE": "aileron_site.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    token = json.loads(created.stdout)["token"]
+    logged = service.aileron("login", "--token", token, "--server", service.url, "--json")
+    assert logged.returncode == 0, logged.stderr
+    assert json.loads(logged.stdout)["personal_vault"]
+    vaults = json.loads(service.aileron("vault", "list", "--json").stdout)
+    assert [(v["name"], v["type"], v["my_role"]) for v in vaults] == [("Personal", "personal", "owner")]

@@ -181,3 +181,29 @@ def test_a_credential_under_an_old_key_version_is_refused(cast: Cast) -> None:
         format="json",
     )
     assert response.status_code == 409
+
+
+def test_the_data_plane_gets_no_ciphertext_across_organizations(cast: Cast) -> None:
+    from django_scopes import scope
+
+    from aileron_site.problems import NotFound
+    from tenants import services as tenant_services
+    from vaults.services import bundle_for_session
+
+    give_keys(cast.alice)
+    give_keys(cast.charlie)
+    alices = make_vault(cast.alice)
+    with scope(organization=cast.charlie.org):
+        charlies_session = tenant_services.session_token_create(membership=cast.charlie.membership, name="a").token
+    with scope(organization=cast.alice.org):
+        bobs_session = tenant_services.session_token_create(membership=cast.bob.membership, name="b").token
+        alices_session = tenant_services.session_token_create(membership=cast.alice.membership, name="c").token
+    for session in (charlies_session, bobs_session):  # another tenant; same tenant but not a vault member
+        with pytest.raises(NotFound):
+            bundle_for_session(
+                session_id=session.pk, vault_id=uuid.UUID(alices.id), credential_id=uuid.UUID(alices.credential_id)
+            )
+    bundle = bundle_for_session(
+        session_id=alices_session.pk, vault_id=uuid.UUID(alices.id), credential_id=uuid.UUID(alices.credential_id)
+    )
+    assert bundle.meta.organization_id == str(cast.alice.org.pk)
