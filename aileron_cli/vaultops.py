@@ -16,6 +16,7 @@ from typing import Any
 
 from aileron_cli.client import ApiClient, CliError
 from vaults import crypto
+from vaults.rotation import rotation_prepare
 
 ROTATION_ATTEMPTS = 3
 
@@ -179,57 +180,32 @@ class VaultClient:
             export = self.api.get(f"{self.base}{vault['id']}/export/")
             version = int(export["key_version"])
             old_version, old_key = self.vault_key(vault)
-            if old_version != version:
-                crypto.wipe(old_key)
-                continue
-            new_key = crypto.vault_key_new()
-            blobs: dict[str, str] = {}
             try:
-                total = len(export["credentials"])
-                for done, (cid, blob) in enumerate(export["credentials"].items(), start=1):
-                    plain = crypto.credential_decrypt(
-                        crypto.unb64(blob),
-                        old_key,
-                        organization_id=self.me.organization_id,
-                        vault_id=vault["id"],
-                        credential_id=cid,
-                        key_version=version,
-                    )
-                    try:
-                        blobs[cid] = crypto.b64(
-                            crypto.credential_encrypt(
-                                plain,
-                                new_key,
-                                organization_id=self.me.organization_id,
-                                vault_id=vault["id"],
-                                credential_id=cid,
-                                key_version=version + 1,
-                            )
-                        )
-                    finally:
-                        crypto.wipe(plain)
-                    if progress:
-                        progress(done, total)
-                wrappings = {
-                    m["user_id"]: crypto.b64(
-                        crypto.vault_key_wrap(
-                            new_key,
-                            crypto.unb64(m["public_key"]),
-                            vault_id=vault["id"],
-                            member_id=m["user_id"],
-                            key_version=version + 1,
-                        )
-                    )
-                    for m in export["members"]
-                }
+                if old_version != version:
+                    continue
+                if progress:
+                    progress(0, len(export["credentials"]))
+                material = rotation_prepare(
+                    organization_id=self.me.organization_id,
+                    vault_id=vault["id"],
+                    from_version=version,
+                    old_key=old_key,
+                    credentials={cid: crypto.unb64(b) for cid, b in export["credentials"].items()},
+                    member_public_keys={m["user_id"]: crypto.unb64(m["public_key"]) for m in export["members"]},
+                )
             finally:
                 crypto.wipe(old_key)
-                crypto.wipe(new_key)
+            if progress:
+                progress(len(material.credentials), len(material.credentials))
             try:
                 return dict(
                     self.api.post(
                         f"{self.base}{vault['id']}/rotations/",
-                        {"from_version": version, "credentials": blobs, "wrappings": wrappings},
+                        {
+                            "from_version": version,
+                            "credentials": {cid: crypto.b64(b) for cid, b in material.credentials.items()},
+                            "wrappings": {uid: crypto.b64(w) for uid, w in material.wrappings.items()},
+                        },
                     )
                 )
             except CliError as exc:

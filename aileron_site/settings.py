@@ -19,6 +19,8 @@ AILERON_HOME = CONFIG.home
 AILERON_OPEN_SIGNUP = CONFIG.open_signup
 AILERON_VAULT_STORE = CONFIG.vault_store
 AILERON_VAULT_ROOT = CONFIG.home / "store" / "vaults"
+# The credential service's local key channel (v4: one machine). See dataplane.keychannel.
+AILERON_KEY_SOCKET = CONFIG.home / "run" / "credentials.sock"
 
 INSTALLED_APPS = [
     "daphne",

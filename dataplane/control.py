@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,15 @@ class Bundle:
     connector: str
 
 
+@dataclass(frozen=True, slots=True)
+class RotationExport:
+    organization_id: str
+    key_version: int
+    wrapping: bytes
+    member_public_keys: dict[str, bytes]
+    credentials: dict[str, bytes]
+
+
 class ControlPlane:
     def __init__(self, base_url: str, service_token: str, timeout: float = 5.0) -> None:
         self._http = httpx.Client(
@@ -60,8 +70,6 @@ class ControlPlane:
         return dict(response.json())
 
     def session_resolve(self, session_token: str) -> SessionKeys:
-        import base64
-
         body = self._post("/api/v1/dataplane/sessions/resolve/", {"session_token": session_token})
         return SessionKeys(
             session_id=body["session_id"],
@@ -73,8 +81,6 @@ class ControlPlane:
         )
 
     def bundle(self, *, session_id: str, vault_id: str, credential_id: str) -> Bundle:
-        import base64
-
         body = self._post(
             "/api/v1/dataplane/bundles/",
             {"session_id": session_id, "vault_id": vault_id, "credential_id": credential_id},
@@ -88,3 +94,37 @@ class ControlPlane:
             ciphertext=base64.b64decode(body["ciphertext"]),
             connector=body["connector"],
         )
+
+    def rotation_export(self, *, session_id: str, vault_id: str) -> RotationExport:
+        body = self._post("/api/v1/dataplane/rotations/export/", {"session_id": session_id, "vault_id": vault_id})
+        return RotationExport(
+            organization_id=body["organization_id"],
+            key_version=int(body["key_version"]),
+            wrapping=base64.b64decode(body["wrapping"]),
+            member_public_keys={m["user_id"]: base64.b64decode(m["public_key"]) for m in body["members"]},
+            credentials={cid: base64.b64decode(blob) for cid, blob in body["credentials"].items()},
+        )
+
+    def rotation_commit(
+        self,
+        *,
+        session_id: str,
+        vault_id: str,
+        from_version: int,
+        credentials: dict[str, bytes],
+        wrappings: dict[str, bytes],
+    ) -> int:
+        def enc(data: dict[str, bytes]) -> dict[str, str]:
+            return {k: base64.b64encode(v).decode("ascii") for k, v in data.items()}
+
+        body = self._post(
+            "/api/v1/dataplane/rotations/commit/",
+            {
+                "session_id": session_id,
+                "vault_id": vault_id,
+                "from_version": from_version,
+                "credentials": enc(credentials),
+                "wrappings": enc(wrappings),
+            },
+        )
+        return int(body["key_version"])

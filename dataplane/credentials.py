@@ -16,6 +16,7 @@ from datetime import datetime
 
 from dataplane.control import ControlPlane
 from vaults import crypto
+from vaults.rotation import rotation_prepare
 
 DEFAULT_TTL_SECONDS = 12 * 3600
 
@@ -159,4 +160,27 @@ class CredentialService:
             vault_id=vault_id,
             credential_id=credential_id,
             key_version=bundle.key_version,
+        )
+
+    def rotate(self, *, session_id: str, vault_id: str) -> int:
+        """Rotate a vault's key with this session's unlocked keys (its user must own the vault)."""
+        session = self._live(session_id)
+        export = self.control.rotation_export(session_id=session_id, vault_id=vault_id)
+        if export.organization_id != session.organization_id:
+            raise CredentialServiceError("the control plane returned another organization's vault")
+        old_key = self.vault_key(session, vault_id=vault_id, key_version=export.key_version, wrapping=export.wrapping)
+        material = rotation_prepare(
+            organization_id=session.organization_id,
+            vault_id=vault_id,
+            from_version=export.key_version,
+            old_key=old_key,
+            credentials=export.credentials,
+            member_public_keys=export.member_public_keys,
+        )
+        return self.control.rotation_commit(
+            session_id=session_id,
+            vault_id=vault_id,
+            from_version=export.key_version,
+            credentials=material.credentials,
+            wrappings=material.wrappings,
         )

@@ -6,6 +6,10 @@ also checks the peer's uid. One JSON request line, one JSON response line. Impor
     {"op": "open", "session_token": "ail_ses_…", "master_key": "<base64>"}  -> {"ok": true, "session_id": …}
     {"op": "status", "session_id": "…"}                                   -> {"ok": true, "open": true, …}
     {"op": "close", "session_id": "…"}                                    -> {"ok": true, "closed": true}
+    {"op": "rotate", "session_id": "…", "vault_id": "…"}                  -> {"ok": true, "key_version": 3}
+
+`rotate` is how the control plane's worker gets a pending key rotation done: with the unlocked keys of a
+vault owner's live session, here, since the control plane itself can decrypt nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dataplane.control import ControlPlaneError, NotFoundError
-from dataplane.credentials import CredentialService, WrongKey
+from dataplane.credentials import CredentialService, CredentialServiceError, SessionUnknown, WrongKey
 from vaults import crypto
 
 MAX_LINE = 16 * 1024
@@ -74,6 +78,18 @@ async def _dispatch(service: CredentialService, op: str, request: dict[str, Any]
     if op == "status":
         found = service.status(str(request.get("session_id", "")))
         return {"ok": True, "open": found is not None, "expires_in": round(found.expires_in) if found else None}
+    if op == "rotate":
+        try:
+            version = await asyncio.to_thread(
+                service.rotate, session_id=str(request["session_id"]), vault_id=str(request["vault_id"])
+            )
+        except KeyError:
+            return {"ok": False, "error": "malformed request"}
+        except (SessionUnknown, NotFoundError) as exc:
+            return {"ok": False, "error": str(exc)}
+        except (ControlPlaneError, CredentialServiceError, crypto.CryptoError) as exc:
+            return {"ok": False, "error": f"rotation failed: {exc.__class__.__name__}"}
+        return {"ok": True, "key_version": version}
     if op == "close":
         return {"ok": True, "closed": service.close(str(request.get("session_id", "")))}
     return {"ok": False, "error": f"unknown op {op!r}"}

@@ -26,6 +26,8 @@ class Vault(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # Mirrors the store's pending rotation so the worker can find vaults awaiting one without reading them all.
+    rotation_requested_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     objects: models.Manager[Vault] = ScopedManager(organization="organization")
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django_scopes import scope
 
 from aileron_site.problems import Conflict, Forbidden, InvalidInput, NotFound
 from tenants.models import Membership, Organization, User
@@ -197,7 +199,14 @@ def vault_revoke(*, view: VaultView, acting_user_id: uuid.UUID, user_id: uuid.UU
         raise NotFound("That user is not a member of this vault.")
     if target.role == "owner" and sum(m.role == "owner" for m in view.members) == 1:
         raise Conflict("This is the vault's last owner.")
-    return vault_store().member_revoke(view.id, str(user_id), requested_by=str(acting_user_id))
+    meta = vault_store().member_revoke(view.id, str(user_id), requested_by=str(acting_user_id))
+    Vault.objects.filter(pk=view.vault.pk, rotation_requested_at__isnull=True).update(
+        rotation_requested_at=timezone.now()
+    )
+    from vaults.tasks import rotations_drive_task
+
+    transaction.on_commit(lambda: rotations_drive_task.delay(vault_id=view.id))
+    return meta
 
 
 def vault_export(*, view: VaultView) -> tuple[VaultMeta, list[Member], dict[str, bytes]]:
@@ -210,8 +219,16 @@ def vault_rotate(
     *, view: VaultView, from_version: int, blobs: dict[str, bytes], wrappings: dict[str, bytes]
 ) -> VaultMeta:
     _require_vault_role(view, ("owner",), "rotate the key")
+    return _rotate(view.vault, from_version=from_version, blobs=blobs, wrappings=wrappings)
+
+
+def _rotate(vault: Vault, *, from_version: int, blobs: dict[str, bytes], wrappings: dict[str, bytes]) -> VaultMeta:
     try:
-        return vault_store().rotate(view.id, from_version=from_version, blobs=blobs, wrappings=wrappings)
+        meta = vault_store().rotate(str(vault.pk), from_version=from_version, blobs=blobs, wrappings=wrappings)
+        # The store is the truth; this index only helps the worker find pending rotations (and it rechecks).
+        with scope(organization=vault.organization_id):
+            Vault.objects.filter(pk=vault.pk).update(rotation_requested_at=None)
+        return meta
     except (RotationConflict, StaleKeyVersion) as exc:
         raise Conflict(f"{exc}; export the vault and prepare the rotation again.") from None
     except StoreError as exc:
@@ -324,3 +341,113 @@ def bundle_for_session(*, session_id: uuid.UUID, vault_id: uuid.UUID, credential
         return vault_store().bundle(str(vault.pk), str(session.user_id), str(credential_id))
     except StoreError:
         raise NotFound("No such credential for this session's user.") from None
+
+
+# --- rotations driven through the data plane's credential service -------------------------------------
+
+
+def _owner_session(*, session_id: uuid.UUID, vault_id: uuid.UUID) -> tuple[Any, Vault]:
+    from django_scopes import scopes_disabled
+
+    from tenants.models import ApiToken
+
+    session = ApiToken.objects.filter(pk=session_id, kind="ses").first()
+    if session is None or not session.is_active or session.organization_id is None:
+        raise NotFound("No live session.")
+    with scopes_disabled():
+        vault = Vault.objects.filter(pk=vault_id, organization_id=session.organization_id).first()
+    if vault is None:
+        raise NotFound("No such vault in the session's organization.")
+    members = vault_store().members(str(vault.pk))
+    if not any(m.user_id == str(session.user_id) and m.role == "owner" for m in members):
+        raise NotFound("The session's user is not an owner of that vault.")
+    return session, vault
+
+
+def rotation_export_for_session(*, session_id: uuid.UUID, vault_id: uuid.UUID) -> dict[str, Any]:
+    """What a vault owner's credential service needs to rotate: ciphertexts, members' keys, its wrapping."""
+    session, vault = _owner_session(session_id=session_id, vault_id=vault_id)
+    meta, members, blobs = vault_store().export(str(vault.pk))
+    _, wrapping = vault_store().wrapping(str(vault.pk), str(session.user_id))
+    keys = {
+        str(k.user_id): bytes(k.public_key)
+        for k in UserKeys.objects.filter(user_id__in=[uuid.UUID(m.user_id) for m in members])
+    }
+    return {
+        "organization_id": meta.organization_id,
+        "key_version": meta.key_version,
+        "wrapping": wrapping or b"",
+        "members": [{"user_id": m.user_id, "public_key": keys[m.user_id]} for m in members],
+        "credentials": blobs,
+    }
+
+
+@transaction.atomic
+def rotation_commit_for_session(
+    *,
+    session_id: uuid.UUID,
+    vault_id: uuid.UUID,
+    from_version: int,
+    blobs: dict[str, bytes],
+    wrappings: dict[str, bytes],
+) -> VaultMeta:
+    _, vault = _owner_session(session_id=session_id, vault_id=vault_id)
+    return _rotate(vault, from_version=from_version, blobs=blobs, wrappings=wrappings)
+
+
+def rotations_drive(*, vault_id: str | None = None, key_socket: Any = None) -> int:
+    """Ask the credential service to rotate each vault awaiting it, through a live session of one of its owners.
+
+    The control plane cannot rotate (it has no plaintext); a vault owner's unlocked session in the data plane
+    can. Vaults with no owner online stay pending and show in `aileron vault list` until an owner's CLI or a
+    later run of this task completes them. Returns how many vaults were rotated.
+    """
+    import logging
+
+    from django.conf import settings
+    from django_scopes import scopes_disabled
+
+    from dataplane.keychannel import request
+    from tenants.models import ApiToken
+
+    log = logging.getLogger(__name__)
+    socket_path = key_socket or settings.AILERON_KEY_SOCKET
+    with scopes_disabled():
+        pending = Vault.objects.filter(rotation_requested_at__isnull=False)
+        if vault_id is not None:
+            pending = pending.filter(pk=vault_id)
+        vaults = list(pending)
+    rotated = 0
+    for vault in vaults:
+        if vault_store().meta(str(vault.pk)).rotation is None:  # done meanwhile (e.g. by an owner's CLI)
+            with scope(organization=vault.organization_id):
+                Vault.objects.filter(pk=vault.pk).update(rotation_requested_at=None)
+            continue
+        owners = [m.user_id for m in vault_store().members(str(vault.pk)) if m.role == "owner"]
+        sessions = ApiToken.objects.filter(
+            kind="ses",
+            organization_id=vault.organization_id,
+            user_id__in=owners,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+        ).order_by("-created_at")
+        for session in sessions:
+            try:
+                answer = request(
+                    socket_path, {"op": "rotate", "session_id": str(session.pk), "vault_id": str(vault.pk)}
+                )
+            except OSError as exc:
+                log.warning("vault %s awaits rotation: credential service unreachable (%s)", vault.pk, exc)
+                return rotated
+            if answer.get("ok"):
+                rotated += 1
+                log.info(
+                    "vault %s rotated to key version %s through session %s",
+                    vault.pk,
+                    answer.get("key_version"),
+                    session.pk,
+                )
+                break
+        else:
+            log.info("vault %s awaits rotation: no owner has an unlocked session", vault.pk)
+    return rotated

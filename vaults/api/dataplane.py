@@ -89,3 +89,61 @@ class BundleView(APIView):
                 }
             ).data
         )
+
+
+class RotationExportRequest(serializers.Serializer[Any]):
+    session_id = serializers.UUIDField()
+    vault_id = serializers.UUIDField()
+
+
+class RotationMemberSerializer(serializers.Serializer[Any]):
+    user_id = serializers.UUIDField()
+    public_key = Base64Field()
+
+
+class RotationExportSerializer(serializers.Serializer[Any]):
+    organization_id = serializers.UUIDField()
+    key_version = serializers.IntegerField()
+    wrapping = Base64Field(help_text="The session user's wrapping of the current key.")
+    members = RotationMemberSerializer(many=True)
+    credentials = serializers.DictField(child=Base64Field())
+
+
+class RotationCommitRequest(RotationExportRequest):
+    from_version = serializers.IntegerField(min_value=1)
+    credentials = serializers.DictField(child=Base64Field())
+    wrappings = serializers.DictField(child=Base64Field())
+
+
+class RotationResultSerializer(serializers.Serializer[Any]):
+    key_version = serializers.IntegerField()
+
+
+class RotationExportView(APIView):
+    """For a vault owner's unlocked session in the credential service: what a rotation re-encrypts."""
+
+    permission_classes = [IsServiceToken]
+
+    @extend_schema(request=RotationExportRequest, responses=RotationExportSerializer)
+    def post(self, request: Request) -> Response:
+        data = RotationExportRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(RotationExportSerializer(services.rotation_export_for_session(**data.validated_data)).data)
+
+
+class RotationCommitView(APIView):
+    permission_classes = [IsServiceToken]
+
+    @extend_schema(request=RotationCommitRequest, responses=RotationResultSerializer)
+    def post(self, request: Request) -> Response:
+        data = RotationCommitRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        meta = services.rotation_commit_for_session(
+            session_id=v["session_id"],
+            vault_id=v["vault_id"],
+            from_version=v["from_version"],
+            blobs=v["credentials"],
+            wrappings=v["wrappings"],
+        )
+        return Response({"key_version": meta.key_version})

@@ -11,32 +11,25 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from vaults import crypto as c
+from vaults.rotation import rotation_prepare
 from vaults.store import FileKV, VaultStore
 
 
 def rotate_once(store: VaultStore, vault_id: str, org: str, owner: str, private: bytes) -> None:
     meta, members, blobs = store.export(vault_id)
-    version = meta.key_version
     _, wrapping = store.wrapping(vault_id, owner)
     assert wrapping is not None
-    old = c.vault_key_unwrap(wrapping, private, vault_id=vault_id, member_id=owner, key_version=version)
-    new = c.vault_key_new()
-    new_blobs = {}
-    for cid, blob in blobs.items():
-        plain = c.credential_decrypt(
-            blob, old, organization_id=org, vault_id=vault_id, credential_id=cid, key_version=version
-        )
-        new_blobs[cid] = c.credential_encrypt(
-            bytes(plain), new, organization_id=org, vault_id=vault_id, credential_id=cid, key_version=version + 1
-        )
-    public = {owner: x25519.X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()}
-    wrappings = {
-        m.user_id: c.vault_key_wrap(
-            new, public[m.user_id], vault_id=vault_id, member_id=m.user_id, key_version=version + 1
-        )
-        for m in members
-    }
-    store.rotate(vault_id, from_version=version, blobs=new_blobs, wrappings=wrappings)
+    old = c.vault_key_unwrap(wrapping, private, vault_id=vault_id, member_id=owner, key_version=meta.key_version)
+    public = x25519.X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+    material = rotation_prepare(
+        organization_id=org,
+        vault_id=vault_id,
+        from_version=meta.key_version,
+        old_key=old,
+        credentials=blobs,
+        member_public_keys={m.user_id: public for m in members},
+    )
+    store.rotate(vault_id, from_version=meta.key_version, blobs=material.credentials, wrappings=material.wrappings)
 
 
 def main() -> None:

@@ -1,0 +1,12 @@
+"""Celery tasks of vaults: thin wrappers over services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from vaults.services import rotations_drive
+
+
+@shared_task(name="vaults.tasks.rotations_drive", ignore_result=True)
+def rotations_drive_task(vault_id: str | None = None) -> int:
+    return rotations_drive(vault_id=vault_id)
