@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	  && { echo $$p; break; }; done)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint typecheck check clean
+.PHONY: setup run test lint typecheck check clean github-spec
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,18 @@ typecheck: setup
 	$(VENV)/bin/mypy .
 
 check: lint typecheck test
+
+# The official GitHub REST description (npm package @octokit/openapi), for the matcher's full-spec tests and
+# bench/match_bench.py. Optional: those tests skip, saying so, when it is absent.
+GITHUB_SPEC_VERSION ?= 23.0.2
+github-spec: .cache/octokit/api.github.com.json
+
+.cache/octokit/api.github.com.json:
+	@command -v npm >/dev/null || { echo "make: npm is needed to fetch the GitHub description" >&2; exit 1; }
+	mkdir -p .cache/octokit
+	cd .cache/octokit && npm pack --silent @octokit/openapi@$(GITHUB_SPEC_VERSION) >/dev/null \
+	  && tar -xzf octokit-openapi-$(GITHUB_SPEC_VERSION).tgz package/generated/api.github.com.json \
+	  && mv package/generated/api.github.com.json . && rm -rf package octokit-openapi-$(GITHUB_SPEC_VERSION).tgz
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
