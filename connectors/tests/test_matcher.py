@@ -116,13 +116,14 @@ def test_graphql_sees_through_aliases_names_fragments_and_batches() -> None:
     assert ops({"query": spread}) == [("mutation", ("issueUpdate",))]
     batch = [{"query": "query { viewer { id } }"}, {"query": "mutation { issueCreate(input: {}) { success } }"}]
     assert ops(batch) == [("query", ("viewer",)), ("mutation", ("issueCreate",))]
-    for ambiguous in (
+    ambiguous_requests: list[Any] = [
         {"query": two},
         {"query": two, "operationName": "Nope"},
         {"query": "query {"},
         [],
         {"query": "mutation { ...Loop } fragment Loop on Mutation { ...Loop }"},
-    ):
+    ]
+    for ambiguous in ambiguous_requests:
         with pytest.raises(Refused):
             graphql_operations(json.dumps(ambiguous).encode())
 
