@@ -568,6 +568,184 @@ def session_end(session_id: str) -> None:
     console.print(f"Session {session_id} ended; token revoked" + ("; keys wiped." if wiped else "."))
 
 
+@cli.group()
+def connector() -> None:
+    """Connector packages: list, install a folder, import a whole OpenAPI description."""
+
+
+def _connectors() -> list[Any]:
+    from connectors.package import ConnectorError
+    from connectors.registry import installed
+
+    try:
+        return installed(state.home())
+    except ConnectorError as exc:
+        raise CliError(f"a connector package is invalid: {exc}") from None
+
+
+@connector.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def connector_list(as_json: bool) -> None:
+    """Installed connectors and how many actions each exposes."""
+    found = _connectors()
+    rows = [
+        {
+            "name": c.name,
+            "description": c.description,
+            "hosts": list(c.hosts),
+            "auth": c.auth.scheme,
+            "actions": len(c.actions),
+            "folder": str(c.folder),
+        }
+        for c in found
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="Connectors", title_justify="left")
+    for column in ("name", "hosts", "auth", "actions", "description"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["hosts"]), r["auth"], str(r["actions"]), r["description"])
+    console.print(table)
+
+
+@connector.command("install")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@fail_cleanly
+def connector_install(folder: Path) -> None:
+    """Validate a connector package FOLDER and install it under AILERON_HOME/connectors."""
+    from connectors.package import ConnectorError
+    from connectors.registry import install
+
+    try:
+        installed_connector = install(folder, state.home())
+    except ConnectorError as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    console.print(f"Installed {installed_connector.name} ({len(installed_connector.actions)} actions).")
+
+
+@connector.command("import")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Connector name (lowercase, dashes).")
+@click.option("--host", "hosts", required=True, multiple=True, help="Upstream host; repeat for several.")
+@click.option("--auth", type=click.Choice(["bearer", "header", "basic", "query"]), required=True)
+@click.option("--auth-name", default=None, help="Header or query parameter name (auth header or query).")
+@click.option("--placeholder", default="aileron", show_default=True, help="Placeholder key for clients.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def connector_import(
+    spec: Path, name: str, hosts: tuple[str, ...], auth: str, auth_name: str | None, placeholder: str, as_json: bool
+) -> None:
+    """Make a connector of every operation in an OpenAPI description (reads allowed, writes need approval)."""
+    from connectors.package import ConnectorError
+    from connectors.registry import import_openapi
+
+    try:
+        made = import_openapi(
+            spec,
+            home=state.home(),
+            name=name,
+            hosts=list(hosts),
+            auth=auth,
+            auth_name=auth_name,
+            placeholder=placeholder,
+        )
+    except ConnectorError as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    approvals = sum(a.approval == "always" for a in made.actions)
+    if as_json:
+        emit_json({"name": made.name, "actions": len(made.actions), "approval_required": approvals})
+        return
+    console.print(f"Imported {made.name}: {len(made.actions)} actions ({approvals} need approval).")
+
+
+@cli.group()
+def actions() -> None:
+    """Discover actions: list them, write the manifest, see what the proxy would match."""
+
+
+@actions.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def actions_list(as_json: bool) -> None:
+    """Every action of every installed connector."""
+    entries = [a.manifest_entry() for c in _connectors() for a in c.actions]
+    if as_json:
+        emit_json(entries)
+        return
+    table = Table(title="Actions", title_justify="left")
+    for column in ("id", "approval", "description"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(e["id"], e["approval"], e["description"])
+    console.print(table)
+
+
+@actions.command("manifest")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write here instead of stdout (sandboxes mount it at /etc/aileron/actions.json).",
+)
+@fail_cleanly
+def actions_manifest(output: Path | None) -> None:
+    """The actions manifest (JSON) generated from the installed connectors."""
+    from connectors.registry import manifest
+
+    text = json.dumps(manifest(_connectors()), indent=2, sort_keys=True) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(output)
+    err_console.print(f"wrote {output} ({len(text)} bytes)")
+
+
+@actions.command("match")
+@click.argument("method")
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def actions_match(method: str, url: str, as_json: bool) -> None:
+    """The action and arguments the proxy would see for METHOD URL, or why nothing matched."""
+    from urllib.parse import urlsplit
+
+    from connectors.matcher import Refused
+    from connectors.package import ConnectorError
+    from connectors.registry import router
+
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise CliError("URL must be an https:// URL", exit_code=2)
+    result: dict[str, Any]
+    try:
+        compiled = router(_connectors())
+    except ConnectorError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        found = compiled.match(host=parts.netloc, method=method, path=parts.path or "/", query=parts.query)
+    except Refused as exc:
+        result = {"matched": False, "refused": True, "reason": str(exc)}
+    else:
+        if found is None:
+            result = {"matched": False, "refused": False, "reason": "no installed connector has this operation"}
+        else:
+            result = {"matched": True, "action": found.action, "arguments": found.args, "path": found.path}
+    if as_json:
+        emit_json(result)
+    elif result["matched"]:
+        console.print(f"{result['action']}  {json.dumps(result['arguments'], sort_keys=True)}")
+    else:
+        console.print(("refused: " if result["refused"] else "unmatched: ") + result["reason"])
+    if not result["matched"]:
+        sys.exit(1)
+
+
 def main() -> None:
     cli(prog_name="aileron")
 

@@ -1,0 +1,255 @@
+"""Connector packages: a folder with `connector.toml` and the upstream's OpenAPI description. Pure.
+
+    name = "github"
+    description = "GitHub REST API"
+    hosts = ["api.github.com"]
+    spec = "openapi.json"
+    [auth]
+    scheme = "bearer"              # bearer | header | basic | query
+    name = "Authorization"         # the header (scheme header) or query parameter (scheme query)
+    placeholder = "ghp_aileron_placeholder"
+    [[actions]]                    # the curated subset; or `actions = "all"` for every operation
+    id = "create-issue"
+    operation = "issues/create"    # the operationId in the spec
+    approval = "never"             # never | always
+    idempotent = false
+    sensitive = ["body"]           # arguments redacted in audit
+
+A connector is data: adding one needs no Python. With `actions = "all"` reads (GET, HEAD) need no approval
+and every other method needs one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connectors.matcher import Route
+from connectors.openapi import HTTP_METHODS, action_name, resolve, routes_from_openapi
+
+AUTH_SCHEMES = ("bearer", "header", "basic", "query")
+APPROVALS = ("never", "always")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+_ACTION = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
+
+
+class ConnectorError(ValueError):
+    """A connector package is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    scheme: str
+    name: str | None
+    placeholder: str
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    id: str  # connector.action
+    connector: str
+    name: str
+    description: str
+    method: str
+    path: str
+    idempotent: bool
+    approval: str
+    sensitive: tuple[str, ...]
+    arguments: dict[str, Any]
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "connector": self.connector,
+            "action": self.name,
+            "description": self.description,
+            "method": self.method,
+            "path": self.path,
+            "arguments": self.arguments,
+            "idempotent": self.idempotent,
+            "approval": self.approval,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Connector:
+    name: str
+    description: str
+    hosts: tuple[str, ...]
+    auth: Auth
+    actions: tuple[Action, ...]
+    routes: tuple[Route, ...] = field(repr=False)
+    folder: Path | None = None
+
+
+def _argument_schema(spec: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for raw in [*path_item.get("parameters", []), *operation.get("parameters", [])]:
+        param = resolve(spec, raw)
+        if param.get("in") not in ("path", "query"):
+            continue
+        schema = resolve(spec, param.get("schema", {})) if isinstance(param.get("schema"), dict) else {}
+        properties[param["name"]] = {
+            "in": param["in"],
+            "type": schema.get("type", "string"),
+            "description": str(param.get("description", ""))[:300],
+        }
+        if param.get("required"):
+            required.append(param["name"])
+    body = resolve(spec, operation.get("requestBody", {})) if operation.get("requestBody") else {}
+    content = body.get("content", {})
+    media = next((m for m in ("application/json", "application/x-www-form-urlencoded") if m in content), None)
+    if media:
+        schema = resolve(spec, content[media].get("schema", {}))
+        for name, prop in (schema.get("properties") or {}).items():
+            prop = resolve(spec, prop)
+            properties.setdefault(
+                name,
+                {
+                    "in": "body",
+                    "type": prop.get("type", "string") if isinstance(prop.get("type"), str) else "any",
+                    "description": str(prop.get("description", ""))[:300],
+                },
+            )
+        required += [r for r in schema.get("required", []) if r not in required]
+    out: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        out["required"] = required
+    if media:
+        out["body"] = media
+    return out
+
+
+def _operations(spec: dict[str, Any]) -> dict[str, tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """operationId-derived name -> (method, path, path item, operation)."""
+    out = {}
+    for path, item in (spec.get("paths") or {}).items():
+        item = resolve(spec, item)
+        for method in HTTP_METHODS:
+            operation = item.get(method)
+            if isinstance(operation, dict):
+                out[action_name(operation, method, path)] = (method.upper(), path, item, operation)
+    return out
+
+
+def _raw_op_names(spec: dict[str, Any]) -> dict[str, str]:
+    """The spec's own operationId -> our action name."""
+    names = {}
+    for path, item in (spec.get("paths") or {}).items():
+        for method in HTTP_METHODS:
+            operation = resolve(spec, item).get(method)
+            if isinstance(operation, dict) and operation.get("operationId"):
+                names[str(operation["operationId"])] = action_name(operation, method, path)
+    return names
+
+
+def build(
+    meta: dict[str, Any], spec: dict[str, Any], *, where: str = "connector.toml", folder: Path | None = None
+) -> Connector:
+    def need(key: str, kind: type) -> Any:
+        value = meta.get(key)
+        if not isinstance(value, kind):
+            raise ConnectorError(f"{where}: `{key}` must be a {kind.__name__}")
+        return value
+
+    name = need("name", str)
+    if not _NAME.match(name):
+        raise ConnectorError(f"{where}: `name` must be lowercase letters, digits and dashes")
+    hosts = tuple(need("hosts", list))
+    if not hosts or not all(isinstance(h, str) and h for h in hosts):
+        raise ConnectorError(f"{where}: `hosts` must list at least one host name")
+    auth_meta = need("auth", dict)
+    scheme = auth_meta.get("scheme")
+    if scheme not in AUTH_SCHEMES:
+        raise ConnectorError(f"{where}: `auth.scheme` must be one of {', '.join(AUTH_SCHEMES)}")
+    if scheme in ("header", "query") and not isinstance(auth_meta.get("name"), str):
+        raise ConnectorError(f"{where}: `auth.name` is required for scheme {scheme}")
+    auth = Auth(scheme=scheme, name=auth_meta.get("name"), placeholder=str(auth_meta.get("placeholder", "aileron")))
+
+    operations = _operations(spec)
+    by_op_id = _raw_op_names(spec)
+    wanted = meta.get("actions", "all")
+    entries: list[dict[str, Any]]
+    if wanted == "all":
+        entries = [{"id": n, "operation_name": n} for n in operations]
+    elif isinstance(wanted, list):
+        entries = wanted
+    else:
+        raise ConnectorError(f'{where}: `actions` must be "all" or a list of [[actions]] tables')
+
+    actions = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        label = f"{where}: actions[{index}]"
+        action_id = entry.get("id")
+        if not isinstance(action_id, str) or not _ACTION.match(action_id):
+            raise ConnectorError(f"{label}: `id` must be kebab-case")
+        if action_id in seen:
+            raise ConnectorError(f"{label}: duplicate id {action_id!r}")
+        seen.add(action_id)
+        op_name = entry.get("operation_name") or by_op_id.get(str(entry.get("operation")))
+        if op_name not in operations:
+            raise ConnectorError(f"{label}: no operation {entry.get('operation')!r} in the spec")
+        method, path, item, operation = operations[op_name]
+        approval = entry.get("approval", "never" if method in ("GET", "HEAD") else "always")
+        if approval not in APPROVALS:
+            raise ConnectorError(f"{label}: `approval` must be one of {', '.join(APPROVALS)}")
+        actions.append(
+            Action(
+                id=f"{name}.{action_id}",
+                connector=name,
+                name=action_id,
+                description=str(entry.get("description") or operation.get("summary") or "").strip(),
+                method=method,
+                path=path,
+                idempotent=bool(entry.get("idempotent", method in ("GET", "HEAD", "PUT", "DELETE"))),
+                approval=approval,
+                sensitive=tuple(entry.get("sensitive", [])),
+                arguments=_argument_schema(spec, item, operation),
+            )
+        )
+    keep = {a.path + " " + a.method: a.id for a in actions}
+    routes = tuple(
+        Route(
+            action=keep[r.path + " " + r.method],
+            method=r.method,
+            path=r.path,
+            hosts=hosts,
+            path_params=r.path_params,
+            query_params=r.query_params,
+        )
+        for r in routes_from_openapi(spec, connector=name, hosts=hosts)
+        if r.path + " " + r.method in keep
+    )
+    return Connector(
+        name=name,
+        description=str(meta.get("description", "")),
+        hosts=hosts,
+        auth=auth,
+        actions=tuple(actions),
+        routes=routes,
+        folder=folder,
+    )
+
+
+def load(folder: Path) -> Connector:
+    meta_path = folder / "connector.toml"
+    try:
+        meta = tomllib.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConnectorError(f"{folder}: no connector.toml") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConnectorError(f"{meta_path}: {exc}") from None
+    spec_name = meta.get("spec")
+    if not isinstance(spec_name, str) or "/" in spec_name or spec_name.startswith("."):
+        raise ConnectorError(f"{meta_path}: `spec` must name a file in the package folder")
+    try:
+        spec = json.loads((folder / spec_name).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConnectorError(f"{folder / spec_name}: cannot read the OpenAPI description ({exc})") from None
+    return build(meta, spec, where=str(meta_path), folder=folder)

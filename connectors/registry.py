@@ -1,0 +1,118 @@
+"""Which connectors are installed: built-in ones, Python distributions, and folders under AILERON_HOME.
+
+Sources, later ones overriding earlier ones of the same name: the built-ins in `connectors/builtin/`, the
+entry-point group `aileron.connectors` (each entry point names a package folder, or a callable returning
+one), and `AILERON_HOME/connectors/*/` (what `aileron connector install` and `import` write). Pure.
+"""
+
+from __future__ import annotations
+
+import shutil
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from connectors.matcher import Router
+from connectors.package import Connector, ConnectorError, load
+
+BUILTIN = Path(__file__).resolve().parent / "builtin"
+ENTRY_POINT_GROUP = "aileron.connectors"
+
+
+def _entry_point_folders() -> list[Path]:
+    folders = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        target: Any = ep.load()
+        folders.append(Path(target() if callable(target) else target))
+    return folders
+
+
+def connector_folders(home: Path) -> list[Path]:
+    builtin = sorted(p for p in BUILTIN.iterdir() if (p / "connector.toml").exists())
+    local_root = home / "connectors"
+    local = sorted(p for p in local_root.iterdir() if (p / "connector.toml").exists()) if local_root.is_dir() else []
+    return [*builtin, *_entry_point_folders(), *local]
+
+
+def installed(home: Path) -> list[Connector]:
+    by_name: dict[str, Connector] = {}
+    for folder in connector_folders(home):
+        connector = load(folder)
+        by_name[connector.name] = connector
+    return sorted(by_name.values(), key=lambda c: c.name)
+
+
+def router(connectors: list[Connector]) -> Router:
+    try:
+        return Router(route for c in connectors for route in c.routes)
+    except ValueError as exc:
+        raise ConnectorError(f"two installed connectors claim the same operation: {exc}") from None
+
+
+def manifest(connectors: list[Connector]) -> dict[str, Any]:
+    """The actions manifest an agent reads at /etc/aileron/actions.json."""
+    return {
+        "version": 1,
+        "connectors": [
+            {"name": c.name, "description": c.description, "hosts": list(c.hosts), "shim": c.name} for c in connectors
+        ],
+        "actions": [a.manifest_entry() for c in connectors for a in c.actions],
+    }
+
+
+def install(source: Path, home: Path) -> Connector:
+    """Validate a package folder, then copy it to AILERON_HOME/connectors/<name> (replacing an older copy)."""
+    connector = load(source)
+    target = home / "connectors" / connector.name
+    staging = home / "connectors" / f".{connector.name}.installing"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    load(staging)  # what was copied is still valid
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return load(target)
+
+
+def import_openapi(
+    spec_file: Path,
+    *,
+    home: Path,
+    name: str,
+    hosts: list[str],
+    auth: str,
+    auth_name: str | None = None,
+    placeholder: str = "aileron",
+) -> Connector:
+    """Make a connector exposing every operation of an OpenAPI description (JSON), and install it."""
+    import json
+    import tomllib
+
+    try:
+        spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConnectorError(f"{spec_file}: cannot read it as JSON ({exc})") from None
+    lines = [
+        f"name = {json.dumps(name)}",
+        f"description = {json.dumps(str(spec.get('info', {}).get('title', name)))}",
+        f"hosts = {json.dumps(hosts)}",
+        'spec = "openapi.json"',
+        'actions = "all"',
+        "",
+        "[auth]",
+        f"scheme = {json.dumps(auth)}",
+        f"placeholder = {json.dumps(placeholder)}",
+    ]
+    if auth_name:
+        lines.append(f"name = {json.dumps(auth_name)}")
+    meta_text = "\n".join(lines) + "\n"
+    tomllib.loads(meta_text)
+    staging = home / "connectors" / f".{name}.importing"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        (staging / "connector.toml").write_text(meta_text, encoding="utf-8")
+        shutil.copyfile(spec_file, staging / "openapi.json")
+        return install(staging, home)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

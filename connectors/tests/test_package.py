@@ -1,0 +1,115 @@
+"""Connector packages, the registry, the manifest, and the CLI that shows them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from connectors.package import ConnectorError, load
+from connectors.registry import BUILTIN, import_openapi, install, installed, manifest, router
+from connectors.tests.test_matcher import GITHUB_SPEC, needs_github_spec
+
+AILERON = Path(sys.executable).parent / "aileron"
+
+
+def test_the_builtin_github_connector_declares_its_curated_actions() -> None:
+    github = load(BUILTIN / "github")
+    ids = {a.id: a for a in github.actions}
+    assert {
+        "github.create-issue",
+        "github.create-comment",
+        "github.create-pull",
+        "github.merge-pull",
+        "github.deploy",
+    } <= set(ids)
+    assert ids["github.deploy"].approval == "always" and ids["github.merge-pull"].approval == "always"
+    assert ids["github.get-issue"].approval == "never"
+    schema = ids["github.create-issue"].arguments
+    assert schema["body"] == "application/json" and {"owner", "repo", "title"} <= set(schema["properties"])
+    assert {"owner", "repo"} <= set(schema["required"])
+
+
+def test_installing_a_connector_adds_its_actions_to_the_manifest(tmp_path: Path) -> None:
+    before = {a["id"] for a in manifest(installed(tmp_path))["actions"]}
+    package = tmp_path / "pkg"
+    shutil.copytree(BUILTIN / "github", package)
+    meta = (
+        (package / "connector.toml")
+        .read_text()
+        .replace('name = "github"', 'name = "ghe"')
+        .replace('["api.github.com"]', '["github.example.com"]')
+    )
+    (package / "connector.toml").write_text(meta)
+    install(package, tmp_path)
+    after = manifest(installed(tmp_path))
+    added = {a["id"] for a in after["actions"]} - before
+    assert "ghe.deploy" in added and len(added) == 12
+    assert {
+        "name": "ghe",
+        "description": after["connectors"][1]["description"],
+        "hosts": ["github.example.com"],
+        "shim": "ghe",
+    } in after["connectors"]
+    found = router(installed(tmp_path)).match(
+        host="github.example.com", method="POST", path="/repos/o/r/actions/workflows/deploy.yml/dispatches"
+    )
+    assert found is not None and found.action == "ghe.deploy"
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda t: t.replace('scheme = "bearer"', 'scheme = "magic"'), "auth.scheme"),
+        (lambda t: t.replace('operation = "pulls/merge"', 'operation = "pulls/nope"'), "pulls/nope"),
+        (lambda t: t.replace('name = "github"', 'name = "Git Hub"'), "`name`"),
+        (lambda t: t.replace('id = "deploy"', 'id = "merge-pull"'), "duplicate id"),
+        (lambda t: t + "\n[broken", "connector.toml"),
+    ],
+)
+def test_an_invalid_package_is_refused_with_the_file_and_key(tmp_path: Path, change: object, message: str) -> None:
+    assert callable(change)
+    package = tmp_path / "pkg"
+    shutil.copytree(BUILTIN / "github", package)
+    (package / "connector.toml").write_text(change((package / "connector.toml").read_text()))
+    with pytest.raises(ConnectorError, match=message):
+        install(package, tmp_path / "home")
+    assert not (tmp_path / "home" / "connectors" / "github").exists()
+
+
+@needs_github_spec
+def test_importing_the_whole_github_description_lights_up_every_operation(tmp_path: Path) -> None:
+    made = import_openapi(GITHUB_SPEC, home=tmp_path, name="ghfull", hosts=["ghfull.example.com"], auth="bearer")
+    assert len(made.actions) > 1000
+    by_method = {a.method: a.approval for a in made.actions}
+    assert by_method["GET"] == "never" and by_method["POST"] == "always" and by_method["DELETE"] == "always"
+    ids = {a.id for a in made.actions}
+    assert "ghfull.issues-create" in ids and "ghfull.repos-compare-commits-with-basehead" in ids
+
+
+def test_the_cli_matches_and_explains(tmp_path: Path) -> None:
+    env = {**os.environ, "AILERON_HOME": str(tmp_path)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(AILERON), *args], env=env, capture_output=True, text=True, timeout=60)
+
+    matched = run("actions", "match", "PUT", "https://api.github.com/repos/octo/app/pulls/7/merge", "--json")
+    assert matched.returncode == 0, matched.stderr
+    assert json.loads(matched.stdout) == {
+        "matched": True,
+        "action": "github.merge-pull",
+        "arguments": {"owner": "octo", "repo": "app", "pull_number": 7},
+        "path": "/repos/octo/app/pulls/7/merge",
+    }
+    refused = run("actions", "match", "GET", "https://api.github.com/repos/octo%2F..%2Fx/app")
+    assert refused.returncode == 1 and refused.stdout.startswith("refused:")
+    unmatched = run("actions", "match", "GET", "https://api.github.com/user/keys")
+    assert unmatched.returncode == 1 and unmatched.stdout.startswith("unmatched:")
+    written = tmp_path / "actions.json"
+    assert run("actions", "manifest", "-o", str(written)).returncode == 0
+    assert {a["id"] for a in json.loads(written.read_text())["actions"]} >= {"github.deploy"}
