@@ -23,7 +23,7 @@ from vaults import crypto
 P = ParamSpec("P")
 R = TypeVar("R")
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -709,39 +709,53 @@ def actions_manifest(output: Path | None) -> None:
 @actions.command("match")
 @click.argument("method")
 @click.argument("url")
+@click.option("--body", "body_file", type=click.File("rb"), default=None, help="Request body file ('-' for stdin).")
+@click.option("--content-type", default="application/json", show_default=True, help="The body's media type.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
-def actions_match(method: str, url: str, as_json: bool) -> None:
-    """The action and arguments the proxy would see for METHOD URL, or why nothing matched."""
+def actions_match(method: str, url: str, body_file: Any, content_type: str, as_json: bool) -> None:
+    """The actions and arguments the proxy would see for METHOD URL [BODY], or why nothing matched."""
     from urllib.parse import urlsplit
 
+    from connectors.identify import Catalog
     from connectors.matcher import Refused
-    from connectors.package import ConnectorError
-    from connectors.registry import router
 
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         raise CliError("URL must be an https:// URL", exit_code=2)
+    try:
+        catalog = Catalog(_connectors())
+    except ValueError as exc:
+        raise CliError(f"two installed connectors claim the same operation: {exc}") from None
+    body = body_file.read() if body_file is not None else b""
     result: dict[str, Any]
     try:
-        compiled = router(_connectors())
-    except ConnectorError as exc:
-        raise CliError(str(exc)) from None
-    try:
-        found = compiled.match(host=parts.netloc, method=method, path=parts.path or "/", query=parts.query)
+        found = catalog.identify(
+            host=parts.netloc,
+            method=method,
+            path=parts.path or "/",
+            query=parts.query,
+            headers={"content-type": content_type} if body else {},
+            body=body,
+        )
     except Refused as exc:
         result = {"matched": False, "refused": True, "reason": str(exc)}
     else:
-        if found is None:
+        if not found:
             result = {"matched": False, "refused": False, "reason": "no installed connector has this operation"}
         else:
-            result = {"matched": True, "action": found.action, "arguments": found.args, "path": found.path}
+            result = {
+                "matched": True,
+                "actions": [{"action": f.action, "arguments": f.args} for f in found],
+                "path": found[0].path,
+            }
     if as_json:
         emit_json(result)
     elif result["matched"]:
-        console.print(f"{result['action']}  {json.dumps(result['arguments'], sort_keys=True)}")
+        for item in result["actions"]:
+            console.print(f"{item['action']}  {json.dumps(item['arguments'], sort_keys=True)}", markup=False)
     else:
-        console.print(("refused: " if result["refused"] else "unmatched: ") + result["reason"])
+        console.print(("refused: " if result["refused"] else "unmatched: ") + result["reason"], markup=False)
     if not result["matched"]:
         sys.exit(1)
 

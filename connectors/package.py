@@ -84,6 +84,9 @@ class Connector:
     actions: tuple[Action, ...]
     routes: tuple[Route, ...] = field(repr=False)
     folder: Path | None = None
+    # GraphQL connectors: the endpoint's path, and (operation type, root field) -> action id
+    graphql_path: str | None = None
+    graphql_actions: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def _argument_schema(spec: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any]:
@@ -237,6 +240,83 @@ def build(
     )
 
 
+def _graphql_arguments(schema: Any, op_type: str, field_name: str) -> dict[str, Any]:
+    root = {"query": schema.query_type, "mutation": schema.mutation_type}.get(op_type)
+    gql_field = root.fields.get(field_name) if root is not None else None
+    if gql_field is None:
+        raise ConnectorError(f"the GraphQL schema has no {op_type} field {field_name!r}")
+    properties = {
+        name: {"in": "graphql", "type": str(arg.type), "description": (arg.description or "")[:300]}
+        for name, arg in gql_field.args.items()
+    }
+    required = [name for name, arg in gql_field.args.items() if str(arg.type).endswith("!")]
+    out: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        out["required"] = required
+    return out
+
+
+def build_graphql(meta: dict[str, Any], schema_text: str, *, where: str, folder: Path | None = None) -> Connector:
+    """A GraphQL connector: actions are root fields (`graphql = "mutation issueCreate"`) of its schema."""
+    from graphql import GraphQLError, build_schema
+
+    shell = build({**meta, "actions": []}, {"paths": {}}, where=where, folder=folder)
+    try:
+        schema = build_schema(schema_text)
+    except (GraphQLError, TypeError) as exc:
+        raise ConnectorError(f"{where}: the GraphQL schema does not build: {exc}") from None
+    path = meta.get("graphql_path", "/graphql")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConnectorError(f"{where}: `graphql_path` must be a path such as /graphql")
+    entries = meta.get("actions")
+    if not isinstance(entries, list):
+        raise ConnectorError(f"{where}: a GraphQL connector lists its [[actions]]")
+    actions, mapping = [], {}
+    for index, entry in enumerate(entries):
+        label = f"{where}: actions[{index}]"
+        action_id, target = entry.get("id"), entry.get("graphql")
+        if not isinstance(action_id, str) or not _ACTION.match(action_id):
+            raise ConnectorError(f"{label}: `id` must be kebab-case")
+        if not isinstance(target, str) or len(target.split()) != 2 or target.split()[0] not in ("query", "mutation"):
+            raise ConnectorError(f'{label}: `graphql` must read "query FIELD" or "mutation FIELD"')
+        op_type, field_name = target.split()
+        try:
+            arguments = _graphql_arguments(schema, op_type, field_name)
+        except ConnectorError as exc:
+            raise ConnectorError(f"{label}: {exc}") from None
+        approval = entry.get("approval", "never" if op_type == "query" else "always")
+        if approval not in APPROVALS:
+            raise ConnectorError(f"{label}: `approval` must be one of {', '.join(APPROVALS)}")
+        full = f"{shell.name}.{action_id}"
+        mapping[(op_type, field_name)] = full
+        actions.append(
+            Action(
+                id=full,
+                connector=shell.name,
+                name=action_id,
+                description=str(entry.get("description", "")),
+                method="POST",
+                path=path,
+                idempotent=bool(entry.get("idempotent", op_type == "query")),
+                approval=approval,
+                sensitive=tuple(entry.get("sensitive", [])),
+                arguments=arguments,
+            )
+        )
+    route = Route(action=f"{shell.name}.graphql", method="POST", path=path, hosts=shell.hosts)
+    return Connector(
+        name=shell.name,
+        description=shell.description,
+        hosts=shell.hosts,
+        auth=shell.auth,
+        actions=tuple(actions),
+        routes=(route,),
+        folder=folder,
+        graphql_path=path,
+        graphql_actions=mapping,
+    )
+
+
 def load(folder: Path) -> Connector:
     meta_path = folder / "connector.toml"
     try:
@@ -245,6 +325,15 @@ def load(folder: Path) -> Connector:
         raise ConnectorError(f"{folder}: no connector.toml") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConnectorError(f"{meta_path}: {exc}") from None
+    if "graphql_schema" in meta:
+        schema_name = meta["graphql_schema"]
+        if not isinstance(schema_name, str) or "/" in schema_name or schema_name.startswith("."):
+            raise ConnectorError(f"{meta_path}: `graphql_schema` must name a file in the package folder")
+        try:
+            schema_text = (folder / schema_name).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConnectorError(f"{folder / schema_name}: cannot read it ({exc.strerror})") from None
+        return build_graphql(meta, schema_text, where=str(meta_path), folder=folder)
     spec_name = meta.get("spec")
     if not isinstance(spec_name, str) or "/" in spec_name or spec_name.startswith("."):
         raise ConnectorError(f"{meta_path}: `spec` must name a file in the package folder")

@@ -52,7 +52,7 @@ def test_installing_a_connector_adds_its_actions_to_the_manifest(tmp_path: Path)
     assert "ghe.deploy" in added and len(added) == 12
     assert {
         "name": "ghe",
-        "description": after["connectors"][1]["description"],
+        "description": next(c["description"] for c in after["connectors"] if c["name"] == "ghe"),
         "hosts": ["github.example.com"],
         "shim": "ghe",
     } in after["connectors"]
@@ -102,10 +102,42 @@ def test_the_cli_matches_and_explains(tmp_path: Path) -> None:
     assert matched.returncode == 0, matched.stderr
     assert json.loads(matched.stdout) == {
         "matched": True,
-        "action": "github.merge-pull",
-        "arguments": {"owner": "octo", "repo": "app", "pull_number": 7},
+        "actions": [{"action": "github.merge-pull", "arguments": {"owner": "octo", "repo": "app", "pull_number": 7}}],
         "path": "/repos/octo/app/pulls/7/merge",
     }
+    refund = subprocess.run(
+        [
+            str(AILERON),
+            "actions",
+            "match",
+            "POST",
+            "https://api.stripe.com/v1/refunds",
+            "--body",
+            "-",
+            "--content-type",
+            "application/x-www-form-urlencoded",
+        ],
+        input="charge=ch_1&amount=500&metadata[order]=42",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refund.stdout.strip() == 'stripe.create-refund  {"amount": "500", "charge": "ch_1", "metadata[order]": "42"}'
+    linear = subprocess.run(
+        [str(AILERON), "actions", "match", "POST", "https://api.linear.app/graphql", "--body", "-", "--json"],
+        input=json.dumps(
+            {
+                "query": "mutation M($t: String!) { x: issueCreate(input: {teamId: $t}) { success } }",
+                "variables": {"t": "team-1"},
+            }
+        ),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(linear.stdout)["actions"] == [{"action": "linear.create-issue", "arguments": {"t": "team-1"}}]
     refused = run("actions", "match", "GET", "https://api.github.com/repos/octo%2F..%2Fx/app")
     assert refused.returncode == 1 and refused.stdout.startswith("refused:")
     unmatched = run("actions", "match", "GET", "https://api.github.com/user/keys")
