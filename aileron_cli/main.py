@@ -706,6 +706,24 @@ def actions_manifest(output: Path | None) -> None:
     err_console.print(f"wrote {output} ({len(text)} bytes)")
 
 
+HINT = (
+    "Aileron connects you to {systems}. Call them with the shell commands {shims}: they are on PATH, hold no "
+    "credentials, and Aileron adds the real credential, applies policy and records an audit entry. Every action "
+    "with its arguments, idempotency and approval requirement is listed in /etc/aileron/actions.json; "
+    "`<command> --help` lists a command's actions and `<command> <action> --help` its arguments. Actions marked "
+    "approval-required wait for a human; if one is refused, do not retry it another way."
+)
+
+
+@actions.command("hint")
+@fail_cleanly
+def actions_hint() -> None:
+    """The short system-prompt paragraph that tells an agent where Aileron's actions are."""
+    found = _connectors()
+    shims = [c.name for c in found if c.name in ("github", "slack", "linear", "stripe")]
+    click.echo(HINT.format(systems=", ".join(c.name for c in found), shims=", ".join(f"`{n}`" for n in shims)))
+
+
 @actions.command("match")
 @click.argument("method")
 @click.argument("url")

@@ -87,6 +87,7 @@ class Connector:
     # GraphQL connectors: the endpoint's path, and (operation type, root field) -> action id
     graphql_path: str | None = None
     graphql_actions: dict[tuple[str, str], str] = field(default_factory=dict)
+    graphql_schema: str | None = field(default=None, repr=False)
 
 
 def _argument_schema(spec: dict[str, Any], path_item: dict[str, Any], operation: dict[str, Any]) -> dict[str, Any]:
@@ -240,13 +241,30 @@ def build(
     )
 
 
+def _json_kind(gql_type: Any) -> str:
+    from graphql import GraphQLInputObjectType, GraphQLList, GraphQLNonNull
+
+    while isinstance(gql_type, GraphQLNonNull):
+        gql_type = gql_type.of_type
+    if isinstance(gql_type, GraphQLList):
+        return "array"
+    if isinstance(gql_type, GraphQLInputObjectType):
+        return "object"
+    return {"Int": "integer", "Float": "number", "Boolean": "boolean"}.get(getattr(gql_type, "name", ""), "string")
+
+
 def _graphql_arguments(schema: Any, op_type: str, field_name: str) -> dict[str, Any]:
     root = {"query": schema.query_type, "mutation": schema.mutation_type}.get(op_type)
     gql_field = root.fields.get(field_name) if root is not None else None
     if gql_field is None:
         raise ConnectorError(f"the GraphQL schema has no {op_type} field {field_name!r}")
     properties = {
-        name: {"in": "graphql", "type": str(arg.type), "description": (arg.description or "")[:300]}
+        name: {
+            "in": "graphql",
+            "type": _json_kind(arg.type),
+            "graphql_type": str(arg.type),
+            "description": (arg.description or "")[:300],
+        }
         for name, arg in gql_field.args.items()
     }
     required = [name for name, arg in gql_field.args.items() if str(arg.type).endswith("!")]
@@ -314,6 +332,7 @@ def build_graphql(meta: dict[str, Any], schema_text: str, *, where: str, folder:
         folder=folder,
         graphql_path=path,
         graphql_actions=mapping,
+        graphql_schema=schema_text,
     )
 
 

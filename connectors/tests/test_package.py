@@ -145,3 +145,12 @@ def test_the_cli_matches_and_explains(tmp_path: Path) -> None:
     written = tmp_path / "actions.json"
     assert run("actions", "manifest", "-o", str(written)).returncode == 0
     assert {a["id"] for a in json.loads(written.read_text())["actions"]} >= {"github.deploy"}
+
+
+def test_the_hint_is_short_and_names_what_is_installed(tmp_path: Path) -> None:
+    env = {**os.environ, "AILERON_HOME": str(tmp_path)}
+    hint = subprocess.run([str(AILERON), "actions", "hint"], env=env, capture_output=True, text=True, timeout=60)
+    assert hint.returncode == 0
+    words = hint.stdout.split()
+    assert len(words) < 120  # about 150 tokens at most
+    assert "/etc/aileron/actions.json" in hint.stdout and "`github`" in hint.stdout and "stripe" in hint.stdout
