@@ -16,7 +16,7 @@ from rich.table import Table
 
 from aileron_cli import state
 from aileron_cli.client import ApiClient, CliError
-from aileron_cli.vaultops import Identity, VaultClient, read_passphrase, read_secret_value
+from aileron_cli.vaultops import Identity, VaultClient, read_passphrase, read_secret_value, read_token
 from aileron_site import __version__
 from vaults import crypto
 
@@ -135,17 +135,17 @@ def init(org_name: str, email: str, name: str, server: str | None, as_json: bool
 
 
 @cli.command()
-@click.option("--token", "invitation", required=True, help="The invitation secret (ail_inv_…) you were given.")
 @click.option("--name", default="", help="Your display name (new users only).")
 @click.option("--server", default=None, help=f"Aileron service URL [default: {state.DEFAULT_SERVER}].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
-def join(invitation: str, name: str, server: str | None, as_json: bool) -> None:
-    """Join an organization with an invitation; a new user is logged in, an existing one keeps their login."""
+def join(name: str, server: str | None, as_json: bool) -> None:
+    """Join an organization with an invitation secret (from AILERON_INVITATION, stdin or a hidden prompt)."""
     existing = state.login_load()
     url = state.server_url(server)
     if existing is not None and existing.server.rstrip("/") != url:
         raise CliError(f"logged in on {existing.server}, not {url}; use another AILERON_HOME to join there")
+    invitation = read_token("AILERON_INVITATION", "Invitation secret: ")
     passphrase = read_passphrase(confirm=True) if existing is None else None
     with ApiClient(url, token=existing.token if existing else None) as api:
         result = api.post("/api/v1/invitations/accept/", {"token": invitation, "name": name})
@@ -251,16 +251,19 @@ def _logged_in_api() -> ApiClient:
 
 
 @cli.command()
-@click.option("--token", required=True, envvar="AILERON_LOGIN_TOKEN", help="A personal access token (ail_pat_…).")
 @click.option("--org", "org_ref", default=None, help="Organization slug or id [default: your first].")
 @click.option("--server", default=None, help=f"Aileron service URL [default: {state.DEFAULT_SERVER}].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
-def login(token: str, org_ref: str | None, server: str | None, as_json: bool) -> None:
-    """Log in with a personal access token (e.g. one an operator created), and set up your keys if needed."""
+def login(org_ref: str | None, server: str | None, as_json: bool) -> None:
+    """Log in with a personal access token (e.g. one an operator created), and set up your keys if needed.
+
+    The token comes from AILERON_LOGIN_TOKEN, stdin or a hidden prompt, never the command line.
+    """
     if state.login_load() is not None:
         raise CliError(f"already logged in ({state.login_path()}); use another AILERON_HOME or move that file away")
     url = state.server_url(server)
+    token = read_token("AILERON_LOGIN_TOKEN", "Personal access token: ")
     with ApiClient(url, token=token) as api:
         who = api.get("/api/v1/whoami/")
     if who["kind"] != "pat":
@@ -307,7 +310,7 @@ def invite(email: str, role: str, as_json: bool) -> None:
         emit_json(created)
         return
     console.print(f"Invited {created['email']} as {created['role']} (expires {created['expires_at'][:10]}).")
-    console.print(f"They join with: aileron join --server {login.server} --token {created['token']}")
+    console.print(f"They run `aileron join --server {login.server}` and paste this secret: {created['token']}")
 
 
 @cli.group()

@@ -99,6 +99,15 @@ def _mint_dataplane_token(home: Path) -> Path:
     return path
 
 
+def _child_env() -> dict[str, str]:
+    """The service's environment, less the user's secrets: no child needs a passphrase or a login token."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("AILERON_PASSPHRASE", "AILERON_LOGIN_TOKEN", "AILERON_INVITATION")
+    }
+
+
 class Supervisor:
     def __init__(self, children: list[Child], out: Callable[[str], None]) -> None:
         self.children = children
@@ -109,7 +118,7 @@ class Supervisor:
     def start(self) -> None:
         for child in self.children:
             # Same process group as us: a terminal's Ctrl-C reaches every child, and so does our SIGTERM.
-            child.process = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL)  # noqa: S603
+            child.process = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, env=_child_env())  # noqa: S603
 
     def dead_child(self) -> Child | None:
         for child in self.children:

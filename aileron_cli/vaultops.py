@@ -16,7 +16,7 @@ from typing import Any
 
 from aileron_cli.client import ApiClient, CliError
 from vaults import crypto
-from vaults.rotation import rotation_prepare
+from vaults.rotation import Undecryptable, rotation_prepare
 
 ROTATION_ATTEMPTS = 3
 
@@ -185,14 +185,7 @@ class VaultClient:
                     continue
                 if progress:
                     progress(0, len(export["credentials"]))
-                material = rotation_prepare(
-                    organization_id=self.me.organization_id,
-                    vault_id=vault["id"],
-                    from_version=version,
-                    old_key=old_key,
-                    credentials={cid: crypto.unb64(b) for cid, b in export["credentials"].items()},
-                    member_public_keys={m["user_id"]: crypto.unb64(m["public_key"]) for m in export["members"]},
-                )
+                material = self._prepare(vault, export, version, old_key)
             finally:
                 crypto.wipe(old_key)
             if progress:
@@ -212,6 +205,24 @@ class VaultClient:
                 if "(409)" not in str(exc):
                     raise
         raise CliError("the vault kept changing during the rotation; run `aileron vault rotate` again")
+
+    def _prepare(self, vault: dict[str, Any], export: dict[str, Any], version: int, old_key: bytearray) -> Any:
+        try:
+            return rotation_prepare(
+                organization_id=self.me.organization_id,
+                vault_id=vault["id"],
+                from_version=version,
+                old_key=old_key,
+                credentials={cid: crypto.unb64(b) for cid, b in export["credentials"].items()},
+                member_public_keys={m["user_id"]: crypto.unb64(m["public_key"]) for m in export["members"]},
+            )
+        except Undecryptable as exc:
+            names = {c["id"]: c["name"] for c in self.credentials(vault)}
+            bad = ", ".join(names.get(i, i) for i in exc.credential_ids)
+            raise CliError(
+                f"these secrets do not open with the vault's key (damaged or planted): {bad}; "
+                f"remove them with `aileron secret rm NAME --vault {vault['name']}` and rotate again"
+            ) from None
 
     # credentials
 
@@ -244,6 +255,20 @@ class VaultClient:
         if not matches:
             raise CliError(f"no secret {name!r} in vault {vault['name']!r}")
         self.api.delete(f"{self.base}{vault['id']}/credentials/{matches[0]['id']}/")
+
+
+def read_token(env_name: str, prompt: str) -> str:
+    """A token or invitation secret from ENV_NAME, else stdin when piped, else a hidden prompt; never argv."""
+    value = os.environ.get(env_name)
+    if value:
+        return value.strip()
+    if sys.stdin.isatty():
+        value = getpass.getpass(prompt)
+    else:
+        value = sys.stdin.readline()
+    if not value.strip():
+        raise CliError(f"no value given: set {env_name}, pipe it on stdin or type it at the prompt", exit_code=2)
+    return value.strip()
 
 
 def read_secret_value() -> bytearray:

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -121,6 +122,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
                 detail=exc.detail,
                 instance=instance,
                 **exc.extra,
+            )
+        )
+    if isinstance(exc, IntegrityError):  # a concurrent request won a uniqueness race
+        return _respond(
+            problem_body(
+                status=409,
+                slug="conflict",
+                title="Conflict",
+                detail="The request conflicts with a concurrent change; retry it.",
+                instance=instance,
             )
         )
     if isinstance(exc, RequestDataTooBig):

@@ -122,7 +122,8 @@ STATIC_ROOT.mkdir(mode=0o700, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 
-DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+# A key rotation carries every credential of a vault (at most 500 x 16 KiB, base64): 16 MiB covers it.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.BearerTokenAuthentication"],

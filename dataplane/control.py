@@ -63,11 +63,15 @@ class ControlPlane:
             response = self._http.post(path, json=body)
         except httpx.HTTPError as exc:
             raise ControlPlaneError(f"control plane unreachable: {exc.__class__.__name__}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            raise ControlPlaneError(f"control plane answered {response.status_code} without JSON") from None
         if response.status_code == 404:
-            raise NotFoundError(str(response.json().get("detail", "not found")))
-        if response.status_code != 200:
+            raise NotFoundError(str(body.get("detail", "not found")) if isinstance(body, dict) else "not found")
+        if response.status_code != 200 or not isinstance(body, dict):
             raise ControlPlaneError(f"control plane answered {response.status_code}")
-        return dict(response.json())
+        return body
 
     def session_resolve(self, session_token: str) -> SessionKeys:
         body = self._post("/api/v1/dataplane/sessions/resolve/", {"session_token": session_token})
@@ -128,3 +132,11 @@ class ControlPlane:
             },
         )
         return int(body["key_version"])
+
+    def session_alive(self, session_id: str) -> bool:
+        """Whether the control plane still serves this session (live token, active user, still a member)."""
+        try:
+            self._post("/api/v1/dataplane/sessions/alive/", {"session_id": session_id})
+        except NotFoundError:
+            return False
+        return True

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from dataplane.control import ControlPlane
+from dataplane.control import ControlPlane, ControlPlaneError, NotFoundError
 from vaults import crypto
 from vaults.rotation import rotation_prepare
 
@@ -84,6 +84,13 @@ class CredentialService:
             self._sessions[session.session_id] = session
         return SessionInfo(session.session_id, session.user_id, session.organization_id, lifetime)
 
+    def control_says_session_gone(self, session_id: str) -> bool:
+        """Whether the control plane no longer recognises the session (as opposed to one unknown credential)."""
+        try:
+            return not self.control.session_alive(session_id)
+        except ControlPlaneError:
+            return False
+
     def close(self, session_id: str) -> bool:
         with self._lock:
             session = self._sessions.pop(session_id, None)
@@ -149,7 +156,12 @@ class CredentialService:
     def decrypt(self, *, session_id: str, vault_id: str, credential_id: str) -> bytearray:
         """The plaintext credential for one request. The caller must wipe it when the request is done."""
         session = self._live(session_id)
-        bundle = self.control.bundle(session_id=session_id, vault_id=vault_id, credential_id=credential_id)
+        try:
+            bundle = self.control.bundle(session_id=session_id, vault_id=vault_id, credential_id=credential_id)
+        except NotFoundError:
+            if self.control_says_session_gone(session_id):
+                self.close(session_id)  # revoked or its user removed: wipe its keys now, not at the TTL
+            raise
         if bundle.organization_id != session.organization_id:
             raise CredentialServiceError("the control plane returned another organization's credential")
         key = self.vault_key(session, vault_id=vault_id, key_version=bundle.key_version, wrapping=bundle.wrapping)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dataplane.control import ControlPlane
 from dataplane.credentials import DEFAULT_TTL_SECONDS, CredentialService
-from dataplane.keychannel import serve
+from dataplane.keychannel import ChannelError, serve
 
 
 def main() -> int:
@@ -40,6 +40,9 @@ def main() -> int:
     print(f"credential service listening on {args.socket}", flush=True)
     try:
         asyncio.run(run())
+    except ChannelError as exc:
+        print(f"credential service: {exc}", file=sys.stderr)
+        return 2
     finally:
         service.close_all()
         control.close()

@@ -43,8 +43,9 @@ async def _handle(service: CredentialService, reader: asyncio.StreamReader, writ
         if _peer_uid(writer) != os.getuid():
             await _reply(writer, {"ok": False, "error": "forbidden"})
             return
-        line = await reader.readline()
-        if len(line) > MAX_LINE:
+        try:
+            line = await reader.readline()
+        except (ValueError, asyncio.LimitOverrunError):
             await _reply(writer, {"ok": False, "error": "request too large"})
             return
         try:
@@ -100,11 +101,32 @@ async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
     await writer.drain()
 
 
+class ChannelError(RuntimeError):
+    """The key channel cannot be opened safely."""
+
+
+def _prepare_socket_path(path: Path) -> None:
+    """The socket's folder must be ours and private; a live socket there is another credential service."""
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ChannelError(f"{folder} must be a folder of this user's with mode 0700")
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # a stale socket from a process that died
+        else:
+            raise ChannelError(f"another credential service is listening on {path}")
+        finally:
+            probe.close()
+
+
 async def serve(service: CredentialService, path: Path, *, sweep_every: float = 30.0) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    if path.exists():
-        path.unlink()
+    _prepare_socket_path(path)
     old_umask = os.umask(0o177)
     try:
         server = await asyncio.start_unix_server(lambda r, w: _handle(service, r, w), path=str(path), limit=MAX_LINE)

@@ -201,6 +201,9 @@ def organization_update(*, organization: Organization, name: str) -> Organizatio
 
 @transaction.atomic
 def organization_delete(*, organization: Organization) -> None:
+    from vaults.services import vaults_drop_for_organization
+
+    vaults_drop_for_organization(organization=organization)
     ApiToken.objects.filter(organization=organization).delete()
     with scope(organization=organization):
         organization.delete()
@@ -240,6 +243,9 @@ def membership_remove(*, acting: Membership, membership: Membership) -> None:
     if membership.role == Role.OWNER and _owner_count(membership.organization) == 1:
         raise Conflict("This is the last owner; make someone else owner first.")
     organization = membership.organization
+    from vaults.services import vaults_member_leave
+
+    vaults_member_leave(organization=organization, user_id=membership.user_id, acting_user_id=acting.user_id)
     TeamMembership.objects.filter(organization=organization, user_id=membership.user_id).delete()
     ApiToken.objects.filter(
         kind=TokenKind.SESSION, organization=organization, user_id=membership.user_id, revoked_at__isnull=True

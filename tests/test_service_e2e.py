@@ -152,8 +152,8 @@ def test_an_invited_person_joins_with_the_cli(service: Service, tmp_path: Path) 
 
     bob_env = {**service.env, "AILERON_HOME": str(tmp_path / "bob")}
     joined = subprocess.run(
-        [str(BIN / "aileron"), "join", "--token", invitation, "--server", service.url, "--json"],
-        env=bob_env,
+        [str(BIN / "aileron"), "join", "--server", service.url, "--json"],
+        env={**bob_env, "AILERON_INVITATION": invitation},
         capture_output=True,
         text=True,
         timeout=60,
@@ -167,7 +167,8 @@ def test_an_invited_person_joins_with_the_cli(service: Service, tmp_path: Path) 
     assert [(m["slug"], m["role"]) for m in memberships] == [("acme", "approver")]
 
     reused = subprocess.run(
-        [str(BIN / "aileron"), "join", "--token", invitation, "--server", service.url],
+        [str(BIN / "aileron"), "join", "--server", service.url],
+        input=invitation + "\n",  # piped on stdin this time
         env={**service.env, "AILERON_HOME": str(tmp_path / "eve")},
         capture_output=True,
         text=True,
@@ -197,7 +198,14 @@ def test_an_operator_bootstrapped_owner_logs_in_and_gets_keys(service: Service) 
     )
     assert created.returncode == 0, created.stderr
     token = json.loads(created.stdout)["token"]
-    logged = service.aileron("login", "--token", token, "--server", service.url, "--json")
+    logged = subprocess.run(
+        [str(BIN / "aileron"), "login", "--server", service.url, "--json"],
+        input=token,
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert logged.returncode == 0, logged.stderr
     assert json.loads(logged.stdout)["personal_vault"]
     vaults = json.loads(service.aileron("vault", "list", "--json").stdout)

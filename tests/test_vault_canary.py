@@ -73,7 +73,7 @@ def test_the_canary_appears_nowhere(service: Service, tmp_path: Path) -> None:
         run(alice, "secret", "add", "github-token", "--connector", "github", "--vault", "Deploy", stdin=canary + b"\n"),
     )
     invite = json.loads(keep("invite", run(alice, "invite", "bob@example.com", "--json")).stdout)
-    keep("join", run(bob, "join", "--token", invite["token"], "--server", service.url))
+    keep("join", run({**bob, "AILERON_INVITATION": invite["token"]}, "join", "--server", service.url))
     keep("grant", run(alice, "vault", "grant", "Deploy", "bob@example.com", "--role", "reader"))
     listed = json.loads(keep("bob list", run(bob, "secret", "list", "--json")).stdout)
     assert [s["name"] for s in listed if s["vault"] == "Deploy"] == ["github-token"]

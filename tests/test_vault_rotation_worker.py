@@ -32,7 +32,7 @@ def test_the_worker_rotates_through_an_owners_session(service: Service, tmp_path
     cli(alice, "vault", "create", "Team")
     cli(alice, "secret", "add", "stripe-key", "--connector", "stripe", "--vault", "Team", stdin=b"sk_test_rotate")
     invitation = cli(alice, "invite", "bob@example.com", "--json")["token"]
-    cli(bob, "join", "--token", invitation, "--server", service.url)
+    cli({**bob, "AILERON_INVITATION": invitation}, "join", "--server", service.url)
     cli(alice, "vault", "grant", "Team", "bob@example.com", "--role", "reader")
 
     # No owner session yet: the revoke leaves the rotation pending, and `vault list` says so.
@@ -46,7 +46,7 @@ def test_the_worker_rotates_through_an_owners_session(service: Service, tmp_path
     cli(alice, "session", "start", "--json")
     carol_invite = cli(alice, "invite", "carol@example.com", "--json")["token"]
     carol = {**service.env, "AILERON_HOME": str(tmp_path / "carol"), "AILERON_PASSPHRASE": "carol's passphrase"}
-    cli(carol, "join", "--token", carol_invite, "--server", service.url)
+    cli({**carol, "AILERON_INVITATION": carol_invite}, "join", "--server", service.url)
     cli(alice, "vault", "grant", "Team", "carol@example.com", "--role", "reader")
     cli(alice, "vault", "revoke", "Team", "carol@example.com", "--no-rotate")  # enqueues the task again
     deadline = time.monotonic() + 60

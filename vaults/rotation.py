@@ -7,6 +7,14 @@ from dataclasses import dataclass
 from vaults import crypto
 
 
+class Undecryptable(crypto.CryptoError):
+    """Some credentials do not open with the current key: remove them, then rotate again."""
+
+    def __init__(self, credential_ids: list[str]) -> None:
+        super().__init__("credentials that do not open with the vault's key: " + ", ".join(credential_ids))
+        self.credential_ids = credential_ids
+
+
 @dataclass(frozen=True, slots=True)
 class RotationMaterial:
     from_version: int
@@ -25,21 +33,27 @@ def rotation_prepare(
 ) -> RotationMaterial:
     """Re-encrypt every credential under a fresh vault key and wrap that key for every member.
 
-    Raises crypto.DecryptionError if a credential does not open with OLD_KEY (nothing is sent then).
+    Raises Undecryptable, naming every credential that does not open with OLD_KEY (nothing is sent then):
+    a damaged or planted ciphertext must not block a rotation silently.
     """
     to_version = from_version + 1
     new_key = crypto.vault_key_new()
     try:
         blobs: dict[str, bytes] = {}
+        bad: list[str] = []
         for credential_id, blob in credentials.items():
-            plain = crypto.credential_decrypt(
-                blob,
-                old_key,
-                organization_id=organization_id,
-                vault_id=vault_id,
-                credential_id=credential_id,
-                key_version=from_version,
-            )
+            try:
+                plain = crypto.credential_decrypt(
+                    blob,
+                    old_key,
+                    organization_id=organization_id,
+                    vault_id=vault_id,
+                    credential_id=credential_id,
+                    key_version=from_version,
+                )
+            except crypto.DecryptionError:
+                bad.append(credential_id)
+                continue
             try:
                 blobs[credential_id] = crypto.credential_encrypt(
                     plain,
@@ -51,6 +65,8 @@ def rotation_prepare(
                 )
             finally:
                 crypto.wipe(plain)
+        if bad:
+            raise Undecryptable(sorted(bad))
         wrappings = {
             user_id: crypto.vault_key_wrap(
                 new_key, public_key, vault_id=vault_id, member_id=user_id, key_version=to_version

@@ -24,11 +24,15 @@ from vaults.models import UserKeys, Vault
 from vaults.store import (
     Bundle,
     CredentialMeta,
+    LastOwner,
     Member,
     RotationConflict,
+    RotationPending,
     StaleKeyVersion,
     StoreError,
+    VaultFull,
     VaultMeta,
+    VaultMissing,
     now_iso,
 )
 
@@ -184,6 +188,8 @@ def vault_grant(*, view: VaultView, user_id: uuid.UUID, role: str, wrapping: byt
         vault_store().member_grant(view.id, Member(user_id=str(user_id), role=role), _envelope(wrapping, "wrapping"))
     except StaleKeyVersion as exc:
         raise Conflict(f"{exc}; fetch the current wrapping and wrap again.") from None
+    except LastOwner as exc:
+        raise Conflict(f"{exc}; make someone else owner first.") from None
     except StoreError as exc:
         raise InvalidInput(str(exc)) from None
     return view
@@ -194,19 +200,78 @@ def vault_revoke(*, view: VaultView, acting_user_id: uuid.UUID, user_id: uuid.UU
     """Remove a member now; the vault key must then rotate (the control plane cannot do it: no plaintext)."""
     if user_id != acting_user_id:
         _require_vault_role(view, ("owner",), "revoke access")
-    target = next((m for m in view.members if m.user_id == str(user_id)), None)
-    if target is None:
+    if not any(m.user_id == str(user_id) for m in view.members):
         raise NotFound("That user is not a member of this vault.")
-    if target.role == "owner" and sum(m.role == "owner" for m in view.members) == 1:
-        raise Conflict("This is the vault's last owner.")
-    meta = vault_store().member_revoke(view.id, str(user_id), requested_by=str(acting_user_id))
-    Vault.objects.filter(pk=view.vault.pk, rotation_requested_at__isnull=True).update(
-        rotation_requested_at=timezone.now()
-    )
+    return _revoke(view.vault, user_id=user_id, acting_user_id=acting_user_id)
+
+
+def _lock_index(vault: Vault) -> None:
+    """Serialize revokes and rotations of one vault (the store's own lock ends before the index is written)."""
+    with scope(organization=vault.organization_id):
+        Vault.objects.select_for_update().filter(pk=vault.pk).first()
+
+
+def _revoke(vault: Vault, *, user_id: uuid.UUID, acting_user_id: uuid.UUID) -> VaultMeta:
+    _lock_index(vault)
+    try:
+        meta = vault_store().member_revoke(str(vault.pk), str(user_id), requested_by=str(acting_user_id))
+    except LastOwner as exc:
+        raise Conflict(f"{exc}; make someone else owner first.") from None
+    except StoreError as exc:
+        raise NotFound(str(exc)) from None
+    with scope(organization=vault.organization_id):
+        Vault.objects.filter(pk=vault.pk).update(rotation_requested_at=timezone.now())
     from vaults.tasks import rotations_drive_task
 
-    transaction.on_commit(lambda: rotations_drive_task.delay(vault_id=view.id))
+    vault_id = str(vault.pk)
+    transaction.on_commit(lambda: rotations_drive_task.delay(vault_id=vault_id))
     return meta
+
+
+@transaction.atomic
+def vaults_member_leave(*, organization: Organization, user_id: uuid.UUID, acting_user_id: uuid.UUID) -> None:
+    """Someone leaves the organization: their personal vault goes, and they are revoked from every shared
+    vault (each then awaits rotation). Refused while they are the only owner of a shared vault."""
+    with scope(organization=organization):
+        vaults = list(Vault.objects.filter(organization=organization))
+    for vault in vaults:
+        if vault.personal_owner_id == user_id:
+            vault_store().delete(str(vault.pk))
+            with scope(organization=organization):
+                vault.delete()
+            continue
+        members = vault_store().members(str(vault.pk))
+        if any(m.user_id == str(user_id) for m in members):
+            try:
+                _revoke(vault, user_id=user_id, acting_user_id=acting_user_id)
+            except Conflict:
+                name = vault_store().meta(str(vault.pk)).name
+                raise Conflict(
+                    f"They are the only owner of the vault {name!r}; make someone else owner first."
+                ) from None
+
+
+def vaults_drop_for_organization(*, organization: Organization) -> None:
+    """The store's side of deleting an organization: every vault's ciphertext and metadata."""
+    with scope(organization=organization):
+        ids = [str(v) for v in Vault.objects.filter(organization=organization).values_list("pk", flat=True)]
+    for vault_id in ids:
+        try:
+            vault_store().delete(vault_id)
+        except VaultMissing:
+            pass
+
+
+def member_public_keys(members: list[Member]) -> dict[str, bytes]:
+    """Each member's public key, for wrapping a new vault key; a member without one blocks the rotation."""
+    keys = {
+        str(k.user_id): bytes(k.public_key)
+        for k in UserKeys.objects.filter(user_id__in=[uuid.UUID(m.user_id) for m in members])
+    }
+    missing = [m.user_id for m in members if m.user_id not in keys]
+    if missing:
+        raise Conflict(f"Members without a key pair: {', '.join(missing)}; revoke them, then rotate.")
+    return keys
 
 
 def vault_export(*, view: VaultView) -> tuple[VaultMeta, list[Member], dict[str, bytes]]:
@@ -223,6 +288,7 @@ def vault_rotate(
 
 
 def _rotate(vault: Vault, *, from_version: int, blobs: dict[str, bytes], wrappings: dict[str, bytes]) -> VaultMeta:
+    _lock_index(vault)
     try:
         meta = vault_store().rotate(str(vault.pk), from_version=from_version, blobs=blobs, wrappings=wrappings)
         # The store is the truth; this index only helps the worker find pending rotations (and it rechecks).
@@ -280,6 +346,10 @@ def credential_add(
         return store.credential_put(view.id, meta, _envelope(ciphertext, "The ciphertext"))
     except StaleKeyVersion as exc:
         raise Conflict(f"{exc}; fetch your wrapping and encrypt again.") from None
+    except RotationPending as exc:
+        raise Conflict(f"{exc}: run `aileron vault rotate {view.meta.name}`.", rotation_pending=True) from None
+    except VaultFull as exc:
+        raise Conflict(str(exc)) from None
     except StoreError as exc:
         raise InvalidInput(str(exc)) from None
 
@@ -324,14 +394,24 @@ def session_keys_resolve(*, session_token: str) -> SessionKeys:
     )
 
 
+def _session_live(session: Any) -> bool:
+    """The same rules as bearer authentication: not revoked, not expired, its user active and still a member."""
+    from django_scopes import scopes_disabled
+
+    if not session.is_active or session.organization_id is None or session.user is None or not session.user.is_active:
+        return False
+    with scopes_disabled():
+        return Membership.objects.filter(organization_id=session.organization_id, user_id=session.user_id).exists()
+
+
 def bundle_for_session(*, session_id: uuid.UUID, vault_id: uuid.UUID, credential_id: uuid.UUID) -> Bundle:
     """Ciphertext and the session user's wrapping, if the session is live and its user is a vault member."""
     from django_scopes import scopes_disabled
 
     from tenants.models import ApiToken
 
-    session = ApiToken.objects.filter(pk=session_id, kind="ses").first()
-    if session is None or not session.is_active or session.organization_id is None:
+    session = ApiToken.objects.filter(pk=session_id, kind="ses").select_related("user").first()
+    if session is None or session.organization_id is None or not _session_live(session):
         raise NotFound("No live session.")
     with scopes_disabled():
         vault = Vault.objects.filter(pk=vault_id, organization_id=session.organization_id).first()
@@ -351,8 +431,8 @@ def _owner_session(*, session_id: uuid.UUID, vault_id: uuid.UUID) -> tuple[Any, 
 
     from tenants.models import ApiToken
 
-    session = ApiToken.objects.filter(pk=session_id, kind="ses").first()
-    if session is None or not session.is_active or session.organization_id is None:
+    session = ApiToken.objects.filter(pk=session_id, kind="ses").select_related("user").first()
+    if session is None or session.organization_id is None or not _session_live(session):
         raise NotFound("No live session.")
     with scopes_disabled():
         vault = Vault.objects.filter(pk=vault_id, organization_id=session.organization_id).first()
@@ -373,6 +453,9 @@ def rotation_export_for_session(*, session_id: uuid.UUID, vault_id: uuid.UUID) -
         str(k.user_id): bytes(k.public_key)
         for k in UserKeys.objects.filter(user_id__in=[uuid.UUID(m.user_id) for m in members])
     }
+    missing = [m.user_id for m in members if m.user_id not in keys]
+    if missing:
+        raise Conflict(f"Members without a key pair: {', '.join(missing)}; revoke them, then rotate.")
     return {
         "organization_id": meta.organization_id,
         "key_version": meta.key_version,
@@ -419,7 +502,12 @@ def rotations_drive(*, vault_id: str | None = None, key_socket: Any = None) -> i
         vaults = list(pending)
     rotated = 0
     for vault in vaults:
-        if vault_store().meta(str(vault.pk)).rotation is None:  # done meanwhile (e.g. by an owner's CLI)
+        try:
+            pending_rotation = vault_store().meta(str(vault.pk)).rotation
+        except VaultMissing:
+            log.error("vault %s is indexed but missing from the store", vault.pk)
+            continue
+        if pending_rotation is None:  # done meanwhile (e.g. by an owner's CLI)
             with scope(organization=vault.organization_id):
                 Vault.objects.filter(pk=vault.pk).update(rotation_requested_at=None)
             continue
@@ -436,9 +524,13 @@ def rotations_drive(*, vault_id: str | None = None, key_socket: Any = None) -> i
                 answer = request(
                     socket_path, {"op": "rotate", "session_id": str(session.pk), "vault_id": str(vault.pk)}
                 )
-            except OSError as exc:
-                log.warning("vault %s awaits rotation: credential service unreachable (%s)", vault.pk, exc)
+            except (OSError, ValueError) as exc:
+                log.warning("vault %s awaits rotation: no answer from the credential service (%s)", vault.pk, exc)
                 return rotated
+            if not answer.get("ok"):
+                log.warning(
+                    "vault %s: rotation through session %s failed: %s", vault.pk, session.pk, answer.get("error")
+                )
             if answer.get("ok"):
                 rotated += 1
                 log.info(
@@ -451,3 +543,11 @@ def rotations_drive(*, vault_id: str | None = None, key_socket: Any = None) -> i
         else:
             log.info("vault %s awaits rotation: no owner has an unlocked session", vault.pk)
     return rotated
+
+
+def session_alive_check(*, session_id: uuid.UUID) -> None:
+    from tenants.models import ApiToken
+
+    session = ApiToken.objects.filter(pk=session_id, kind="ses").select_related("user").first()
+    if session is None or not _session_live(session):
+        raise NotFound("No live session.")

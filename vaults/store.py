@@ -48,6 +48,22 @@ class StaleKeyVersion(StoreError):
     """An envelope or rotation was made for a key version that is no longer current."""
 
 
+class RotationPending(StoreError):
+    """The key must rotate (a member was revoked) before anything new is encrypted under it."""
+
+
+class LastOwner(StoreError):
+    """The change would leave the vault without an owner, so nobody could grant, revoke or rotate."""
+
+
+class VaultFull(StoreError):
+    """The vault holds as many credentials as a rotation can carry."""
+
+
+MAX_CREDENTIALS = 500
+MAX_CREDENTIAL_BYTES = 16 * 1024
+
+
 class RotationConflict(StoreError):
     """The vault changed (credentials or members) while a rotation was being prepared: prepare it again."""
 
@@ -411,22 +427,13 @@ class VaultStore:
             meta = self._meta(vault_id)
             _require_version(wrapping, meta.key_version, "the wrapping")
             members = [m for m in self._members(vault_id) if m.user_id != member.user_id] + [member]
+            if not any(m.role == "owner" for m in members):
+                raise LastOwner("that would leave the vault without an owner")
             self.kv.commit(
                 vault_id,
                 {"members.json": _dumps([asdict(m) for m in members]), _wrap_path(member.user_id): wrapping},
                 [],
             )
-
-    def member_role(self, vault_id: str, user_id: str, role: str) -> None:
-        if role not in VAULT_ROLES:
-            raise StoreError(f"vault role must be one of {VAULT_ROLES}")
-        with self.kv.lock(vault_id):
-            self._meta(vault_id)
-            members = self._members(vault_id)
-            if not any(m.user_id == user_id for m in members):
-                raise StoreError(f"user {user_id} is not a member")
-            updated = [Member(m.user_id, role) if m.user_id == user_id else m for m in members]
-            self.kv.commit(vault_id, {"members.json": _dumps([asdict(m) for m in updated])}, [])
 
     def member_revoke(self, vault_id: str, user_id: str, *, requested_by: str) -> VaultMeta:
         """Remove the member and their wrapping now, and record that the key must rotate."""
@@ -436,6 +443,8 @@ class VaultStore:
             remaining = [m for m in members if m.user_id != user_id]
             if len(remaining) == len(members):
                 raise StoreError(f"user {user_id} is not a member")
+            if not any(m.role == "owner" for m in remaining):
+                raise LastOwner("that would leave the vault without an owner")
             rotation = meta.rotation or Rotation(
                 reason=f"member {user_id} revoked",
                 requested_at=now_iso(),
@@ -451,9 +460,16 @@ class VaultStore:
             return meta
 
     def credential_put(self, vault_id: str, credential: CredentialMeta, blob: bytes) -> CredentialMeta:
+        if len(blob) > MAX_CREDENTIAL_BYTES:
+            raise StoreError(f"a credential may be at most {MAX_CREDENTIAL_BYTES} bytes encrypted")
         with self.kv.lock(vault_id):
             meta = self._meta(vault_id)
+            if meta.rotation is not None:
+                raise RotationPending("the vault's key must rotate first (a member was revoked)")
             _require_version(blob, meta.key_version, "the credential")
+            existing = [p for p in self.kv.listdir(vault_id, "credentials") if p.endswith(".enc")]
+            if len(existing) >= MAX_CREDENTIALS and _enc_path(credential.id) not in existing:
+                raise VaultFull(f"a vault holds at most {MAX_CREDENTIALS} credentials")
             credential = replace(credential, key_version=meta.key_version)
             self.kv.commit(
                 vault_id, {_enc_path(credential.id): blob, _cmeta_path(credential.id): credential.to_json()}, []

@@ -106,7 +106,7 @@ def test_an_unknown_api_path_is_a_problem_json_404() -> None:
 
 
 def test_an_oversized_body_is_refused_with_413(cast: Cast) -> None:
-    body = json.dumps({"name": "x" * 2_000_000})
+    body = json.dumps({"name": "x" * 17_000_000})
     response = client_for(cast.alice.token).post("/api/v1/tokens/", body, content_type="application/json")
     assert response.status_code == 413
     assert response.json()["type"] == "urn:aileron:problem:payload-too-large"

@@ -147,3 +147,20 @@ class RotationCommitView(APIView):
             wrappings=v["wrappings"],
         )
         return Response({"key_version": meta.key_version})
+
+
+class SessionAliveRequest(serializers.Serializer[Any]):
+    session_id = serializers.UUIDField()
+
+
+class SessionAliveView(APIView):
+    """200 while the session is live (token, user, membership), 404 otherwise: lets the data plane wipe keys."""
+
+    permission_classes = [IsServiceToken]
+
+    @extend_schema(request=SessionAliveRequest, responses=SessionAliveRequest)
+    def post(self, request: Request) -> Response:
+        data = SessionAliveRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.session_alive_check(session_id=data.validated_data["session_id"])
+        return Response({"session_id": str(data.validated_data["session_id"])})

@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from vaults.store import VAULT_ROLES, VAULT_TYPES
 
-MAX_ENVELOPE_BYTES = 64 * 1024
+MAX_ENVELOPE_BYTES = 16 * 1024 + 64  # vaults.store.MAX_CREDENTIAL_BYTES plus the envelope header
 
 
 class Base64Field(serializers.CharField):

@@ -13,6 +13,7 @@ urlpatterns = [
     path("keys/", v.KeysView.as_view(), name="keys"),
     path("dataplane/sessions/resolve/", dataplane.SessionResolveView.as_view(), name="dataplane-session-resolve"),
     path("dataplane/bundles/", dataplane.BundleView.as_view(), name="dataplane-bundle"),
+    path("dataplane/sessions/alive/", dataplane.SessionAliveView.as_view(), name="dataplane-session-alive"),
     path("dataplane/rotations/export/", dataplane.RotationExportView.as_view(), name="dataplane-rotation-export"),
     path("dataplane/rotations/commit/", dataplane.RotationCommitView.as_view(), name="dataplane-rotation-commit"),
     path("orgs/<uuid:org_id>/vaults/", v.VaultViewSet.as_view({"get": "list", "post": "create"}), name="vault-list"),

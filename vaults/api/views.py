@@ -18,7 +18,7 @@ from tenants.permissions import Perm
 from vaults import services
 from vaults.api import serializers as s
 from vaults.backend import vault_store
-from vaults.models import UserKeys, Vault
+from vaults.models import Vault
 
 
 def _vault_body(view: services.VaultView) -> dict[str, Any]:
@@ -145,10 +145,7 @@ class VaultKeyViewSet(OrgScopedViewSet):
     @extend_schema(responses=s.ExportSerializer)
     def export(self, request: Request, org_id: uuid.UUID, vault_id: uuid.UUID) -> Response:
         meta, members, blobs = services.vault_export(view=self._get(vault_id))
-        keys = {
-            str(k.user_id): bytes(k.public_key)
-            for k in UserKeys.objects.filter(user_id__in=[uuid.UUID(m.user_id) for m in members])
-        }
+        keys = services.member_public_keys(members)
         body = {
             "key_version": meta.key_version,
             "members": [{"user_id": m.user_id, "role": m.role, "public_key": keys[m.user_id]} for m in members],

@@ -207,3 +207,99 @@ def test_the_data_plane_gets_no_ciphertext_across_organizations(cast: Cast) -> N
         session_id=alices_session.pk, vault_id=uuid.UUID(alices.id), credential_id=uuid.UUID(alices.credential_id)
     )
     assert bundle.meta.organization_id == str(cast.alice.org.pk)
+
+
+def _grant(cast: Cast, vault: Any, person: Any, role: str) -> Any:
+    wrapping = crypto.vault_key_wrap(
+        vault.key, public_key(person), vault_id=vault.id, member_id=str(person.user.pk), key_version=1
+    )
+    return client_for(cast.alice.token).post(
+        vault_url(cast, vault.id, "members/"),
+        {"user_id": str(person.user.pk), "role": role, "wrapping": crypto.b64(wrapping)},
+        format="json",
+    )
+
+
+def test_leaving_the_organization_revokes_every_vault_and_drops_the_personal_one(cast: Cast) -> None:
+    from vaults.models import Vault
+
+    give_keys(cast.alice)
+    give_keys(cast.bob)
+    shared = make_vault(cast.alice)
+    bobs_personal = make_vault(cast.bob, type="personal")
+    assert _grant(cast, shared, cast.bob, "contributor").status_code == 201
+    removed = client_for(cast.alice.token).delete(f"/api/v1/orgs/{cast.alice.org.pk}/members/{cast.bob.membership.pk}/")
+    assert removed.status_code == 204
+    body = client_for(cast.alice.token).get(vault_url(cast, shared.id)).json()
+    assert [m["user_id"] for m in body["members"]] == [str(cast.alice.user.pk)]
+    assert body["rotation_pending"] is not None
+    from django_scopes import scopes_disabled
+
+    with scopes_disabled():
+        assert not Vault.objects.filter(pk=bobs_personal.id).exists()
+
+
+def test_the_only_owner_of_a_shared_vault_cannot_leave_or_be_removed(cast: Cast) -> None:
+    give_keys(cast.alice)
+    give_keys(cast.bob)
+    from django_scopes import scope
+
+    from tenants.roles import Role as R
+
+    with scope(organization=cast.alice.org):
+        cast.bob.membership.role = R.OWNER
+        cast.bob.membership.save()
+    make_vault(cast.alice)  # Alice is its only owner
+    response = client_for(cast.bob.token).delete(
+        f"/api/v1/orgs/{cast.alice.org.pk}/members/{cast.alice.membership.pk}/"
+    )
+    assert response.status_code == 409 and "only owner" in response.json()["detail"]
+
+
+def test_no_credential_is_added_under_a_key_awaiting_rotation(cast: Cast) -> None:
+    give_keys(cast.alice)
+    give_keys(cast.bob)
+    vault = make_vault(cast.alice)
+    _grant(cast, vault, cast.bob, "reader")
+    client_for(cast.alice.token).delete(vault_url(cast, vault.id, f"members/{cast.bob.user.pk}/"))
+    cid = str(uuid.uuid4())
+    blob = crypto.credential_encrypt(
+        b"new", vault.key, organization_id=str(cast.alice.org.pk), vault_id=vault.id, credential_id=cid, key_version=1
+    )
+    response = client_for(cast.alice.token).post(
+        vault_url(cast, vault.id, "credentials/"),
+        {"id": cid, "name": "new", "connector": "github", "ciphertext": crypto.b64(blob)},
+        format="json",
+    )
+    assert response.status_code == 409 and response.json()["rotation_pending"] is True
+
+
+def test_a_vault_always_keeps_an_owner(cast: Cast) -> None:
+    give_keys(cast.alice)
+    vault = make_vault(cast.alice)
+    demoted = _grant(cast, vault, cast.alice, "reader")
+    assert demoted.status_code == 409
+    left = client_for(cast.alice.token).delete(vault_url(cast, vault.id, f"members/{cast.alice.user.pk}/"))
+    assert left.status_code == 409
+
+
+def test_a_deactivated_users_sessions_get_no_ciphertext(cast: Cast) -> None:
+    from django_scopes import scope
+
+    from aileron_site.problems import NotFound
+    from tenants import services as tenant_services
+    from vaults.services import bundle_for_session
+
+    give_keys(cast.alice)
+    vault = make_vault(cast.alice)
+    with scope(organization=cast.alice.org):
+        session = tenant_services.session_token_create(membership=cast.alice.membership, name="a").token
+    bundle_for_session(
+        session_id=session.pk, vault_id=uuid.UUID(vault.id), credential_id=uuid.UUID(vault.credential_id)
+    )
+    cast.alice.user.is_active = False
+    cast.alice.user.save()
+    with pytest.raises(NotFound):
+        bundle_for_session(
+            session_id=session.pk, vault_id=uuid.UUID(vault.id), credential_id=uuid.UUID(vault.credential_id)
+        )

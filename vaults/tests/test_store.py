@@ -372,3 +372,29 @@ def test_killing_a_rotation_at_any_moment_leaves_one_consistent_key_version(tmp_
         leftovers = [p.name for p in (root / world.vault_id).iterdir() if p.name.startswith(".") and p.name != ".lock"]
         assert leftovers == []
     assert len(versions_seen) > 1, "the child never completed a rotation; the test proved nothing"
+
+
+def test_a_planted_ciphertext_is_named_instead_of_blocking_rotation(store: VaultStore) -> None:
+    from vaults.rotation import Undecryptable, rotation_prepare
+
+    world = make_world(store)
+    good = world.add(b"good")
+    planted = str(uuid.uuid4())
+    other_key = c.vault_key_new()
+    store.credential_put(
+        world.vault_id,
+        CredentialMeta(id=planted, name="planted", connector="github"),
+        world.encrypt(planted, b"x", key=other_key),
+    )
+    meta, members, blobs = store.export(world.vault_id)
+    with pytest.raises(Undecryptable) as caught:
+        rotation_prepare(
+            organization_id=ORG,
+            vault_id=world.vault_id,
+            from_version=1,
+            old_key=world.key,
+            credentials=blobs,
+            member_public_keys={world.owner.id: world.owner.public},
+        )
+    assert caught.value.credential_ids == [planted]
+    assert good not in str(caught.value)
