@@ -38,6 +38,10 @@ SALT_BYTES = 16
 MIN_MEMORY_KIB = 64 * 1024
 MIN_ITERATIONS = 3
 MIN_PARALLELISM = 4
+# Ceilings too: parameters come from the control plane, which must not be able to make a CLI spin or swap.
+MAX_MEMORY_KIB = 4 * 1024 * 1024
+MAX_ITERATIONS = 64
+MAX_PARALLELISM = 64
 
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _HPKE_OVERHEAD = 32 + 16  # encapsulated X25519 key + GCM tag
@@ -89,6 +93,13 @@ class KdfParams:
             or len(self.salt) < SALT_BYTES
         ):
             raise WeakParameters("Argon2id parameters are below m=64 MiB, t=3, p=4, 16-byte salt")
+        if (
+            self.memory_kib > MAX_MEMORY_KIB
+            or self.iterations > MAX_ITERATIONS
+            or self.parallelism > MAX_PARALLELISM
+            or len(self.salt) > 64
+        ):
+            raise CryptoError("Argon2id parameters are beyond m=4 GiB, t=64, p=64: refused")
 
     @classmethod
     def generate(cls) -> KdfParams:

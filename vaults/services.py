@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django_scopes import scope
+from django_scopes import scope, scopes_disabled
 
 from aileron_site.problems import Conflict, Forbidden, InvalidInput, NotFound
 from tenants.models import Membership, Organization, User
@@ -137,8 +137,10 @@ def vault_create(
     if not personal and not role_has(membership.role, Perm.VAULT_CREATE):
         raise Forbidden(f"Your role ({membership.role}) lacks {Perm.VAULT_CREATE.value}.")
     _public_key_of(membership.user_id)
-    if Vault.objects.filter(pk=vault_id).exists():
-        raise Conflict("A vault with that id exists.")
+    with scopes_disabled():
+        taken = Vault.objects.filter(pk=vault_id).exists()
+    if taken:
+        raise Conflict("A vault with that id exists; choose another id.")
     try:
         with transaction.atomic():
             vault = Vault.objects.create(

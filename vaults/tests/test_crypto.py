@@ -142,3 +142,10 @@ def test_wipe_overwrites_the_buffer() -> None:
     key = c.vault_key_new()
     c.wipe(key)
     assert key == bytearray(32)
+
+
+def test_absurd_kdf_parameters_are_refused_too() -> None:
+    with pytest.raises(c.CryptoError):
+        c.KdfParams.from_dict(KDF.to_dict() | {"memory_kib": 64 * 1024 * 1024})
+    with pytest.raises(c.CryptoError):
+        c.KdfParams.from_dict(KDF.to_dict() | {"iterations": 10_000})
