@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "channels",
     "tenants",
     "vaults",
+    "connectors",
     "runtime",
 ]
 

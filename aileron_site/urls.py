@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 urlpatterns = [
     path("api/v1/", include("tenants.api.urls")),
     path("api/v1/", include("vaults.api.urls")),
+    path("api/v1/", include("connectors.api.urls")),
     path("api/v1/", include("runtime.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

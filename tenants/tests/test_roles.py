@@ -94,6 +94,7 @@ def _new_vault_body(world: World) -> dict[str, Any]:
 
 
 VAULT_PERMS = {Perm.VAULT_CREATE, Perm.VAULT_VIEW_ALL}
+PROBES[Perm.CONNECTOR_MANAGE] = Probe("put", lambda w: f"/api/v1/orgs/{w.org_id}/connectors/github/teams/{w.team_id}/")
 PROBES[Perm.VAULT_CREATE] = Probe("post", lambda w: f"/api/v1/orgs/{w.org_id}/vaults/", _new_vault_body)
 # Someone else's vault is invisible (404) without vault.view_all.
 PROBES[Perm.VAULT_VIEW_ALL] = Probe(

@@ -1,0 +1,56 @@
+"""Enabling connectors per team. Connectors themselves are data installed on the server (connectors.registry)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+
+from aileron_site.problems import Conflict, NotFound
+from connectors.models import ConnectorEnablement
+from connectors.package import Connector, ConnectorError
+from connectors.registry import installed
+from tenants.models import Membership, Team
+
+
+def connectors_installed() -> list[Connector]:
+    try:
+        return installed(settings.AILERON_HOME)
+    except ConnectorError as exc:
+        raise Conflict(f"An installed connector package is invalid: {exc}") from None
+
+
+def connector_get(*, name: str) -> Connector:
+    found = next((c for c in connectors_installed() if c.name == name), None)
+    if found is None:
+        raise NotFound("No such connector installed on this server.")
+    return found
+
+
+def enablements_for(*, team: Team) -> list[str]:
+    return sorted(
+        ConnectorEnablement.objects.filter(organization_id=team.organization_id, team=team).values_list(
+            "connector", flat=True
+        )
+    )
+
+
+@transaction.atomic
+def connector_enable(*, acting: Membership, team: Team, name: str) -> ConnectorEnablement:
+    connector_get(name=name)
+    existing = ConnectorEnablement.objects.filter(
+        organization_id=team.organization_id, team=team, connector=name
+    ).first()
+    if existing is not None:
+        return existing
+    return ConnectorEnablement.objects.create(
+        organization_id=team.organization_id, team=team, connector=name, enabled_by=acting.user
+    )
+
+
+@transaction.atomic
+def connector_disable(*, team: Team, name: str) -> None:
+    deleted, _ = ConnectorEnablement.objects.filter(
+        organization_id=team.organization_id, team=team, connector=name
+    ).delete()
+    if not deleted:
+        raise NotFound("That connector is not enabled for this team.")
