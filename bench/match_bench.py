@@ -56,6 +56,17 @@ def main() -> None:
     print(f"{'linear regex scan (baseline)':<34}{b50:>8.1f}us")
     print(f"ratio baseline/ours: {b50 / o50:.1f}x")
 
+    from connectors.package import build
+    from connectors.registry import BUILTIN, installed, manifest
+
+    builtin = json.dumps(manifest(installed(BUILTIN.parent / ".no-home"))).encode()
+    full = build({"name": "github", "hosts": ["api.github.com"], "auth": {"scheme": "bearer"}}, spec)
+    whole = json.dumps(manifest([full])).encode()
+    print(
+        f"manifest, built-in connectors: {len(builtin) / 1024:.0f} KiB ({len(json.loads(builtin)['actions'])} actions)"
+    )
+    print(f"manifest, whole GitHub description: {len(whole) / 1024:.0f} KiB ({len(full.actions)} actions)")
+
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,8 @@ from connectors.matcher import Route
 from connectors.openapi import HTTP_METHODS, action_name, resolve, routes_from_openapi
 
 AUTH_SCHEMES = ("bearer", "header", "basic", "query")
-APPROVALS = ("never", "always")
+APPROVALS = ("never", "always", "conditional")
+CONDITION_TESTS = ("above", "below", "equals", "in", "present")
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 _ACTION = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 
@@ -49,6 +50,54 @@ class Auth:
 
 
 @dataclass(frozen=True, slots=True)
+class Condition:
+    """One test on an argument; an action with `approval = "conditional"` needs approval when any holds."""
+
+    argument: str
+    test: str
+    value: Any
+
+    def holds(self, args: dict[str, Any]) -> bool:
+        if self.test == "present":
+            return (self.argument in args) == bool(self.value)
+        if self.argument not in args:
+            return False
+        actual = args[self.argument]
+        if self.test == "equals":
+            return bool(actual == self.value or str(actual) == str(self.value))
+        if self.test == "in":
+            return str(actual) in {str(v) for v in self.value}
+        try:
+            number = float(actual)
+        except (TypeError, ValueError):
+            return True  # not a number where a bound applies: ask a human rather than guess
+        return number > float(self.value) if self.test == "above" else number < float(self.value)
+
+
+def _approval(entry: dict[str, Any], default: str, label: str) -> tuple[str, tuple[Condition, ...]]:
+    approval = entry.get("approval", default)
+    if approval not in APPROVALS:
+        raise ConnectorError(f"{label}: `approval` must be one of {', '.join(APPROVALS)}")
+    raw = entry.get("approval_when", [])
+    if (approval == "conditional") != bool(raw):
+        raise ConnectorError(f'{label}: `approval_when` goes with, and only with, approval = "conditional"')
+    conditions = []
+    for index, item in enumerate(raw):
+        tests = [t for t in CONDITION_TESTS if isinstance(item, dict) and t in item]
+        if not isinstance(item, dict) or not isinstance(item.get("argument"), str) or len(tests) != 1:
+            raise ConnectorError(
+                f"{label}: approval_when[{index}] needs `argument` and one of {', '.join(CONDITION_TESTS)}"
+            )
+        value = item[tests[0]]
+        if tests[0] in ("above", "below") and not isinstance(value, int | float):
+            raise ConnectorError(f"{label}: approval_when[{index}].{tests[0]} must be a number")
+        if tests[0] == "in" and not isinstance(value, list):
+            raise ConnectorError(f"{label}: approval_when[{index}].in must be a list")
+        conditions.append(Condition(argument=item["argument"], test=tests[0], value=value))
+    return approval, tuple(conditions)
+
+
+@dataclass(frozen=True, slots=True)
 class Action:
     id: str  # connector.action
     connector: str
@@ -60,8 +109,21 @@ class Action:
     approval: str
     sensitive: tuple[str, ...]
     arguments: dict[str, Any]
+    approval_when: tuple[Condition, ...] = ()
+
+    def approval_required(self, args: dict[str, Any]) -> bool:
+        """The connector's default; organization and team policy may override it (the policy engine)."""
+        if self.approval == "conditional":
+            return any(c.holds(args) for c in self.approval_when)
+        return self.approval == "always"
 
     def manifest_entry(self) -> dict[str, Any]:
+        entry = self._manifest_fields()
+        if self.approval_when:
+            entry["approval_when"] = [{"argument": c.argument, c.test: c.value} for c in self.approval_when]
+        return entry
+
+    def _manifest_fields(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "connector": self.connector,
@@ -200,9 +262,7 @@ def build(
         if op_name not in operations:
             raise ConnectorError(f"{label}: no operation {entry.get('operation')!r} in the spec")
         method, path, item, operation = operations[op_name]
-        approval = entry.get("approval", "never" if method in ("GET", "HEAD") else "always")
-        if approval not in APPROVALS:
-            raise ConnectorError(f"{label}: `approval` must be one of {', '.join(APPROVALS)}")
+        approval, conditions = _approval(entry, "never" if method in ("GET", "HEAD") else "always", label)
         actions.append(
             Action(
                 id=f"{name}.{action_id}",
@@ -213,6 +273,7 @@ def build(
                 path=path,
                 idempotent=bool(entry.get("idempotent", method in ("GET", "HEAD", "PUT", "DELETE"))),
                 approval=approval,
+                approval_when=conditions,
                 sensitive=tuple(entry.get("sensitive", [])),
                 arguments=_argument_schema(spec, item, operation),
             )
@@ -302,9 +363,7 @@ def build_graphql(meta: dict[str, Any], schema_text: str, *, where: str, folder:
             arguments = _graphql_arguments(schema, op_type, field_name)
         except ConnectorError as exc:
             raise ConnectorError(f"{label}: {exc}") from None
-        approval = entry.get("approval", "never" if op_type == "query" else "always")
-        if approval not in APPROVALS:
-            raise ConnectorError(f"{label}: `approval` must be one of {', '.join(APPROVALS)}")
+        approval, conditions = _approval(entry, "never" if op_type == "query" else "always", label)
         full = f"{shell.name}.{action_id}"
         mapping[(op_type, field_name)] = full
         actions.append(
@@ -317,6 +376,7 @@ def build_graphql(meta: dict[str, Any], schema_text: str, *, where: str, folder:
                 path=path,
                 idempotent=bool(entry.get("idempotent", op_type == "query")),
                 approval=approval,
+                approval_when=conditions,
                 sensitive=tuple(entry.get("sensitive", [])),
                 arguments=arguments,
             )

@@ -154,3 +154,92 @@ def test_the_hint_is_short_and_names_what_is_installed(tmp_path: Path) -> None:
     words = hint.stdout.split()
     assert len(words) < 120  # about 150 tokens at most
     assert "/etc/aileron/actions.json" in hint.stdout and "`github`" in hint.stdout and "stripe" in hint.stdout
+
+
+def test_approval_can_depend_on_the_arguments(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    shutil.copytree(BUILTIN / "stripe", package)
+    meta = (
+        (package / "connector.toml")
+        .read_text()
+        .replace(
+            'id = "create-refund"\noperation = "PostRefunds"\napproval = "always"',
+            'id = "create-refund"\noperation = "PostRefunds"\napproval = "conditional"\n'
+            'approval_when = [{ argument = "amount", above = 10000 }, { argument = "reason", in = ["fraudulent"] }]',
+        )
+    )
+    (package / "connector.toml").write_text(meta)
+    refund = next(a for a in install(package, tmp_path / "home").actions if a.name == "create-refund")
+    assert refund.approval == "conditional"
+    assert not refund.approval_required({"charge": "ch_1", "amount": "500"})
+    assert refund.approval_required({"charge": "ch_1", "amount": "25000"})
+    assert refund.approval_required({"charge": "ch_1", "amount": "5", "reason": "fraudulent"})
+    assert refund.approval_required({"charge": "ch_1", "amount": "lots"})  # unreadable: ask a human
+    assert refund.manifest_entry()["approval_when"][0] == {"argument": "amount", "above": 10000}
+    broken = meta.replace('approval = "conditional"', 'approval = "always"')
+    (package / "connector.toml").write_text(broken)
+    with pytest.raises(ConnectorError, match="approval_when"):
+        load(package)
+
+
+def test_import_follows_refs_and_reads_form_bodies(tmp_path: Path) -> None:
+    from connectors.identify import Catalog
+
+    spec = {
+        "openapi": "3.0.0",
+        "info": {"title": "Payments"},
+        "paths": {
+            "/v1/charges/{charge}/refund": {
+                "parameters": [{"$ref": "#/components/parameters/Charge"}],
+                "post": {
+                    "operationId": "PostChargesChargeRefund",
+                    "requestBody": {
+                        "content": {
+                            "application/x-www-form-urlencoded": {
+                                "schema": {"$ref": "#/components/schemas/RefundParams"}
+                            }
+                        }
+                    },
+                },
+            },
+            "/v1/charges/{charge}": {
+                "get": {"operationId": "GetChargesCharge", "parameters": [{"$ref": "#/components/parameters/Charge"}]}
+            },
+        },
+        "components": {
+            "parameters": {
+                "Charge": {
+                    "name": "charge",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"$ref": "#/components/schemas/Id"},
+                }
+            },
+            "schemas": {
+                "Id": {"type": "string"},
+                "RefundParams": {
+                    "type": "object",
+                    "required": ["amount"],
+                    "properties": {"amount": {"type": "integer"}, "metadata": {"$ref": "#/components/schemas/Meta"}},
+                },
+                "Meta": {"type": "object"},
+            },
+        },
+    }
+    spec_file = tmp_path / "payments.json"
+    spec_file.write_text(json.dumps(spec))
+    made = import_openapi(spec_file, home=tmp_path, name="payments", hosts=["pay.example.com"], auth="basic")
+    refund = next(a for a in made.actions if a.name == "post-charges-charge-refund")
+    assert refund.approval == "always" and refund.arguments["body"] == "application/x-www-form-urlencoded"
+    assert refund.arguments["properties"]["amount"]["type"] == "integer"
+    assert set(refund.arguments["required"]) == {"charge", "amount"}
+    found = Catalog([made]).identify(
+        host="pay.example.com",
+        method="POST",
+        path="/v1/charges/ch_9/refund",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        body=b"amount=700&metadata[why]=dup",
+    )
+    assert [(f.action, f.args) for f in found] == [
+        ("payments.post-charges-charge-refund", {"charge": "ch_9", "amount": "700", "metadata[why]": "dup"})
+    ]
