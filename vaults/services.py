@@ -451,13 +451,7 @@ def rotation_export_for_session(*, session_id: uuid.UUID, vault_id: uuid.UUID) -
     session, vault = _owner_session(session_id=session_id, vault_id=vault_id)
     meta, members, blobs = vault_store().export(str(vault.pk))
     _, wrapping = vault_store().wrapping(str(vault.pk), str(session.user_id))
-    keys = {
-        str(k.user_id): bytes(k.public_key)
-        for k in UserKeys.objects.filter(user_id__in=[uuid.UUID(m.user_id) for m in members])
-    }
-    missing = [m.user_id for m in members if m.user_id not in keys]
-    if missing:
-        raise Conflict(f"Members without a key pair: {', '.join(missing)}; revoke them, then rotate.")
+    keys = member_public_keys(members)
     return {
         "organization_id": meta.organization_id,
         "key_version": meta.key_version,
