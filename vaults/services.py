@@ -233,24 +233,30 @@ def _revoke(vault: Vault, *, user_id: uuid.UUID, acting_user_id: uuid.UUID) -> V
 @transaction.atomic
 def vaults_member_leave(*, organization: Organization, user_id: uuid.UUID, acting_user_id: uuid.UUID) -> None:
     """Someone leaves the organization: their personal vault goes, and they are revoked from every shared
-    vault (each then awaits rotation). Refused while they are the only owner of a shared vault."""
+    vault (each then awaits rotation). Refused, before anything changes, while they are the only owner of a
+    shared vault."""
     with scope(organization=organization):
         vaults = list(Vault.objects.filter(organization=organization))
+    store = vault_store()
+    shared: list[Vault] = []
     for vault in vaults:
         if vault.personal_owner_id == user_id:
-            vault_store().delete(str(vault.pk))
+            continue
+        members = store.members(str(vault.pk))
+        if not any(m.user_id == str(user_id) for m in members):
+            continue
+        owners = [m.user_id for m in members if m.role == "owner"]
+        if owners == [str(user_id)]:
+            name = store.meta(str(vault.pk)).name
+            raise Conflict(f"They are the only owner of the vault {name!r}; make someone else owner first.")
+        shared.append(vault)
+    for vault in shared:
+        _revoke(vault, user_id=user_id, acting_user_id=acting_user_id)
+    for vault in vaults:
+        if vault.personal_owner_id == user_id:
+            store.delete(str(vault.pk))
             with scope(organization=organization):
                 vault.delete()
-            continue
-        members = vault_store().members(str(vault.pk))
-        if any(m.user_id == str(user_id) for m in members):
-            try:
-                _revoke(vault, user_id=user_id, acting_user_id=acting_user_id)
-            except Conflict:
-                name = vault_store().meta(str(vault.pk)).name
-                raise Conflict(
-                    f"They are the only owner of the vault {name!r}; make someone else owner first."
-                ) from None
 
 
 def vaults_drop_for_organization(*, organization: Organization) -> None:
