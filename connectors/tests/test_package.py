@@ -243,3 +243,19 @@ def test_import_follows_refs_and_reads_form_bodies(tmp_path: Path) -> None:
     assert [(f.action, f.args) for f in found] == [
         ("payments.post-charges-charge-refund", {"charge": "ch_9", "amount": "700", "metadata[why]": "dup"})
     ]
+
+
+def test_a_python_distribution_can_ship_a_connector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "site" / "acme_connector"
+    package.mkdir(parents=True)
+    shutil.copytree(BUILTIN / "slack", package / "data")
+    meta = (package / "data" / "connector.toml").read_text().replace('name = "slack"', 'name = "acme-chat"')
+    (package / "data" / "connector.toml").write_text(meta.replace('["slack.com"]', '["chat.acme.example"]'))
+    (package / "__init__.py").write_text("from pathlib import Path\nFOLDER = Path(__file__).parent / 'data'\n")
+    dist = tmp_path / "site" / "acme_connector-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-connector\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[aileron.connectors]\nacme-chat = acme_connector:FOLDER\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    names = {c.name for c in installed(tmp_path / "home")}
+    assert "acme-chat" in names and "slack" in names
