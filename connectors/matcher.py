@@ -64,6 +64,7 @@ class _Node:
     patterns: dict[str, tuple[re.Pattern[str], _Node]] = field(default_factory=dict)
     param: tuple[str, _Node] | None = None
     route: Route | None = None
+    route_params: tuple[Param, ...] = ()  # the route's path parameters in template order (hashing a Route is slow)
 
 
 def normalize_host(host: str) -> str:
@@ -179,14 +180,13 @@ class Router:
 
     def __init__(self, routes: Iterable[Route]) -> None:
         self._tries: dict[tuple[str, str], _Node] = {}
-        self._path_params: dict[Route, tuple[Param, ...]] = {}
         self.count = 0
         for route in routes:
             self._add(route)
 
     def _add(self, route: Route) -> None:
         declared = {p.name: p for p in route.path_params}
-        self._path_params[route] = tuple(declared.get(n, Param(n)) for n in _EMBEDDED_PARAM.findall(route.path))
+        ordered = tuple(declared.get(n, Param(n)) for n in _EMBEDDED_PARAM.findall(route.path))
         template = [s for s in route.path.split("/") if s]
         for host in route.hosts:
             node = self._tries.setdefault((normalize_host(host), route.method.upper()), _Node())
@@ -208,6 +208,7 @@ class Router:
             if node.route is not None and node.route.action != route.action:
                 raise ValueError(f"{route.action} and {node.route.action} share {route.method} {route.path}")
             node.route = route
+            node.route_params = ordered
         self.count += 1
 
     def match(
@@ -228,11 +229,13 @@ class Router:
         root = self._tries.get((host, method)) or self._tries.get((normalize_host(host), method.upper()))
         if root is None:
             return None
-        found = self._walk(root, segments, 0, [])
-        if found is None:
+        values: list[str] = []
+        node = self._walk(root, segments, 0, values)
+        if node is None:
             return None
-        route, values = found
-        args = self._bind(route, values)
+        route = node.route
+        assert route is not None  # noqa: S101  (_walk returns only nodes with a route)
+        args = self._bind(node.route_params, values)
         if args is None:
             return None
         params = parse_query(query) if query else {}
@@ -244,27 +247,37 @@ class Router:
                     raise Refused(f"query parameter {param.name!r} must be {param.type}") from None
         return Match(action=route.action, route=route, args=args, path=canonical)
 
-    def _walk(self, node: _Node, segments: list[str], i: int, values: list[str]) -> tuple[Route, list[str]] | None:
+    def _walk(self, node: _Node, segments: list[str], i: int, values: list[str]) -> _Node | None:
+        """The route node for segments[i:], filling VALUES with the parameters in order (backtracking)."""
         if i == len(segments):
-            return (node.route, values) if node.route is not None else None
-        literal = node.literals.get(segments[i])
+            return node if node.route is not None else None
+        segment = segments[i]
+        literal = node.literals.get(segment)
         if literal is not None:  # a literal beats a parameter; backtrack if the literal branch dead-ends
             found = self._walk(literal, segments, i + 1, values)
             if found is not None:
                 return found
         for pattern, child in node.patterns.values():
-            groups = pattern.match(segments[i])
+            groups = pattern.match(segment)
             if groups is not None:
-                found = self._walk(child, segments, i + 1, [*values, *groups.groups()])
+                captured = groups.groups()
+                values.extend(captured)
+                found = self._walk(child, segments, i + 1, values)
                 if found is not None:
                     return found
+                del values[len(values) - len(captured) :]
         if node.param is not None:
-            return self._walk(node.param[1], segments, i + 1, [*values, segments[i]])
+            values.append(segment)
+            found = self._walk(node.param[1], segments, i + 1, values)
+            if found is not None:
+                return found
+            values.pop()
         return None
 
-    def _bind(self, route: Route, values: list[str]) -> dict[str, Any] | None:
+    @staticmethod
+    def _bind(params: tuple[Param, ...], values: list[str]) -> dict[str, Any] | None:
         args: dict[str, Any] = {}
-        for param, value in zip(self._path_params[route], values, strict=True):
+        for param, value in zip(params, values, strict=True):
             try:
                 args[param.name] = value if param.type == "string" else _coerce(value, param)
             except ValueError:
