@@ -223,11 +223,20 @@ def _revoke(vault: Vault, *, user_id: uuid.UUID, acting_user_id: uuid.UUID) -> V
         raise NotFound(str(exc)) from None
     with scope(organization=vault.organization_id):
         Vault.objects.filter(pk=vault.pk).update(rotation_requested_at=timezone.now())
+    transaction.on_commit(lambda: _queue_rotation(str(vault.pk)))
+    return meta
+
+
+def _queue_rotation(vault_id: str) -> None:
+    """Ask the worker to rotate now; if the broker is down, beat's minute-by-minute run will still do it."""
+    import logging
+
     from vaults.tasks import rotations_drive_task
 
-    vault_id = str(vault.pk)
-    transaction.on_commit(lambda: rotations_drive_task.delay(vault_id=vault_id))
-    return meta
+    try:
+        rotations_drive_task.delay(vault_id=vault_id)
+    except Exception:  # noqa: BLE001  (the revoke has committed; the periodic task is the fallback)
+        logging.getLogger(__name__).warning("could not queue the rotation of vault %s; beat will retry", vault_id)
 
 
 @transaction.atomic
