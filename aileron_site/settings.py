@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "vaults",
     "connectors",
     "runtime",
+    "audit",
+    "policies",
 ]
 
 MIDDLEWARE = [
