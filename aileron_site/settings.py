@@ -98,13 +98,14 @@ else:
     # No broker to install: kombu's filesystem transport carries tasks from the API process to the worker
     # that `aileron service` starts, through a folder in AILERON_HOME.
     _broker_dir = CONFIG.home / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),  # kombu's default is ./control in the working folder
         "store_processed": False,
     }
 
