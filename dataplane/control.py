@@ -140,3 +140,10 @@ class ControlPlane:
         except NotFoundError:
             return False
         return True
+
+    def audit_ship(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Post a batch of audit records (at most 1000); the answer is {"accepted": n, "rejected": [...]}.
+
+        Ingest is idempotent by record id, so a batch whose answer was lost may simply be sent again.
+        """
+        return self._post("/api/v1/dataplane/audit/", {"records": records})

@@ -52,7 +52,7 @@ DESCRIPTIONS: dict[Perm, str] = {
     Perm.VAULT_CREATE: "Create shared vaults (one's personal vault is always allowed)",
     Perm.VAULT_VIEW_ALL: "See every vault's metadata (names, members, credential names; never ciphertext)",
     Perm.APPROVAL_DECIDE: "Grant or reject held actions (enforced from the approvals issue)",
-    Perm.AUDIT_READ: "Read the organization's audit log (enforced from the audit issue)",
+    Perm.AUDIT_READ: "Read every member's audit records (without it, a member reads only their own)",
 }
 
 _EVERYONE = frozenset({Perm.ORG_VIEW, Perm.MEMBER_VIEW, Perm.TEAM_VIEW, Perm.PROJECT_VIEW})

@@ -11,6 +11,7 @@ import pytest
 from django.urls import URLPattern
 from django_scopes import scope, scopes_disabled
 
+from audit.tests.factories import record_stored
 from conftest import Cast, Person, client_for, give_keys, make_vault
 from tenants import services
 from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
@@ -35,6 +36,7 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
         member = other_member.membership if other_member else person.membership
         services.team_member_add(team=team, user_id=member.user_id)
         session = services.session_token_create(membership=person.membership, name="agent").token
+        record_id = record_stored(session)
     pat = ApiToken.objects.filter(user=person.user, kind="pat").first()
     assert pat is not None
     give_keys(person)
@@ -52,6 +54,7 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
             "session_id": str(session.pk),
             "vault_id": vault.id,
             "credential_id": vault.credential_id,
+            "record_id": record_id,
             "name": "github",  # a connector: installed server-wide, enabled per team
         },
     )

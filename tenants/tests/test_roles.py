@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 # Not yet reachable through any endpoint: their issues add the endpoints and the probes.
-NOT_YET_ENFORCED = {Perm.APPROVAL_DECIDE, Perm.AUDIT_READ}
+NOT_YET_ENFORCED = {Perm.APPROVAL_DECIDE}
 
 
 @dataclass
@@ -33,6 +33,7 @@ class World:
     victim_session_id: str
     team_id: str
     victim_vault_id: str = ""
+    victim_audit_record_id: str = ""
 
     @property
     def org_id(self) -> str:
@@ -96,6 +97,10 @@ def _new_vault_body(world: World) -> dict[str, Any]:
 VAULT_PERMS = {Perm.VAULT_CREATE, Perm.VAULT_VIEW_ALL}
 PROBES[Perm.CONNECTOR_MANAGE] = Probe("put", lambda w: f"/api/v1/orgs/{w.org_id}/connectors/github/teams/{w.team_id}/")
 PROBES[Perm.VAULT_CREATE] = Probe("post", lambda w: f"/api/v1/orgs/{w.org_id}/vaults/", _new_vault_body)
+# Someone else's audit records are invisible (404) without audit.read; one's own are always readable.
+PROBES[Perm.AUDIT_READ] = Probe(
+    "get", lambda w: f"/api/v1/orgs/{w.org_id}/audit/{w.victim_audit_record_id}/", denied=(404,)
+)
 # Someone else's vault is invisible (404) without vault.view_all.
 PROBES[Perm.VAULT_VIEW_ALL] = Probe(
     "get", lambda w: f"/api/v1/orgs/{w.org_id}/vaults/{w.victim_vault_id}/", denied=(404,)
@@ -110,6 +115,10 @@ def build_world(role: Role, perm: Perm | None = None) -> World:
         team = services.team_create(organization=owner.org, name="Core")
         session = services.session_token_create(membership=victim.membership, name="victim agent").token
     world = World(owner=owner, actor=actor, victim=victim, victim_session_id=str(session.pk), team_id=str(team.pk))
+    if perm == Perm.AUDIT_READ:
+        from audit.tests.factories import record_stored
+
+        world.victim_audit_record_id = record_stored(session)
     if perm in VAULT_PERMS:  # key pairs cost an Argon2id run each: only where the probe needs them
         give_keys(actor)
         give_keys(victim)

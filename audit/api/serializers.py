@@ -1,0 +1,101 @@
+"""Shapes of the audit API: the records members read, and the batches the data plane ships."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from audit.models import AuditRecord
+from audit.records import DECISIONS, KINDS, MAX_RECORDS_PER_BATCH, PHASES
+from tenants.api.serializers import UserBriefSerializer
+
+
+class UsageSerializer(serializers.Serializer[Any]):
+    provider = serializers.CharField(required=False)
+    model = serializers.CharField(required=False)
+    input_tokens = serializers.IntegerField(required=False, min_value=0)
+    output_tokens = serializers.IntegerField(required=False, min_value=0)
+    cache_read_tokens = serializers.IntegerField(required=False, min_value=0)
+    cache_write_tokens = serializers.IntegerField(required=False, min_value=0)
+    cost_usd = serializers.FloatField(required=False, min_value=0)
+
+
+class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
+    session_id = serializers.UUIDField(source="session_uuid", read_only=True)
+    user = UserBriefSerializer(read_only=True, allow_null=True)
+    usage = UsageSerializer(read_only=True, allow_null=True)
+    args = serializers.DictField(read_only=True, help_text="Arguments, redacted by the data plane.")
+
+    class Meta:
+        model = AuditRecord
+        fields = [
+            "id",
+            "at",
+            "session_id",
+            "user",
+            "agent",
+            "team",
+            "project",
+            "kind",
+            "connector",
+            "action",
+            "method",
+            "host",
+            "path",
+            "args",
+            "decision",
+            "reason",
+            "problem_type",
+            "credential_id",
+            "upstream_status",
+            "latency_ms",
+            "request_bytes",
+            "response_bytes",
+            "usage",
+            "completed_at",
+            "ingested_at",
+        ]
+        read_only_fields = fields
+
+
+# --- the data plane's side (documentation only: the view parses records with audit.records) ----------
+
+
+class ShippedRecordSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField(help_text="The data plane's request id; the attempt and the outcome share it.")
+    phase = serializers.ChoiceField(choices=PHASES)
+    session_id = serializers.UUIDField()
+    at = serializers.DateTimeField(help_text="When the request was attempted (ISO 8601 with an offset).")
+    kind = serializers.ChoiceField(choices=KINDS, required=False, help_text="Attempt only.")
+    connector = serializers.CharField(required=False, allow_blank=True)
+    action = serializers.CharField(required=False, allow_blank=True)
+    method = serializers.CharField(required=False, allow_blank=True)
+    host = serializers.CharField(required=False, allow_blank=True)
+    path = serializers.CharField(required=False, allow_blank=True)
+    args = serializers.DictField(required=False)
+    decision = serializers.ChoiceField(choices=DECISIONS, required=False, help_text="Attempt only.")
+    reason = serializers.CharField(required=False, allow_blank=True)
+    problem_type = serializers.CharField(required=False, allow_blank=True)
+    credential_id = serializers.UUIDField(required=False, allow_null=True)
+    upstream_status = serializers.IntegerField(required=False, allow_null=True, min_value=100, max_value=599)
+    latency_ms = serializers.FloatField(required=False, allow_null=True, min_value=0)
+    request_bytes = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    response_bytes = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    usage = UsageSerializer(required=False, allow_null=True)
+    completed_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class AuditBatchSerializer(serializers.Serializer[Any]):
+    records = serializers.ListField(child=ShippedRecordSerializer(), max_length=MAX_RECORDS_PER_BATCH)
+
+
+class RejectedRecordSerializer(serializers.Serializer[Any]):
+    index = serializers.IntegerField(help_text="Position of the record in the batch.")
+    id = serializers.CharField(allow_null=True)
+    reason = serializers.CharField()
+
+
+class AuditBatchResultSerializer(serializers.Serializer[Any]):
+    accepted = serializers.IntegerField(help_text="Records stored, or already stored (a re-send is a no-op).")
+    rejected = RejectedRecordSerializer(many=True, help_text="Records that can never be stored; do not retry them.")

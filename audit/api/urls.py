@@ -1,0 +1,18 @@
+"""URLs of the audit API, mounted under /api/v1/."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from audit.api import dataplane
+from audit.api.views import AuditRecordViewSet
+
+urlpatterns = [
+    path("dataplane/audit/", dataplane.AuditIngestView.as_view(), name="dataplane-audit"),
+    path("orgs/<uuid:org_id>/audit/", AuditRecordViewSet.as_view({"get": "list"}), name="audit-list"),
+    path(
+        "orgs/<uuid:org_id>/audit/<uuid:record_id>/",
+        AuditRecordViewSet.as_view({"get": "retrieve"}),
+        name="audit-detail",
+    ),
+]

@@ -1,0 +1,85 @@
+"""Audit records: one row per request an agent made through the data plane, attributed by the control plane.
+
+A row is written in two halves that may arrive in either order: the attempt (what was asked and decided,
+before any credential was injected) and the outcome (what upstream answered). Each half is written once; a
+re-sent half changes nothing, so a row, once both halves are in, does not change again. That is what a later
+hash chain over (organization, ingested order) needs: it can be added as columns without rewriting rows.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django_scopes import ScopedManager
+
+from audit.records import LENGTHS
+from tenants.models import ApiToken, Organization, Project, Team
+
+
+class AuditKind(models.TextChoices):
+    CREDENTIALED = "credentialed", "Credentialed (a credential was injected)"
+    EGRESS = "egress", "Egress (allowed without a credential)"
+    REFUSED = "refused", "Refused by the proxy"
+
+
+class AuditDecision(models.TextChoices):
+    ALLOW = "allow", "Allowed"
+    DENY = "deny", "Denied"
+    APPROVAL_REQUIRED = "approval_required", "Held for approval"
+    ERROR = "error", "Error"
+
+
+class AuditRecord(models.Model):
+    # The data plane's request id: the same id in the attempt and the outcome makes ingest idempotent.
+    id = models.UUIDField(primary_key=True, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+
+    # Who: derived by the control plane from the session token, never taken from the data plane's word.
+    session = models.ForeignKey(ApiToken, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    session_uuid = models.UUIDField(help_text="The session token's id, kept after the token row is purged.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    agent = models.CharField(max_length=100, blank=True, help_text="The session token's name.")
+    team = models.ForeignKey(Team, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+
+    # The attempt (blank until it arrives, if the outcome came first).
+    at = models.DateTimeField(help_text="When the request was attempted.")
+    kind = models.CharField(max_length=16, choices=AuditKind.choices, blank=True)
+    connector = models.CharField(max_length=LENGTHS["connector"], blank=True)
+    action = models.CharField(max_length=LENGTHS["action"], blank=True)
+    method = models.CharField(max_length=LENGTHS["method"], blank=True)
+    host = models.CharField(max_length=LENGTHS["host"], blank=True)
+    path = models.CharField(max_length=LENGTHS["path"], blank=True)
+    args = models.JSONField(default=dict, blank=True, help_text="Arguments, already redacted by the data plane.")
+    decision = models.CharField(max_length=20, choices=AuditDecision.choices, blank=True)
+    reason = models.TextField(max_length=LENGTHS["reason"], blank=True)
+    problem_type = models.CharField(max_length=LENGTHS["problem_type"], blank=True)
+    credential_id = models.UUIDField(
+        null=True, blank=True, help_text="Which credential was injected (never its value)."
+    )
+    has_attempt = models.BooleanField(default=False)
+
+    # The outcome.
+    upstream_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    request_bytes = models.BigIntegerField(null=True, blank=True)
+    response_bytes = models.BigIntegerField(null=True, blank=True)
+    usage = models.JSONField(null=True, blank=True, help_text="LLM token usage and cost, when the call had any.")
+    completed_at = models.DateTimeField(null=True, blank=True)
+    has_outcome = models.BooleanField(default=False)
+
+    ingested_at = models.DateTimeField(default=timezone.now)
+
+    objects: models.Manager[AuditRecord] = ScopedManager(organization="organization")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["organization", "at"], name="audit_org_at"),
+            models.Index(fields=["organization", "action"], name="audit_org_action"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action or self.host} {self.decision} at {self.at:%Y-%m-%dT%H:%M:%S}"

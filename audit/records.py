@@ -1,0 +1,205 @@
+"""The audit record the data plane ships, parsed and bounded. Pure: no ORM, so the data plane can reuse it.
+
+Type errors reject a record (the caller reports them back so the spool stops retrying it); over-long text is
+cut to its column's length instead, because the agent controls some of it (a path) and must not be able to
+keep a request out of the audit log by making it long.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+MAX_RECORDS_PER_BATCH = 1000
+MAX_ARGS_BYTES = 64 * 1024
+
+KINDS = ("credentialed", "egress", "refused")
+DECISIONS = ("allow", "deny", "approval_required", "error")
+PHASES = ("attempt", "outcome")
+
+# Column lengths, shared with audit.models so that truncation here always fits there.
+LENGTHS = {
+    "connector": 64,
+    "action": 200,
+    "method": 16,
+    "host": 255,
+    "path": 2048,
+    "reason": 2000,
+    "problem_type": 100,
+}
+USAGE_MODEL_LENGTH = 200
+USAGE_COUNTS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+ATTEMPT_FIELDS = (
+    "kind",
+    "connector",
+    "action",
+    "method",
+    "host",
+    "path",
+    "args",
+    "decision",
+    "reason",
+    "problem_type",
+    "credential_id",
+)
+OUTCOME_FIELDS = (
+    "upstream_status",
+    "latency_ms",
+    "request_bytes",
+    "response_bytes",
+    "usage",
+    "completed_at",
+)
+
+
+class RecordError(ValueError):
+    """This record cannot be stored; the message says why (it goes back to the data plane)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShippedRecord:
+    id: uuid.UUID
+    phase: str
+    session_id: uuid.UUID
+    at: datetime
+    fields: dict[str, Any] = field(default_factory=dict)  # the phase's fields only, parsed
+
+
+def _uuid(value: Any, name: str) -> uuid.UUID:
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise RecordError(f"{name} must be a UUID")
+
+
+def _datetime(value: Any, name: str) -> datetime:
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                raise RecordError(f"{name} must carry a UTC offset")
+            return parsed
+    raise RecordError(f"{name} must be an ISO 8601 timestamp")
+
+
+def _text(value: Any, name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RecordError(f"{name} must be a string")
+    return value[: LENGTHS[name]]
+
+
+def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise RecordError(f"{name} must be one of {', '.join(choices)}")
+    return str(value)
+
+
+def _count(value: Any, name: str, *, low: int = 0, high: int = 2**62) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RecordError(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def _number(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise RecordError(f"{name} must be a non-negative number")
+    return float(value)
+
+
+def _args(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RecordError("args must be an object")
+    size = len(json.dumps(value, separators=(",", ":")))
+    if size > MAX_ARGS_BYTES:
+        return {"_truncated": True, "_bytes": size}
+    return value
+
+
+def _usage(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RecordError("usage must be an object or null")
+    usage: dict[str, Any] = {}
+    provider = value.get("provider")
+    if isinstance(provider, str):
+        usage["provider"] = provider[:USAGE_MODEL_LENGTH]
+    model = value.get("model")
+    if model is not None:
+        if not isinstance(model, str):
+            raise RecordError("usage.model must be a string")
+        usage["model"] = model[:USAGE_MODEL_LENGTH]
+    for name in USAGE_COUNTS:
+        if value.get(name) is not None:
+            usage[name] = _count(value[name], f"usage.{name}")
+    if value.get("cost_usd") is not None:
+        usage["cost_usd"] = _number(value["cost_usd"], "usage.cost_usd")
+    return usage
+
+
+def _attempt_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    credential = raw.get("credential_id")
+    return {
+        "kind": _choice(raw.get("kind"), "kind", KINDS),
+        "connector": _text(raw.get("connector"), "connector"),
+        "action": _text(raw.get("action"), "action"),
+        "method": _text(raw.get("method"), "method").upper(),
+        "host": _text(raw.get("host"), "host").lower(),
+        "path": _text(raw.get("path"), "path"),
+        "args": _args(raw.get("args")),
+        "decision": _choice(raw.get("decision"), "decision", DECISIONS),
+        "reason": _text(raw.get("reason"), "reason"),
+        "problem_type": _text(raw.get("problem_type"), "problem_type"),
+        "credential_id": None if credential is None else _uuid(credential, "credential_id"),
+    }
+
+
+def _outcome_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    completed = raw.get("completed_at")
+    return {
+        "upstream_status": _count(raw.get("upstream_status"), "upstream_status", low=100, high=599),
+        "latency_ms": _number(raw.get("latency_ms"), "latency_ms"),
+        "request_bytes": _count(raw.get("request_bytes"), "request_bytes"),
+        "response_bytes": _count(raw.get("response_bytes"), "response_bytes"),
+        "usage": _usage(raw.get("usage")),
+        "completed_at": None if completed is None else _datetime(completed, "completed_at"),
+    }
+
+
+def record_parse(raw: Any) -> ShippedRecord:
+    """One shipped record, validated; unknown keys are ignored. Raises RecordError."""
+    if not isinstance(raw, dict):
+        raise RecordError("a record must be an object")
+    record_id = _uuid(raw.get("id"), "id")
+    phase = _choice(raw.get("phase"), "phase", PHASES)
+    return ShippedRecord(
+        id=record_id,
+        phase=phase,
+        session_id=_uuid(raw.get("session_id"), "session_id"),
+        at=_datetime(raw.get("at"), "at"),
+        fields=_attempt_fields(raw) if phase == "attempt" else _outcome_fields(raw),
+    )
+
+
+def raw_id(raw: Any) -> str | None:
+    """The id a rejected record claimed, echoed back so the spool can drop it (None if it had none)."""
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return value[:64] if isinstance(value, str) else None

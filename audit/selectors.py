@@ -1,0 +1,23 @@
+"""Reading the audit log: members see their own agents' records; audit.read holders see the organization's."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import QuerySet
+
+from aileron_site.problems import NotFound
+from audit.models import AuditRecord
+from tenants.models import Organization, User
+
+
+def audit_record_list(*, organization: Organization, user: User, see_all: bool) -> QuerySet[AuditRecord]:
+    qs = AuditRecord.objects.filter(organization=organization).select_related("user")
+    return qs if see_all else qs.filter(user=user)
+
+
+def audit_record_get(*, organization: Organization, user: User, see_all: bool, record_id: uuid.UUID) -> AuditRecord:
+    record = audit_record_list(organization=organization, user=user, see_all=see_all).filter(pk=record_id).first()
+    if record is None:
+        raise NotFound("No such audit record.")
+    return record

@@ -1,0 +1,130 @@
+"""Writing the audit log: ingesting the data plane's batches, idempotently and attributed by the control plane."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from audit.models import AuditRecord
+from audit.records import RecordError, ShippedRecord, raw_id, record_parse
+from tenants.models import ApiToken, TeamMembership, TokenKind
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Attribution:
+    organization_id: uuid.UUID
+    session: ApiToken
+    team_id: uuid.UUID | None
+
+
+def _attributions(session_ids: set[uuid.UUID]) -> dict[uuid.UUID, _Attribution]:
+    """Who each session speaks for, from its token row (revoked and expired ones too: they were live once)."""
+    sessions = list(ApiToken.objects.filter(pk__in=session_ids, kind=TokenKind.SESSION).select_related("project"))
+    pairs = {(s.organization_id, s.user_id) for s in sessions}
+    teams: dict[tuple[uuid.UUID | None, uuid.UUID | None], list[uuid.UUID]] = defaultdict(list)
+    if pairs:
+        memberships = TeamMembership.objects.filter(
+            organization_id__in={o for o, _ in pairs}, user_id__in={u for _, u in pairs}
+        ).values_list("organization_id", "user_id", "team_id")
+        for organization_id, user_id, member_of in memberships:
+            teams[(organization_id, user_id)].append(member_of)
+    found: dict[uuid.UUID, _Attribution] = {}
+    for session in sessions:
+        assert session.organization_id is not None  # noqa: S101  (token_kind_owner_shape)
+        team_id = session.project.team_id if session.project is not None else None
+        if team_id is None:
+            only = teams.get((session.organization_id, session.user_id), [])
+            team_id = only[0] if len(only) == 1 else None
+        found[session.pk] = _Attribution(session.organization_id, session, team_id)
+    return found
+
+
+def _new_row(record: ShippedRecord, who: _Attribution, now: Any) -> AuditRecord:
+    session = who.session
+    return AuditRecord(
+        id=record.id,
+        organization_id=who.organization_id,
+        session=session,
+        session_uuid=session.pk,
+        user_id=session.user_id,
+        agent=session.name,
+        team_id=who.team_id,
+        project_id=session.project_id,
+        at=record.at,
+        ingested_at=now,
+    )
+
+
+def _apply(row: AuditRecord, record: ShippedRecord) -> dict[str, Any]:
+    """Write the record's half into the row unless that half is already there; the columns it changed."""
+    changes: dict[str, Any] = dict(record.fields)
+    if record.phase == "attempt":
+        if row.has_attempt:
+            return {}
+        changes.update(at=record.at, has_attempt=True)  # the attempt's time wins over an outcome's provisional one
+    else:
+        if row.has_outcome:
+            return {}
+        changes["has_outcome"] = True
+    for name, value in changes.items():
+        setattr(row, name, value)
+    return changes
+
+
+@transaction.atomic
+def audit_ingest(*, records: list[Any]) -> IngestResult:
+    """Store a batch from the data plane: each record's half once, every bad record reported, none dropped.
+
+    Re-sending a record is a no-op, so the data plane's spool may retry a whole batch after any failure.
+    """
+    result = IngestResult()
+    parsed: list[tuple[int, ShippedRecord]] = []
+    for index, raw in enumerate(records):
+        try:
+            parsed.append((index, record_parse(raw)))
+        except RecordError as exc:
+            result.rejected.append({"index": index, "id": raw_id(raw), "reason": str(exc)})
+
+    with scopes_disabled():  # the data plane ships every organization's records in one batch
+        who = _attributions({r.session_id for _, r in parsed})
+        existing = AuditRecord.objects.in_bulk([r.id for _, r in parsed])
+        now = timezone.now()
+        created: dict[uuid.UUID, AuditRecord] = {}
+        changed: dict[uuid.UUID, dict[str, Any]] = defaultdict(dict)
+        for index, record in parsed:
+            attribution = who.get(record.session_id)
+            if attribution is None:
+                result.rejected.append({"index": index, "id": str(record.id), "reason": "unknown agent session"})
+                continue
+            row = existing.get(record.id) or created.get(record.id)
+            if row is None:
+                row = created[record.id] = _new_row(record, attribution, now)
+            elif row.organization_id != attribution.organization_id or row.session_uuid != record.session_id:
+                # Never merge across tenants or sessions: the id is taken by someone else's request.
+                result.rejected.append(
+                    {"index": index, "id": str(record.id), "reason": "this id belongs to another session's record"}
+                )
+                continue
+            changes = _apply(row, record)
+            if changes and record.id not in created:
+                changed[record.id].update(changes)
+            result.accepted += 1
+        AuditRecord.objects.bulk_create(created.values())
+        # One UPDATE per completed row: each row gets different values, and bulk_update's CASE per column was
+        # over ten times slower than this for a batch of 500 outcomes on SQLite.
+        for record_id, changes in changed.items():
+            AuditRecord.objects.filter(pk=record_id).update(**changes)
+    result.rejected.sort(key=lambda r: int(r["index"]))
+    return result
