@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/v1/", include("tenants.api.urls")),
     path("api/v1/", include("vaults.api.urls")),
     path("api/v1/", include("connectors.api.urls")),
+    path("api/v1/", include("policies.api.urls")),
     path("api/v1/", include("runtime.api.urls")),
     path("api/v1/", include("audit.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -27,6 +27,7 @@ class Perm(StrEnum):
     SESSION_VIEW_ALL = "session.view_all"
     SESSION_REVOKE_ALL = "session.revoke_all"
     CONNECTOR_MANAGE = "connector.manage"
+    POLICY_MANAGE = "policy.manage"
     VAULT_CREATE = "vault.create"
     VAULT_VIEW_ALL = "vault.view_all"
     APPROVAL_DECIDE = "approval.decide"
@@ -49,6 +50,7 @@ DESCRIPTIONS: dict[Perm, str] = {
     Perm.SESSION_VIEW_ALL: "See everyone's agent session tokens",
     Perm.SESSION_REVOKE_ALL: "Revoke anyone's agent session tokens",
     Perm.CONNECTOR_MANAGE: "Enable or disable installed connectors for teams",
+    Perm.POLICY_MANAGE: "Create, change, delete organization and team policies; set egress",
     Perm.VAULT_CREATE: "Create shared vaults (one's personal vault is always allowed)",
     Perm.VAULT_VIEW_ALL: "See every vault's metadata (names, members, credential names; never ciphertext)",
     Perm.APPROVAL_DECIDE: "Grant or reject held actions (enforced from the approvals issue)",
@@ -60,7 +62,7 @@ _AGENT_USER = _EVERYONE | {Perm.SESSION_CREATE, Perm.VAULT_CREATE}
 _ADMIN = (
     _AGENT_USER
     | {Perm.ORG_UPDATE, Perm.MEMBER_INVITE, Perm.MEMBER_MANAGE, Perm.TEAM_MANAGE, Perm.PROJECT_MANAGE}
-    | {Perm.CONNECTOR_MANAGE}
+    | {Perm.CONNECTOR_MANAGE, Perm.POLICY_MANAGE}
     | {Perm.SESSION_VIEW_ALL, Perm.SESSION_REVOKE_ALL, Perm.APPROVAL_DECIDE, Perm.AUDIT_READ, Perm.VAULT_VIEW_ALL}
 )
 

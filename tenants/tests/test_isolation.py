@@ -13,6 +13,7 @@ from django_scopes import scope, scopes_disabled
 
 from audit.tests.factories import record_stored
 from conftest import Cast, Person, client_for, give_keys, make_vault
+from policies.services import policy_create
 from tenants import services
 from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
 from tests.urlwalk import api_routes, methods_of
@@ -37,6 +38,9 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
         services.team_member_add(team=team, user_id=member.user_id)
         session = services.session_token_create(membership=person.membership, name="agent").token
         record_id = record_stored(session)
+        policy = policy_create(
+            acting=person.membership, team=None, name="P", cedar="forbid(principal, action, resource);"
+        )
     pat = ApiToken.objects.filter(user=person.user, kind="pat").first()
     assert pat is not None
     give_keys(person)
@@ -55,6 +59,7 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
             "vault_id": vault.id,
             "credential_id": vault.credential_id,
             "record_id": record_id,
+            "policy_id": str(policy.pk),
             "name": "github",  # a connector: installed server-wide, enabled per team
         },
     )

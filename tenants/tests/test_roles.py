@@ -96,6 +96,11 @@ def _new_vault_body(world: World) -> dict[str, Any]:
 
 VAULT_PERMS = {Perm.VAULT_CREATE, Perm.VAULT_VIEW_ALL}
 PROBES[Perm.CONNECTOR_MANAGE] = Probe("put", lambda w: f"/api/v1/orgs/{w.org_id}/connectors/github/teams/{w.team_id}/")
+PROBES[Perm.POLICY_MANAGE] = Probe(
+    "post",
+    lambda w: f"/api/v1/orgs/{w.org_id}/policies/",
+    {"name": "No refunds", "cedar": 'forbid(principal, action == Aileron::Action::"stripe.create-refund", resource);'},
+)
 PROBES[Perm.VAULT_CREATE] = Probe("post", lambda w: f"/api/v1/orgs/{w.org_id}/vaults/", _new_vault_body)
 # Someone else's audit records are invisible (404) without audit.read; one's own are always readable.
 PROBES[Perm.AUDIT_READ] = Probe(

@@ -1,0 +1,95 @@
+"""Thin views over policies.services and policies.selectors."""
+
+from __future__ import annotations
+
+import uuid
+from typing import ClassVar
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from aileron_site.problems import NotFound
+from policies import selectors, services
+from policies.api import serializers as s
+from policies.models import EgressPolicy, Policy
+from tenants import selectors as tenant_selectors
+from tenants.api.views import ORDER_BY_CREATED, OrgScopedViewSet
+from tenants.models import Team
+from tenants.permissions import Perm
+
+
+class PolicyViewSet(OrgScopedViewSet):
+    serializer_class = s.PolicySerializer
+    permission_map = {
+        "list": Perm.ORG_VIEW,
+        "retrieve": Perm.ORG_VIEW,
+        "create": Perm.POLICY_MANAGE,
+        "partial_update": Perm.POLICY_MANAGE,
+        "destroy": Perm.POLICY_MANAGE,
+    }
+    filterset_fields: ClassVar[list[str]] = ["team", "enabled", "name"]
+    ordering_fields: ClassVar[list[str]] = ["created_at", "updated_at", "name"]
+    ordering: ClassVar[list[str]] = ORDER_BY_CREATED
+
+    def get_queryset(self) -> QuerySet[Policy]:
+        if self.fake:
+            return Policy.objects.none()
+        return selectors.policy_list(organization=self.organization)
+
+    def _team(self, team_id: uuid.UUID | None) -> Team | None:
+        if team_id is None:
+            return None
+        try:
+            return tenant_selectors.team_get(organization=self.organization, team_id=team_id)
+        except NotFound:
+            raise NotFound("No such team in this organization.") from None
+
+    def list(self, request: Request, org_id: uuid.UUID) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(s.PolicySerializer(page, many=True).data)
+
+    def create(self, request: Request, org_id: uuid.UUID) -> Response:
+        data = s.PolicySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        team = self._team(fields.pop("team_id", None))
+        policy = services.policy_create(acting=self.membership, team=team, **fields)
+        return Response(s.PolicySerializer(policy).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request: Request, org_id: uuid.UUID, policy_id: uuid.UUID) -> Response:
+        return Response(
+            s.PolicySerializer(selectors.policy_get(organization=self.organization, policy_id=policy_id)).data
+        )
+
+    @extend_schema(request=s.PolicyUpdateSerializer, responses=s.PolicySerializer)
+    def partial_update(self, request: Request, org_id: uuid.UUID, policy_id: uuid.UUID) -> Response:
+        policy = selectors.policy_get(organization=self.organization, policy_id=policy_id)
+        data = s.PolicyUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.policy_update(policy=policy, **data.validated_data)
+        return Response(s.PolicySerializer(policy).data)
+
+    def destroy(self, request: Request, org_id: uuid.UUID, policy_id: uuid.UUID) -> Response:
+        services.policy_delete(policy=selectors.policy_get(organization=self.organization, policy_id=policy_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class EgressViewSet(OrgScopedViewSet):
+    serializer_class = s.EgressSerializer
+    queryset = EgressPolicy.objects.none()  # for the schema's path parameters only
+    permission_map = {"retrieve": Perm.ORG_VIEW, "update": Perm.POLICY_MANAGE}
+    pagination_class = None
+
+    def retrieve(self, request: Request, org_id: uuid.UUID) -> Response:
+        return Response(s.EgressSerializer(selectors.egress_get(organization=self.organization)).data)
+
+    def update(self, request: Request, org_id: uuid.UUID) -> Response:
+        data = s.EgressSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        egress = services.egress_set(
+            acting=self.membership, mode=data.validated_data["mode"], allow=data.validated_data.get("allow", [])
+        )
+        return Response(s.EgressSerializer(egress).data)

@@ -1,0 +1,126 @@
+"""Reading policies and the egress setting, and everything the data plane needs to decide for one session."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Q, QuerySet
+from django_scopes import scope
+
+from aileron_site.problems import NotFound
+from connectors.models import ConnectorEnablement
+from policies.models import EgressMode, EgressPolicy, Policy
+from tenants.models import Membership, Organization, TeamMembership
+
+
+def policy_list(*, organization: Organization) -> QuerySet[Policy]:
+    return Policy.objects.filter(organization=organization)
+
+
+def policy_get(*, organization: Organization, policy_id: uuid.UUID) -> Policy:
+    policy = policy_list(organization=organization).select_related("team").filter(pk=policy_id).first()
+    if policy is None:
+        raise NotFound("No such policy.")
+    return policy
+
+
+def egress_get(*, organization: Organization) -> EgressPolicy:
+    """The organization's egress setting; an unsaved open one until it is first changed."""
+    found = EgressPolicy.objects.filter(organization=organization).first()
+    return found if found is not None else EgressPolicy(organization=organization, mode=EgressMode.OPEN, allow=[])
+
+
+# --- the data plane's view of one agent session --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCredential:
+    connector: str
+    vault_id: str
+    credential_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionContext:
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    user_email: str
+    organization_id: uuid.UUID
+    agent: str
+    project_id: uuid.UUID | None
+    team_ids: list[uuid.UUID]
+    expires_at: datetime
+    connectors: list[str]
+    credentials: list[SessionCredential]
+    policies: list[Policy]
+    egress_mode: str
+    egress_allow: list[str] = field(default_factory=list)
+
+
+def session_context(*, session_token: str) -> SessionContext:
+    """Who a live agent session acts for and what applies to it: teams, enabled connectors, the credential the
+    proxy injects per connector, the enabled policies (the organization's and the user's teams') and egress.
+
+    NotFound, the same for all, for an unknown, revoked or expired token, or a user no longer a member."""
+    from tenants.selectors import token_authenticate
+
+    token = token_authenticate(raw=session_token)
+    if token is None or token.kind != "ses" or token.user is None or token.organization is None:
+        raise NotFound("No live session for that token.")
+    user, organization = token.user, token.organization
+    with scope(organization=organization):
+        membership = Membership.objects.filter(organization=organization, user=user).select_related("user").first()
+        if membership is None:
+            raise NotFound("No live session for that token.")
+        team_ids = sorted(
+            TeamMembership.objects.filter(organization=organization, user=user).values_list("team_id", flat=True)
+        )
+        connectors = sorted(
+            set(
+                ConnectorEnablement.objects.filter(organization=organization, team_id__in=team_ids).values_list(
+                    "connector", flat=True
+                )
+            )
+        )
+        policies = list(
+            Policy.objects.filter(organization=organization, enabled=True)
+            .filter(Q(team__isnull=True) | Q(team_id__in=team_ids))
+            .order_by("team_id", "created_at", "id")
+        )
+        egress = egress_get(organization=organization)
+        credentials = _credentials_for(membership)
+    return SessionContext(
+        session_id=token.pk,
+        user_id=user.pk,
+        user_email=user.email,
+        organization_id=organization.pk,
+        agent=token.name,
+        project_id=token.project_id,
+        team_ids=team_ids,
+        expires_at=token.expires_at,
+        connectors=connectors,
+        credentials=credentials,
+        policies=policies,
+        egress_mode=egress.mode,
+        egress_allow=list(egress.allow),
+    )
+
+
+def _credentials_for(membership: Membership) -> list[SessionCredential]:
+    """At most one credential per connector from the vaults the user is a member of: the personal vault first,
+    then shared vaults by name (then id), and within a vault the oldest credential."""
+    from vaults.services import credential_list, vault_list_for
+
+    mine = [v for v in vault_list_for(membership=membership) if v.my_role is not None]
+    mine.sort(key=lambda v: (v.vault.personal_owner_id != membership.user_id, v.meta.name, v.id))
+    chosen: dict[str, SessionCredential] = {}
+    for view in mine:
+        for credential in credential_list(view=view):  # oldest first
+            if credential.connector and credential.connector not in chosen:
+                chosen[credential.connector] = SessionCredential(
+                    connector=credential.connector, vault_id=view.id, credential_id=credential.id, name=credential.name
+                )
+    return [chosen[c] for c in sorted(chosen)]

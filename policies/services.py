@@ -1,0 +1,121 @@
+"""Writing organization and team policies and the egress setting. Cedar text is checked by policies.engine."""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from aileron_site.problems import Conflict, InvalidInput
+from policies.engine import PolicyError, egress_pattern_validate, policy_validate
+from policies.models import EGRESS_MAX_PATTERNS, EgressMode, EgressPolicy, Policy
+from policies.selectors import egress_get
+from tenants.models import Membership, Organization, Team
+
+
+def _validated(cedar: str, name: str) -> str:
+    try:
+        policy_validate(cedar, name=name)
+    except PolicyError as exc:
+        raise InvalidInput(str(exc), errors=[{"detail": str(exc), "pointer": "/cedar"}]) from None
+    return cedar
+
+
+def _name_taken(*, organization: Organization, team: Team | None, name: str, exclude: Policy | None = None) -> bool:
+    same = Policy.objects.filter(organization=organization, team=team, name=name)
+    if exclude is not None:
+        same = same.exclude(pk=exclude.pk)
+    return same.exists()
+
+
+def _save(policy: Policy, *, creating: bool) -> Policy:
+    try:
+        with transaction.atomic():
+            if creating:
+                policy.save(force_insert=True)
+            else:
+                policy.save()
+    except IntegrityError:
+        raise Conflict(f"A policy named {policy.name!r} exists at this level; choose another name.") from None
+    return policy
+
+
+@transaction.atomic
+def policy_create(
+    *,
+    acting: Membership,
+    team: Team | None,
+    name: str,
+    cedar: str,
+    description: str = "",
+    enabled: bool = True,
+) -> Policy:
+    """A policy of ACTING's organization (or of TEAM, which must be one of its teams)."""
+    organization = acting.organization
+    if team is not None and team.organization_id != organization.pk:
+        raise InvalidInput("That team is not in this organization.")
+    _validated(cedar, name)
+    if _name_taken(organization=organization, team=team, name=name):
+        raise Conflict(f"A policy named {name!r} exists at this level; choose another name.")
+    policy = Policy(
+        organization=organization,
+        team=team,
+        name=name,
+        description=description,
+        cedar=cedar,
+        enabled=enabled,
+        created_by=acting.user,
+    )
+    return _save(policy, creating=True)
+
+
+@transaction.atomic
+def policy_update(
+    *,
+    policy: Policy,
+    name: str | None = None,
+    cedar: str | None = None,
+    description: str | None = None,
+    enabled: bool | None = None,
+) -> Policy:
+    """Change the given fields (None leaves one as it is)."""
+    if name is not None and name != policy.name:
+        if _name_taken(organization=policy.organization, team=policy.team, name=name, exclude=policy):
+            raise Conflict(f"A policy named {name!r} exists at this level; choose another name.")
+        policy.name = name
+    if cedar is not None:
+        policy.cedar = _validated(cedar, policy.name)
+    if description is not None:
+        policy.description = description
+    if enabled is not None:
+        policy.enabled = enabled
+    policy.updated_at = timezone.now()
+    return _save(policy, creating=False)
+
+
+@transaction.atomic
+def policy_delete(*, policy: Policy) -> None:
+    policy.delete()
+
+
+@transaction.atomic
+def egress_set(*, acting: Membership, mode: str, allow: list[str]) -> EgressPolicy:
+    """Replace the organization's egress mode and allow list (patterns are stored lower-case, deduplicated)."""
+    if mode not in EgressMode.values:
+        raise InvalidInput(f"mode must be one of {', '.join(EgressMode.values)}.")
+    if len(allow) > EGRESS_MAX_PATTERNS:
+        raise InvalidInput(f"At most {EGRESS_MAX_PATTERNS} egress patterns.")
+    patterns: list[str] = []
+    for n, pattern in enumerate(allow):
+        try:
+            egress_pattern_validate(pattern)
+        except PolicyError as exc:
+            raise InvalidInput(str(exc), errors=[{"detail": str(exc), "pointer": f"/allow/{n}"}]) from None
+        if pattern.lower() not in patterns:
+            patterns.append(pattern.lower())
+    egress = egress_get(organization=acting.organization)
+    egress.mode = mode
+    egress.allow = patterns
+    egress.updated_by = acting.user
+    egress.updated_at = timezone.now()
+    egress.save()
+    return egress

@@ -1,0 +1,151 @@
+"""The data plane's session context: the right policies, connectors and credentials for one agent session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django_scopes import scope, scopes_disabled
+
+from conftest import Cast, Person, client_for, give_keys, make_vault
+from connectors.models import ConnectorEnablement
+from policies import services as policy_services
+from policies.models import Policy
+from tenants import services
+from tenants.models import ApiToken, Membership, Team
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/dataplane/sessions/context/"
+FORBID_ALL = "forbid(principal, action, resource);"
+
+
+@dataclass
+class World:
+    service: str
+    session: str
+    session_id: str
+    payments: Team
+    support: Team
+    policies: dict[str, Policy]
+
+
+def _policy(person: Person, name: str, team: Team | None = None, enabled: bool = True) -> Policy:
+    with scope(organization=person.org):
+        return policy_services.policy_create(
+            acting=person.membership, team=team, name=name, cedar=FORBID_ALL, enabled=enabled
+        )
+
+
+@pytest.fixture
+def world(cast: Cast) -> World:
+    alice, bob, charlie = cast.alice, cast.bob, cast.charlie
+    with scope(organization=alice.org):
+        payments = services.team_create(organization=alice.org, name="Payments")
+        support = services.team_create(organization=alice.org, name="Support")
+        services.team_member_add(team=payments, user_id=alice.user.pk)
+        services.team_member_add(team=support, user_id=bob.user.pk)
+        ConnectorEnablement.objects.create(organization=alice.org, team=payments, connector="github")
+        ConnectorEnablement.objects.create(organization=alice.org, team=payments, connector="stripe")
+        ConnectorEnablement.objects.create(organization=alice.org, team=support, connector="slack")
+        session = services.session_token_create(membership=alice.membership, name="claude-code")
+    policies = {
+        "org": _policy(alice, "org-wide"),
+        "payments": _policy(alice, "payments only", payments),
+        "support": _policy(alice, "support only", support),
+        "disabled": _policy(alice, "switched off", enabled=False),
+        "other org": _policy(charlie, "charlie's"),
+    }
+    return World(
+        service=services.service_token_create(name="data plane").plaintext,
+        session=session.plaintext,
+        session_id=str(session.token.pk),
+        payments=payments,
+        support=support,
+        policies=policies,
+    )
+
+
+def context(world: World, token: str | None = None) -> Any:
+    return client_for(world.service).post(URL, {"session_token": token or world.session}, format="json")
+
+
+def test_it_describes_the_session_user_and_organization(world: World, cast: Cast) -> None:
+    response = context(world)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["session_id"] == world.session_id
+    assert body["user_id"] == str(cast.alice.user.pk)
+    assert body["user_email"] == "alice@example.com"
+    assert body["organization_id"] == str(cast.alice.org.pk)
+    assert body["agent"] == "claude-code"
+    assert body["project_id"] is None
+    assert body["team_ids"] == [str(world.payments.pk)]
+    assert body["expires_at"]
+    assert body["egress"] == {"mode": "open", "allow": []}
+
+
+def test_it_gives_the_org_policies_and_the_users_teams_policies_only(world: World) -> None:
+    policies = context(world).json()["policies"]
+    assert {p["name"] for p in policies} == {"org-wide", "payments only"}
+    org = next(p for p in policies if p["name"] == "org-wide")
+    assert org == {"id": str(world.policies["org"].pk), "name": "org-wide", "cedar": FORBID_ALL}
+
+
+def test_it_gives_the_connectors_enabled_for_the_users_teams(world: World) -> None:
+    assert context(world).json()["connectors"] == ["github", "stripe"]
+
+
+def test_it_reflects_the_egress_setting(world: World, cast: Cast) -> None:
+    with scope(organization=cast.alice.org):
+        policy_services.egress_set(acting=cast.alice.membership, mode="allowlist", allow=["*.PyPI.org"])
+    assert context(world).json()["egress"] == {"mode": "allowlist", "allow": ["*.pypi.org"]}
+
+
+def test_credentials_come_only_from_the_users_vaults_personal_first(world: World, cast: Cast) -> None:
+    give_keys(cast.alice)
+    give_keys(cast.bob)
+    shared = make_vault(cast.alice, type="shared")
+    personal = make_vault(cast.alice, type="personal")
+    make_vault(cast.bob, type="personal")
+    credentials = context(world).json()["credentials"]
+    assert credentials == [
+        {
+            "connector": "github",
+            "vault_id": personal.id,
+            "credential_id": personal.credential_id,
+            "name": "github-token",
+        }
+    ]
+    assert shared.id not in str(credentials)
+
+
+def test_a_user_without_vaults_gets_no_credentials(world: World) -> None:
+    assert context(world).json()["credentials"] == []
+
+
+def test_a_revoked_session_token_gets_404(world: World) -> None:
+    services.token_revoke(token=ApiToken.objects.get(pk=world.session_id))
+    response = context(world)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+
+
+def test_an_unknown_token_gets_the_same_404(world: World) -> None:
+    unknown = context(world, "ail_ses_" + "x" * 40)
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == context(world, "nonsense").json()["detail"]
+
+
+def test_a_user_who_left_the_organization_gets_404(world: World, cast: Cast) -> None:
+    with scopes_disabled():
+        Membership.objects.filter(pk=cast.alice.membership.pk).delete()
+    assert context(world).status_code == 404
+
+
+def test_a_personal_or_session_token_is_refused(world: World, cast: Cast) -> None:
+    for token in (cast.alice.token, world.session):
+        response = client_for(token).post(URL, {"session_token": world.session}, format="json")
+        assert response.status_code == 403
+        assert response["Content-Type"] == "application/problem+json"
+    assert client_for(None).post(URL, {"session_token": world.session}, format="json").status_code == 401
