@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aileron_cli import state
+from aileron_cli.audit_cmd import audit
 from aileron_cli.client import ApiClient, CliError
 from aileron_cli.vaultops import Identity, VaultClient, read_passphrase, read_secret_value, read_token
 from aileron_site import __version__
@@ -779,6 +780,9 @@ def actions_match(method: str, url: str, body_file: Any, content_type: str, as_j
         console.print(("refused: " if result["refused"] else "unmatched: ") + result["reason"], markup=False)
     if not result["matched"]:
         sys.exit(1)
+
+
+cli.add_command(audit)
 
 
 def main() -> None:
