@@ -149,3 +149,18 @@ def test_a_personal_or_session_token_is_refused(world: World, cast: Cast) -> Non
         assert response.status_code == 403
         assert response["Content-Type"] == "application/problem+json"
     assert client_for(None).post(URL, {"session_token": world.session}, format="json").status_code == 401
+
+
+def test_without_a_personal_credential_shared_vaults_are_taken_by_name(world: World, cast: Cast) -> None:
+    import uuid
+
+    from vaults import services as vault_services
+
+    give_keys(cast.alice)
+    make_vault(cast.alice, type="shared")
+    later = make_vault(cast.alice, type="shared")
+    with scope(organization=cast.alice.org):
+        view = vault_services.vault_get_for(membership=cast.alice.membership, vault_id=uuid.UUID(later.id))
+        vault_services.vault_rename(view=view, acting_user_id=cast.alice.user.pk, name="A first")
+    credentials = context(world).json()["credentials"]
+    assert [(c["vault_id"], c["credential_id"]) for c in credentials] == [(later.id, later.credential_id)]
