@@ -518,8 +518,8 @@ def _key_socket() -> Path:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
 def session_start(name: str, minutes: int, as_json: bool) -> None:
-    """Start a session: mint its token and hand your master key to the local credential service."""
-    from dataplane import keychannel
+    """Start a session: mint its token, check the local data plane's attestation, hand it your sealed master key."""
+    from aileron_cli.sessions import session_open
 
     socket_path = _key_socket()
     if not socket_path.exists():
@@ -527,32 +527,14 @@ def session_start(name: str, minutes: int, as_json: bool) -> None:
     login = require_login()
     passphrase = read_passphrase()
     with _logged_in_api() as api:
-        identity = _identity(api, login)
-        material = crypto.UserKeyMaterial.from_dict(api.get("/api/v1/keys/"))
-        master = crypto.derive_master_key(passphrase, material.kdf)
-        try:
-            try:
-                crypto.wipe(crypto.open_private_key(material.sealed_private_key, master, user_id=identity.user_id))
-            except crypto.DecryptionError:
-                raise CliError("wrong passphrase", exit_code=2) from None
-            created = api.post(
-                f"/api/v1/orgs/{identity.organization_id}/session-tokens/",
-                {"name": name, "expires_in_minutes": minutes},
-            )
-            answer = keychannel.request(
-                socket_path, {"op": "open", "session_token": created["token"], "master_key": crypto.b64(master)}
-            )
-        finally:
-            crypto.wipe(master)
-        if not answer.get("ok"):
-            api.delete(f"/api/v1/orgs/{identity.organization_id}/session-tokens/{created['id']}/")
-            raise CliError(f"the credential service refused the session: {answer.get('error')}")
-    result = {"session_id": created["id"], "token": created["token"], "expires_at": created["expires_at"]}
+        opened = session_open(
+            api, _identity(api, login), passphrase=passphrase, name=name, minutes=minutes, socket_path=socket_path
+        )
     if as_json:
-        emit_json(result)
+        emit_json({"session_id": opened.session_id, "token": opened.token, "expires_at": opened.expires_at})
         return
-    console.print(f"Session {created['id']} is unlocked until {created['expires_at'][:19]}.")
-    console.print(f"For the agent: AILERON_TOKEN={created['token']}")
+    console.print(f"Session {opened.session_id} is unlocked until {opened.expires_at[:19]}.")
+    console.print(f"For the agent: AILERON_TOKEN={opened.token}")
 
 
 @session.command("end")

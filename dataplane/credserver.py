@@ -9,6 +9,9 @@ import signal
 import sys
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import x25519
+
+from dataplane.attestation import AttestationError, SoftwareProvider, dataplane_config
 from dataplane.control import ControlPlane
 from dataplane.credentials import DEFAULT_TTL_SECONDS, CredentialService
 from dataplane.keychannel import ChannelError, serve
@@ -26,18 +29,27 @@ def main() -> int:
     except OSError as exc:
         print(f"credential service: cannot read the service token: {exc.strerror}", file=sys.stderr)
         return 2
+    # A fresh key per start: a master key sealed to an earlier process (or for another one) opens nowhere.
+    channel_key = x25519.X25519PrivateKey.generate()
+    try:
+        provider = SoftwareProvider(
+            public_key=channel_key.public_key().public_bytes_raw(), config=dataplane_config(ttl_seconds=args.ttl)
+        )
+    except (AttestationError, OSError) as exc:
+        print(f"credential service: cannot measure the data plane: {exc}", file=sys.stderr)
+        return 2
     control = ControlPlane(args.api, token)
     service = CredentialService(control, ttl=args.ttl)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        task = asyncio.create_task(serve(service, args.socket))
+        task = asyncio.create_task(serve(service, args.socket, provider=provider, private_key=channel_key))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    print(f"credential service listening on {args.socket}", flush=True)
+    print(f"credential service listening on {args.socket} (attestation: software, {provider.measurement})", flush=True)
     try:
         asyncio.run(run())
     except ChannelError as exc:

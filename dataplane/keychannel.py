@@ -3,10 +3,18 @@
 A unix socket, 0600 in a 0700 folder of AILERON_HOME, never mounted into an agent container; the server
 also checks the peer's uid. One JSON request line, one JSON response line. Imports no Django.
 
-    {"op": "open", "session_token": "ail_ses_…", "master_key": "<base64>"}  -> {"ok": true, "session_id": …}
+    {"op": "attest", "nonce": "<base64, 32 bytes>"}                        -> {"ok": true, "report": {…}}
+    {"op": "open", "session_token": "ail_ses_…", "nonce": "<base64>",
+     "sealed_master_key": "<base64>"}                                     -> {"ok": true, "session_id": …}
     {"op": "status", "session_id": "…"}                                   -> {"ok": true, "open": true, …}
     {"op": "close", "session_id": "…"}                                    -> {"ok": true, "closed": true}
     {"op": "rotate", "session_id": "…", "vault_id": "…"}                  -> {"ok": true, "key_version": 3}
+
+The master key never crosses the channel in the clear: the client asks for an attestation report for a fresh
+nonce, verifies it (dataplane.attestation), and sends the master key HPKE-sealed to the report's public key,
+bound to the session token's lookup part and that nonce; `open_session` below is that client. A nonce opens
+at most one session, and only within the report's lifetime. Whoever hosts the channel (the credential
+service, or the proxy) passes in the provider and the X25519 key the reports are for.
 
 `rotate` is how the control plane's worker gets a pending key rotation done: with the unlocked keys of a
 vault owner's live session, here, since the control plane itself can decrypt nothing.
@@ -20,14 +28,45 @@ import json
 import os
 import socket
 import struct
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import x25519
+
+from dataplane import attestation
 from dataplane.control import ControlPlaneError, NotFoundError
 from dataplane.credentials import CredentialService, CredentialServiceError, SessionUnknown, WrongKey
+from tenants import tokens
 from vaults import crypto
 
 MAX_LINE = 16 * 1024
+MAX_PENDING_NONCES = 256
+UNSEALED_REFUSED = "master key must be sealed to the attested key"
+
+
+@dataclass
+class Channel:
+    """What a key channel serves with: the credential service, and the attested key master keys are sealed to."""
+
+    service: CredentialService
+    provider: attestation.Provider
+    private_key: x25519.X25519PrivateKey
+    clock: Callable[[], float] = time.monotonic
+    # Nonces this channel has reported for, not yet used by an `open`: each opens at most one session.
+    pending: OrderedDict[bytes, float] = field(default_factory=OrderedDict)
+
+    def remember(self, nonce: bytes) -> None:
+        self.pending[nonce] = self.clock() + attestation.MAX_AGE_SECONDS
+        while len(self.pending) > MAX_PENDING_NONCES:
+            self.pending.popitem(last=False)
+
+    def redeem(self, nonce: bytes) -> bool:
+        expires = self.pending.pop(nonce, None)
+        return expires is not None and expires > self.clock()
 
 
 def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
@@ -38,7 +77,7 @@ def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
     return int(struct.unpack("3i", creds)[1])
 
 
-async def _handle(service: CredentialService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _handle(channel: Channel, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         if _peer_uid(writer) != os.getuid():
             await _reply(writer, {"ok": False, "error": "forbidden"})
@@ -54,28 +93,66 @@ async def _handle(service: CredentialService, reader: asyncio.StreamReader, writ
         except (ValueError, KeyError, TypeError):
             await _reply(writer, {"ok": False, "error": "malformed request"})
             return
-        await _reply(writer, await _dispatch(service, op, request))
+        await _reply(writer, await _dispatch(channel, op, request))
     finally:
         writer.close()
 
 
-async def _dispatch(service: CredentialService, op: str, request: dict[str, Any]) -> dict[str, Any]:
+def _nonce(request: dict[str, Any]) -> bytes:
+    nonce = base64.b64decode(str(request["nonce"]), validate=True)
+    if len(nonce) != attestation.NONCE_BYTES:
+        raise ValueError("bad nonce")
+    return nonce
+
+
+async def _attest(channel: Channel, request: dict[str, Any]) -> dict[str, Any]:
+    try:
+        nonce = _nonce(request)
+    except (KeyError, ValueError):
+        return {"ok": False, "error": f"malformed request: attest needs a {attestation.NONCE_BYTES}-byte nonce"}
+    try:
+        report = await asyncio.to_thread(channel.provider.report, nonce)
+    except attestation.AttestationError as exc:
+        return {"ok": False, "error": f"attestation failed: {exc}"}
+    channel.remember(nonce)
+    return {"ok": True, "report": report.to_json()}
+
+
+async def _open(channel: Channel, request: dict[str, Any]) -> dict[str, Any]:
+    if "master_key" in request:
+        return {"ok": False, "error": UNSEALED_REFUSED}
+    master = bytearray()
+    try:
+        token = str(request["session_token"])
+        lookup = tokens.parse(token).lookup
+        nonce = _nonce(request)
+        sealed = base64.b64decode(str(request["sealed_master_key"]), validate=True)
+    except (KeyError, ValueError):
+        return {"ok": False, "error": "malformed request"}
+    if not channel.redeem(nonce):
+        return {"ok": False, "error": "no pending attestation for that nonce: ask for a fresh report"}
+    try:
+        master = crypto.master_key_open(sealed, channel.private_key, token_lookup=lookup, nonce=nonce)
+        info = await asyncio.to_thread(channel.service.open, session_token=token, master_key=master)
+    except crypto.DecryptionError:
+        return {"ok": False, "error": "the sealed master key does not open here (sealed to another key or token?)"}
+    except WrongKey:
+        return {"ok": False, "error": "wrong passphrase"}
+    except NotFoundError:
+        return {"ok": False, "error": "no live session for that token"}
+    except ControlPlaneError:
+        return {"ok": False, "error": "the control plane is unreachable"}
+    finally:
+        crypto.wipe(master)
+    return {"ok": True, "session_id": info.session_id, "expires_in": round(info.expires_in)}
+
+
+async def _dispatch(channel: Channel, op: str, request: dict[str, Any]) -> dict[str, Any]:
+    service = channel.service
+    if op == "attest":
+        return await _attest(channel, request)
     if op == "open":
-        master = bytearray()
-        try:
-            master = bytearray(base64.b64decode(str(request["master_key"]), validate=True))
-            info = await asyncio.to_thread(service.open, session_token=str(request["session_token"]), master_key=master)
-        except (KeyError, ValueError):
-            return {"ok": False, "error": "malformed request"}
-        except WrongKey:
-            return {"ok": False, "error": "wrong passphrase"}
-        except NotFoundError:
-            return {"ok": False, "error": "no live session for that token"}
-        except ControlPlaneError:
-            return {"ok": False, "error": "the control plane is unreachable"}
-        finally:
-            crypto.wipe(master)
-        return {"ok": True, "session_id": info.session_id, "expires_in": round(info.expires_in)}
+        return await _open(channel, request)
     if op == "status":
         found = service.status(str(request.get("session_id", "")))
         return {"ok": True, "open": found is not None, "expires_in": round(found.expires_in) if found else None}
@@ -125,11 +202,42 @@ def _prepare_socket_path(path: Path) -> None:
             probe.close()
 
 
-async def serve(service: CredentialService, path: Path, *, sweep_every: float = 30.0) -> None:
+async def serve(
+    service: CredentialService,
+    path: Path,
+    *,
+    provider: attestation.Provider | None = None,
+    private_key: x25519.X25519PrivateKey | None = None,
+    sweep_every: float = 30.0,
+) -> None:
+    """Serve the key channel on `path`; master keys are sealed to `private_key`, which `provider` attests.
+
+    Without them: a fresh key, attested by the software provider with the service's config.
+    """
+    if (provider is None) != (private_key is None):
+        raise ChannelError("pass both the attestation provider and its private key, or neither")
+    if provider is None or private_key is None:
+        private_key = x25519.X25519PrivateKey.generate()
+        try:
+            provider = await asyncio.to_thread(
+                attestation.SoftwareProvider,
+                public_key=private_key.public_key().public_bytes_raw(),
+                config=attestation.dataplane_config(ttl_seconds=service.ttl),
+            )
+        except (attestation.AttestationError, OSError) as exc:
+            raise ChannelError(f"cannot measure the data plane: {exc}") from None
+    public = private_key.public_key().public_bytes_raw()
+    try:
+        probe = await asyncio.to_thread(provider.report, os.urandom(attestation.NONCE_BYTES))
+    except attestation.AttestationError as exc:
+        raise ChannelError(f"the attestation provider cannot report: {exc}") from None
+    if probe.public_key != public:
+        raise ChannelError("the attestation provider reports another key than the channel's")
+    channel = Channel(service, provider, private_key)
     _prepare_socket_path(path)
     old_umask = os.umask(0o177)
     try:
-        server = await asyncio.start_unix_server(lambda r, w: _handle(service, r, w), path=str(path), limit=MAX_LINE)
+        server = await asyncio.start_unix_server(lambda r, w: _handle(channel, r, w), path=str(path), limit=MAX_LINE)
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
@@ -160,3 +268,39 @@ def request(path: Path, body: dict[str, Any], timeout: float = 30.0) -> dict[str
                 break
             data += chunk
     return dict(json.loads(data))
+
+
+def open_session(
+    path: Path,
+    *,
+    session_token: str,
+    master_key: bytes | bytearray,
+    expected_measurement: str | None = None,
+    provider: attestation.Provider | None = None,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Client side: attest the data plane for a fresh nonce, verify, and open the session with the sealed key.
+
+    Returns the channel's answer to `open`; raises AttestationError when the data plane cannot be trusted with
+    the key (nothing was sent then). The expected measurement defaults to this installation's own.
+    """
+    nonce = os.urandom(attestation.NONCE_BYTES)
+    answer = request(path, {"op": "attest", "nonce": crypto.b64(nonce)}, timeout)
+    if not answer.get("ok"):
+        raise attestation.AttestationError(f"the data plane gave no report: {answer.get('error')}")
+    report = attestation.Report.from_json(answer.get("report") or {})
+    verifier = provider or attestation.SoftwareProvider()
+    expected = expected_measurement if expected_measurement is not None else attestation.expected_measurement()
+    verifier.verify(report, nonce=nonce, expected_measurement=expected)
+    try:
+        lookup = tokens.parse(session_token).lookup
+        sealed = crypto.master_key_seal(master_key, report.public_key, token_lookup=lookup, nonce=nonce)
+    except (ValueError, crypto.CryptoError) as exc:
+        raise attestation.AttestationError(f"cannot seal the master key to the reported key: {exc}") from None
+    body = {
+        "op": "open",
+        "session_token": session_token,
+        "nonce": crypto.b64(nonce),
+        "sealed_master_key": crypto.b64(sealed),
+    }
+    return request(path, body, timeout)

@@ -8,7 +8,9 @@ No ORM and no Django. The scheme follows the 1Password/Bitwarden pattern:
 - each vault has a random 256-bit vault key per key version; each credential is AES-256-GCM under it, with
   associated data binding (organization, vault, credential, key version);
 - the vault key is wrapped to each member's public key with HPKE (RFC 9180: X25519, HKDF-SHA256,
-  AES-256-GCM), its `info` binding (vault, member, key version).
+  AES-256-GCM), its `info` binding (vault, member, key version);
+- the master key travels to the credential service HPKE-sealed to the key of its attestation report
+  (dataplane.attestation), its `info` binding (session token lookup, attestation nonce).
 
 Every envelope starts with a two-byte kind tag and a format version so the scheme can change later.
 Any failure to open an envelope raises DecryptionError and nothing else.
@@ -363,3 +365,39 @@ def credential_decrypt(
         return bytearray(AESGCM(bytes(vault_key)).decrypt(nonce, ciphertext, aad))
     except (InvalidTag, ValueError):
         raise DecryptionError("the credential does not open with this key at this place") from None
+
+
+# --- master-key delivery to an attested data plane ------------------------------------------------------
+
+_KIND_SEALED_MASTER_KEY = b"AM"
+
+
+def _master_key_info(header: bytes, token_lookup: str, nonce: bytes) -> bytes:
+    return header + b"aileron:master-key-delivery" + _fields(token_lookup) + struct.pack(">I", len(nonce)) + nonce
+
+
+def master_key_seal(
+    master_key: bytes | bytearray, recipient_public_key: bytes, *, token_lookup: str, nonce: bytes
+) -> bytes:
+    """HPKE-seal the master key to a data plane's attested key, bound to one session token and attestation nonce."""
+    if len(master_key) != KEY_BYTES:
+        raise CryptoError("a master key is 32 bytes")
+    try:
+        public = x25519.X25519PublicKey.from_public_bytes(recipient_public_key)
+    except ValueError as exc:
+        raise CryptoError("not an X25519 public key") from exc
+    header = _header(_KIND_SEALED_MASTER_KEY, 0)
+    return header + _SUITE.encrypt(bytes(master_key), public, info=_master_key_info(header, token_lookup, nonce))
+
+
+def master_key_open(
+    sealed: bytes, private_key: x25519.X25519PrivateKey, *, token_lookup: str, nonce: bytes
+) -> bytearray:
+    _, body = _parse_header(sealed, _KIND_SEALED_MASTER_KEY)
+    if len(body) != KEY_BYTES + _HPKE_OVERHEAD:
+        raise DecryptionError("sealed master key has the wrong length")
+    try:
+        info = _master_key_info(sealed[: _HEADER.size], token_lookup, nonce)
+        return bytearray(_SUITE.decrypt(body, private_key, info=info))
+    except (InvalidTag, ValueError):
+        raise DecryptionError("the sealed master key does not open with this key for this token and nonce") from None
