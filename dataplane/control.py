@@ -47,6 +47,33 @@ class RotationExport:
     credentials: dict[str, bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class CredentialRef:
+    connector: str
+    vault_id: str
+    credential_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionContext:
+    """What the proxy needs to decide a session's requests, fetched once and cached for a few seconds."""
+
+    session_id: str
+    user_id: str
+    user_email: str
+    organization_id: str
+    agent: str
+    project_id: str | None
+    team_ids: tuple[str, ...]
+    expires_at: str
+    connectors: frozenset[str]
+    credentials: dict[str, CredentialRef]
+    policies: tuple[dict[str, str], ...]
+    egress_mode: str
+    egress_allow: tuple[str, ...]
+
+
 class ControlPlane:
     def __init__(self, base_url: str, service_token: str, timeout: float = 5.0) -> None:
         self._http = httpx.Client(
@@ -83,6 +110,36 @@ class ControlPlane:
             sealed_private_key=base64.b64decode(body["sealed_private_key"]),
             kdf=body["kdf"],
         )
+
+    def session_context(self, session_token: str) -> SessionContext:
+        body = self._post("/api/v1/dataplane/sessions/context/", {"session_token": session_token})
+        try:
+            egress = body.get("egress") or {}
+            return SessionContext(
+                session_id=str(body["session_id"]),
+                user_id=str(body["user_id"]),
+                user_email=str(body.get("user_email", "")),
+                organization_id=str(body["organization_id"]),
+                agent=str(body.get("agent", "")),
+                project_id=str(body["project_id"]) if body.get("project_id") else None,
+                team_ids=tuple(str(t) for t in body.get("team_ids", [])),
+                expires_at=str(body["expires_at"]),
+                connectors=frozenset(str(c) for c in body.get("connectors", [])),
+                credentials={
+                    str(c["connector"]): CredentialRef(
+                        str(c["connector"]), str(c["vault_id"]), str(c["credential_id"]), str(c.get("name", ""))
+                    )
+                    for c in body.get("credentials", [])
+                },
+                policies=tuple(
+                    {"id": str(p["id"]), "name": str(p["name"]), "cedar": str(p["cedar"])}
+                    for p in body.get("policies", [])
+                ),
+                egress_mode=str(egress.get("mode", "open")),
+                egress_allow=tuple(str(a) for a in egress.get("allow", [])),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ControlPlaneError(f"the session context is malformed ({exc.__class__.__name__})") from None
 
     def bundle(self, *, session_id: str, vault_id: str, credential_id: str) -> Bundle:
         body = self._post(

@@ -14,11 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from dataplane.control import ControlPlane, ControlPlaneError, NotFoundError
+from dataplane.control import Bundle, ControlPlane, ControlPlaneError, NotFoundError
 from vaults import crypto
 from vaults.rotation import rotation_prepare
 
 DEFAULT_TTL_SECONDS = 12 * 3600
+# How long a fetched ciphertext bundle is reused. A revoked member or deleted credential stops decrypting within
+# this window (the proxy re-checks the session itself on the same cadence).
+DEFAULT_BUNDLE_TTL_SECONDS = 10.0
 
 
 class CredentialServiceError(Exception):
@@ -41,12 +44,15 @@ class _Session:
     private_key: bytearray
     expires_at: float
     vault_keys: dict[tuple[str, int], bytearray] = field(default_factory=dict)
+    # Ciphertext bundles (never plaintext), cached briefly so a request does not wait on the control plane.
+    bundles: dict[tuple[str, str], tuple[float, Bundle]] = field(default_factory=dict)
 
     def wipe(self) -> None:
         crypto.wipe(self.private_key)
         for key in self.vault_keys.values():
             crypto.wipe(key)
         self.vault_keys.clear()
+        self.bundles.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +65,16 @@ class SessionInfo:
 
 class CredentialService:
     def __init__(
-        self, control: ControlPlane, *, ttl: float = DEFAULT_TTL_SECONDS, clock: Callable[[], float] = time.monotonic
+        self,
+        control: ControlPlane,
+        *,
+        ttl: float = DEFAULT_TTL_SECONDS,
+        bundle_ttl: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.control = control
         self.ttl = ttl
+        self.bundle_ttl = bundle_ttl
         self.clock = clock
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
@@ -153,15 +165,35 @@ class CredentialService:
             session.vault_keys[(vault_id, key_version)] = key
         return key
 
+    def is_open(self, session_id: str) -> bool:
+        return self.status(session_id) is not None
+
+    def decrypt_cached(self, *, session_id: str, vault_id: str, credential_id: str) -> bytearray | None:
+        """Like decrypt, but only from a cached bundle (no network): None when it would have to fetch."""
+        session = self._live(session_id)
+        cached = session.bundles.get((vault_id, credential_id))
+        if cached is None or cached[0] <= self.clock():
+            return None
+        return self._open_bundle(session, cached[1], vault_id=vault_id, credential_id=credential_id)
+
     def decrypt(self, *, session_id: str, vault_id: str, credential_id: str) -> bytearray:
         """The plaintext credential for one request. The caller must wipe it when the request is done."""
         session = self._live(session_id)
+        cached = session.bundles.get((vault_id, credential_id))
+        if cached is not None and cached[0] > self.clock():
+            return self._open_bundle(session, cached[1], vault_id=vault_id, credential_id=credential_id)
         try:
             bundle = self.control.bundle(session_id=session_id, vault_id=vault_id, credential_id=credential_id)
         except NotFoundError:
+            session.bundles.pop((vault_id, credential_id), None)
             if self.control_says_session_gone(session_id):
                 self.close(session_id)  # revoked or its user removed: wipe its keys now, not at the TTL
             raise
+        if self.bundle_ttl > 0:
+            session.bundles[(vault_id, credential_id)] = (self.clock() + self.bundle_ttl, bundle)
+        return self._open_bundle(session, bundle, vault_id=vault_id, credential_id=credential_id)
+
+    def _open_bundle(self, session: _Session, bundle: Bundle, *, vault_id: str, credential_id: str) -> bytearray:
         if bundle.organization_id != session.organization_id:
             raise CredentialServiceError("the control plane returned another organization's credential")
         key = self.vault_key(session, vault_id=vault_id, key_version=bundle.key_version, wrapping=bundle.wrapping)

@@ -1,0 +1,170 @@
+"""The proxy's answers to the agent when it refuses a request: RFC 9457 problem+json with a stable type.
+
+Every refusal says what happened and what the agent can do next, in `detail` and `next`, so an agent (or the
+human reading its transcript) can act on it without guessing. Types are `urn:aileron:problem:<slug>`, the
+same scheme as the control plane's API. Imports no Django.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mitmproxy import http
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    slug: str
+    status: int
+    title: str
+    next: str
+
+
+PROXY_AUTH_REQUIRED = Kind(
+    "proxy-auth-required",
+    407,
+    "Proxy authentication required",
+    "Use HTTPS_PROXY=http://aileron:$AILERON_TOKEN@host:port with a live session token (aileron launch sets it).",
+)
+HTTPS_ONLY = Kind(
+    "https-only",
+    403,
+    "Only HTTPS goes through the Aileron proxy",
+    "Use an https:// URL; plain HTTP and other protocols are not forwarded.",
+)
+DESTINATION_MISMATCH = Kind(
+    "destination-mismatch",
+    421,
+    "Host does not match the tunnel",
+    "Send the request through a tunnel (CONNECT) to the host it is meant for; Host, :authority, SNI and the "
+    "CONNECT target must agree.",
+)
+PRIVATE_ADDRESS = Kind(
+    "private-address",
+    403,
+    "Destination is a private, loopback, link-local or metadata address",
+    "The proxy does not reach private networks. An operator can map a private upstream with AILERON_UPSTREAM_RESOLVE.",
+)
+EGRESS_DENIED = Kind(
+    "egress-denied",
+    403,
+    "Destination is not on the organization's egress allowlist",
+    "Ask an organization admin to add the host to the egress allowlist (PUT /api/v1/orgs/{org}/egress/).",
+)
+UNRESOLVABLE = Kind("unresolvable-host", 502, "Destination host does not resolve", "Check the host name.")
+UNMATCHED_ACTION = Kind(
+    "unmatched-action",
+    403,
+    "No action of this connector matches the request",
+    "Requests to a connector's host must be one of its actions: run `aileron actions list` or "
+    "`aileron actions match METHOD URL` to find the right one.",
+)
+AMBIGUOUS_REQUEST = Kind(
+    "ambiguous-request",
+    400,
+    "The request could be read in more than one way",
+    "Send a plain request: no encoded slashes or dot segments in the path, no repeated or conflicting parameters.",
+)
+METHOD_OVERRIDE = Kind(
+    "method-override",
+    400,
+    "Method-override headers are refused",
+    "Send the real HTTP method instead of X-HTTP-Method-Override and similar headers.",
+)
+REQUEST_SMUGGLING = Kind(
+    "malformed-request",
+    400,
+    "The request's framing is ambiguous",
+    "Send either Content-Length or Transfer-Encoding, not both, and a single valid Content-Length.",
+)
+LENGTH_REQUIRED = Kind(
+    "length-required",
+    411,
+    "A credentialed request needs a Content-Length",
+    "Send the body with a Content-Length header instead of chunked encoding.",
+)
+BODY_TOO_LARGE = Kind(
+    "body-too-large",
+    413,
+    "The request body is too large for a credentialed action",
+    "Policies read the whole body of a credentialed request, so its size is bounded; send a smaller body.",
+)
+CONNECTOR_DISABLED = Kind(
+    "connector-disabled",
+    403,
+    "This connector is not enabled for you",
+    "Ask an organization admin to enable the connector for your organization or team.",
+)
+POLICY_DENIED = Kind(
+    "policy-denied",
+    403,
+    "Policy denies this action",
+    "Do not retry the same request; choose another action or ask an admin about the policy.",
+)
+APPROVAL_REQUIRED = Kind(
+    "approval-required",
+    403,
+    "This action needs a human approval",
+    "Held approvals are not available yet in this version; the request was not sent. Ask a human to perform it "
+    "or to change the policy.",
+)
+NO_CREDENTIAL = Kind(
+    "no-credential",
+    403,
+    "You have no credential for this connector",
+    "Add one: `aileron secret add NAME --connector CONNECTOR` (in your personal vault or a shared one).",
+)
+AUDIT_UNAVAILABLE = Kind(
+    "audit-unavailable",
+    503,
+    "The audit log cannot record the request",
+    "Nothing was sent. Retry later; an operator should check the data plane's disk.",
+)
+CREDENTIALS_UNAVAILABLE = Kind(
+    "credentials-unavailable",
+    503,
+    "The credential service cannot answer",
+    "Nothing was sent. Retry shortly; if it persists, restart the session (`aileron launch`) or check that the "
+    "control plane is up.",
+)
+SESSION_LOCKED = Kind(
+    "session-locked",
+    403,
+    "The session's keys are not unlocked in the credential service",
+    "Start the session with `aileron launch` (or `aileron session start`) so your key reaches the data plane.",
+)
+CONTROL_PLANE_UNAVAILABLE = Kind(
+    "control-plane-unavailable",
+    503,
+    "The control plane cannot answer",
+    "Nothing was sent. Retry shortly.",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal(Exception):
+    """Raised inside the proxy's hooks; turned into the response the agent sees (and an audit record)."""
+
+    kind: Kind
+    detail: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def response(refusal: Refusal, *, request_id: str) -> http.Response:
+    body = {
+        "type": f"urn:aileron:problem:{refusal.kind.slug}",
+        "title": refusal.kind.title,
+        "status": refusal.kind.status,
+        "detail": refusal.detail,
+        "next": refusal.kind.next,
+        "request_id": request_id,
+        **refusal.extra,
+    }
+    headers = {"Content-Type": PROBLEM_CONTENT_TYPE, "Cache-Control": "no-store"}
+    if refusal.kind is PROXY_AUTH_REQUIRED:
+        headers["Proxy-Authenticate"] = 'Basic realm="aileron"'
+    return http.Response.make(refusal.kind.status, json.dumps(body).encode(), headers)

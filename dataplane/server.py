@@ -1,0 +1,249 @@
+"""The data plane process: the mediation proxy, the credential service and its key channel, the audit spool.
+
+    python -m dataplane.server --api http://127.0.0.1:8000 --service-token-file FILE [--port 8480]
+    aileron dataplane ...            (the same, from the CLI)
+
+It talks to the control plane only over REST with its service token, so it runs unchanged on another machine.
+Settings beyond the flags come from the environment: AILERON_HOME (spool, CA seed, key channel),
+AILERON_UPSTREAM_RESOLVE / AILERON_UPSTREAM_CA (private or test upstreams), AILERON_PRICE_TABLE,
+AILERON_MAX_BODY_BYTES, AILERON_SESSION_CACHE_SECONDS. Imports no Django.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import certifi
+from cryptography.hazmat.primitives.asymmetric import x25519
+from mitmproxy import master, options
+from mitmproxy.addons import core, next_layer, proxyserver
+
+from connectors.package import ConnectorError
+from connectors.registry import installed
+from dataplane import keychannel
+from dataplane.attestation import AttestationError, SoftwareProvider, dataplane_config
+from dataplane.control import ControlPlane
+from dataplane.credentials import DEFAULT_BUNDLE_TTL_SECONDS, DEFAULT_TTL_SECONDS, CredentialService
+from dataplane.guard import ResolveError, Resolver, parse_resolve_map
+from dataplane.proxy import DEFAULT_MAX_BODY, AileronProxy, SessionTlsConfig
+from dataplane.session_ca import SeedError, seed_load_or_create
+from dataplane.spool import AuditSpool
+from dataplane.usage import PriceTable
+
+DEFAULT_PORT = 8480
+
+
+class StartupError(RuntimeError):
+    """The data plane cannot start; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    api: str
+    token: str
+    home: Path
+    socket: Path
+    resolve: dict[tuple[str, int], tuple[str, int]]
+    upstream_ca: Path | None
+    price_table: Path | None
+    max_body: int
+    session_cache: float
+
+
+def _positive(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise StartupError(f"{name} must be a number, not {raw!r}") from None
+    if value < 0:
+        raise StartupError(f"{name} must not be negative")
+    return value
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    home = Path(args.home or os.environ.get("AILERON_HOME") or Path.home() / ".aileron").expanduser()
+    try:
+        token = args.service_token_file.read_text().strip()
+    except OSError as exc:
+        raise StartupError(f"cannot read the service token {args.service_token_file}: {exc.strerror}") from None
+    try:
+        resolve = parse_resolve_map(os.environ.get("AILERON_UPSTREAM_RESOLVE", ""))
+    except ResolveError as exc:
+        raise StartupError(str(exc)) from None
+    upstream_ca = Path(os.environ["AILERON_UPSTREAM_CA"]) if os.environ.get("AILERON_UPSTREAM_CA") else None
+    if upstream_ca is not None and not upstream_ca.is_file():
+        raise StartupError(f"AILERON_UPSTREAM_CA: {upstream_ca} is not a file")
+    price_table = Path(os.environ["AILERON_PRICE_TABLE"]) if os.environ.get("AILERON_PRICE_TABLE") else None
+    return Settings(
+        host=args.host,
+        port=args.port,
+        api=args.api,
+        token=token,
+        home=home,
+        socket=args.socket or home / "run" / "credentials.sock",
+        resolve=resolve,
+        upstream_ca=upstream_ca,
+        price_table=price_table,
+        max_body=int(_positive("AILERON_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
+        session_cache=_positive("AILERON_SESSION_CACHE_SECONDS", DEFAULT_BUNDLE_TTL_SECONDS),
+    )
+
+
+def _trust_bundle(folder: Path, extra: Path | None) -> str | None:
+    """The public roots, plus the operator's extra CA if any (added to, never replacing, the usual trust)."""
+    if extra is None:
+        return None
+    bundle = folder / "upstream-trust.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + extra.read_bytes())
+    return str(bundle)
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    folder = settings.home / "dataplane"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not _port_free(settings.host, settings.port):
+        raise StartupError(f"cannot listen on {settings.host}:{settings.port}: the address is in use or not available")
+    try:
+        connectors = installed(settings.home)
+    except ConnectorError as exc:
+        raise StartupError(f"a connector package is invalid: {exc}") from None
+    try:
+        seed = seed_load_or_create(folder / "ca-seed")
+        prices = PriceTable.load(settings.price_table)
+    except (SeedError, ValueError) as exc:
+        raise StartupError(str(exc)) from None
+    control = ControlPlane(settings.api, settings.token)
+    credentials = CredentialService(control, ttl=DEFAULT_TTL_SECONDS, bundle_ttl=settings.session_cache)
+    spool = AuditSpool(folder / "audit-spool", control.audit_ship)
+    proxy = AileronProxy(
+        control=control,
+        credentials=credentials,
+        spool=spool,
+        connectors=connectors,
+        resolver=Resolver(settings.resolve),
+        seed=seed,
+        session_ttl=settings.session_cache,
+        max_body=settings.max_body,
+        prices=prices,
+    )
+    opts = options.Options()
+    mitm = master.Master(opts, event_loop=asyncio.get_running_loop())
+    addons: list[object] = [
+        core.Core(),
+        proxyserver.Proxyserver(),  # type: ignore[no-untyped-call]
+        next_layer.NextLayer(),
+        proxy,
+        SessionTlsConfig(proxy),  # replaces mitmproxy's TlsConfig: certificates come from each session's CA
+    ]
+    mitm.addons.add(*addons)  # type: ignore[no-untyped-call]
+    opts.update(  # type: ignore[no-untyped-call]
+        listen_host=settings.host,
+        listen_port=settings.port,
+        confdir=str(folder / "mitmproxy"),
+        connection_strategy="lazy",
+        upstream_cert=False,
+        ssl_verify_upstream_trusted_ca=_trust_bundle(folder, settings.upstream_ca),
+        http2=True,
+        stream_large_bodies=None,
+    )
+    spool.start()
+    # A fresh key per start: a master key sealed to an earlier process (or for another one) opens nowhere.
+    channel_key = x25519.X25519PrivateKey.generate()
+    try:
+        provider = SoftwareProvider(
+            public_key=channel_key.public_key().public_bytes_raw(),
+            config=dataplane_config(ttl_seconds=DEFAULT_TTL_SECONDS),
+        )
+    except (AttestationError, OSError) as exc:
+        raise StartupError(f"cannot measure the data plane: {exc}") from None
+    channel = asyncio.create_task(
+        keychannel.serve(credentials, settings.socket, provider=provider, private_key=channel_key)
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, mitm.shutdown)
+    try:
+        runner = asyncio.create_task(mitm.run())
+        await _wait_listening(settings.host, settings.port, runner)
+        print(f"data plane: proxy on {settings.host}:{settings.port}, key channel {settings.socket}", flush=True)
+        if ready is not None:
+            ready.set()
+        await runner
+    finally:
+        channel.cancel()
+        with contextlib.suppress(asyncio.CancelledError, keychannel.ChannelError):
+            await channel
+        await asyncio.to_thread(spool.stop)
+        credentials.close_all()
+        control.close()
+        with contextlib.suppress(FileNotFoundError):
+            settings.socket.unlink()
+
+
+async def _wait_listening(host: str, port: int, runner: asyncio.Task[None]) -> None:
+    for _ in range(200):
+        if runner.done():
+            runner.result()
+            raise StartupError("the proxy stopped while starting")
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+    raise StartupError(f"the proxy did not start listening on {host}:{port}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aileron dataplane", description="Run the Aileron data plane.")
+    p.add_argument("--host", default="127.0.0.1", help="Address the proxy listens on.")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="Proxy port.")
+    p.add_argument("--api", required=True, help="Control plane base URL.")
+    p.add_argument("--service-token-file", required=True, type=Path)
+    p.add_argument("--home", default=None, help="Data plane state folder [default: AILERON_HOME].")
+    p.add_argument("--socket", type=Path, default=None, help="Key channel socket [default: HOME/run/credentials.sock].")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="data plane: %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from(args)
+        asyncio.run(run(settings))
+    except (StartupError, keychannel.ChannelError) as exc:
+        print(f"data plane: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
