@@ -71,10 +71,17 @@ def cli() -> None:
     type=click.IntRange(1, 65535),
     help="Port of the REST API (HTTP and websockets).",
 )
+@click.option(
+    "--proxy-port",
+    default=8480,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port of the data plane's HTTPS proxy (the agents' HTTPS_PROXY).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print where each part listens as one JSON line.")
 @fail_cleanly
-def service(host: str, api_port: int, as_json: bool) -> None:
-    """Run the Aileron runtime: API server, worker and scheduler, in one process group."""
+def service(host: str, api_port: int, proxy_port: int, as_json: bool) -> None:
+    """Run the Aileron runtime: API server, worker, scheduler and data plane, in one process group."""
     from aileron_cli.service import run_service
 
     def summary(info: dict[str, str]) -> None:
@@ -88,8 +95,26 @@ def service(host: str, api_port: int, as_json: bool) -> None:
         console.print(table)
         console.print("Press Ctrl-C to stop.")
 
-    code = run_service(host=host, api_port=api_port, out=lambda m: err_console.print(m, markup=False), summary=summary)
+    code = run_service(
+        host=host,
+        api_port=api_port,
+        proxy_port=proxy_port,
+        out=lambda m: err_console.print(m, markup=False),
+        summary=summary,
+    )
     sys.exit(code)
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.pass_context
+def dataplane(ctx: click.Context) -> None:
+    """Run the data plane alone (proxy, credential service, audit spool); `aileron dataplane --help` for flags."""
+    from dataplane.server import main as dataplane_main
+
+    sys.exit(dataplane_main(list(ctx.args)))
 
 
 @cli.command()

@@ -1,8 +1,9 @@
 """`aileron service`: runs the whole v4 runtime as one process group and supervises it.
 
-Children: the ASGI server (HTTP and websockets), the Celery worker and Celery beat. In the v4.x split the
-same children run on different machines; here one supervisor starts them, reports where each listens, and
-stops all of them when one dies or on Ctrl-C / SIGTERM.
+Children: the ASGI server (HTTP and websockets), the Celery worker, Celery beat and the data plane (proxy and
+credential service, `python -m dataplane.server`). In the v4.x split the same children run on different
+machines; here one supervisor starts them, reports where each listens, and stops all of them when one dies or
+on Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
@@ -171,10 +172,12 @@ class Supervisor:
 
 
 def run_service(
-    *, host: str, api_port: int, out: Callable[[str], None], summary: Callable[[dict[str, str]], None]
+    *, host: str, api_port: int, proxy_port: int, out: Callable[[str], None], summary: Callable[[dict[str, str]], None]
 ) -> int:
     if not _port_free(host, api_port):
         raise CliError(f"cannot listen on {host}:{api_port}: the address is in use or not available", exit_code=2)
+    if proxy_port == api_port or not _port_free(host, proxy_port):
+        raise CliError(f"cannot listen on {host}:{proxy_port}: the address is in use or not available", exit_code=2)
     info = _prepare_database(out)
     python = sys.executable
     children = [
@@ -215,13 +218,19 @@ def run_service(
             ],
         ),
         Child(
-            "credentials",
+            "dataplane",
             [
                 python,
                 "-m",
-                "dataplane.credserver",
+                "dataplane.server",
+                "--host",
+                host,
+                "--port",
+                str(proxy_port),
                 "--socket",
                 info["key_socket"],
+                "--home",
+                info["home"],
                 "--api",
                 f"http://{'[' + host + ']' if ':' in host else host}:{api_port}",
                 "--service-token-file",
@@ -258,6 +267,7 @@ def run_service(
                 "api": f"{base}/api/v1/",
                 "docs": f"{base}/api/docs/",
                 "worker": f"celery worker + beat via {info['broker']}",
+                "proxy": f"http://{shown_host}:{proxy_port} (HTTPS_PROXY for agents)",
                 "credentials": f"credential service, key channel {info['key_socket']}",
                 **{k: info[k] for k in ("mode", "database", "channel_layer", "home")},
             }

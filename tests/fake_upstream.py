@@ -7,7 +7,7 @@ import ipaddress
 import json
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,18 +23,34 @@ from cryptography.x509.oid import NameOID
 class Received:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
     body: bytes
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    chunks: list[bytes]  # sent as they are, chunked encoding when there is more than one
+
+
+Responder = Callable[[Received], Reply | None]
 
 
 @dataclass
 class Upstream:
     url: str
     ca_file: Path
+    port: int = 0
     received: list[Received] = field(default_factory=list)
+    responders: list[Responder] = field(default_factory=list)
+
+    def last(self) -> Received:
+        assert self.received, "the upstream received nothing"
+        return self.received[-1]
 
 
-def _certificates(folder: Path) -> tuple[Path, Path, Path]:
+def _certificates(folder: Path, hosts: tuple[str, ...] = ()) -> tuple[Path, Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aileron test upstream CA")])
@@ -74,7 +90,10 @@ def _certificates(folder: Path) -> tuple[Path, Path, Path]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                + [x509.DNSName(h) for h in hosts]
+            ),
             critical=False,
         )
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -91,21 +110,41 @@ def _certificates(folder: Path) -> tuple[Path, Path, Path]:
 
 
 @contextmanager
-def fake_upstream(folder: Path) -> Iterator[Upstream]:
-    ca_file, cert_file, key_file = _certificates(folder)
+def fake_upstream(folder: Path, hosts: tuple[str, ...] = ()) -> Iterator[Upstream]:
+    """Serves HTTPS on 127.0.0.1 with a certificate for 127.0.0.1, localhost and `hosts`.
+
+    Each request is recorded; the first responder that returns a Reply answers it, else a JSON echo does.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_file, cert_file, key_file = _certificates(folder, hosts)
     upstream = Upstream(url="", ca_file=ca_file)
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            upstream.received.append(Received(self.command, self.path, dict(self.headers.items()), body))
-            reply = json.dumps({"ok": True, "method": self.command, "path": self.path}).encode()
-            self.send_response(201 if self.command == "POST" else 200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
+            received = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            upstream.received.append(received)
+            reply = next((r for r in (f(received) for f in upstream.responders) if r is not None), None)
+            if reply is None:
+                echo = json.dumps({"ok": True, "method": self.command, "path": self.path}).encode()
+                reply = Reply(201 if self.command == "POST" else 200, {"Content-Type": "application/json"}, [echo])
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            if len(reply.chunks) == 1:
+                self.send_header("Content-Length", str(len(reply.chunks[0])))
+                self.end_headers()
+                self.wfile.write(reply.chunks[0])
+                return
+            self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            self.wfile.write(reply)
+            for chunk in reply.chunks:
+                self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
 
         do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve  # noqa: N815
 
@@ -116,7 +155,8 @@ def fake_upstream(folder: Path) -> Iterator[Upstream]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    upstream.url = f"https://127.0.0.1:{server.server_address[1]}"
+    upstream.port = int(server.server_address[1])
+    upstream.url = f"https://127.0.0.1:{upstream.port}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -30,6 +30,7 @@ def free_port() -> int:
 class Service:
     url: str
     port: int
+    proxy_port: int
     env: dict[str, str]
     home: Path
     process: subprocess.Popen[bytes]
@@ -51,12 +52,19 @@ class Service:
             if self.process.poll() is not None:
                 raise AssertionError(f"aileron service exited with {self.process.returncode}:\n{self.log.read_text()}")
             try:
-                if httpx.get(f"{self.url}/api/v1/health/", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/api/v1/health/", timeout=2).status_code == 200 and self.proxy_listening():
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         raise AssertionError(f"aileron service did not become healthy:\n{self.log.read_text()}")
+
+    def proxy_listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.proxy_port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
 
 @contextlib.contextmanager
@@ -93,11 +101,12 @@ def isolated_redis_url() -> str | None:
 
 
 @contextlib.contextmanager
-def running_service(folder: Path) -> Iterator[Service]:
+def running_service(folder: Path, extra_env: dict[str, str] | None = None) -> Iterator[Service]:
     """`aileron service` in its own AILERON_HOME (and, in the Postgres run, its own database)."""
     with isolated_database_url() as database_url:
         home = folder / "home"
         port = free_port()
+        proxy_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AILERON_", "DJANGO_"))}
         env.pop("DATABASE_URL", None)
         env.pop("REDIS_URL", None)
@@ -108,16 +117,25 @@ def running_service(folder: Path) -> Iterator[Service]:
             env["DATABASE_URL"] = database_url
         if redis_url:
             env["REDIS_URL"] = redis_url
+        env.update(extra_env or {})
         log = folder / "service.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [str(BIN / "aileron"), "service", "--api-port", str(port)],
+                [str(BIN / "aileron"), "service", "--api-port", str(port), "--proxy-port", str(proxy_port)],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        svc = Service(url=f"http://127.0.0.1:{port}", port=port, env=env, home=home, process=process, log=log)
+        svc = Service(
+            url=f"http://127.0.0.1:{port}",
+            port=port,
+            proxy_port=proxy_port,
+            env=env,
+            home=home,
+            process=process,
+            log=log,
+        )
         try:
             svc.wait_healthy()
             yield svc

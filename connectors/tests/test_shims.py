@@ -46,7 +46,7 @@ def test_shims_send_what_the_spec_describes(tmp_path: Path) -> None:
         issue = upstream.received[-1]
         assert (issue.method, issue.path) == ("POST", "/repos/octo/app/issues")
         assert json.loads(issue.body) == {"title": "Broken build", "labels": ["bug"]}
-        assert "Authorization" not in issue.headers  # shims hold no credentials
+        assert "authorization" not in issue.headers  # shims hold no credentials
         assert identify(issue, "api.github.com") == [
             ("github.create-issue", {"owner": "octo", "repo": "app", "title": "Broken build", "labels": ["bug"]})
         ]
@@ -54,7 +54,7 @@ def test_shims_send_what_the_spec_describes(tmp_path: Path) -> None:
         refund = shim("stripe", "create-refund", "--charge", "ch_1", "--amount", "500", env=env)
         assert refund.returncode == 0, refund.stderr
         sent = upstream.received[-1]
-        assert sent.headers["Content-Type"].startswith("application/x-www-form-urlencoded")
+        assert sent.headers["content-type"].startswith("application/x-www-form-urlencoded")
         assert sent.body == b"charge=ch_1&amount=500"
         assert identify(sent, "api.stripe.com") == [("stripe.create-refund", {"charge": "ch_1", "amount": "500"})]
 

@@ -1,0 +1,259 @@
+"""The data plane end to end: real clients through the real proxy to local fake HTTPS upstreams.
+
+Each test asserts what the upstream received (the injected credential, never the agent's), what the agent got
+back, and what the audit log holds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import requests
+
+from tests.proxy_world import World, proxy_world
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with proxy_world(tmp_path_factory.mktemp("proxy")) as w:
+        yield w
+
+
+def curl(world: World, *args: str) -> subprocess.CompletedProcess[bytes]:
+    result = subprocess.run(
+        ["curl", "-sS", "--proxy", world.proxy_url, "--cacert", str(world.ca_file), "-w", "\n%{http_code}", *args],
+        capture_output=True,
+        timeout=30,
+    )
+    world.outputs[f"curl {' '.join(args)}"] = result.stdout + result.stderr
+    return result
+
+
+def status_and_body(result: subprocess.CompletedProcess[bytes]) -> tuple[int, bytes]:
+    body, _, code = result.stdout.rpartition(b"\n")
+    return int(code or 0), body
+
+
+def test_curl_create_issue_gets_the_real_credential_not_the_agents(world: World) -> None:
+    mark = len(world.upstream.received)
+    result = curl(
+        world,
+        "https://api.github.com/repos/acme/app/issues",
+        "-H",
+        "Authorization: token agent-made-this-up",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        json.dumps({"title": "Flaky test", "body": "details"}),
+    )
+    status, body = status_and_body(result)
+    assert status == 201, body
+    [got] = world.received_since(mark)
+    assert got.method == "POST" and got.path == "/repos/acme/app/issues"
+    assert got.headers["authorization"] == f"Bearer {world.canaries['github'].decode()}"
+    assert "agent-made-this-up" not in json.dumps(got.headers)
+    assert json.loads(got.body) == {"title": "Flaky test", "body": "details"}
+    records = world.audit_wait(
+        lambda rs: any(r["action"] == "github.create-issue" and r["upstream_status"] == 201 for r in rs),
+        action="github.create-issue",
+    )
+    record = next(r for r in records if r["upstream_status"] == 201)
+    assert record["decision"] == "allow"
+    assert record["args"]["owner"] == "acme" and record["args"]["title"] == "Flaky test"
+    assert record["session_id"] == world.session_id
+
+
+def test_python_requests_and_httpx_reach_stripe_with_the_injected_key(world: World) -> None:
+    mark = len(world.upstream.received)
+    with requests.Session() as session:
+        session.proxies = {"https": world.proxy_url}
+        # verify per request: requests lets REQUESTS_CA_BUNDLE from the environment override session.verify
+        reply = session.get(
+            "https://api.stripe.com/v1/customers/cus_123",
+            headers={"Authorization": "Bearer sk_fake"},
+            verify=str(world.ca_file),
+        )
+    assert reply.status_code == 200, reply.text
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls()) as client:
+        second = client.get("https://api.stripe.com/v1/customers", params={"limit": "3"})
+    assert second.status_code == 200, second.text
+    got = world.received_since(mark)
+    assert [r.path for r in got] == ["/v1/customers/cus_123", "/v1/customers?limit=3"]
+    for r in got:
+        assert r.headers["authorization"] == f"Bearer {world.canaries['stripe'].decode()}"
+
+
+def test_an_action_that_needs_approval_is_refused_and_never_sent(world: World) -> None:
+    mark = len(world.upstream.received)
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls()) as client:
+        reply = client.post("https://api.stripe.com/v1/refunds", data={"charge": "ch_1", "amount": "5000"})
+    assert reply.status_code == 403
+    assert reply.headers["content-type"] == "application/problem+json"
+    problem = reply.json()
+    assert problem["type"] == "urn:aileron:problem:approval-required"
+    assert problem["action"] == "stripe.create-refund"
+    assert world.received_since(mark) == []
+    world.audit_wait(lambda rs: any(r["decision"] == "approval_required" for r in rs), action="stripe.create-refund")
+
+
+def test_a_credential_echoed_by_the_upstream_is_redacted_in_body_and_headers(world: World) -> None:
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls()) as client:
+        reply = client.get("https://api.github.com/repos/echo/echo")
+    assert reply.status_code == 200
+    canary = world.canaries["github"].decode()
+    assert canary not in reply.text and canary not in json.dumps(dict(reply.headers))
+    assert "[redacted by aileron]" in reply.json()["you_sent"]
+    assert "[redacted by aileron]" in reply.headers["x-echo"]
+
+
+def test_uncredentialed_egress_is_forwarded_as_is_and_audited(world: World) -> None:
+    mark = len(world.upstream.received)
+    result = curl(world, "https://docs.example.com/guide?page=2", "-H", "Authorization: Bearer agents-own")
+    status, _ = status_and_body(result)
+    assert status == 200
+    [got] = world.received_since(mark)
+    assert got.headers["authorization"] == "Bearer agents-own"  # nothing injected, nothing stripped
+    world.audit_wait(lambda rs: any(r["host"] == "docs.example.com" and r["kind"] == "egress" for r in rs))
+
+
+def test_without_a_session_token_the_proxy_answers_407(world: World) -> None:
+    bad = f"http://aileron:ail_ses_notarealtoken000000000000000000000000000@127.0.0.1:{world.service.proxy_port}"
+    with httpx.Client(proxy=bad, verify=world.tls()) as client, pytest.raises(httpx.ProxyError) as caught:
+        client.get("https://api.github.com/repos/acme/app")
+    assert "407" in str(caught.value)
+
+
+def test_plain_http_is_refused(world: World) -> None:
+    with httpx.Client(proxy=world.proxy_url) as client:
+        reply = client.get("http://docs.example.com/")
+    assert reply.status_code == 403
+    assert reply.json()["type"] == "urn:aileron:problem:https-only"
+
+
+def test_gh_cli_creates_an_issue_through_the_proxy(world: World, tmp_path: Path) -> None:
+    gh = shutil.which("gh")
+    if gh is None:
+        pytest.skip("the gh CLI is not installed (Debian package gh)")
+    mark = len(world.upstream.received)
+    env = world.agent_env(GH_TOKEN="gho_placeholder_for_aileron", GH_CONFIG_DIR=str(tmp_path), GH_PROMPT_DISABLED="1")
+    result = subprocess.run(
+        [gh, "api", "repos/acme/app/issues", "--method", "POST", "-f", "title=From gh"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    world.outputs["gh"] = result.stdout + result.stderr
+    assert result.returncode == 0, result.stderr.decode()
+    [got] = world.received_since(mark)
+    assert got.path == "/repos/acme/app/issues"
+    assert got.headers["authorization"] == f"Bearer {world.canaries['github'].decode()}"
+    assert json.loads(got.body)["title"] == "From gh"
+
+
+def _raw_tls(world: World, host: str, raw: bytes) -> bytes:
+    """Send bytes through a CONNECT tunnel over TLS (for requests no well-behaved client would send)."""
+    sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
+    import base64
+
+    auth = base64.b64encode(f"aileron:{world.token}".encode()).decode()
+    sock.sendall(
+        f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode()
+    )
+    head = sock.recv(4096)
+    assert b" 200 " in head.split(b"\r\n", 1)[0], head
+    context = ssl.create_default_context(cafile=str(world.ca_file))
+    tls = context.wrap_socket(sock, server_hostname=host)
+    tls.sendall(raw)
+    data = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            chunk = tls.recv(65536)
+        except (ssl.SSLError, OSError):
+            break
+        if not chunk:
+            break
+        data += chunk
+        if b"\r\n\r\n" in data and (b"}" in data or b"Content-Length: 0" in data):
+            break
+    tls.close()
+    return data
+
+
+def run_agent_python(world: World, code: str) -> str:
+    """Run code as an agent would: another process with only the runtime contract in its environment."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=world.agent_env(OPENAI_API_KEY="sk-aileron-placeholder", ANTHROPIC_API_KEY="sk-ant-aileron-placeholder"),
+        capture_output=True,
+        timeout=60,
+    )
+    world.outputs[f"agent python {code[:40]}"] = result.stdout + result.stderr
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+OPENAI_AGENT = """
+import openai
+client = openai.OpenAI()
+reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+print("plain", reply.choices[0].message.content, reply.usage.prompt_tokens)
+stream = client.chat.completions.create(
+    model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True,
+    stream_options={"include_usage": True},
+)
+text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+print("stream", text)
+"""
+
+ANTHROPIC_AGENT = """
+import anthropic
+client = anthropic.Anthropic()
+reply = client.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+print("plain", reply.content[0].text, reply.usage.input_tokens)
+question = [{"role": "user", "content": "hi"}]
+with client.messages.stream(model="claude-sonnet-4-5", max_tokens=64, messages=question) as s:
+    text = "".join(s.text_stream)
+print("stream", text)
+"""
+
+
+def test_openai_sdk_plain_and_streaming_gets_the_key_and_usage_is_audited(world: World) -> None:
+    mark = len(world.upstream.received)
+    out = run_agent_python(world, OPENAI_AGENT)
+    assert "plain hi 11" in out and "stream hello" in out
+    got = world.received_since(mark)
+    assert [r.path for r in got] == ["/v1/chat/completions", "/v1/chat/completions"]
+    for r in got:
+        assert r.headers["authorization"] == f"Bearer {world.canaries['openai'].decode()}"
+    records = world.audit_wait(lambda rs: sum(1 for r in rs if r["usage"]) >= 2, action="openai.create-chat-completion")
+    usages = sorted((r["usage"]["input_tokens"], r["usage"]["output_tokens"]) for r in records if r["usage"])
+    assert usages == [(11, 7), (13, 5)]
+    assert all(r["usage"]["cost_usd"] and r["usage"]["cost_usd"] > 0 for r in records if r["usage"])
+    assert all(r["args"]["messages"] == "[redacted]" for r in records)
+
+
+def test_anthropic_sdk_plain_and_streaming_gets_the_key_and_usage_is_audited(world: World) -> None:
+    mark = len(world.upstream.received)
+    out = run_agent_python(world, ANTHROPIC_AGENT)
+    assert "plain hi 21" in out and "stream hello" in out
+    got = world.received_since(mark)
+    assert [r.path for r in got] == ["/v1/messages", "/v1/messages"]
+    for r in got:
+        assert r.headers["x-api-key"] == world.canaries["anthropic"].decode()
+        assert "sk-ant-aileron-placeholder" not in json.dumps(r.headers)
+    records = world.audit_wait(lambda rs: sum(1 for r in rs if r["usage"]) >= 2, action="anthropic.create-message")
+    usages = sorted((r["usage"]["input_tokens"], r["usage"]["output_tokens"]) for r in records if r["usage"])
+    assert usages == [(21, 9), (31, 17)]
