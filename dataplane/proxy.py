@@ -87,6 +87,10 @@ class Sessions:
     def _key(token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
 
+    def cached(self, token: str) -> Live | None:
+        """The last known state of a session, however old (for attributing a refusal, never for allowing)."""
+        return self._live.get(self._key(token))
+
     async def get(self, token: str) -> Live:
         key = self._key(token)
         found = self._live.get(key)
@@ -242,7 +246,7 @@ class AileronProxy:
 
     def certstore_for(self, client_id: str) -> CertStore:
         tunnel = self.tunnels.get(client_id)
-        live = self.sessions._live.get(Sessions._key(tunnel.token)) if tunnel else None
+        live = self.sessions.cached(tunnel.token) if tunnel else None
         if live is None:
             raise ConnectionError("TLS from a client without a live session tunnel")
         return live.certstore
@@ -274,9 +278,26 @@ class AileronProxy:
                 raise Refusal(problems.HTTPS_ONLY, "plain HTTP is not forwarded; use https:// through CONNECT")
             live = await self.sessions.get(tunnel.token)
         except Refusal as refusal:
-            flow.response = problems.response(refusal, request_id=request_id)
+            stale = self.sessions.cached(tunnel.token) if tunnel is not None else None
+            if stale is not None and refusal.kind is problems.CONTROL_PLANE_UNAVAILABLE:
+                # The session was live a moment ago: refuse, and keep the refusal in its audit trail.
+                self._refuse(flow, Pending(request_id, started, stale, kind="refused"), refusal)
+            else:
+                flow.response = problems.response(refusal, request_id=request_id)
             return
         pending = Pending(request_id, started, live, kind="refused")
+        if flow.error is not None:
+            # mitmproxy's own framing checks (validate_inbound_headers) refused it and answer 400 themselves:
+            # keep the attempt in the session's audit trail.
+            record = self._attempt(
+                flow,
+                pending,
+                decision="deny",
+                reason=flow.error.msg[:300],
+                problem_type=problems.REQUEST_SMUGGLING.slug,
+            )
+            self.spool.record(record)
+            return
         self.pending[flow.id] = pending
         try:
             await self._screen(flow, tunnel, pending)

@@ -162,7 +162,7 @@ def test_gh_cli_creates_an_issue_through_the_proxy(world: World, tmp_path: Path)
     assert json.loads(got.body)["title"] == "From gh"
 
 
-def _raw_tls(world: World, host: str, raw: bytes) -> bytes:
+def _raw_tls(world: World, host: str, raw: bytes, *, sni: str | None = None) -> bytes:
     """Send bytes through a CONNECT tunnel over TLS (for requests no well-behaved client would send)."""
     sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
     import base64
@@ -174,7 +174,9 @@ def _raw_tls(world: World, host: str, raw: bytes) -> bytes:
     head = sock.recv(4096)
     assert b" 200 " in head.split(b"\r\n", 1)[0], head
     context = ssl.create_default_context(cafile=str(world.ca_file))
-    tls = context.wrap_socket(sock, server_hostname=host)
+    if sni is not None:
+        context.check_hostname = False  # the certificate is for the SNI we claim, not the tunnel's host
+    tls = context.wrap_socket(sock, server_hostname=sni or host)
     tls.sendall(raw)
     data = b""
     deadline = time.monotonic() + 10
@@ -257,3 +259,145 @@ def test_anthropic_sdk_plain_and_streaming_gets_the_key_and_usage_is_audited(wor
     records = world.audit_wait(lambda rs: sum(1 for r in rs if r["usage"]) >= 2, action="anthropic.create-message")
     usages = sorted((r["usage"]["input_tokens"], r["usage"]["output_tokens"]) for r in records if r["usage"])
     assert usages == [(21, 9), (31, 17)]
+
+
+def refused(world: World, result: subprocess.CompletedProcess[bytes]) -> tuple[int, dict[str, object]]:
+    status, body = status_and_body(result)
+    assert body, result.stderr.decode()
+    return status, json.loads(body)
+
+
+def assert_refused_and_audited(world: World, mark: int, problem_type: str) -> None:
+    assert world.received_since(mark) == [], "a refused request reached the upstream"
+    world.audit_wait(lambda rs: any(r["problem_type"] == problem_type for r in rs))
+
+
+def test_a_host_header_that_disagrees_with_the_tunnel_is_refused(world: World) -> None:
+    mark = len(world.upstream.received)
+    status, problem = refused(
+        world, curl(world, "--http1.1", "https://api.github.com/repos/acme/app", "-H", "Host: evil.example.net")
+    )
+    assert status == 421 and problem["type"] == "urn:aileron:problem:destination-mismatch"
+    assert_refused_and_audited(world, mark, "destination-mismatch")
+
+
+def test_an_sni_that_disagrees_with_the_tunnel_is_refused(world: World) -> None:
+    mark = len(world.upstream.received)
+    raw = b"GET /repos/acme/app HTTP/1.1\r\nHost: api.github.com\r\nConnection: close\r\n\r\n"
+    answer = _raw_tls(world, "api.github.com", raw, sni="docs.example.com")
+    assert answer.startswith(b"HTTP/1.1 421"), answer[:200]
+    assert world.received_since(mark) == []
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1", "localhost", "169.254.169.254", "10.1.2.3"])
+def test_private_loopback_and_metadata_addresses_are_refused(world: World, target: str) -> None:
+    mark = len(world.upstream.received)
+    status, problem = refused(world, curl(world, f"https://{target}:{world.upstream.port}/latest/meta-data/"))
+    assert status == 403 and problem["type"] == "urn:aileron:problem:private-address"
+    assert world.received_since(mark) == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/repos/acme/app/issues/../../../../admin",
+        "/repos/acme/app/%2e%2e/%2e%2e/user",
+        "/repos/acme%2Fapp/issues",
+        "/repos//acme/app/issues",
+        "/REPOS/acme/app/issues",
+        "/repos/acme/app/issues;admin=1",
+    ],
+)
+def test_path_normalization_tricks_are_refused(world: World, path: str) -> None:
+    mark = len(world.upstream.received)
+    status, problem = refused(world, curl(world, "--path-as-is", "-X", "DELETE", f"https://api.github.com{path}"))
+    assert status in (400, 403), problem
+    assert str(problem["type"]).rsplit(":", 1)[1] in ("ambiguous-request", "unmatched-action")
+    assert world.received_since(mark) == []
+
+
+def test_content_length_with_transfer_encoding_is_refused(world: World) -> None:
+    mark = len(world.upstream.received)
+    raw = (
+        b"POST /repos/acme/app/issues HTTP/1.1\r\nHost: api.github.com\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"0\r\n\r\nGET /user HTTP/1.1\r\nHost: api.github.com\r\n\r\n"
+    )
+    answer = _raw_tls(world, "api.github.com", raw)
+    assert answer.split(b"\r\n", 1)[0].split(b" ")[1] == b"400", answer[:300]
+    # mitmproxy's own smuggling check answers (text/html); the data plane still audits the attempt.
+    assert_refused_and_audited(world, mark, "malformed-request")
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(world: World, tmp_path: Path) -> None:
+    mark = len(world.upstream.received)
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"title": "x", "body": "y" * (300 * 1024)}))
+    status, problem = refused(
+        world,
+        curl(
+            world,
+            "https://api.github.com/repos/acme/app/issues",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            f"@{big}",
+        ),
+    )
+    assert status == 413 and problem["type"] == "urn:aileron:problem:body-too-large"
+    assert_refused_and_audited(world, mark, "body-too-large")
+
+
+def test_a_chunked_body_to_a_connector_is_refused(world: World) -> None:
+    mark = len(world.upstream.received)
+    status, problem = refused(
+        world,
+        curl(
+            world,
+            "--http1.1",
+            "https://api.github.com/repos/acme/app/issues",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"title": "x"}',
+        ),
+    )
+    assert status == 411 and problem["type"] == "urn:aileron:problem:length-required"
+    assert world.received_since(mark) == []
+
+
+@pytest.mark.parametrize("header", ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"])
+def test_method_override_headers_are_refused(world: World, header: str) -> None:
+    mark = len(world.upstream.received)
+    status, problem = refused(world, curl(world, "https://api.github.com/repos/acme/app", "-H", f"{header}: DELETE"))
+    assert status == 400 and problem["type"] == "urn:aileron:problem:method-override"
+    assert_refused_and_audited(world, mark, "method-override")
+
+
+def test_an_unknown_action_on_a_connector_host_is_denied_by_default(world: World) -> None:
+    mark = len(world.upstream.received)
+    status, problem = refused(world, curl(world, "-X", "DELETE", "https://api.github.com/repos/acme/app"))
+    assert status == 403 and problem["type"] == "urn:aileron:problem:unmatched-action"
+    assert "aileron actions" in str(problem["next"])
+    assert_refused_and_audited(world, mark, "unmatched-action")
+
+
+def test_zz_the_canary_credentials_appear_nowhere_the_agent_or_an_operator_can_read(world: World) -> None:
+    """Runs last in this module: every response, log, audit record, file and database dump of the whole run."""
+    blobs: dict[str, bytes] = {f"output {k}": v for k, v in world.outputs.items()}
+    blobs["service log"] = world.service.log.read_bytes()
+    blobs["audit api"] = json.dumps(world.audit()).encode()
+    for path in world.service.home.rglob("*"):
+        if path.is_file():
+            blobs[str(path)] = path.read_bytes()
+    database_url = world.service.env.get("DATABASE_URL")
+    if database_url:
+        dump = subprocess.run(["pg_dump", database_url], capture_output=True, timeout=120, check=True)
+        blobs["pg_dump"] = dump.stdout
+    from tests.test_vault_canary import find_canary
+
+    assert len(blobs) > 10
+    for name, canary in world.canaries.items():
+        assert find_canary(canary, blobs) == [], name
