@@ -562,6 +562,63 @@ def session_start(name: str, minutes: int, as_json: bool) -> None:
     console.print(f"For the agent: AILERON_TOKEN={opened.token}")
 
 
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--sandbox",
+    type=click.Choice(["docker", "netns", "none"]),
+    default="docker",
+    show_default=True,
+    help="Where the agent runs; `none` runs it on this host, unsandboxed (developer mode).",
+)
+@click.option(
+    "--proxy",
+    "proxy_text",
+    envvar="AILERON_PROXY",
+    default="127.0.0.1:8480",
+    show_default=True,
+    help="The data plane's proxy, HOST:PORT [env AILERON_PROXY].",
+)
+@click.option("--name", default=None, help="The agent's name in audit and approvals [default: the command].")
+@click.option("--minutes", type=click.IntRange(1, 1440), default=720, show_default=True, help="Session lifetime.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@fail_cleanly
+def launch(sandbox: str, proxy_text: str, name: str | None, minutes: int, command: tuple[str, ...]) -> None:
+    """Run an agent COMMAND through Aileron: `aileron launch --sandbox none -- CMD ARGS...`."""
+    from aileron_cli import launch as launching
+    from aileron_cli.sessions import session_open
+
+    if sandbox != "none":
+        raise CliError(
+            f"the {sandbox} sandbox is not available in this version; `--sandbox none` runs the agent unsandboxed",
+            exit_code=2,
+        )
+    proxy = launching.Proxy.parse(proxy_text)
+    socket_path = _key_socket()
+    if not socket_path.exists():
+        raise CliError(f"no data plane key channel at {socket_path} (is `aileron service` running here?)")
+    login = require_login()
+    passphrase = read_passphrase()
+    argv = list(command)
+    with _logged_in_api() as api:
+        identity = _identity(api, login)
+        code = launching.launch_unsandboxed(
+            argv=argv,
+            proxy=proxy,
+            open_session=lambda: session_open(
+                api,
+                identity,
+                passphrase=passphrase,
+                name=name or Path(argv[0]).name,
+                minutes=minutes,
+                socket_path=socket_path,
+            ),
+            end_session=lambda opened: launching.end_session(api, identity.organization_id, socket_path, opened),
+            connectors=_connectors(),
+            warn=lambda line: err_console.print(line, markup=False),
+        )
+    sys.exit(code)
+
+
 @session.command("end")
 @click.argument("session_id")
 @fail_cleanly

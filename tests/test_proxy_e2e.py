@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from tests.proxy_world import World, proxy_world
+from tests.service import BIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -382,6 +383,74 @@ def test_an_unknown_action_on_a_connector_host_is_denied_by_default(world: World
     assert status == 403 and problem["type"] == "urn:aileron:problem:unmatched-action"
     assert "aileron actions" in str(problem["next"])
     assert_refused_and_audited(world, mark, "unmatched-action")
+
+
+LAUNCHED_AGENT = """
+import json, os, httpx
+reply = httpx.get("https://api.github.com/repos/acme/launched")
+print(json.dumps({"status": reply.status_code, "env": dict(os.environ)}))
+"""
+
+
+def test_launch_without_sandbox_runs_the_command_with_the_runtime_contract_and_ends_the_session(
+    world: World,
+) -> None:
+    from dataplane import keychannel
+
+    mark = len(world.upstream.received)
+    result = subprocess.run(
+        [
+            str(BIN / "aileron"),
+            "launch",
+            "--sandbox",
+            "none",
+            "--proxy",
+            f"127.0.0.1:{world.service.proxy_port}",
+            "--name",
+            "dev-agent",
+            "--",
+            sys.executable,
+            "-c",
+            LAUNCHED_AGENT,
+        ],
+        env={**world.service.env, "OPENAI_API_KEY": "sk-users-own-real-key"},
+        capture_output=True,
+        timeout=120,
+    )
+    world.outputs["launch"] = result.stdout + result.stderr
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"UNSANDBOXED" in result.stderr
+    seen = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    assert seen["status"] == 200
+    env = seen["env"]
+    assert env["HTTPS_PROXY"].startswith("http://aileron:ail_ses_")
+    assert env["AILERON_TOKEN"] in env["HTTPS_PROXY"]
+    assert env["SSL_CERT_FILE"] == env["REQUESTS_CA_BUNDLE"] == env["NODE_EXTRA_CA_CERTS"]
+    assert env["OPENAI_API_KEY"] == "sk-aileron-placeholder"  # the user's own key is not inherited
+    assert "AILERON_PASSPHRASE" not in env
+    assert not any(c.decode() in json.dumps(env) for c in world.canaries.values())
+    [got] = world.received_since(mark)
+    assert got.headers["authorization"] == f"Bearer {world.canaries['github'].decode()}"
+    # the session ended with the command: keys wiped, token refused, CA file gone
+    socket_path = world.service.home / "run" / "credentials.sock"
+    status = keychannel.request(socket_path, {"op": "status", "session_id": env["AILERON_SESSION_ID"]})
+    assert status["open"] is False
+    assert not Path(env["SSL_CERT_FILE"]).exists()
+    time.sleep(1.2)  # the proxy's session cache (AILERON_SESSION_CACHE_SECONDS=1)
+    gone = f"http://aileron:{env['AILERON_TOKEN']}@127.0.0.1:{world.service.proxy_port}"
+    with httpx.Client(proxy=gone, verify=world.tls()) as client, pytest.raises(httpx.ProxyError) as caught:
+        client.get("https://api.github.com/repos/acme/after")
+    assert "407" in str(caught.value)
+    records = world.audit_wait(lambda rs: any(r["agent"] == "dev-agent" for r in rs), action="github.get-repo")
+    assert any(r["path"] == "/repos/acme/launched" for r in records if r["agent"] == "dev-agent")
+
+
+def test_launch_refuses_a_sandbox_this_version_lacks_with_one_line(world: World) -> None:
+    result = subprocess.run(
+        [str(BIN / "aileron"), "launch", "--", "true"], env=world.service.env, capture_output=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.decode().count("\n") == 1 and "--sandbox none" in result.stderr.decode()
 
 
 def test_zz_the_canary_credentials_appear_nowhere_the_agent_or_an_operator_can_read(world: World) -> None:

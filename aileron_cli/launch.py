@@ -1,0 +1,170 @@
+"""`aileron launch --sandbox none -- CMD ARGS...`: run an agent on this host with the runtime contract.
+
+The unsandboxed developer mode. The command gets a session of its own (token, session CA, the user's key
+unlocked in the data plane) and an environment that sends its HTTPS through the proxy: HTTPS_PROXY with the
+session token, the session CA for every common TLS stack, and placeholder keys for the LLM SDKs and `gh`, so
+they start without a real credential. Nothing stops the command from ignoring HTTPS_PROXY or reading this
+user's files: that is what the sandboxes (docker, netns) add around the same contract. When the command exits,
+the session ends: its keys are wiped in the data plane and its token is revoked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from aileron_cli.client import ApiClient, CliError
+from aileron_cli.sessions import SessionOpened
+from connectors.package import Connector
+
+# Credentials a user may have exported for their own use: an agent launched by Aileron must not inherit them.
+_SECRET_ENV = (
+    "AILERON_PASSPHRASE",
+    "AILERON_LOGIN_TOKEN",
+    "AILERON_INVITATION",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GH_TOKEN",
+    "GITHUB_TOKEN",
+    "STRIPE_API_KEY",
+    "SLACK_TOKEN",
+    "LINEAR_API_KEY",
+)
+# Which environment variable each connector's SDK or CLI reads its key from: it gets the connector's placeholder.
+_PLACEHOLDER_ENV = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "github": ("GH_TOKEN", "GITHUB_TOKEN"),
+    "stripe": ("STRIPE_API_KEY",),
+    "slack": ("SLACK_TOKEN",),
+    "linear": ("LINEAR_API_KEY",),
+}
+CA_FILE_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO")
+
+
+@dataclass(frozen=True)
+class Proxy:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Proxy:
+        raw = text if "://" in text else f"http://{text}"
+        parts = urlsplit(raw)
+        if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+            raise CliError(f"--proxy must be HOST:PORT or http://HOST:PORT, not {text!r}", exit_code=2)
+        try:
+            port = parts.port or 8480
+        except ValueError:
+            raise CliError(f"--proxy has a bad port: {text!r}", exit_code=2) from None
+        return cls(parts.hostname, port)
+
+    def url(self, token: str | None = None) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://aileron:{token}@{host}:{self.port}" if token else f"http://{host}:{self.port}"
+
+
+def fetch_session_ca(proxy: Proxy, token: str) -> bytes:
+    """The session's CA certificate, from the data plane itself (it never leaves there with its key)."""
+    try:
+        with httpx.Client(proxy=proxy.url(token), timeout=10, trust_env=False) as client:
+            response = client.get("http://aileron.proxy/ca.pem")
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the data plane's proxy at {proxy.url()}: {exc.__class__.__name__}") from None
+    if response.status_code != 200 or b"BEGIN CERTIFICATE" not in response.content:
+        raise CliError(f"the proxy at {proxy.url()} did not hand out the session CA ({response.status_code})")
+    return response.content
+
+
+def agent_environment(
+    base: dict[str, str], *, proxy: Proxy, opened: SessionOpened, ca_file: Path, connectors: list[Connector]
+) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in _SECRET_ENV and not k.lower().endswith("_proxy")}
+    proxy_url = proxy.url(opened.token)
+    env.update(
+        HTTPS_PROXY=proxy_url,
+        https_proxy=proxy_url,
+        HTTP_PROXY=proxy_url,
+        http_proxy=proxy_url,
+        NO_PROXY="",
+        no_proxy="",
+        AILERON_TOKEN=opened.token,
+        AILERON_SESSION_ID=opened.session_id,
+        AILERON_SANDBOX="none",
+    )
+    for name in CA_FILE_ENV:
+        env[name] = str(ca_file)
+    for connector in connectors:
+        for name in _PLACEHOLDER_ENV.get(connector.name, ()):
+            env[name] = connector.auth.placeholder
+    return env
+
+
+def run_agent(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> int:
+    """Run the agent in the foreground of this terminal; Ctrl-C reaches it, and its exit code is ours."""
+    executable = shutil.which(argv[0], path=env.get("PATH"))
+    if executable is None:
+        raise CliError(f"{argv[0]}: command not found", exit_code=127)
+    process = subprocess.Popen([executable, *argv[1:]], env=env, cwd=cwd)  # noqa: S603 - the user's own command
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C goes to the agent itself
+    try:
+        return process.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def launch_unsandboxed(
+    *,
+    argv: list[str],
+    proxy: Proxy,
+    open_session: Callable[[], SessionOpened],
+    end_session: Callable[[SessionOpened], None],
+    connectors: list[Connector],
+    warn: Callable[[str], None],
+) -> int:
+    opened = open_session()
+    folder = Path(tempfile.mkdtemp(prefix="aileron-session-"))
+    try:
+        os.chmod(folder, 0o700)
+        ca_file = folder / "session-ca.pem"
+        ca_file.write_bytes(fetch_session_ca(proxy, opened.token))
+        env = agent_environment(dict(os.environ), proxy=proxy, opened=opened, ca_file=ca_file, connectors=connectors)
+        warn(
+            f"aileron: UNSANDBOXED developer mode (--sandbox none): {argv[0]} runs on this host with your rights. "
+            "Only HTTPS that honours HTTPS_PROXY is mediated, approved and audited."
+        )
+        warn(f"aileron: session {opened.session_id}, proxy {proxy.url()}")
+        return run_agent(argv, env)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        end_session(opened)
+
+
+def end_session(api: ApiClient, organization_id: str, socket_path: Path, opened: SessionOpened) -> None:
+    """Wipe the session's keys in the data plane and revoke its token; both are tried, whatever fails."""
+    from dataplane import keychannel
+
+    errors = []
+    try:
+        if socket_path.exists():
+            keychannel.request(socket_path, {"op": "close", "session_id": opened.session_id}, timeout=10)
+    except OSError as exc:
+        errors.append(f"the key channel: {exc}")
+    try:
+        api.delete(f"/api/v1/orgs/{organization_id}/session-tokens/{opened.session_id}/")
+    except CliError as exc:
+        errors.append(f"revoking the token: {exc}")
+    if errors:
+        raise CliError("the session did not end cleanly: " + "; ".join(errors))
