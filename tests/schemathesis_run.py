@@ -52,7 +52,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     log = (home / "service.log").open("wb")
     service = subprocess.Popen(
-        [str(BIN / "aileron"), "service", "--api-port", str(port)],
+        [str(BIN / "aileron"), "service", "--api-port", str(port), "--proxy-port", str(port + 1)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
