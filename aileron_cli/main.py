@@ -220,7 +220,14 @@ def status(server: str | None, as_json: bool) -> None:
                 sys.exit(1)
             raise
         who = api.get("/api/v1/whoami/") if token else None
-    report = {"server": url, "reachable": True, "cli_version": __version__, "service": health, "login": who}
+    report = {
+        "server": url,
+        "reachable": True,
+        "cli_version": __version__,
+        "service": health,
+        "login": who,
+        "dataplane": _dataplane_probe(),
+    }
     if as_json:
         emit_json(report)
         return
@@ -233,6 +240,13 @@ def status(server: str | None, as_json: bool) -> None:
         "worker",
         f"{health['broker']} broker; " + (f"last seen {age:.0f}s ago" if age is not None else "not seen yet"),
     )
+    probe = report["dataplane"]
+    table.add_row(
+        "data plane",
+        f"proxy {probe['proxy']} "
+        + ("listening" if probe["listening"] else "not reachable")
+        + (", key channel ready" if probe["key_channel"] else ", no local key channel"),
+    )
     if who is None:
         table.add_row("login", "not logged in (run `aileron init`)")
     else:
@@ -244,6 +258,24 @@ def status(server: str | None, as_json: bool) -> None:
         for membership in who.get("memberships", []):
             table.add_row("", f"{membership['slug']}: {membership['role']}")
     console.print(table)
+
+
+def _dataplane_probe() -> dict[str, Any]:
+    """Whether the data plane's proxy answers on AILERON_PROXY and its key channel exists here."""
+    import socket
+
+    from aileron_cli.launch import Proxy
+
+    try:
+        proxy = Proxy.parse(os.environ.get("AILERON_PROXY", "127.0.0.1:8480"))
+    except CliError:
+        return {"proxy": os.environ.get("AILERON_PROXY"), "listening": False, "key_channel": False}
+    try:
+        socket.create_connection((proxy.host, proxy.port), timeout=1).close()
+        listening = True
+    except OSError:
+        listening = False
+    return {"proxy": proxy.url(), "listening": listening, "key_channel": _key_socket().exists()}
 
 
 def _identity(api: ApiClient, login: state.Login, organization_id: str | None = None) -> Identity:

@@ -36,10 +36,12 @@ class Service:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def aileron(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def aileron(
+        self, *args: str, check: bool = False, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(BIN / "aileron"), *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=60,
