@@ -168,7 +168,9 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         connection_strategy="lazy",
         upstream_cert=False,
         ssl_verify_upstream_trusted_ca=_trust_bundle(folder, settings.upstream_ca),
-        http2=True,
+        # HTTP/1.1 toward agents: every request body then announces its length (Content-Length, or chunked,
+        # which credentialed requests may not use) before the decision; an HTTP/2 body need not.
+        http2=False,
         stream_large_bodies=None,
     )
     spool.start()
