@@ -295,7 +295,7 @@ def test_private_loopback_and_metadata_addresses_are_refused(world: World, targe
     mark = len(world.upstream.received)
     status, problem = refused(world, curl(world, f"https://{target}:{world.upstream.port}/latest/meta-data/"))
     assert status == 403 and problem["type"] == "urn:aileron:problem:private-address"
-    assert world.received_since(mark) == []
+    assert_refused_and_audited(world, mark, "private-address")
 
 
 @pytest.mark.parametrize(
