@@ -153,7 +153,7 @@ def test_aileron_session_start_unlocks_through_the_local_key_channel(world: Worl
 def test_the_data_plane_imports_no_django() -> None:
     code = (
         "import sys; import dataplane.credserver, dataplane.keychannel, dataplane.credentials, dataplane.control; "
-        "import dataplane.attestation, dataplane.usage; "
+        "import dataplane.attestation, dataplane.usage, dataplane.server, dataplane.proxy, dataplane.spool; "
         "bad = sorted(m for m in sys.modules if m == 'django' or m.startswith(('django.', 'rest_framework'))); "
         "print(bad); sys.exit(1 if bad else 0)"
     )
