@@ -453,6 +453,53 @@ def test_launch_refuses_a_sandbox_this_version_lacks_with_one_line(world: World)
     assert result.stderr.decode().count("\n") == 1 and "--sandbox none" in result.stderr.decode()
 
 
+def test_an_egress_allowlist_refuses_other_hosts_but_not_connector_actions(world: World) -> None:
+    def set_egress(body: dict[str, object]) -> None:
+        with world.api() as api:
+            reply = api.put(f"/api/v1/orgs/{world.org_id}/egress/", json=body)
+        assert reply.status_code == 200, reply.text
+        time.sleep(1.2)  # the proxy re-reads the session's context after AILERON_SESSION_CACHE_SECONDS
+
+    mark = len(world.upstream.received)
+    set_egress({"mode": "allowlist", "allow": ["*.pypi.org"]})
+    try:
+        status, problem = refused(world, curl(world, "https://docs.example.com/blocked"))
+        assert status == 403 and problem["type"] == "urn:aileron:problem:egress-denied"
+        assert world.received_since(mark) == []
+        status, _ = status_and_body(curl(world, "https://api.github.com/repos/acme/app"))
+        assert status == 200  # the credentialed tier does not depend on the allowlist
+        set_egress({"mode": "allowlist", "allow": ["docs.example.com"]})
+        status, _ = status_and_body(curl(world, "https://docs.example.com/allowed"))
+        assert status == 200
+    finally:
+        set_egress({"mode": "open", "allow": []})
+    assert [r.path for r in world.received_since(mark)] == ["/repos/acme/app", "/allowed"]
+    world.audit_wait(lambda rs: any(r["problem_type"] == "egress-denied" for r in rs))
+
+
+def test_aileron_audit_query_shows_what_the_agent_did(world: World) -> None:
+    curl(world, "https://api.github.com/repos/acme/audited")
+    world.audit_wait(lambda rs: any(r["path"] == "/repos/acme/audited" for r in rs))
+    result = subprocess.run(
+        [str(BIN / "aileron"), "audit", "query", "--action", "github.*", "--since", "1h", "--json"],
+        env=world.service.env,
+        capture_output=True,
+        timeout=60,
+    )
+    world.outputs["audit query"] = result.stdout + result.stderr
+    assert result.returncode == 0, result.stderr.decode()
+    rows = json.loads(result.stdout)
+    assert any(r["path"] == "/repos/acme/audited" and r["action"] == "github.get-repo" for r in rows)
+    assert all(r["action"].startswith("github.") for r in rows)
+    table = subprocess.run(
+        [str(BIN / "aileron"), "audit", "query", "--action", "github.get-repo"],
+        env={**world.service.env, "COLUMNS": "250"},
+        capture_output=True,
+        timeout=60,
+    )
+    assert table.returncode == 0 and b"github.get-repo" in table.stdout
+
+
 def test_zz_the_canary_credentials_appear_nowhere_the_agent_or_an_operator_can_read(world: World) -> None:
     """Runs last in this module: every response, log, audit record, file and database dump of the whole run."""
     blobs: dict[str, bytes] = {f"output {k}": v for k, v in world.outputs.items()}
