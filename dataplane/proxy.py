@@ -139,7 +139,14 @@ class Sessions:
             pem = session_ca.cert_pem(store.default_ca.to_cryptography())
         live = Live(context, engine, store, pem, time.monotonic())
         self._live[key] = live
+        self._evict_idle()
         return live
+
+    def _evict_idle(self) -> None:
+        """Forget sessions unused for a while (their certificate stores with them); a later request re-fetches."""
+        horizon = time.monotonic() - max(600.0, self.ttl * 60)
+        for key in [k for k, v in self._live.items() if v.fetched_at < horizon]:
+            del self._live[key]
 
 
 @dataclass
