@@ -333,6 +333,9 @@ class AileronProxy:
 
     async def _screen(self, flow: http.HTTPFlow, tunnel: Tunnel, pending: Pending) -> None:
         request = flow.request
+        if request.scheme != "https" or not flow.client_conn.tls_established:
+            # Plaintext inside a CONNECT tunnel: never forwarded (and never given a credential).
+            raise Refusal(problems.HTTPS_ONLY, "the tunnel carried plain HTTP; only HTTPS is forwarded")
         # 2. destination binding
         authority = request.host_header or ""
         host, port = _split_authority(authority, default_port=tunnel.port)

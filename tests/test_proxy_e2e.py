@@ -6,6 +6,7 @@ back, and what the audit log holds.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
@@ -143,6 +144,19 @@ def test_plain_http_is_refused(world: World) -> None:
     assert reply.json()["type"] == "urn:aileron:problem:https-only"
 
 
+def test_plain_http_inside_a_connect_tunnel_is_refused_and_gets_no_credential(world: World) -> None:
+    mark = len(world.upstream.received)
+    sock = _tunnel(world, "api.github.com")
+    sock.sendall(b"GET /repos/acme/app HTTP/1.1\r\nHost: api.github.com\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+    assert b"urn:aileron:problem:https-only" in answer
+    assert world.received_since(mark) == []
+
+
 def test_gh_cli_creates_an_issue_through_the_proxy(world: World, tmp_path: Path) -> None:
     gh = shutil.which("gh")
     if gh is None:
@@ -163,17 +177,20 @@ def test_gh_cli_creates_an_issue_through_the_proxy(world: World, tmp_path: Path)
     assert json.loads(got.body)["title"] == "From gh"
 
 
-def _raw_tls(world: World, host: str, raw: bytes, *, sni: str | None = None) -> bytes:
-    """Send bytes through a CONNECT tunnel over TLS (for requests no well-behaved client would send)."""
+def _tunnel(world: World, host: str) -> socket.socket:
+    """An authenticated CONNECT tunnel to host:443, as a raw socket."""
     sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
-    import base64
-
     auth = base64.b64encode(f"aileron:{world.token}".encode()).decode()
-    sock.sendall(
-        f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode()
-    )
+    connect = f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
+    sock.sendall(connect.encode())
     head = sock.recv(4096)
     assert b" 200 " in head.split(b"\r\n", 1)[0], head
+    return sock
+
+
+def _raw_tls(world: World, host: str, raw: bytes, *, sni: str | None = None) -> bytes:
+    """Send bytes through a CONNECT tunnel over TLS (for requests no well-behaved client would send)."""
+    sock = _tunnel(world, host)
     context = ssl.create_default_context(cafile=str(world.ca_file))
     if sni is not None:
         context.check_hostname = False  # the certificate is for the SNI we claim, not the tunnel's host
