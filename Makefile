@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	  && { echo $$p; break; }; done)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint typecheck check clean github-spec
+.PHONY: setup run test lint typecheck check clean github-spec bench
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,18 @@ typecheck: setup
 	$(VENV)/bin/mypy .
 
 check: lint typecheck test
+
+# Figures, not pass/fail: the proxy bench (needs nginx: apt-get install -y nginx-light), the policy and vault
+# benches, and the matcher bench when the GitHub description is there (`make github-spec`). BENCH_ARGS go to
+# the proxy bench (e.g. BENCH_ARGS="--requests 1000 --rounds 5" or "--json").
+BENCH_ARGS ?=
+bench: setup
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { echo "make: the proxy bench needs nginx (apt-get install -y nginx-light)" >&2; exit 1; }
+	$(PY) bench/proxy_bench.py $(BENCH_ARGS)
+	$(PY) bench/policy_bench.py
+	$(PY) bench/vault_bench.py
+	@if [ -f .cache/octokit/api.github.com.json ]; then $(PY) bench/match_bench.py; \
+	  else echo "bench: match_bench skipped (run \`make github-spec\` first)"; fi
 
 # The official GitHub REST description (npm package @octokit/openapi), for the matcher's full-spec tests and
 # bench/match_bench.py. Optional: those tests skip, saying so, when it is absent.
