@@ -170,6 +170,7 @@ class Pending:
     connector: str = ""
     action: str = ""
     secret: bytes | None = field(default=None, repr=False)
+    scheme: str = ""
     provider: str | None = None
     model: str | None = None
     usage: UsageParser | None = None
@@ -178,31 +179,46 @@ class Pending:
 
 
 class Redactor:
-    """Replaces the credential in a streamed body, also across chunk boundaries."""
+    """Replaces the credential in a streamed body, also across chunk boundaries, in each form it may take."""
 
     MARK = b"[redacted by aileron]"
 
-    def __init__(self, secret: bytes, on_chunk: Any = None) -> None:
-        self.secret = secret
+    def __init__(self, *needles: bytes, on_chunk: Any = None) -> None:
+        # Longest first, so a form that contains another (URL-encoded, say) is replaced whole.
+        self.needles = sorted({n for n in needles if len(n) >= 4}, key=len, reverse=True)
+        self.longest = max((len(n) for n in self.needles), default=0)
         self.carry = b""
         self.on_chunk = on_chunk
         self.count = 0
 
+    def redact(self, data: bytes) -> bytes:
+        for needle in self.needles:
+            if needle in data:
+                self.count += data.count(needle)
+                data = data.replace(needle, self.MARK)
+        return data
+
     def __call__(self, chunk: bytes) -> bytes:
         if self.on_chunk is not None:
             self.on_chunk(chunk)
-        data = self.carry + chunk
+        data = self.redact(self.carry + chunk)
         self.carry = b""
-        if self.secret in data:
-            self.count += data.count(self.secret)
-            data = data.replace(self.secret, self.MARK)
         if chunk:
-            # Hold back the longest tail that could begin the secret; release it with the next chunk or the end.
-            for n in range(min(len(self.secret) - 1, len(data)), 0, -1):
-                if self.secret.startswith(data[-n:]):
-                    self.carry, data = data[-n:], data[:-n]
+            # Hold back the longest tail that could begin a needle; release it with the next chunk or the end.
+            for n in range(min(self.longest - 1, len(data)), 0, -1):
+                tail = data[-n:]
+                if any(needle.startswith(tail) for needle in self.needles):
+                    self.carry, data = tail, data[:-n]
                     break
         return data
+
+
+def secret_forms(secret: bytes, scheme: str) -> tuple[bytes, ...]:
+    """The forms an upstream might echo the injected credential in."""
+    forms = [secret, urllib.parse.quote(secret, safe="").encode(), urllib.parse.quote_plus(secret).encode()]
+    if scheme == "basic":
+        forms.append(base64.b64encode(secret))
+    return tuple(forms)
 
 
 class AileronProxy:
@@ -466,6 +482,7 @@ class AileronProxy:
             request.path = found[0].path + (f"?{query}" if query else "")
         request.headers["accept-encoding"] = "identity"  # so echoes can be redacted and usage read while streaming
         pending.secret = secret
+        pending.scheme = connector.auth.scheme
         pending.provider = provider_for(pending.connector, found[0].action.split(".", 1)[-1])
         pending.model = _model_of(args)
 
@@ -498,10 +515,17 @@ class AileronProxy:
         if pending.kind == "egress":
             response.stream = True
             return
-        if pending.secret:
-            for name, value in list(response.headers.items(multi=True)):  # type: ignore[no-untyped-call]
-                if pending.secret.decode("latin-1") in value:
-                    response.headers[name] = value.replace(pending.secret.decode("latin-1"), Redactor.MARK.decode())
+        forms = secret_forms(pending.secret, pending.scheme) if pending.secret else ()
+        redactor = Redactor(*forms)
+        if forms:
+            fields = [(name, redactor.redact(value)) for name, value in response.headers.fields]
+            if fields != list(response.headers.fields):
+                response.headers.fields = tuple(fields)
+            has_body = flow.request.method != "HEAD" and response.status_code not in (204, 304)
+            if has_body and "content-length" in response.headers:
+                # Redaction may change the body's length: frame it with chunks instead.
+                del response.headers["content-length"]
+                response.headers["transfer-encoding"] = "chunked"
         if pending.provider is not None:
             pending.usage = UsageParser(
                 provider=pending.provider,
@@ -515,8 +539,9 @@ class AileronProxy:
             if parser is not None:
                 parser.feed(chunk)
 
-        pending.redactor = Redactor(pending.secret or b"\x00aileron-no-secret\x00", count)
-        response.stream = pending.redactor
+        redactor.on_chunk = count
+        pending.redactor = redactor
+        response.stream = redactor
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)

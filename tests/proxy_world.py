@@ -174,7 +174,9 @@ def _echo_auth(received: Received) -> Reply | None:
     if received.path.startswith("/repos/echo/"):
         auth = received.headers.get("authorization", "")
         body = json.dumps({"full_name": "echo/echo", "you_sent": auth}).encode()
-        return Reply(200, {"Content-Type": "application/json", "X-Echo": auth}, [body[:20], body[20:]])
+        # /repos/echo/chunked answers in chunks; any other repo with one Content-Length body
+        chunks = [body[:20], body[20:]] if received.path.startswith("/repos/echo/chunked") else [body]
+        return Reply(200, {"Content-Type": "application/json", "X-Echo": auth}, chunks)
     return None
 
 

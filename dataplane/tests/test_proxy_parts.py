@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from dataplane import session_ca
 from dataplane.guard import Blocked, ResolveError, Resolver, is_public, parse_resolve_map
-from dataplane.proxy import Redactor, _proxy_token, _split_authority, redact_args
+from dataplane.proxy import Redactor, _proxy_token, _split_authority, redact_args, secret_forms
 from dataplane.spool import AuditSpool, SpoolError
 
 SECRET = b"ghp_the-real-credential-0123456789"
@@ -31,6 +31,14 @@ def test_the_redactor_catches_the_secret_split_anywhere_across_chunks(cut: int) 
     assert SECRET not in out
     assert out.count(Redactor.MARK) == 2
     assert out.replace(Redactor.MARK, SECRET) == body
+
+
+def test_the_redactor_also_catches_encoded_forms_of_a_basic_credential() -> None:
+    secret = b"user:p@ss/word+1"
+    redactor = Redactor(*secret_forms(secret, "basic"))
+    body = b"a=" + base64.b64encode(secret) + b"&b=" + b"user%3Ap%40ss%2Fword%2B1" + b"&c=" + secret
+    out = redactor(body) + redactor(b"")
+    assert out == b"a=" + Redactor.MARK + b"&b=" + Redactor.MARK + b"&c=" + Redactor.MARK
 
 
 def test_the_redactor_holds_back_nothing_when_no_prefix_of_the_secret_ends_a_chunk() -> None:
