@@ -167,6 +167,7 @@ class Pending:
     started: float
     live: Live
     kind: str
+    host: str = ""  # the tunnel's host: the request's own host is rewritten to the pinned address
     connector: str = ""
     action: str = ""
     secret: bytes | None = field(default=None, repr=False)
@@ -281,10 +282,9 @@ class AileronProxy:
             data.server.error = "aileron: no checked destination for this connection"
             return
         host, port = data.server.address
-        if _norm_host(str(host)) != tunnel.target.host or port != tunnel.port:
+        if str(host) != tunnel.target.address or port != tunnel.target.port:
             data.server.error = "aileron: destination differs from the checked one"
             return
-        data.server.address = (tunnel.target.address, tunnel.target.port)
         data.server.sni = tunnel.host
 
     # --- request hooks ------------------------------------------------------------------------------------
@@ -302,13 +302,13 @@ class AileronProxy:
             live = await self.sessions.get(tunnel.token)
         except Refusal as refusal:
             stale = self.sessions.cached(tunnel.token) if tunnel is not None else None
-            if stale is not None and refusal.kind is problems.CONTROL_PLANE_UNAVAILABLE:
+            if tunnel is not None and stale is not None and refusal.kind is problems.CONTROL_PLANE_UNAVAILABLE:
                 # The session was live a moment ago: refuse, and keep the refusal in its audit trail.
-                self._refuse(flow, Pending(request_id, started, stale, kind="refused"), refusal)
+                self._refuse(flow, Pending(request_id, started, stale, kind="refused", host=tunnel.host), refusal)
             else:
                 flow.response = problems.response(refusal, request_id=request_id)
             return
-        pending = Pending(request_id, started, live, kind="refused")
+        pending = Pending(request_id, started, live, kind="refused", host=tunnel.host)
         if flow.error is not None:
             # mitmproxy's own framing checks (validate_inbound_headers) refused it and answer 400 themselves:
             # keep the attempt in the session's audit trail.
@@ -326,6 +326,9 @@ class AileronProxy:
             await self._screen(flow, tunnel, pending)
         except Refusal as refusal:
             self._refuse(flow, pending, refusal)
+            return
+        if flow.response is None and not flow.metadata.get("aileron_decide_with_body") and tunnel.target:
+            _pin_request(flow.request, tunnel.target)
 
     async def request(self, flow: http.HTTPFlow) -> None:
         pending = self.pending.get(flow.id)
@@ -335,6 +338,10 @@ class AileronProxy:
             await self._decide(flow, pending, body=flow.request.raw_content or b"")
         except Refusal as refusal:
             self._refuse(flow, pending, refusal)
+            return
+        tunnel = self.tunnels.get(flow.client_conn.id)
+        if tunnel is not None and tunnel.target is not None:
+            _pin_request(flow.request, tunnel.target)
 
     async def _serve_ca(self, flow: http.HTTPFlow) -> None:
         token = _proxy_token(flow.request.headers.get("proxy-authorization", ""))
@@ -417,7 +424,7 @@ class AileronProxy:
         path, _, query = request.path.partition("?")
         try:
             found = self.catalog.identify(
-                host=_norm_host(request.host),
+                host=pending.host,
                 method=request.method,
                 path=path,
                 query=query,
@@ -476,7 +483,7 @@ class AileronProxy:
             secret = bytes(plaintext)
         finally:
             crypto.wipe(plaintext)
-        connector = self.by_host[_norm_host(request.host)]
+        connector = self.by_host[pending.host]
         _inject(request, connector, secret)
         if found[0].path != path:
             request.path = found[0].path + (f"?{query}" if query else "")
@@ -600,7 +607,7 @@ class AileronProxy:
             "connector": pending.connector,
             "action": pending.action,
             "method": request.method,
-            "host": _norm_host(request.host),
+            "host": pending.host or _norm_host(request.host),
             "path": request.path.split("?", 1)[0][:2048],
             "args": redact_args(args, action.sensitive if action else ()),
             "decision": decision,
@@ -748,6 +755,14 @@ def _split_authority(authority: str, *, default_port: int) -> tuple[str, int]:
             host, port_text = text, ""
     port = int(port_text) if port_text.isdigit() else default_port
     return _norm_host(host), port
+
+
+def _pin_request(request: http.Request, target: Target) -> None:
+    """Send the request to the checked address itself (keeping Host), so mitmproxy reuses the connection."""
+    host_header = request.host_header
+    request.host = target.address
+    request.port = target.port
+    request.host_header = host_header
 
 
 def _rid() -> str:

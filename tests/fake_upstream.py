@@ -25,6 +25,7 @@ class Received:
     path: str
     headers: dict[str, str]  # names lower-cased
     body: bytes
+    peer: tuple[str, int] = ("", 0)  # the connection it came on
 
 
 @dataclass
@@ -125,7 +126,8 @@ def fake_upstream(folder: Path, hosts: tuple[str, ...] = ()) -> Iterator[Upstrea
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            received = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            received = Received(self.command, self.path, headers, body, peer=self.client_address)
             upstream.received.append(received)
             reply = next((r for r in (f(received) for f in upstream.responders) if r is not None), None)
             if reply is None:

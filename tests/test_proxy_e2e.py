@@ -110,6 +110,17 @@ def test_an_action_that_needs_approval_is_refused_and_never_sent(world: World) -
     world.audit_wait(lambda rs: any(r["decision"] == "approval_required" for r in rs), action="stripe.create-refund")
 
 
+@pytest.mark.parametrize("host", ["api.github.com", "docs.example.com"])
+def test_one_keep_alive_connection_carries_many_requests_over_one_upstream_connection(world: World, host: str) -> None:
+    mark = len(world.upstream.received)
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls()) as client:
+        statuses = [client.get(f"https://{host}/repos/acme/keepalive-{i}").status_code for i in range(12)]
+    assert statuses == [200] * 12
+    got = world.received_since(mark)
+    assert len(got) == 12
+    assert len({r.peer for r in got}) == 1  # the data plane reused its upstream connection
+
+
 @pytest.mark.parametrize("repo", ["chunked", "sized"])
 def test_a_credential_echoed_by_the_upstream_is_redacted_in_body_and_headers(world: World, repo: str) -> None:
     with httpx.Client(proxy=world.proxy_url, verify=world.tls()) as client:
