@@ -229,6 +229,11 @@ class Engine:
         args: Mapping[str, Any],
         default_approval: bool,
     ) -> Decision:
+        if not self._statements:
+            # Only the built-in permit: Cedar would allow, so the connector's default alone decides.
+            if default_approval:
+                return Decision(APPROVAL_REQUIRED, f"{action} needs approval by default", ())
+            return Decision(ALLOW, "no policy forbids it", ())
         request, entities = self.request(
             user_id=user_id,
             team_ids=team_ids,

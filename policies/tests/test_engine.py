@@ -81,6 +81,14 @@ def test_the_connectors_default_approval_holds_without_policies() -> None:
     assert decision.policy_ids == ()
 
 
+@pytest.mark.parametrize("default_approval", [False, True])
+def test_without_policies_the_shortcut_decides_as_cedar_would(default_approval: bool) -> None:
+    unrelated = Engine(
+        [doc("other action", 'forbid(principal, action == Aileron::Action::"github.deploy", resource);')]
+    )
+    assert decide(Engine([]), default_approval=default_approval) == decide(unrelated, default_approval=default_approval)
+
+
 # --- forbids ---------------------------------------------------------------------------------------------------
 
 
