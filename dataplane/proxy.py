@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import time
@@ -83,16 +82,12 @@ class Sessions:
         self._inflight: dict[str, asyncio.Future[Live]] = {}
         self.dhparams: Any = None
 
-    @staticmethod
-    def _key(token: str) -> str:
-        return hashlib.sha256(token.encode()).hexdigest()
-
     def cached(self, token: str) -> Live | None:
         """The last known state of a session, however old (for attributing a refusal, never for allowing)."""
-        return self._live.get(self._key(token))
+        return self._live.get(token)
 
     async def get(self, token: str) -> Live:
-        key = self._key(token)
+        key = token  # kept in memory for the tunnel anyway; str hashes are cached
         found = self._live.get(key)
         if found is not None and time.monotonic() - found.fetched_at < self.ttl:
             return found
@@ -114,7 +109,7 @@ class Sessions:
             del self._inflight[key]
 
     async def _fetch(self, token: str, previous: Live | None) -> Live:
-        key = self._key(token)
+        key = token
         try:
             context = await asyncio.to_thread(self.control.session_context, token)
         except NotFoundError:

@@ -29,6 +29,7 @@ log = logging.getLogger("aileron.audit")
 
 SEGMENT_BYTES = 4 * 1024 * 1024
 BATCH = 500
+LINGER_SECONDS = 0.2
 _STOP = object()
 
 
@@ -44,11 +45,13 @@ class AuditSpool:
         *,
         segment_bytes: int = SEGMENT_BYTES,
         batch: int = BATCH,
+        linger: float = LINGER_SECONDS,
     ) -> None:
         self.folder = folder
         self.ship = ship
         self.segment_bytes = segment_bytes
         self.batch = batch
+        self.linger = linger
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._written = threading.Condition()
         self._stopping = threading.Event()
@@ -190,14 +193,15 @@ class AuditSpool:
 
     def _ship_loop(self) -> None:
         backoff = 0.25
+        segment, offset = self._cursor()  # on disk only for the next process; kept in memory here
         while not self._stopping.is_set():
-            segment, offset = self._cursor()
             lines, new_offset = self._read_batch(segment, offset)
             if not lines:
                 if segment < self._segment:
                     with contextlib.suppress(FileNotFoundError):
                         self._path(segment).unlink()
-                    self._save_cursor(segment + 1, 0)
+                    segment, offset = segment + 1, 0
+                    self._save_cursor(segment, offset)
                     continue
                 with self._written:
                     self._written.wait(timeout=1.0)
@@ -225,7 +229,12 @@ class AuditSpool:
                 self.rejected += len(rejected)
                 log.error("audit: the control plane rejected %d record(s): %s", len(rejected), rejected[:3])
             self.shipped += len(records) - len(rejected)
-            self._save_cursor(segment, new_offset)
+            offset = new_offset
+            self._save_cursor(segment, offset)
+            if len(lines) < self.batch:
+                # Caught up: let records gather for a moment so a busy proxy ships a few large batches, not many
+                # tiny ones (the records are already durable; only their arrival upstream waits).
+                self._stopping.wait(self.linger)
 
 
 def _line(record: dict[str, Any]) -> bytes:
