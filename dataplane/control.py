@@ -13,6 +13,10 @@ class ControlPlaneError(Exception):
     """The control plane could not answer; the data plane must fail closed."""
 
 
+class BadRequestError(ControlPlaneError):
+    """The control plane refused what was sent as malformed."""
+
+
 class NotFoundError(ControlPlaneError):
     """The control plane says no: unknown, expired or forbidden (it does not say which)."""
 
@@ -85,20 +89,25 @@ class ControlPlane:
     def close(self) -> None:
         self._http.close()
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, path: str, body: dict[str, Any] | bytes) -> dict[str, Any]:
         try:
-            response = self._http.post(path, json=body)
+            if isinstance(body, bytes):
+                response = self._http.post(path, content=body, headers={"Content-Type": "application/json"})
+            else:
+                response = self._http.post(path, json=body)
         except httpx.HTTPError as exc:
             raise ControlPlaneError(f"control plane unreachable: {exc.__class__.__name__}") from None
         try:
-            body = response.json()
+            answer = response.json()
         except ValueError:
             raise ControlPlaneError(f"control plane answered {response.status_code} without JSON") from None
         if response.status_code == 404:
-            raise NotFoundError(str(body.get("detail", "not found")) if isinstance(body, dict) else "not found")
-        if response.status_code != 200 or not isinstance(body, dict):
+            raise NotFoundError(str(answer.get("detail", "not found")) if isinstance(answer, dict) else "not found")
+        if response.status_code == 400:
+            raise BadRequestError(str(answer.get("detail", "bad request")) if isinstance(answer, dict) else "")
+        if response.status_code != 200 or not isinstance(answer, dict):
             raise ControlPlaneError(f"control plane answered {response.status_code}")
-        return body
+        return answer
 
     def session_resolve(self, session_token: str) -> SessionKeys:
         body = self._post("/api/v1/dataplane/sessions/resolve/", {"session_token": session_token})
@@ -204,3 +213,7 @@ class ControlPlane:
         Ingest is idempotent by record id, so a batch whose answer was lost may simply be sent again.
         """
         return self._post("/api/v1/dataplane/audit/", {"records": records})
+
+    def audit_ship_lines(self, lines: list[bytes]) -> dict[str, Any]:
+        """The same, from spool lines (each one JSON object), without decoding and re-encoding them."""
+        return self._post("/api/v1/dataplane/audit/", b'{"records":[' + b",".join(lines) + b"]}")

@@ -364,10 +364,16 @@ class AileronProxy:
                 f"the tunnel goes to {tunnel.host}:{tunnel.port} but the request names {authority or 'no host'}"
                 + (f" (SNI {sni})" if sni and _norm_host(sni) != tunnel.host else ""),
             )
-        # framing: one unambiguous body length
-        if "content-length" in request.headers and "transfer-encoding" in request.headers:
+        # framing: one unambiguous body length (one pass over the headers: this runs for every request)
+        names: set[bytes] = set()
+        lengths: set[bytes] = set()
+        for name, value in request.headers.fields:
+            lowered = name.lower()
+            names.add(lowered)
+            if lowered == b"content-length":
+                lengths.add(value.strip())
+        if b"content-length" in names and b"transfer-encoding" in names:
             raise Refusal(problems.REQUEST_SMUGGLING, "the request has both Content-Length and Transfer-Encoding")
-        lengths = {v.strip() for v in request.headers.get_all("content-length")}
         if len(lengths) > 1 or any(not v.isdigit() for v in lengths):
             raise Refusal(problems.REQUEST_SMUGGLING, "the request's Content-Length is repeated or not a number")
         connector = self.by_host.get(tunnel.host)
@@ -376,13 +382,13 @@ class AileronProxy:
             return
         pending.kind = "credentialed"
         pending.connector = connector.name
-        for name in METHOD_OVERRIDE_HEADERS:
-            if name in request.headers:
-                raise Refusal(problems.METHOD_OVERRIDE, f"the {name} header is refused on {connector.name}'s host")
-        _strip_auth(request, connector)
-        if "transfer-encoding" in request.headers:
+        for override in METHOD_OVERRIDE_HEADERS:
+            if override.encode() in names:
+                raise Refusal(problems.METHOD_OVERRIDE, f"the {override} header is refused on {connector.name}'s host")
+        _strip_auth(request, connector, names)
+        if b"transfer-encoding" in names:
             raise Refusal(problems.LENGTH_REQUIRED, "a chunked body cannot be bounded before it is read")
-        length = int(next(iter(lengths), "0"))
+        length = int(next(iter(lengths), b"0"))
         if length > self.max_body:
             raise Refusal(
                 problems.BODY_TOO_LARGE,
@@ -658,6 +664,8 @@ def redact_args(args: dict[str, Any], sensitive: tuple[str, ...] | list[str]) ->
             out[key] = "[redacted]"
         else:
             out[key] = _bounded(value, depth=0)
+    if len(out) <= 16 and all(len(k) <= 100 and isinstance(v, str | int | float | bool | None) for k, v in out.items()):
+        return out  # at most 16 short names with scalars of at most 256 characters: within the limit, unmeasured
     text = json.dumps(out, default=str)
     if len(text) > ARGS_JSON_LIMIT:
         return {"_truncated": True, "keys": sorted(out)[:100]}
@@ -687,11 +695,12 @@ def _model_of(args: dict[str, Any]) -> str | None:
     return str(model) if isinstance(model, str) else None
 
 
-def _strip_auth(request: http.Request, connector: Connector) -> None:
-    for name in AUTH_HEADERS:
-        request.headers.pop(name, None)
-    if connector.auth.scheme == "header" and connector.auth.name:
-        request.headers.pop(connector.auth.name, None)
+def _strip_auth(request: http.Request, connector: Connector, present: set[bytes]) -> None:
+    """Remove every auth header the agent may have sent (`present`: the request's lower-cased header names)."""
+    own = connector.auth.name.lower() if connector.auth.scheme == "header" and connector.auth.name else None
+    for name in (*AUTH_HEADERS, own) if own else AUTH_HEADERS:
+        if name.encode() in present:
+            del request.headers[name]
     if connector.auth.scheme == "query" and connector.auth.name:
         _drop_query(request, connector.auth.name)
 

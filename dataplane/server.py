@@ -139,7 +139,7 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         raise StartupError(str(exc)) from None
     control = ControlPlane(settings.api, settings.token)
     credentials = CredentialService(control, ttl=DEFAULT_TTL_SECONDS, bundle_ttl=settings.session_cache)
-    spool = AuditSpool(folder / "audit-spool", control.audit_ship)
+    spool = AuditSpool(folder / "audit-spool", control.audit_ship, ship_lines=control.audit_ship_lines)
     proxy = AileronProxy(
         control=control,
         credentials=credentials,

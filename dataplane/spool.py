@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dataplane.control import BadRequestError
+
 log = logging.getLogger("aileron.audit")
 
 SEGMENT_BYTES = 4 * 1024 * 1024
@@ -43,12 +45,15 @@ class AuditSpool:
         folder: Path,
         ship: Callable[[list[dict[str, Any]]], dict[str, Any]],
         *,
+        ship_lines: Callable[[list[bytes]], dict[str, Any]] | None = None,
         segment_bytes: int = SEGMENT_BYTES,
         batch: int = BATCH,
         linger: float = LINGER_SECONDS,
     ) -> None:
         self.folder = folder
         self.ship = ship
+        # Shipping the spool's lines as they are saves decoding and re-encoding every record.
+        self.ship_lines = ship_lines or (lambda lines: ship(self._parsed(lines, self._segment)))
         self.segment_bytes = segment_bytes
         self.batch = batch
         self.linger = linger
@@ -191,6 +196,20 @@ class AuditSpool:
             consumed += len(line)
         return lines, offset + consumed
 
+    @staticmethod
+    def _parsed(lines: list[bytes], segment: int) -> list[dict[str, Any]]:
+        records = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                log.error("audit spool: dropping an unreadable line in segment %s", segment)
+        return records
+
     def _ship_loop(self) -> None:
         backoff = 0.25
         segment, offset = self._cursor()  # on disk only for the next process; kept in memory here
@@ -206,14 +225,14 @@ class AuditSpool:
                 with self._written:
                     self._written.wait(timeout=1.0)
                 continue
-            records = []
-            for line in lines:
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    log.error("audit spool: skipping an unreadable line in segment %s", segment)
+            stripped = [line.rstrip(b"\n") for line in lines]
             try:
-                answer: dict[str, Any] = self.ship(records) if records else {}
+                try:
+                    answer: dict[str, Any] = self.ship_lines(stripped)
+                except BadRequestError:
+                    # A damaged line spoils the whole array: send the lines that still parse, drop the others.
+                    parsed = self._parsed(stripped, segment)
+                    answer = self.ship(parsed) if parsed else {}
             except Exception as exc:  # noqa: BLE001 - any failure to ship means: keep it, retry later
                 self.ship_failures += 1
                 self.last_ship_error = str(exc) or exc.__class__.__name__
@@ -228,7 +247,7 @@ class AuditSpool:
             if rejected:
                 self.rejected += len(rejected)
                 log.error("audit: the control plane rejected %d record(s): %s", len(rejected), rejected[:3])
-            self.shipped += len(records) - len(rejected)
+            self.shipped += len(lines) - len(rejected)
             offset = new_offset
             self._save_cursor(segment, offset)
             if len(lines) < self.batch:

@@ -194,6 +194,34 @@ def test_the_spool_keeps_records_while_the_control_plane_is_down_and_ships_them_
     assert len(list((tmp_path / "spool").glob("*.jsonl"))) == 1  # shipped segments are deleted
 
 
+def test_a_damaged_spool_line_is_dropped_and_the_rest_still_shipped(tmp_path: Path) -> None:
+    from dataplane.control import BadRequestError
+
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    (folder / "000000000001.jsonl").write_bytes(b'{"id": "a"}\n{"id": "b", "torn\n{"id": "c"}\n')
+    shipped: list[dict[str, Any]] = []
+
+    def ship_lines(lines: list[bytes]) -> dict[str, Any]:
+        json.loads(b'{"records":[' + b",".join(lines) + b"]}")  # what the control plane would do
+        raise AssertionError("unreachable with a damaged line")
+
+    def strict(lines: list[bytes]) -> dict[str, Any]:
+        try:
+            return ship_lines(lines)
+        except ValueError:
+            raise BadRequestError("malformed") from None
+
+    def ship(records: list[dict[str, Any]]) -> dict[str, Any]:
+        shipped.extend(records)
+        return {"accepted": len(records), "rejected": []}
+
+    spool = AuditSpool(folder, ship, ship_lines=strict)
+    spool.start()
+    wait_for(lambda: [r["id"] for r in shipped] == ["a", "c"])
+    spool.stop()
+
+
 def test_records_survive_a_restart_and_are_shipped_by_the_next_process(tmp_path: Path) -> None:
     down = FlakyControlPlane()
     first = AuditSpool(tmp_path / "spool", down.ship)
