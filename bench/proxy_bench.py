@@ -111,8 +111,8 @@ http {{
 
 
 @contextmanager
-def bare_mitmdump(folder: Path, upstream_ca: Path, cpu: str | None) -> Iterator[tuple[int, Path]]:
-    """`mitmdump` from the venv with a throwaway confdir; yields (port, its CA certificate)."""
+def bare_mitmdump(folder: Path, upstream_ca: Path, cpu: str | None) -> Iterator[tuple[int, Path, int]]:
+    """`mitmdump` from the venv with a throwaway confdir; yields (port, its CA certificate, its pid)."""
     port = free_port()
     confdir = folder / "mitmdump"
     confdir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +136,7 @@ def bare_mitmdump(folder: Path, upstream_ca: Path, cpu: str | None) -> Iterator[
     )
     try:
         _wait_port(port, process, "mitmdump")
-        yield port, confdir / "mitmproxy-ca-cert.pem"
+        yield port, confdir / "mitmproxy-ca-cert.pem", process.pid
     finally:
         _stop(process)
         out.close()
@@ -216,6 +216,7 @@ class Target:
     tunnel: tuple[str, int] | None  # CONNECT target, when through a proxy
     proxy_auth: str | None
     cafile: Path
+    pid: int | None = None  # the proxy process, whose CPU time per request is measured
 
     def connection(self, context: ssl.SSLContext, timeout: float = 10.0) -> http.client.HTTPSConnection:
         conn = http.client.HTTPSConnection(*self.connect, context=context, timeout=timeout)
@@ -234,6 +235,13 @@ class Result:
     errors: int
     statuses: dict[int, int]
     stalled: bool = False  # a request timed out: the run was cut short
+    proxy_cpu_seconds: float | None = None  # user + system time of the proxy process (all threads) in the run
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        if self.proxy_cpu_seconds is None or not self.latencies_ms:
+            return float("nan")
+        return self.proxy_cpu_seconds / len(self.latencies_ms) * 1e6
 
     @property
     def rps(self) -> float:
@@ -309,12 +317,26 @@ def run_load(target: Target, workers: int, requests: int, warmup_per_worker: int
     for t in threads:
         t.start()
     ready.wait()
+    cpu0 = _cpu_seconds(target.pid)
     t0 = time.perf_counter()
     start_gate.set()
     for t in threads:
         t.join()
     seconds = time.perf_counter() - t0
-    return Result(seconds, [x for xs in latencies for x in xs], sum(errors), dict(statuses), stalled.is_set())
+    cpu1 = _cpu_seconds(target.pid)
+    cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    return Result(seconds, [x for xs in latencies for x in xs], sum(errors), dict(statuses), stalled.is_set(), cpu)
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process, all its threads (from /proc)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def probe_keepalive(target: Target, count: int = 20) -> int:
@@ -407,6 +429,7 @@ def summarize(results: dict[str, dict[str, list[Result]]]) -> dict[str, dict[str
                 "p99_ms": median([r.pct(99) for r in runs]),
                 "errors": float(sum(r.errors for r in runs)),
                 "requests": float(sum(len(r.latencies_ms) for r in runs)),
+                "proxy_cpu_us_per_request": median([r.cpu_us_per_request for r in runs]),
             }
     base = out.get("mitmdump", {})
     for figures_by_load in out.values():
@@ -415,12 +438,14 @@ def summarize(results: dict[str, dict[str, list[Result]]]) -> dict[str, dict[str
             if ref:
                 figures["rps_vs_mitmdump"] = figures["rps"] / ref["rps"] if ref["rps"] else float("nan")
                 figures["added_p50_ms"] = figures["p50_ms"] - ref["p50_ms"]
+                figures["cpu_vs_mitmdump"] = figures["proxy_cpu_us_per_request"] / ref["proxy_cpu_us_per_request"]
     return out
 
 
 def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     lines = [
-        f"{'config':<11}{'load':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x mitmdump':>12}{'+p50 ms':>9}{'errors':>8}"
+        f"{'config':<11}{'load':<12}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x mitmdump':>12}{'+p50 ms':>9}"
+        f"{'CPU us/req':>12}{'x CPU':>8}{'errors':>8}"
     ]
     for config, by_load in summary.items():
         for load, f in by_load.items():
@@ -428,7 +453,8 @@ def table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
             added = f.get("added_p50_ms", float("nan"))
             lines.append(
                 f"{config:<11}{load:<12}{f['rps']:>9.0f}{f['p50_ms']:>9.2f}{f['p99_ms']:>9.2f}"
-                f"{ratio:>11.2f}x{added:>+9.2f}{int(f['errors']):>8}"
+                f"{ratio:>11.2f}x{added:>+9.2f}{f.get('proxy_cpu_us_per_request', float('nan')):>12.0f}"
+                f"{f.get('cpu_vs_mitmdump', float('nan')):>7.2f}x{int(f['errors']):>8}"
             )
     return "\n".join(lines)
 
@@ -463,8 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         if "direct" in configs:
             targets["direct"] = Target("direct", ("127.0.0.1", upstream_port), None, None, upstream_ca)
         if "mitmdump" in configs:
-            mport, mca = stack.enter_context(bare_mitmdump(folder, upstream_ca, proxy_cpu))
-            targets["mitmdump"] = Target("mitmdump", ("127.0.0.1", mport), ("127.0.0.1", upstream_port), None, mca)
+            mport, mca, mpid = stack.enter_context(bare_mitmdump(folder, upstream_ca, proxy_cpu))
+            targets["mitmdump"] = Target(
+                "mitmdump", ("127.0.0.1", mport), ("127.0.0.1", upstream_port), None, mca, mpid
+            )
             log(f"mitmdump on 127.0.0.1:{mport}")
         if "dataplane" in configs or "egress" in configs:
             log("starting aileron service (API, worker, beat, data plane) ...")
@@ -474,9 +502,11 @@ def main(argv: list[str] | None = None) -> int:
             auth = f"aileron:{ail.token}"
             proxy = ("127.0.0.1", ail.proxy_port)
             if "dataplane" in configs:
-                targets["dataplane"] = Target("dataplane", proxy, (CONNECTOR_HOST, 443), auth, ail.ca_file)
+                targets["dataplane"] = Target(
+                    "dataplane", proxy, (CONNECTOR_HOST, 443), auth, ail.ca_file, ail.dataplane_pid
+                )
             if "egress" in configs:
-                targets["egress"] = Target("egress", proxy, (EGRESS_HOST, 443), auth, ail.ca_file)
+                targets["egress"] = Target("egress", proxy, (EGRESS_HOST, 443), auth, ail.ca_file, ail.dataplane_pid)
             log(f"data plane on 127.0.0.1:{ail.proxy_port} (pid {ail.dataplane_pid})")
         targets = {name: targets[name] for name in configs if name in targets}
 

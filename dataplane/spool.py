@@ -1,9 +1,10 @@
 """The data plane's audit spool: records are durable on local disk first, then shipped to the control plane.
 
 The proxy writes an attempt record and waits until it is on disk (fdatasync) before it injects a credential;
-outcome records and uncredentialed egress records are queued without waiting. One writer thread does group
-commit: it takes everything queued, writes it in one go and syncs once, so a lone request pays one sync and a
-burst shares one (no fixed tick that would add latency to sequential traffic).
+outcome records and uncredentialed egress records are queued without waiting, written at once and synced with
+the next attempt (or within a second). One writer thread does group commit: it takes everything queued, writes
+it in one go and syncs once, so a lone request pays one sync and a burst shares one (no fixed tick that would
+add latency to sequential traffic).
 
 A shipper thread reads the spool from a cursor and posts batches to the control plane; the control plane's
 ingest is idempotent by record id, so a batch re-sent after a crash or a lost answer is harmless. While the
@@ -32,6 +33,7 @@ log = logging.getLogger("aileron.audit")
 SEGMENT_BYTES = 4 * 1024 * 1024
 BATCH = 500
 LINGER_SECONDS = 0.2
+SYNC_EVERY = 1.0
 _STOP = object()
 
 
@@ -62,6 +64,7 @@ class AuditSpool:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._fd = -1
+        self._synced_at = 0.0
         self._segment = 0
         self.shipped = 0
         self.rejected = 0
@@ -128,9 +131,14 @@ class AuditSpool:
             entries = [i for i in items if i is not _STOP]
             if entries:
                 error: Exception | None = None
+                # Sync when someone waits for durability (an attempt record), when stopping, and at least every
+                # SYNC_EVERY for the rest (outcome and egress records: on disk, at worst, a moment later).
+                durable = stop or any(done is not None for _, _, done in entries)
                 try:
                     os.write(self._fd, b"".join(line for line, _, _ in entries))
-                    os.fdatasync(self._fd)
+                    if durable or time.monotonic() - self._synced_at >= SYNC_EVERY:
+                        os.fdatasync(self._fd)
+                        self._synced_at = time.monotonic()
                 except OSError as exc:
                     error = SpoolError(f"cannot write the audit spool: {exc.strerror}")
                     log.error("audit spool write failed: %s", exc)
@@ -150,6 +158,7 @@ class AuditSpool:
         except OSError:
             return
         if size >= self.segment_bytes:
+            os.fdatasync(self._fd)
             self._segment += 1
             self._open_segment()
 

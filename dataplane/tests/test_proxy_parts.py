@@ -275,3 +275,28 @@ def test_concurrent_durable_records_share_syncs(tmp_path: Path) -> None:
     wait_for(lambda: len(control.received) == 200)
     spool.stop()
     assert json.loads(json.dumps(control.received[0]))["id"] == "0"
+
+
+def test_records_nobody_waits_for_are_written_at_once_but_synced_at_most_once_a_second(tmp_path: Path) -> None:
+    import os
+
+    control = FlakyControlPlane()
+    control.up = True
+    spool = AuditSpool(tmp_path / "spool", control.ship)
+    spool.start()
+    spool.record({"id": "first"})
+    wait_for(lambda: len(control.received) == 1)
+    syncs: list[int] = []
+    real = os.fdatasync
+    os.fdatasync = lambda fd: syncs.append(fd)  # type: ignore[assignment]
+    try:
+        for i in range(20):
+            spool.record({"id": f"outcome-{i}"})
+            time.sleep(0.005)
+        wait_for(lambda: len(control.received) == 21)
+        assert syncs == []  # within a second of the last sync: written, not yet synced
+        asyncio.run(spool.record_durable({"id": "attempt"}))
+        assert len(syncs) == 1  # an attempt syncs everything before it too
+    finally:
+        os.fdatasync = real
+    spool.stop()
