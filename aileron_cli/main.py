@@ -78,9 +78,16 @@ def cli() -> None:
     type=click.IntRange(1, 65535),
     help="Port of the data plane's HTTPS proxy (the agents' HTTPS_PROXY).",
 )
+@click.option(
+    "--proxy-workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Proxy processes sharing the proxy port (the proxy scales with traffic; use about one per core).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print where each part listens as one JSON line.")
 @fail_cleanly
-def service(host: str, api_port: int, proxy_port: int, as_json: bool) -> None:
+def service(host: str, api_port: int, proxy_port: int, proxy_workers: int, as_json: bool) -> None:
     """Run the Aileron runtime: API server, worker, scheduler and data plane, in one process group."""
     from aileron_cli.service import run_service
 
@@ -99,6 +106,7 @@ def service(host: str, api_port: int, proxy_port: int, as_json: bool) -> None:
         host=host,
         api_port=api_port,
         proxy_port=proxy_port,
+        proxy_workers=proxy_workers,
         out=lambda m: err_console.print(m, markup=False),
         summary=summary,
     )

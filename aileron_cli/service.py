@@ -172,7 +172,13 @@ class Supervisor:
 
 
 def run_service(
-    *, host: str, api_port: int, proxy_port: int, out: Callable[[str], None], summary: Callable[[dict[str, str]], None]
+    *,
+    host: str,
+    api_port: int,
+    proxy_port: int,
+    proxy_workers: int = 1,
+    out: Callable[[str], None],
+    summary: Callable[[dict[str, str]], None],
 ) -> int:
     if not _port_free(host, api_port):
         raise CliError(f"cannot listen on {host}:{api_port}: the address is in use or not available", exit_code=2)
@@ -227,6 +233,8 @@ def run_service(
                 host,
                 "--port",
                 str(proxy_port),
+                "--workers",
+                str(proxy_workers),
                 "--socket",
                 info["key_socket"],
                 "--home",

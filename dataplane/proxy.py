@@ -29,7 +29,7 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from mitmproxy import connection, http, tls
 from mitmproxy.addons.tlsconfig import TlsConfig
@@ -41,7 +41,7 @@ from connectors.matcher import Refused
 from connectors.package import Action, Connector
 from dataplane import problems, session_ca
 from dataplane.control import ControlPlane, ControlPlaneError, NotFoundError, SessionContext
-from dataplane.credentials import CredentialService, CredentialServiceError, SessionUnknown
+from dataplane.credentials import CredentialServiceError, SessionUnknown
 from dataplane.guard import Blocked, Resolver, Target, Unresolvable
 from dataplane.problems import Refusal
 from dataplane.spool import AuditSpool, SpoolError
@@ -217,12 +217,20 @@ def secret_forms(secret: bytes, scheme: str) -> tuple[bytes, ...]:
     return tuple(forms)
 
 
+class Decryptor(Protocol):
+    """The credential service as the proxy uses it: in this process, or the primary's over a worker link."""
+
+    def decrypt_cached(self, *, session_id: str, vault_id: str, credential_id: str) -> bytearray | None: ...
+
+    def decrypt(self, *, session_id: str, vault_id: str, credential_id: str) -> bytearray: ...
+
+
 class AileronProxy:
     def __init__(
         self,
         *,
         control: ControlPlane,
-        credentials: CredentialService,
+        credentials: Decryptor,
         spool: AuditSpool,
         connectors: list[Connector],
         resolver: Resolver,

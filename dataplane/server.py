@@ -18,9 +18,11 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import certifi
 from cryptography.hazmat.primitives.asymmetric import x25519
@@ -38,6 +40,7 @@ from dataplane.proxy import DEFAULT_MAX_BODY, AileronProxy, SessionTlsConfig
 from dataplane.session_ca import SeedError, seed_load_or_create
 from dataplane.spool import AuditSpool
 from dataplane.usage import PriceTable
+from dataplane.workers import RemoteCredentials, serve_worker
 
 DEFAULT_PORT = 8480
 
@@ -59,6 +62,9 @@ class Settings:
     price_table: Path | None
     max_body: int
     session_cache: float
+    workers: int = 1
+    worker_index: int = 0  # 0: the primary (credential service, key channel); 1..N-1: proxy-only workers
+    credentials_fd: int | None = None  # a worker's end of its link to the primary
 
 
 def _positive(name: str, default: float) -> float:
@@ -100,6 +106,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         price_table=price_table,
         max_body=int(_positive("AILERON_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
         session_cache=_positive("AILERON_SESSION_CACHE_SECONDS", DEFAULT_BUNDLE_TTL_SECONDS),
+        workers=args.workers,
+        worker_index=args.worker_index,
+        credentials_fd=args.credentials_fd,
     )
 
 
@@ -123,10 +132,45 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+def _listen_with_reuse_port() -> None:
+    """Let several worker processes listen on the proxy port (SO_REUSEPORT); mitmproxy has no option for it."""
+    original = asyncio.start_server
+
+    async def start_server(*args: Any, **kwargs: Any) -> asyncio.Server:
+        kwargs.setdefault("reuse_port", True)
+        return await original(*args, **kwargs)
+
+    asyncio.start_server = start_server
+
+
+def _spawn_workers(settings: Settings, argv: list[str]) -> list[tuple[subprocess.Popen[bytes], socket.socket]]:
+    """Start the proxy-only workers, each with one end of a socketpair to ask this process for decryptions."""
+    started = []
+    for index in range(1, settings.workers):
+        mine, theirs = socket.socketpair()
+        process = subprocess.Popen(  # noqa: S603 - this same program, with our own arguments
+            [
+                sys.executable,
+                "-m",
+                "dataplane.server",
+                *argv,
+                "--worker-index",
+                str(index),
+                "--credentials-fd",
+                str(theirs.fileno()),
+            ],
+            pass_fds=(theirs.fileno(),),
+        )
+        theirs.close()
+        started.append((process, mine))
+    return started
+
+
+async def run(settings: Settings, *, argv: list[str] | None = None, ready: asyncio.Event | None = None) -> None:
+    primary = settings.worker_index == 0
     folder = settings.home / "dataplane"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not _port_free(settings.host, settings.port):
+    if primary and not _port_free(settings.host, settings.port):
         raise StartupError(f"cannot listen on {settings.host}:{settings.port}: the address is in use or not available")
     try:
         connectors = installed(settings.home)
@@ -137,9 +181,18 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         prices = PriceTable.load(settings.price_table)
     except (SeedError, ValueError) as exc:
         raise StartupError(str(exc)) from None
+    if settings.workers > 1:
+        _listen_with_reuse_port()
     control = ControlPlane(settings.api, settings.token)
-    credentials = CredentialService(control, ttl=DEFAULT_TTL_SECONDS, bundle_ttl=settings.session_cache)
-    spool = AuditSpool(folder / "audit-spool", control.audit_ship, ship_lines=control.audit_ship_lines)
+    credentials: CredentialService | RemoteCredentials
+    if primary:
+        credentials = CredentialService(control, ttl=DEFAULT_TTL_SECONDS, bundle_ttl=settings.session_cache)
+    else:
+        if settings.credentials_fd is None:
+            raise StartupError("a worker needs --credentials-fd")
+        credentials = RemoteCredentials(socket.socket(fileno=settings.credentials_fd))
+    spool_folder = folder / ("audit-spool" if primary else f"audit-spool-worker-{settings.worker_index}")
+    spool = AuditSpool(spool_folder, control.audit_ship, ship_lines=control.audit_ship_lines)
     proxy = AileronProxy(
         control=control,
         credentials=credentials,
@@ -174,6 +227,49 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         stream_large_bodies=None,
     )
     spool.start()
+    background: list[asyncio.Task[Any]] = []
+    workers: list[tuple[subprocess.Popen[bytes], socket.socket]] = []
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, mitm.shutdown)
+    try:
+        if isinstance(credentials, CredentialService):
+            background.append(asyncio.create_task(_key_channel(credentials, settings.socket)))
+        runner = asyncio.create_task(mitm.run())
+        await _wait_listening(settings.host, settings.port, runner)
+        if isinstance(credentials, CredentialService) and settings.workers > 1:
+            workers = _spawn_workers(settings, argv or [])
+            for process, link in workers:
+                background.append(asyncio.create_task(serve_worker(credentials, link)))
+                background.append(asyncio.create_task(_watch(process, mitm)))
+        role = "proxy" if primary else f"proxy worker {settings.worker_index}"
+        channel = f", key channel {settings.socket}" if primary else ""
+        extra = f", {settings.workers} proxy processes" if primary and settings.workers > 1 else ""
+        print(f"data plane: {role} on {settings.host}:{settings.port}{channel}{extra}", flush=True)
+        if ready is not None:
+            ready.set()
+        await runner
+    finally:
+        for process, _ in workers:
+            if process.poll() is None:
+                process.terminate()
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError, keychannel.ChannelError):
+                await task
+        for process, _ in workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(process.wait, 10)
+        await asyncio.to_thread(spool.stop)
+        credentials.close_all()
+        control.close()
+        if primary:
+            with contextlib.suppress(FileNotFoundError):
+                settings.socket.unlink()
+
+
+async def _key_channel(credentials: CredentialService, path: Path) -> None:
     # A fresh key per start: a master key sealed to an earlier process (or for another one) opens nowhere.
     channel_key = x25519.X25519PrivateKey.generate()
     try:
@@ -183,28 +279,14 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         )
     except (AttestationError, OSError) as exc:
         raise StartupError(f"cannot measure the data plane: {exc}") from None
-    channel = asyncio.create_task(
-        keychannel.serve(credentials, settings.socket, provider=provider, private_key=channel_key)
-    )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, mitm.shutdown)
-    try:
-        runner = asyncio.create_task(mitm.run())
-        await _wait_listening(settings.host, settings.port, runner)
-        print(f"data plane: proxy on {settings.host}:{settings.port}, key channel {settings.socket}", flush=True)
-        if ready is not None:
-            ready.set()
-        await runner
-    finally:
-        channel.cancel()
-        with contextlib.suppress(asyncio.CancelledError, keychannel.ChannelError):
-            await channel
-        await asyncio.to_thread(spool.stop)
-        credentials.close_all()
-        control.close()
-        with contextlib.suppress(FileNotFoundError):
-            settings.socket.unlink()
+    await keychannel.serve(credentials, path, provider=provider, private_key=channel_key)
+
+
+async def _watch(process: subprocess.Popen[bytes], mitm: master.Master) -> None:
+    """A worker that dies takes the data plane down, loudly: the supervisor then stops or restarts it whole."""
+    code = await asyncio.to_thread(process.wait)
+    print(f"data plane: proxy worker {process.pid} exited with {code}; stopping", file=sys.stderr, flush=True)
+    mitm.shutdown()  # type: ignore[no-untyped-call]
 
 
 async def _wait_listening(host: str, port: int, runner: asyncio.Task[None]) -> None:
@@ -230,15 +312,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--service-token-file", required=True, type=Path)
     p.add_argument("--home", default=None, help="Data plane state folder [default: AILERON_HOME].")
     p.add_argument("--socket", type=Path, default=None, help="Key channel socket [default: HOME/run/credentials.sock].")
+    p.add_argument("--workers", type=int, default=1, help="Proxy processes sharing the port [1].")
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--credentials-fd", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(raw)
+    if not 1 <= args.workers <= 64:
+        print("data plane: --workers must be between 1 and 64", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="data plane: %(levelname)s %(name)s: %(message)s")
     try:
         settings = settings_from(args)
-        asyncio.run(run(settings))
+        asyncio.run(run(settings, argv=raw))
     except (StartupError, keychannel.ChannelError) as exc:
         print(f"data plane: {exc}", file=sys.stderr)
         return 2

@@ -194,7 +194,9 @@ def session_ca(proxy_port: int, token: str) -> bytes:
 
 
 @contextmanager
-def proxy_world(folder: Path, *, extra_env: dict[str, str] | None = None) -> Iterator[World]:
+def proxy_world(
+    folder: Path, *, extra_env: dict[str, str] | None = None, service_args: tuple[str, ...] = ()
+) -> Iterator[World]:
     with ExitStack() as stack:
         upstream = stack.enter_context(fake_upstream(folder / "upstream", hosts=HOSTS))
         upstream.responders += [_llm_responder, _echo_auth]
@@ -205,7 +207,7 @@ def proxy_world(folder: Path, *, extra_env: dict[str, str] | None = None) -> Ite
             "AILERON_MAX_BODY_BYTES": str(256 * 1024),
             **(extra_env or {}),
         }
-        service = stack.enter_context(running_service(folder, extra_env=env))
+        service = stack.enter_context(running_service(folder, extra_env=env, service_args=service_args))
         outputs: dict[str, bytes] = {}
 
         def keep(label: str, result: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[bytes]:

@@ -103,7 +103,9 @@ def isolated_redis_url() -> str | None:
 
 
 @contextlib.contextmanager
-def running_service(folder: Path, extra_env: dict[str, str] | None = None) -> Iterator[Service]:
+def running_service(
+    folder: Path, extra_env: dict[str, str] | None = None, service_args: tuple[str, ...] = ()
+) -> Iterator[Service]:
     """`aileron service` in its own AILERON_HOME (and, in the Postgres run, its own database)."""
     with isolated_database_url() as database_url:
         home = folder / "home"
@@ -123,7 +125,15 @@ def running_service(folder: Path, extra_env: dict[str, str] | None = None) -> It
         log = folder / "service.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [str(BIN / "aileron"), "service", "--api-port", str(port), "--proxy-port", str(proxy_port)],
+                [
+                    str(BIN / "aileron"),
+                    "service",
+                    "--api-port",
+                    str(port),
+                    "--proxy-port",
+                    str(proxy_port),
+                    *service_args,
+                ],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

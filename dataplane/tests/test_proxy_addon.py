@@ -82,7 +82,7 @@ def make_proxy(tmp_path: Path, *, spool_fails: bool = False, credentials_fail: b
     spool = StubSpool(events, fail=spool_fails)
     proxy = AileronProxy(
         control=StubControl(),  # type: ignore[arg-type]
-        credentials=StubCredentials(events, fail=credentials_fail),  # type: ignore[arg-type]
+        credentials=StubCredentials(events, fail=credentials_fail),
         spool=spool,  # type: ignore[arg-type]
         connectors=installed(tmp_path),
         resolver=Resolver({("api.github.com", 443): ("127.0.0.1", 9)}),

@@ -288,7 +288,11 @@ def test_records_nobody_waits_for_are_written_at_once_but_synced_at_most_once_a_
     wait_for(lambda: len(control.received) == 1)
     syncs: list[int] = []
     real = os.fdatasync
-    os.fdatasync = lambda fd: syncs.append(fd)  # type: ignore[assignment]
+
+    def counting(fd: Any) -> None:
+        syncs.append(fd)
+
+    os.fdatasync = counting
     try:
         for i in range(20):
             spool.record({"id": f"outcome-{i}"})
