@@ -80,6 +80,7 @@ class Sessions:
         self.ttl = ttl
         self._live: dict[str, Live] = {}
         self._inflight: dict[str, asyncio.Future[Live]] = {}
+        self._refused: dict[str, float] = {}  # tokens the control plane just refused: not asked again at once
         self.dhparams: Any = None
 
     def cached(self, token: str) -> Live | None:
@@ -89,8 +90,11 @@ class Sessions:
     async def get(self, token: str) -> Live:
         key = token  # kept in memory for the tunnel anyway; str hashes are cached
         found = self._live.get(key)
-        if found is not None and time.monotonic() - found.fetched_at < self.ttl:
+        now = time.monotonic()
+        if found is not None and now - found.fetched_at < self.ttl:
             return found
+        if self._refused.get(key, 0.0) > now:
+            raise Refusal(problems.PROXY_AUTH_REQUIRED, "the session token is unknown, revoked or expired")
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -114,6 +118,9 @@ class Sessions:
             context = await asyncio.to_thread(self.control.session_context, token)
         except NotFoundError:
             self._live.pop(key, None)
+            if len(self._refused) > 10_000:
+                self._refused.clear()
+            self._refused[key] = time.monotonic() + min(self.ttl, 2.0)
             raise Refusal(problems.PROXY_AUTH_REQUIRED, "the session token is unknown, revoked or expired") from None
         except ControlPlaneError as exc:
             raise Refusal(problems.CONTROL_PLANE_UNAVAILABLE, f"cannot check the session: {exc}") from None
