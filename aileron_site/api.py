@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django_filters.fields import IsoDateTimeField
+from django_filters.filters import IsoDateTimeFilter
 from django_filters.rest_framework import DjangoFilterBackend
 from django_scopes import scopes_disabled
 from rest_framework.pagination import LimitOffsetPagination
@@ -22,3 +26,20 @@ class ScopedFilterBackend(DjangoFilterBackend):  # type: ignore[misc]
     def get_filterset_class(self, view: Any, queryset: Any = None) -> Any:
         with scopes_disabled():
             return super().get_filterset_class(view, queryset)
+
+
+class UtcDateTimeField(IsoDateTimeField):  # type: ignore[misc]
+    """An ISO 8601 timestamp, normalised to UTC: databases refuse some offsets Python accepts (e.g. -20:38)."""
+
+    def clean(self, value: Any) -> datetime.datetime | None:
+        parsed = super().clean(value)
+        if not isinstance(parsed, datetime.datetime):
+            return None
+        try:
+            return parsed.astimezone(datetime.UTC)
+        except OverflowError:
+            raise ValidationError("The timestamp is out of range.", code="invalid") from None
+
+
+class UtcDateTimeFilter(IsoDateTimeFilter):  # type: ignore[misc]
+    field_class = UtcDateTimeField

@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from aileron_site.api import UtcDateTimeFilter
 from audit import selectors
 from audit.api.serializers import AuditRecordSerializer
 from audit.models import AuditDecision, AuditRecord
@@ -25,8 +26,8 @@ class AuditRecordFilter(django_filters.FilterSet):  # type: ignore[misc]
     decision = django_filters.ChoiceFilter(choices=AuditDecision.choices)
     session = django_filters.UUIDFilter(field_name="session_uuid", help_text="A session token's id.")
     user = django_filters.UUIDFilter(field_name="user_id", help_text="A user's id.")
-    since = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="gte", help_text="ISO 8601, inclusive.")
-    until = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="lt", help_text="ISO 8601, exclusive.")
+    since = UtcDateTimeFilter(field_name="at", lookup_expr="gte", help_text="ISO 8601, inclusive.")
+    until = UtcDateTimeFilter(field_name="at", lookup_expr="lt", help_text="ISO 8601, exclusive.")
 
     class Meta:
         model = AuditRecord
