@@ -112,8 +112,13 @@ def main() -> int:
             env=env,
         )
         if result.returncode != 0:
+            lines = (home / "service.log").read_text().splitlines()
+            print("--- service log: every traceback ---")
+            for start in [i for i, line in enumerate(lines) if line.startswith("Traceback")][:10]:
+                end = next((j for j in range(start + 1, len(lines)) if lines[j] and not lines[j][0].isspace()), start)
+                print("\n".join(lines[start : end + 1]))
             print("--- service log (tail) ---")
-            print("\n".join((home / "service.log").read_text().splitlines()[-80:]))
+            print("\n".join(lines[-40:]))
         return result.returncode
     finally:
         if service.poll() is None:

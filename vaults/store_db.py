@@ -14,9 +14,15 @@ from vaults.models import StoredFile, StoredVault
 class DbKV:
     @contextlib.contextmanager
     def lock(self, vault_id: str) -> Iterator[None]:
+        from vaults.store import VaultMissing
+
         with transaction.atomic():
-            StoredVault.objects.get_or_create(vault_id=vault_id)
-            StoredVault.objects.select_for_update().get(vault_id=vault_id)
+            try:
+                StoredVault.objects.get_or_create(vault_id=vault_id)
+                StoredVault.objects.select_for_update().get(vault_id=vault_id)
+            except StoredVault.DoesNotExist:
+                # Dropped by a concurrent vault deletion between the two statements (seen under schemathesis).
+                raise VaultMissing(f"vault {vault_id} is gone") from None
             yield
 
     def read(self, vault_id: str, path: str) -> bytes | None:

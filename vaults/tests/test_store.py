@@ -398,3 +398,27 @@ def test_a_planted_ciphertext_is_named_instead_of_blocking_rotation(store: Vault
         )
     assert caught.value.credential_ids == [planted]
     assert good not in str(caught.value)
+
+
+@pytest.mark.django_db
+def test_a_vault_dropped_while_its_lock_is_taken_reads_as_missing_not_as_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen under schemathesis: a credential delete raced a vault delete between the two statements of lock()."""
+    import uuid
+
+    from vaults.models import StoredVault
+    from vaults.store import VaultMissing
+    from vaults.store_db import DbKV
+
+    vault_id = str(uuid.uuid4())
+    real = StoredVault.objects.get_or_create
+
+    def dropped_right_after(**kwargs: object) -> object:
+        created = real(**kwargs)  # type: ignore[arg-type]
+        StoredVault.objects.filter(vault_id=vault_id).delete()  # the concurrent vault deletion
+        return created
+
+    monkeypatch.setattr(StoredVault.objects, "get_or_create", dropped_right_after)
+    with pytest.raises(VaultMissing), DbKV().lock(vault_id):
+        pass
