@@ -8,6 +8,8 @@
     scheme = "bearer"              # bearer | header | basic | query
     name = "Authorization"         # the header (scheme header) or query parameter (scheme query)
     placeholder = "ghp_aileron_placeholder"
+    strip_query = ["key"]          # optional: other places a credential may ride, stripped by the proxy
+    strip_headers = []
     [[actions]]                    # the curated subset; or `actions = "all"` for every operation
     id = "create-issue"
     operation = "issues/create"    # the operationId in the spec
@@ -47,6 +49,9 @@ class Auth:
     scheme: str
     name: str | None
     placeholder: str
+    # Other places the upstream reads a credential from, which the proxy strips too (Gemini's `?key=`).
+    strip_headers: tuple[str, ...] = ()
+    strip_query: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +240,18 @@ def build(
         raise ConnectorError(f"{where}: `auth.scheme` must be one of {', '.join(AUTH_SCHEMES)}")
     if scheme in ("header", "query") and not isinstance(auth_meta.get("name"), str):
         raise ConnectorError(f"{where}: `auth.name` is required for scheme {scheme}")
-    auth = Auth(scheme=scheme, name=auth_meta.get("name"), placeholder=str(auth_meta.get("placeholder", "aileron")))
+    extra: dict[str, tuple[str, ...]] = {}
+    for key in ("strip_headers", "strip_query"):
+        value = auth_meta.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConnectorError(f"{where}: `auth.{key}` must be a list of names")
+        extra[key] = tuple(v.lower() if key == "strip_headers" else v for v in value)
+    auth = Auth(
+        scheme=scheme,
+        name=auth_meta.get("name"),
+        placeholder=str(auth_meta.get("placeholder", "aileron")),
+        **extra,
+    )
 
     operations = _operations(spec)
     by_op_id = _raw_op_names(spec)

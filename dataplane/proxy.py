@@ -712,12 +712,13 @@ def _model_of(args: dict[str, Any]) -> str | None:
 
 def _strip_auth(request: http.Request, connector: Connector, present: set[bytes]) -> None:
     """Remove every auth header the agent may have sent (`present`: the request's lower-cased header names)."""
-    own = connector.auth.name.lower() if connector.auth.scheme == "header" and connector.auth.name else None
-    for name in (*AUTH_HEADERS, own) if own else AUTH_HEADERS:
+    auth = connector.auth
+    own = (auth.name.lower(),) if auth.scheme == "header" and auth.name else ()
+    for name in (*AUTH_HEADERS, *own, *auth.strip_headers):
         if name.encode() in present:
             del request.headers[name]
-    if connector.auth.scheme == "query" and connector.auth.name:
-        _drop_query(request, connector.auth.name)
+    for param in (*((auth.name,) if auth.scheme == "query" and auth.name else ()), *auth.strip_query):
+        _drop_query(request, param)
 
 
 def _drop_query(request: http.Request, name: str) -> None:

@@ -24,8 +24,15 @@ import httpx
 from tests.fake_upstream import Received, Reply, Upstream, fake_upstream
 from tests.service import BIN, Service, running_service
 
-HOSTS = ("api.github.com", "api.stripe.com", "api.openai.com", "api.anthropic.com", "docs.example.com")
-CONNECTORS = ("github", "stripe", "openai", "anthropic")
+HOSTS = (
+    "api.github.com",
+    "api.stripe.com",
+    "api.openai.com",
+    "api.anthropic.com",
+    "generativelanguage.googleapis.com",
+    "docs.example.com",
+)
+CONNECTORS = ("github", "stripe", "openai", "anthropic", "gemini")
 
 
 @dataclass
@@ -114,6 +121,18 @@ def _llm_responder(received: Received) -> Reply | None:
         ]
         chunks = [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
         return Reply(200, {"Content-Type": "text/event-stream"}, chunks)
+    if received.path.startswith("/v1beta/models/"):
+        usage = {"promptTokenCount": 41, "candidatesTokenCount": 12, "totalTokenCount": 53}
+        part: dict[str, Any] = {"candidates": [{"content": {"parts": [{"text": "hi"}], "role": "model"}, "index": 0}]}
+        if ":streamGenerateContent" in received.path:
+            gemini_events: list[dict[str, Any]] = [
+                part,
+                {**part, "usageMetadata": usage, "modelVersion": "gemini-2.5-flash"},
+            ]
+            chunks = [f"data: {json.dumps(e)}\r\n\r\n".encode() for e in gemini_events]
+            return Reply(200, {"Content-Type": "text/event-stream"}, chunks)
+        reply = {**part, "usageMetadata": {**usage, "candidatesTokenCount": 6}, "modelVersion": "gemini-2.5-flash"}
+        return Reply(200, {"Content-Type": "application/json"}, [json.dumps(reply).encode()])
     if received.path.startswith("/v1/messages"):
         model = body.get("model", "claude-sonnet-4-5")
         if not stream:

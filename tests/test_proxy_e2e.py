@@ -277,6 +277,30 @@ def test_openai_sdk_plain_and_streaming_gets_the_key_and_usage_is_audited(world:
     assert all(r["args"]["messages"] == "[redacted]" for r in records)
 
 
+def test_gemini_rest_calls_get_the_header_key_lose_the_agents_query_key_and_are_costed(world: World) -> None:
+    mark = len(world.upstream.received)
+    base = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash"
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls()) as client:
+        plain = client.post(f"{base}:generateContent", params={"key": "AIza-agents-own"}, json=body)
+        with client.stream(
+            "POST", f"{base}:streamGenerateContent", params={"alt": "sse", "key": "AIza-agents-own"}, json=body
+        ) as streamed:
+            text = b"".join(streamed.iter_bytes())
+    assert plain.status_code == 200 and streamed.status_code == 200 and b"usageMetadata" in text
+    got = world.received_since(mark)
+    assert [r.path for r in got] == [
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+    ]
+    for r in got:
+        assert r.headers["x-goog-api-key"] == world.canaries["gemini"].decode()
+    records = world.audit_wait(lambda rs: sum(1 for r in rs if r["usage"]) >= 2, connector="gemini")
+    usages = sorted((r["usage"]["input_tokens"], r["usage"]["output_tokens"]) for r in records if r["usage"])
+    assert usages == [(41, 6), (41, 12)]
+    assert all(r["args"]["contents"] == "[redacted]" for r in records)
+
+
 def test_anthropic_sdk_plain_and_streaming_gets_the_key_and_usage_is_audited(world: World) -> None:
     mark = len(world.upstream.received)
     out = run_agent_python(world, ANTHROPIC_AGENT)

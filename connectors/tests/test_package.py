@@ -66,6 +66,7 @@ def test_installing_a_connector_adds_its_actions_to_the_manifest(tmp_path: Path)
     "change,message",
     [
         (lambda t: t.replace('scheme = "bearer"', 'scheme = "magic"'), "auth.scheme"),
+        (lambda t: t.replace('scheme = "bearer"', 'scheme = "bearer"\nstrip_query = "key"'), "auth.strip_query"),
         (lambda t: t.replace('operation = "pulls/merge"', 'operation = "pulls/nope"'), "pulls/nope"),
         (lambda t: t.replace('name = "github"', 'name = "Git Hub"'), "`name`"),
         (lambda t: t.replace('id = "deploy"', 'id = "merge-pull"'), "duplicate id"),
