@@ -88,18 +88,18 @@ class Sessions:
         return self._live.get(token)
 
     async def get(self, token: str) -> Live:
-        key = token  # kept in memory for the tunnel anyway; str hashes are cached
-        found = self._live.get(key)
+        # Keyed by the token itself: it is in memory for the tunnel anyway, and a str caches its hash.
+        found = self._live.get(token)
         now = time.monotonic()
         if found is not None and now - found.fetched_at < self.ttl:
             return found
-        if self._refused.get(key, 0.0) > now:
+        if self._refused.get(token, 0.0) > now:
             raise Refusal(problems.PROXY_AUTH_REQUIRED, "the session token is unknown, revoked or expired")
-        pending = self._inflight.get(key)
+        pending = self._inflight.get(token)
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[Live] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        self._inflight[token] = future
         try:
             live = await self._fetch(token, found)
         except BaseException as exc:
@@ -110,17 +110,16 @@ class Sessions:
             future.set_result(live)
             return live
         finally:
-            del self._inflight[key]
+            del self._inflight[token]
 
     async def _fetch(self, token: str, previous: Live | None) -> Live:
-        key = token
         try:
             context = await asyncio.to_thread(self.control.session_context, token)
         except NotFoundError:
-            self._live.pop(key, None)
+            self._live.pop(token, None)
             if len(self._refused) > 10_000:
                 self._refused.clear()
-            self._refused[key] = time.monotonic() + min(self.ttl, 2.0)
+            self._refused[token] = time.monotonic() + min(self.ttl, 2.0)
             raise Refusal(problems.PROXY_AUTH_REQUIRED, "the session token is unknown, revoked or expired") from None
         except ControlPlaneError as exc:
             raise Refusal(problems.CONTROL_PLANE_UNAVAILABLE, f"cannot check the session: {exc}") from None
@@ -140,7 +139,7 @@ class Sessions:
             )
             pem = session_ca.cert_pem(store.default_ca.to_cryptography())
         live = Live(context, engine, store, pem, time.monotonic())
-        self._live[key] = live
+        self._live[token] = live
         self._evict_idle()
         return live
 
@@ -577,6 +576,14 @@ class AileronProxy:
         if pending is None:
             return
         pending.secret = None
+        if pending.redactor is not None and pending.redactor.count:
+            # Worth an operator's attention: the upstream sent the credential back (never logged itself).
+            log.warning(
+                "request %s (%s): the upstream echoed the credential %d time(s); redacted before the agent saw it",
+                pending.request_id,
+                pending.action,
+                pending.redactor.count,
+            )
         if pending.kind == "refused" or not (flow.metadata.get("aileron_attempt_recorded") or pending.kind == "egress"):
             return
         response = flow.response

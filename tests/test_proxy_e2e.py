@@ -130,6 +130,14 @@ def test_a_credential_echoed_by_the_upstream_is_redacted_in_body_and_headers(wor
     assert canary not in reply.text and canary not in json.dumps(dict(reply.headers))
     assert "[redacted by aileron]" in reply.json()["you_sent"]
     assert "[redacted by aileron]" in reply.headers["x-echo"]
+    warning = None
+    deadline = time.monotonic() + 10
+    while warning is None and time.monotonic() < deadline:  # the operator is told, without the value
+        for line in world.service.log.read_text(errors="replace").splitlines():
+            if "echoed the credential" in line and "github.get-repo" in line:
+                warning = line
+        time.sleep(0.1)
+    assert warning is not None and canary not in warning
 
 
 def test_uncredentialed_egress_is_forwarded_as_is_and_audited(world: World) -> None:
