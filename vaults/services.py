@@ -107,7 +107,12 @@ def _view(vault: Vault, user_id: uuid.UUID) -> VaultView:
 
 def vault_list_for(*, membership: Membership) -> list[VaultView]:
     see_all = role_has(membership.role, Perm.VAULT_VIEW_ALL)
-    views = [_view(v, membership.user_id) for v in Vault.objects.filter(organization=membership.organization)]
+    views = []
+    for vault in Vault.objects.filter(organization=membership.organization):
+        try:
+            views.append(_view(vault, membership.user_id))
+        except VaultMissing:
+            continue  # being deleted by a concurrent request: its index row goes in the same moment
     return [v for v in views if see_all or v.my_role is not None]
 
 
@@ -116,7 +121,11 @@ def vault_get_for(*, membership: Membership, vault_id: uuid.UUID, member_only: b
     vault = Vault.objects.filter(organization=membership.organization, pk=vault_id).first()
     if vault is None:
         raise NotFound("No such vault.")
-    view = _view(vault, membership.user_id)
+    try:
+        view = _view(vault, membership.user_id)
+    except VaultMissing:
+        # Its store was dropped by a concurrent delete after the index row was read (seen under schemathesis).
+        raise NotFound("No such vault.") from None
     if view.my_role is None and (member_only or not role_has(membership.role, Perm.VAULT_VIEW_ALL)):
         raise NotFound("No such vault.")
     return view
