@@ -307,7 +307,7 @@ def test_a_deactivated_users_sessions_get_no_ciphertext(cast: Cast) -> None:
 
 def test_a_vault_whose_store_a_concurrent_delete_already_dropped_is_a_404_and_left_out_of_lists(cast: Cast) -> None:
     """Seen under schemathesis: the index row was read just before another request dropped the vault's store."""
-    from vaults.services import vault_store
+    from vaults.backend import vault_store
 
     give_keys(cast.alice)
     vault = make_vault(cast.alice)
