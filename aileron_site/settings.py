@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "runtime",
     "audit",
     "policies",
+    "approvals",
 ]
 
 MIDDLEWARE = [

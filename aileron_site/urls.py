@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/v1/", include("policies.api.urls")),
     path("api/v1/", include("runtime.api.urls")),
     path("api/v1/", include("audit.api.urls")),
+    path("api/v1/", include("approvals.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

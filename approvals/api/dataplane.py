@@ -1,0 +1,126 @@
+"""The data plane's side of approvals (service token only): ask, wait for a decision, relay events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from aileron_site.problems import CONTENT_TYPE, NotFound, problem_body
+from approvals import events, services
+from approvals.api import serializers as s
+from approvals.models import ApprovalState
+from tenants.api.permissions import IsServiceToken
+from tenants.selectors import token_authenticate
+
+SETTLED_EVENTS = frozenset({"decided", "expired", "cancelled", "used"})
+
+
+def claim_data(claim: services.Claim) -> dict[str, Any]:
+    approval = claim.approval
+    return {
+        "id": str(approval.pk),
+        "state": claim.state,
+        "used_now": claim.used_now,
+        "window_seconds": approval.window_seconds,
+        "expires_at": approval.expires_at.isoformat(),
+        "approvers": claim.approvers,
+        "decision_reason": approval.decision_reason,
+        "action": approval.action,
+    }
+
+
+class ApprovalClaimView(APIView):
+    """Ask for (or use) the approval of one exact request. A grant in the answer has been used by this call."""
+
+    permission_classes = [IsServiceToken]
+
+    @extend_schema(request=s.HeldRequestSerializer, responses=s.ClaimSerializer)
+    def post(self, request: Request) -> Response:
+        data = s.HeldRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        claim = services.approval_claim(held=services.HeldRequest(**data.validated_data))
+        return Response(claim_data(claim))
+
+
+class ApprovalEventRelayView(APIView):
+    """Push events for approvals another process changed (the embedded default's worker has no shared layer)."""
+
+    permission_classes = [IsServiceToken]
+
+    @extend_schema(request=s.RelaySerializer, responses={204: None})
+    def post(self, request: Request) -> Response:
+        data = s.RelaySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        for approval_id in data.validated_data["approvals"]:
+            events.publish_now(approval_id, data.validated_data["event"])
+        return Response(status=204)
+
+
+def _problem(status: int, slug: str, title: str, detail: str) -> HttpResponse:
+    body = problem_body(status=status, slug=slug, title=title, detail=detail)
+    return JsonResponse(body, status=status, content_type=CONTENT_TYPE)
+
+
+def _service_token_ok(header: str) -> bool:
+    scheme, _, raw = header.partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        return False
+    token = token_authenticate(raw=raw.strip())
+    return token is not None and token.kind == "svc"
+
+
+@csrf_exempt
+async def approval_wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
+    """Hold until the approval is decided (or `timeout` seconds pass), then answer as the claim does.
+
+    An async view: a waiting data plane costs the API no thread. It listens on the approval's group, which the
+    deciding process pushes to after commit (channels-redis across processes, in-memory within the API)."""
+    if request.method != "POST":
+        return _problem(405, "method-not-allowed", "Method not allowed", "POST {request_id, timeout}.")
+    if not await sync_to_async(_service_token_ok)(request.headers.get("authorization", "")):
+        return _problem(401, "not-authenticated", "Not authenticated", "This endpoint needs the service token.")
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return _problem(400, "bad-request", "Bad request", "The body is not JSON.")
+    form = s.WaitSerializer(data=body if isinstance(body, dict) else {})
+    if not form.is_valid():
+        return _problem(400, "validation-error", "Invalid input", "Send {request_id: uuid, timeout: seconds}.")
+    request_id, timeout = form.validated_data["request_id"], float(form.validated_data["timeout"])
+    take = sync_to_async(services.approval_take_grant)
+    layer = get_channel_layer()
+    group = events.approval_group(approval_id)
+    channel = await layer.new_channel() if layer is not None else ""
+    if layer is not None:
+        await layer.group_add(group, channel)
+    try:
+        try:
+            claim = await take(approval_id=approval_id, request_id=request_id)
+        except NotFound:
+            return _problem(404, "not-found", "Not found", "No such approval.")
+        if claim.state == ApprovalState.PENDING and layer is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while (remaining := deadline - loop.time()) > 0:
+                try:
+                    message = await asyncio.wait_for(layer.receive(channel), remaining)
+                except TimeoutError:
+                    break
+                if message.get("event") in SETTLED_EVENTS:
+                    break
+            claim = await take(approval_id=approval_id, request_id=request_id)
+    finally:
+        if layer is not None:
+            await layer.group_discard(group, channel)
+    return JsonResponse(claim_data(claim))

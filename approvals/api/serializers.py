@@ -1,0 +1,145 @@
+"""Shapes of the approvals API (and of the events pushed to approvers: the same ApprovalSerializer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from approvals.models import WINDOW_MAX_SECONDS, Approval, ApprovalDecision, ApprovalRule, ApprovalState
+
+
+class DecisionSerializer(serializers.ModelSerializer[ApprovalDecision]):
+    approver = serializers.EmailField(source="user_email", read_only=True)
+    approver_id = serializers.UUIDField(source="user_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = ApprovalDecision
+        fields = ["approver", "approver_id", "decision", "reason", "at"]
+        read_only_fields = fields
+
+
+class ApprovalSerializer(serializers.ModelSerializer[Approval]):
+    organization_id = serializers.UUIDField(read_only=True)
+    session_id = serializers.UUIDField(source="session_uuid", read_only=True)
+    requester_id = serializers.UUIDField(read_only=True, allow_null=True)
+    project_id = serializers.UUIDField(read_only=True, allow_null=True)
+    args = serializers.DictField(read_only=True, help_text="Parsed arguments (sensitive ones redacted).")
+    decisions = DecisionSerializer(many=True, read_only=True)
+    grants = serializers.SerializerMethodField(help_text="How many approvers granted so far.")
+    completed = serializers.SerializerMethodField(help_text="A grant was used and the request went upstream.")
+    age_seconds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Approval
+        fields = [
+            "id",
+            "organization_id",
+            "state",
+            "connector",
+            "action",
+            "args",
+            "method",
+            "host",
+            "path",
+            "query",
+            "body_sha256",
+            "body_bytes",
+            "credential_id",
+            "request_hash",
+            "held_reason",
+            "requester_id",
+            "requester_email",
+            "agent",
+            "session_id",
+            "project_id",
+            "four_eyes",
+            "approvers_required",
+            "grants",
+            "window_seconds",
+            "created_at",
+            "age_seconds",
+            "expires_at",
+            "decided_at",
+            "decision_reason",
+            "decisions",
+            "consumed_at",
+            "outcome_status",
+            "completed",
+        ]
+        read_only_fields = fields
+
+    def get_grants(self, approval: Approval) -> int:
+        return sum(1 for d in approval.decisions.all() if d.decision == "grant")
+
+    def get_completed(self, approval: Approval) -> bool:
+        return approval.consumed_at is not None
+
+    def get_age_seconds(self, approval: Approval) -> float:
+        return round((timezone.now() - approval.created_at).total_seconds(), 1)
+
+
+class DecideSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
+
+
+class RejectSerializer(serializers.Serializer[Any]):
+    reason = serializers.CharField(max_length=1000, help_text="Shown to the agent and the requester.")
+
+
+class ApprovalRuleSerializer(serializers.ModelSerializer[ApprovalRule]):
+    approvers_required = serializers.IntegerField(min_value=1, max_value=2, default=1)
+    window_seconds = serializers.IntegerField(min_value=1, max_value=WINDOW_MAX_SECONDS, default=120)
+
+    class Meta:
+        model = ApprovalRule
+        fields = ["id", "action", "four_eyes", "approvers_required", "window_seconds", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+
+class ApprovalRuleUpdateSerializer(serializers.Serializer[Any]):
+    action = serializers.CharField(required=False, max_length=200)
+    four_eyes = serializers.BooleanField(required=False)
+    approvers_required = serializers.IntegerField(required=False, min_value=1, max_value=2)
+    window_seconds = serializers.IntegerField(required=False, min_value=1, max_value=WINDOW_MAX_SECONDS)
+
+
+# --- the data plane's side -----------------------------------------------------------------------------------
+
+
+class HeldRequestSerializer(serializers.Serializer[Any]):
+    session_id = serializers.UUIDField()
+    request_id = serializers.UUIDField()
+    connector = serializers.CharField(max_length=100)
+    action = serializers.CharField(max_length=200)
+    args = serializers.DictField(required=False, default=dict)
+    method = serializers.CharField(max_length=16)
+    host = serializers.CharField(max_length=253)
+    path = serializers.CharField(max_length=2048)
+    query = serializers.CharField(required=False, allow_blank=True, default="", max_length=8192)
+    body_sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$")
+    body_bytes = serializers.IntegerField(min_value=0, default=0)
+    credential_id = serializers.UUIDField()
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=4000)
+
+
+class ClaimSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    state = serializers.ChoiceField(choices=[*ApprovalState.values, "used"])
+    used_now = serializers.BooleanField(help_text="This call used the grant: forward the request once.")
+    window_seconds = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+    approvers = serializers.ListField(child=serializers.EmailField())
+    decision_reason = serializers.CharField(allow_blank=True)
+    action = serializers.CharField()
+
+
+class WaitSerializer(serializers.Serializer[Any]):
+    request_id = serializers.UUIDField()
+    timeout = serializers.FloatField(min_value=0, max_value=WINDOW_MAX_SECONDS)
+
+
+class RelaySerializer(serializers.Serializer[Any]):
+    approvals = serializers.ListField(child=serializers.UUIDField(), max_length=1000)
+    event = serializers.ChoiceField(choices=["created", "voted", "decided", "used", "expired", "cancelled"])

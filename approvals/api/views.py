@@ -1,0 +1,153 @@
+"""Thin views over approvals.services and approvals.selectors (people's side)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import ClassVar
+
+import django_filters
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from aileron_site.api import UtcDateTimeFilter
+from approvals import selectors, services
+from approvals.api import serializers as s
+from approvals.models import Approval, ApprovalRule, ApprovalState
+from tenants.api.views import OrgScopedViewSet
+from tenants.permissions import Perm
+
+STATE_CHOICES = [*ApprovalState.choices, ("all", "Every state")]
+
+
+class ApprovalFilter(django_filters.FilterSet):  # type: ignore[misc]
+    state = django_filters.ChoiceFilter(
+        choices=STATE_CHOICES, method="filter_state", help_text="One state, or all (the default)."
+    )
+    action = django_filters.CharFilter(
+        method="filter_action", help_text="An action (stripe.create-refund), or a prefix ending in * (stripe.*)."
+    )
+    connector = django_filters.CharFilter()
+    session = django_filters.UUIDFilter(field_name="session_uuid", help_text="A session token's id.")
+    requester = django_filters.UUIDFilter(field_name="requester_id", help_text="A user's id.")
+    since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte", help_text="Asked at or after (ISO 8601).")
+    until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt", help_text="Asked before (ISO 8601).")
+
+    class Meta:
+        model = Approval
+        fields: ClassVar[list[str]] = []
+
+    def filter_state(self, queryset: QuerySet[Approval], name: str, value: str) -> QuerySet[Approval]:
+        return queryset if value == "all" else queryset.filter(state=value)
+
+    def filter_action(self, queryset: QuerySet[Approval], name: str, value: str) -> QuerySet[Approval]:
+        if value.endswith("*"):
+            return queryset.filter(action__startswith=value[:-1])
+        return queryset.filter(action=value)
+
+
+class ApprovalViewSet(OrgScopedViewSet):
+    serializer_class = s.ApprovalSerializer
+    # Everyone sees their own requests; approval.decide (and audit.read) see the organization's. Deciding is
+    # checked by the service, after the approval is found, so a request one may not see stays a 404.
+    permission_map = {
+        "list": Perm.ORG_VIEW,
+        "retrieve": Perm.ORG_VIEW,
+        "grant": Perm.ORG_VIEW,
+        "reject": Perm.ORG_VIEW,
+        "cancel": Perm.ORG_VIEW,
+    }
+    filterset_class = ApprovalFilter
+    ordering_fields: ClassVar[list[str]] = ["created_at", "expires_at", "decided_at"]
+    ordering: ClassVar[list[str]] = ["-created_at", "-id"]
+
+    def get_queryset(self) -> QuerySet[Approval]:
+        if self.fake:
+            return Approval.objects.none()
+        return selectors.approval_list(membership=self.membership)
+
+    def _get(self, approval_id: uuid.UUID) -> Approval:
+        return selectors.approval_get(membership=self.membership, approval_id=approval_id)
+
+    def list(self, request: Request, org_id: uuid.UUID) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(s.ApprovalSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, org_id: uuid.UUID, approval_id: uuid.UUID) -> Response:
+        return Response(s.ApprovalSerializer(self._get(approval_id)).data)
+
+    @extend_schema(request=s.DecideSerializer, responses=s.ApprovalSerializer)
+    def grant(self, request: Request, org_id: uuid.UUID, approval_id: uuid.UUID) -> Response:
+        data = s.DecideSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        approval = services.approval_decide(
+            approval=self._get(approval_id),
+            membership=self.membership,
+            decision="grant",
+            reason=data.validated_data["reason"],
+        )
+        return Response(s.ApprovalSerializer(self._get(approval.pk)).data)
+
+    @extend_schema(request=s.RejectSerializer, responses=s.ApprovalSerializer)
+    def reject(self, request: Request, org_id: uuid.UUID, approval_id: uuid.UUID) -> Response:
+        data = s.RejectSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        approval = services.approval_decide(
+            approval=self._get(approval_id),
+            membership=self.membership,
+            decision="reject",
+            reason=data.validated_data["reason"],
+        )
+        return Response(s.ApprovalSerializer(self._get(approval.pk)).data)
+
+    @extend_schema(request=None, responses=s.ApprovalSerializer)
+    def cancel(self, request: Request, org_id: uuid.UUID, approval_id: uuid.UUID) -> Response:
+        approval = services.approval_cancel(approval=self._get(approval_id), membership=self.membership)
+        return Response(s.ApprovalSerializer(self._get(approval.pk)).data)
+
+
+class ApprovalRuleViewSet(OrgScopedViewSet):
+    serializer_class = s.ApprovalRuleSerializer
+    permission_map = {
+        "list": Perm.ORG_VIEW,
+        "retrieve": Perm.ORG_VIEW,
+        "create": Perm.POLICY_MANAGE,
+        "partial_update": Perm.POLICY_MANAGE,
+        "destroy": Perm.POLICY_MANAGE,
+    }
+    ordering_fields: ClassVar[list[str]] = ["created_at", "action"]
+    ordering: ClassVar[list[str]] = ["action"]
+
+    def get_queryset(self) -> QuerySet[ApprovalRule]:
+        if self.fake:
+            return ApprovalRule.objects.none()
+        return selectors.approval_rule_list(membership=self.membership)
+
+    def list(self, request: Request, org_id: uuid.UUID) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(s.ApprovalRuleSerializer(page, many=True).data)
+
+    def create(self, request: Request, org_id: uuid.UUID) -> Response:
+        data = s.ApprovalRuleSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        rule = services.approval_rule_create(organization=self.organization, **data.validated_data)
+        return Response(s.ApprovalRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request: Request, org_id: uuid.UUID, rule_id: uuid.UUID) -> Response:
+        return Response(
+            s.ApprovalRuleSerializer(selectors.approval_rule_get(membership=self.membership, rule_id=rule_id)).data
+        )
+
+    @extend_schema(request=s.ApprovalRuleUpdateSerializer, responses=s.ApprovalRuleSerializer)
+    def partial_update(self, request: Request, org_id: uuid.UUID, rule_id: uuid.UUID) -> Response:
+        rule = selectors.approval_rule_get(membership=self.membership, rule_id=rule_id)
+        data = s.ApprovalRuleUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.approval_rule_update(rule=rule, **data.validated_data)
+        return Response(s.ApprovalRuleSerializer(rule).data)
+
+    def destroy(self, request: Request, org_id: uuid.UUID, rule_id: uuid.UUID) -> Response:
+        services.approval_rule_delete(rule=selectors.approval_rule_get(membership=self.membership, rule_id=rule_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
