@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("aileron.approvals")
 
 EVENT_TYPE = "approval.event"  # the consumers' handler: approval_event()
-KINDS = ("created", "voted", "decided", "used", "expired", "cancelled")
+KINDS = ("created", "voted", "decided", "used", "completed", "expired", "cancelled")
 
 
 def org_group(organization_id: uuid.UUID | str) -> str:
@@ -53,6 +53,12 @@ def publish(approval: Approval, kind: str) -> None:
     """Push `kind` for this approval once the current transaction commits (at once outside one)."""
     assert kind in KINDS  # noqa: S101
     approval_id = approval.pk
+    transaction.on_commit(lambda: _send(approval_id, kind))
+
+
+def publish_after(approval_id: uuid.UUID, kind: str) -> None:
+    """publish() for an approval known by id only."""
+    assert kind in KINDS  # noqa: S101
     transaction.on_commit(lambda: _send(approval_id, kind))
 
 

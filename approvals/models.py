@@ -111,6 +111,7 @@ class Approval(models.Model):
             models.Index(fields=["organization", "state", "created_at"], name="approval_org_state"),
             models.Index(fields=["organization", "request_hash"], name="approval_org_hash"),
             models.Index(fields=["state", "expires_at"], name="approval_state_expiry"),
+            models.Index(fields=["consumed_request_id"], name="approval_consumed_request"),
         ]
         constraints = [
             # One open approval per exact request: identical concurrent requests share it.

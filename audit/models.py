@@ -60,6 +60,8 @@ class AuditRecord(models.Model):
     credential_id = models.UUIDField(
         null=True, blank=True, help_text="Which credential was injected (never its value)."
     )
+    approval_id = models.UUIDField(null=True, blank=True, help_text="The approval whose grant this request used.")
+    approvers = models.JSONField(default=list, blank=True, help_text="Who granted (or rejected) it, by email.")
     has_attempt = models.BooleanField(default=False)
 
     # The outcome.

@@ -16,6 +16,7 @@ from typing import Any
 
 MAX_RECORDS_PER_BATCH = 1000
 MAX_ARGS_BYTES = 64 * 1024
+MAX_APPROVERS = 10
 
 KINDS = ("credentialed", "egress", "refused")
 DECISIONS = ("allow", "deny", "approval_required", "error")
@@ -46,6 +47,8 @@ ATTEMPT_FIELDS = (
     "reason",
     "problem_type",
     "credential_id",
+    "approval_id",
+    "approvers",
 )
 OUTCOME_FIELDS = (
     "upstream_status",
@@ -155,8 +158,17 @@ def _usage(value: Any) -> dict[str, Any] | None:
     return usage
 
 
+def _approvers(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_APPROVERS or not all(isinstance(v, str) for v in value):
+        raise RecordError(f"approvers must be a list of at most {MAX_APPROVERS} strings")
+    return [v[:254] for v in value]
+
+
 def _attempt_fields(raw: dict[str, Any]) -> dict[str, Any]:
     credential = raw.get("credential_id")
+    approval = raw.get("approval_id")
     return {
         "kind": _choice(raw.get("kind"), "kind", KINDS),
         "connector": _text(raw.get("connector"), "connector"),
@@ -169,6 +181,8 @@ def _attempt_fields(raw: dict[str, Any]) -> dict[str, Any]:
         "reason": _text(raw.get("reason"), "reason"),
         "problem_type": _text(raw.get("problem_type"), "problem_type"),
         "credential_id": None if credential is None else _uuid(credential, "credential_id"),
+        "approval_id": None if approval is None else _uuid(approval, "approval_id"),
+        "approvers": _approvers(raw.get("approvers")),
     }
 
 

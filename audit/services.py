@@ -83,6 +83,15 @@ def _apply(row: AuditRecord, record: ShippedRecord) -> dict[str, Any]:
     return changes
 
 
+def _approval_outcomes(outcomes: list[ShippedRecord]) -> None:
+    """A request that used a grant has completed: the approval shows its upstream status (the morning view)."""
+    from approvals.services import approval_record_outcomes
+
+    statuses = {r.id: r.fields["upstream_status"] for r in outcomes if r.fields.get("upstream_status") is not None}
+    if statuses:
+        approval_record_outcomes(statuses=statuses)
+
+
 @transaction.atomic
 def audit_ingest(*, records: list[Any]) -> IngestResult:
     """Store a batch from the data plane: each record's half once, every bad record reported, none dropped.
@@ -126,5 +135,6 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
         # over ten times slower than this for a batch of 500 outcomes on SQLite.
         for record_id, changes in changed.items():
             AuditRecord.objects.filter(pk=record_id).update(**changes)
+        _approval_outcomes([r for _, r in parsed if r.phase == "outcome"])
     result.rejected.sort(key=lambda r: int(r["index"]))
     return result

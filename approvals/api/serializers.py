@@ -7,6 +7,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
+from approvals.events import KINDS
 from approvals.models import WINDOW_MAX_SECONDS, Approval, ApprovalDecision, ApprovalRule, ApprovalState
 
 
@@ -142,4 +143,4 @@ class WaitSerializer(serializers.Serializer[Any]):
 
 class RelaySerializer(serializers.Serializer[Any]):
     approvals = serializers.ListField(child=serializers.UUIDField(), max_length=1000)
-    event = serializers.ChoiceField(choices=["created", "voted", "decided", "used", "expired", "cancelled"])
+    event = serializers.ChoiceField(choices=list(KINDS))

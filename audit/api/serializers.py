@@ -48,6 +48,8 @@ class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
             "reason",
             "problem_type",
             "credential_id",
+            "approval_id",
+            "approvers",
             "upstream_status",
             "latency_ms",
             "request_bytes",
@@ -78,6 +80,8 @@ class ShippedRecordSerializer(serializers.Serializer[Any]):
     reason = serializers.CharField(required=False, allow_blank=True)
     problem_type = serializers.CharField(required=False, allow_blank=True)
     credential_id = serializers.UUIDField(required=False, allow_null=True)
+    approval_id = serializers.UUIDField(required=False, allow_null=True, help_text="Attempt only.")
+    approvers = serializers.ListField(child=serializers.CharField(), required=False, help_text="Attempt only.")
     upstream_status = serializers.IntegerField(required=False, allow_null=True, min_value=100, max_value=599)
     latency_ms = serializers.FloatField(required=False, allow_null=True, min_value=0)
     request_bytes = serializers.IntegerField(required=False, allow_null=True, min_value=0)
