@@ -32,6 +32,7 @@ STOP_GRACE_SECONDS = 10.0
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # on top of the service's own
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
@@ -119,7 +120,8 @@ class Supervisor:
     def start(self) -> None:
         for child in self.children:
             # Same process group as us: a terminal's Ctrl-C reaches every child, and so does our SIGTERM.
-            child.process = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, env=_child_env())  # noqa: S603
+            env = {**_child_env(), **child.env}
+            child.process = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, env=env)  # noqa: S603
 
     def dead_child(self) -> Child | None:
         for child in self.children:
@@ -186,6 +188,12 @@ def run_service(
         raise CliError(f"cannot listen on {host}:{proxy_port}: the address is in use or not available", exit_code=2)
     info = _prepare_database(out)
     python = sys.executable
+    api_url = f"http://{'[' + host + ']' if ':' in host else host}:{api_port}"
+    relay_env = (
+        {"AILERON_EVENT_RELAY_URL": api_url, "AILERON_EVENT_RELAY_TOKEN_FILE": info["service_token_file"]}
+        if info["channel_layer"] == "InMemoryChannelLayer"
+        else {}
+    )
     children = [
         Child(
             "api",
@@ -222,6 +230,9 @@ def run_service(
                 "--without-mingle",
                 "--without-gossip",
             ],
+            # An in-memory channel layer reaches only the API process: the worker's approval events (expiry)
+            # go through the API instead (approvals.events).
+            env=relay_env,
         ),
         Child(
             "dataplane",
@@ -240,7 +251,7 @@ def run_service(
                 "--home",
                 info["home"],
                 "--api",
-                f"http://{'[' + host + ']' if ':' in host else host}:{api_port}",
+                api_url,
                 "--service-token-file",
                 info["service_token_file"],
             ],
@@ -274,6 +285,7 @@ def run_service(
             {
                 "api": f"{base}/api/v1/",
                 "docs": f"{base}/api/docs/",
+                "approvals": f"{base}/approvals/ (`aileron approval open` signs you in)",
                 "worker": f"celery worker + beat via {info['broker']}",
                 "proxy": f"http://{shown_host}:{proxy_port} (HTTPS_PROXY for agents)",
                 "credentials": f"credential service, key channel {info['key_socket']}",

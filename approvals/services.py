@@ -73,7 +73,12 @@ def approval_rule_validate_pattern(action: str) -> str:
 
 
 def approval_rule_create(
-    *, organization: Organization, action: str, four_eyes: bool, approvers_required: int, window_seconds: int
+    *,
+    organization: Organization,
+    action: str,
+    four_eyes: bool = False,
+    approvers_required: int = 1,
+    window_seconds: int = 120,
 ) -> ApprovalRule:
     rule = ApprovalRule(
         organization=organization,
@@ -252,26 +257,16 @@ def _voters(approval: Approval) -> list[str]:
     return [d.user_email for d in approval.decisions.all()]
 
 
-def approval_take_grant(*, approval_id: uuid.UUID, request_id: uuid.UUID) -> Claim:
-    """After a wait: the current state of the approval, consuming it if it is granted and unused."""
-    now = timezone.now()
+def approval_peek(*, approval_id: uuid.UUID) -> Claim:
+    """The approval's state, for the data plane's wait (expiring it if due). Uses nothing: the data plane then
+    claims the grant with the exact request, if its agent is still there to receive the answer."""
     with scopes_disabled():
-        approval = Approval.objects.filter(pk=approval_id).first()
+        approval = Approval.objects.filter(pk=approval_id).prefetch_related("decisions").first()
         if approval is None:
             raise NotFound("No such approval.")
-        if approval.state == ApprovalState.GRANTED and approval.consumed_at is None:
-            if _consume(approval, now=now, request_id=request_id):
-                approval.refresh_from_db()
-                events.publish(approval, "used")
-                return Claim(approval=approval, state=ApprovalState.GRANTED, used_now=True, approvers=_voters(approval))
-            approval.refresh_from_db()
-        if approval.state == ApprovalState.PENDING and approval.expires_at <= now:
+        if approval.state in (ApprovalState.PENDING, ApprovalState.GRANTED) and approval.expires_at <= timezone.now():
             _expire(approval)
-            approval.refresh_from_db()
-        state = approval.state
-        if state == ApprovalState.GRANTED:
-            state = "used"  # someone else's identical request took it
-        return Claim(approval=approval, state=state, approvers=_voters(approval))
+        return Claim(approval=approval, state=approval.state, approvers=_voters(approval))
 
 
 def approval_record_outcomes(*, statuses: dict[uuid.UUID, int]) -> None:

@@ -78,13 +78,42 @@ class SessionContext:
     egress_allow: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ApprovalTicket:
+    """The control plane's answer about one held request's approval."""
+
+    id: str
+    state: str  # pending | granted | rejected | expired | cancelled | used (someone else's identical request)
+    used_now: bool  # this claim used the grant: forward the request, once
+    window_seconds: int
+    expires_at: str
+    approvers: tuple[str, ...]
+    decision_reason: str
+    action: str
+
+
+def _ticket(body: dict[str, Any]) -> ApprovalTicket:
+    try:
+        return ApprovalTicket(
+            id=str(body["id"]),
+            state=str(body["state"]),
+            used_now=bool(body.get("used_now", False)),
+            window_seconds=int(body.get("window_seconds", 120)),
+            expires_at=str(body.get("expires_at", "")),
+            approvers=tuple(str(a) for a in body.get("approvers", [])),
+            decision_reason=str(body.get("decision_reason", "")),
+            action=str(body.get("action", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ControlPlaneError(f"the approval answer is malformed ({exc.__class__.__name__})") from None
+
+
 class ControlPlane:
     def __init__(self, base_url: str, service_token: str, timeout: float = 5.0) -> None:
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {service_token}", "Accept": "application/json"},
-            timeout=timeout,
-        )
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {service_token}", "Accept": "application/json"}
+        self._http = httpx.Client(base_url=self._base_url, headers=self._headers, timeout=timeout)
+        self._async: httpx.AsyncClient | None = None  # for waits that must not hold a thread: made on first use
 
     def close(self) -> None:
         self._http.close()
@@ -206,6 +235,38 @@ class ControlPlane:
         except NotFoundError:
             return False
         return True
+
+    def approval_claim(self, held: dict[str, Any]) -> ApprovalTicket:
+        """Ask for the approval of one exact request; a granted answer with used_now has used the grant."""
+        return _ticket(self._post("/api/v1/dataplane/approvals/", held))
+
+    async def approval_wait(self, approval_id: str, *, timeout: float) -> ApprovalTicket:
+        """Wait (without a thread) until the approval is decided or `timeout` seconds pass; uses nothing."""
+        if self._async is None:
+            self._async = httpx.AsyncClient(
+                base_url=self._base_url,
+                headers=self._headers,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+            )
+        try:
+            response = await self._async.post(
+                f"/api/v1/dataplane/approvals/{approval_id}/wait/",
+                json={"timeout": timeout},
+                timeout=httpx.Timeout(timeout + 15.0, connect=5.0),
+            )
+        except httpx.HTTPError as exc:
+            raise ControlPlaneError(f"control plane unreachable: {exc.__class__.__name__}") from None
+        if response.status_code == 404:
+            raise NotFoundError("no such approval")
+        if response.status_code != 200:
+            raise ControlPlaneError(f"control plane answered {response.status_code}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise ControlPlaneError("control plane answered without JSON") from None
+        if not isinstance(body, dict):
+            raise ControlPlaneError("the approval answer is malformed")
+        return _ticket(body)
 
     def audit_ship(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Post a batch of audit records (at most 1000); the answer is {"accepted": n, "rejected": [...]}.

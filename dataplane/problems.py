@@ -105,12 +105,24 @@ POLICY_DENIED = Kind(
     "Policy denies this action",
     "Do not retry the same request; choose another action or ask an admin about the policy.",
 )
-APPROVAL_REQUIRED = Kind(
-    "approval-required",
+APPROVAL_PENDING = Kind(
+    "approval-pending",
     403,
-    "This action needs a human approval",
-    "Held approvals are not available yet in this version; the request was not sent. Ask a human to perform it "
-    "or to change the policy.",
+    "This action is waiting for a human approval",
+    "Nothing was sent. An approver decides with `aileron approval grant ID` or on the approvals page; then send "
+    "the identical request again and it goes through once. A changed request needs its own approval.",
+)
+APPROVAL_REJECTED = Kind(
+    "approval-rejected",
+    403,
+    "An approver rejected this action",
+    "Nothing was sent. Read the approver's reason; change the request (a new request asks anew) or ask them.",
+)
+APPROVAL_LAPSED = Kind(
+    "approval-lapsed",
+    403,
+    "The approval of this action expired or was cancelled",
+    "Nothing was sent. Send the request again to ask for a new approval.",
 )
 NO_CREDENTIAL = Kind(
     "no-credential",
@@ -165,6 +177,8 @@ def response(refusal: Refusal, *, request_id: str) -> http.Response:
         **refusal.extra,
     }
     headers = {"Content-Type": PROBLEM_CONTENT_TYPE, "Cache-Control": "no-store"}
+    if "retry_after_seconds" in refusal.extra:
+        headers["Retry-After"] = str(int(refusal.extra["retry_after_seconds"]))
     if refusal.kind is PROXY_AUTH_REQUIRED:
         headers["Proxy-Authenticate"] = 'Basic realm="aileron"'
     return http.Response.make(refusal.kind.status, json.dumps(body).encode(), headers)

@@ -6,7 +6,8 @@ has been read, for a credentialed action that carries one):
 1. the session must be live (its token in Proxy-Authorization at CONNECT, re-checked on a short cache);
 2. Host / :authority, SNI and the CONNECT target must name the same destination;
 3. a request to a connector's host must be one of its actions (connector matcher), to an enabled connector,
-   allowed by policy (connector default + organization and team Cedar policies);
+   allowed by policy (connector default + organization and team Cedar policies); an action that needs
+   approval is held (asynchronously) until people grant it, for its window, and a grant is used once;
 4. the attempt is written durably to the audit spool; if it cannot be, nothing is sent (503);
 5. whatever auth the agent sent is stripped and the credential decrypted by the credential service is
    injected; the request goes upstream to the address the proxy resolved and checked, with strict TLS;
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import time
@@ -40,7 +42,14 @@ from connectors.identify import Catalog, Identified
 from connectors.matcher import Refused
 from connectors.package import Action, Connector
 from dataplane import problems, session_ca
-from dataplane.control import ControlPlane, ControlPlaneError, NotFoundError, SessionContext
+from dataplane.control import (
+    ApprovalTicket,
+    ControlPlane,
+    ControlPlaneError,
+    CredentialRef,
+    NotFoundError,
+    SessionContext,
+)
 from dataplane.credentials import CredentialServiceError, SessionUnknown
 from dataplane.guard import Blocked, Resolver, Target, Unresolvable
 from dataplane.problems import Refusal
@@ -58,6 +67,7 @@ METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-
 AUTH_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie")
 ARG_STRING_LIMIT = 256
 ARGS_JSON_LIMIT = 8 * 1024
+RETRY_AFTER_SECONDS = 30  # the hint an agent gets when its held request's window closed undecided
 
 
 @dataclass
@@ -251,6 +261,7 @@ class AileronProxy:
         self.actions: dict[str, Action] = {a.id: a for c in connectors for a in c.actions}
         self.by_host: dict[str, Connector] = {h.lower(): c for c in connectors for h in c.hosts}
         self.resolver = resolver
+        self.control = control
         self.sessions = Sessions(control, seed, ttl=session_ttl)
         self.max_body = max_body
         self.prices = prices or PriceTable.load(None)
@@ -480,13 +491,19 @@ class AileronProxy:
         flow.metadata["aileron_decision"] = (outcome, reason)
         if outcome == "deny":
             raise Refusal(problems.POLICY_DENIED, reason, {"action": pending.action})
-        if outcome == "approval_required":
-            raise Refusal(problems.APPROVAL_REQUIRED, reason, {"action": pending.action})
         ref = ctx_.credentials.get(pending.connector)
         if ref is None:
             raise Refusal(problems.NO_CREDENTIAL, f"none of your vaults holds a credential for {pending.connector}")
+        approval: ApprovalTicket | None = None
+        if outcome == "approval_required":
+            # Held until people decide (other traffic keeps flowing: this only awaits).
+            approval = await self._approval(flow, pending, ref, path=found[0].path, query=query, body=body, why=reason)
+            reason = f"{reason}; granted by {', '.join(approval.approvers) or 'an approver'}"
         # 4. durable attempt record, before any credential exists in this request
         attempt = self._attempt(flow, pending, decision="allow", reason=reason, credential_id=ref.credential_id)
+        if approval is not None:
+            attempt["approval_id"] = approval.id
+            attempt["approvers"] = list(approval.approvers)
         try:
             await self.spool.record_durable(attempt)
         except SpoolError as exc:
@@ -507,6 +524,88 @@ class AileronProxy:
         pending.scheme = connector.auth.scheme
         pending.provider = provider_for(pending.connector, found[0].action.split(".", 1)[-1])
         pending.model = _model_of(args)
+
+    async def _approval(
+        self,
+        flow: http.HTTPFlow,
+        pending: Pending,
+        ref: CredentialRef,
+        *,
+        path: str,
+        query: str,
+        body: bytes,
+        why: str,
+    ) -> ApprovalTicket:
+        """Ask for the exact request's approval and wait up to its window; the used grant, or a Refusal."""
+        ctx_ = pending.live.context
+        action = self.actions.get(pending.action)
+        held = {
+            "session_id": ctx_.session_id,
+            "request_id": pending.request_id,
+            "connector": pending.connector,
+            "action": pending.action,
+            "args": redact_args(flow.metadata.get("aileron_args") or {}, action.sensitive if action else ()),
+            "method": flow.request.method,
+            "host": pending.host,
+            "path": path,
+            "query": query,
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "body_bytes": len(body),
+            "credential_id": ref.credential_id,
+            "reason": why[:4000],
+        }
+        ticket = await self._claim(held)
+        if ticket.state == "pending":
+            flow.metadata["aileron_approval_id"] = ticket.id
+            log.info("request %s (%s) held for approval %s", pending.request_id, pending.action, ticket.id)
+            try:
+                waited = await self.control.approval_wait(ticket.id, timeout=float(ticket.window_seconds))
+            except NotFoundError:
+                gone = {"approval_id": ticket.id}
+                raise Refusal(problems.APPROVAL_LAPSED, f"approval {ticket.id} is gone", gone) from None
+            except ControlPlaneError as exc:
+                raise Refusal(problems.CONTROL_PLANE_UNAVAILABLE, f"cannot wait for the approval: {exc}") from None
+            if waited.state == "granted" and flow.client_conn.connected:
+                ticket = await self._claim(held)  # uses the grant now, for this request only
+            elif waited.state == "granted":
+                # The agent went away while it waited: leave the grant for its identical retry.
+                raise Refusal(
+                    problems.APPROVAL_PENDING, "the agent disconnected before the grant", {"approval_id": ticket.id}
+                )
+            else:
+                ticket = waited
+        if ticket.state == "granted" and ticket.used_now:
+            return ticket
+        extra: dict[str, Any] = {"approval_id": ticket.id, "action": pending.action}
+        if ticket.state == "pending":
+            raise Refusal(
+                problems.APPROVAL_PENDING,
+                f"no approver decided within {ticket.window_seconds} s; approval {ticket.id} stays pending until "
+                f"{ticket.expires_at}: send the identical request again once it is granted",
+                {**extra, "expires_at": ticket.expires_at, "retry_after_seconds": RETRY_AFTER_SECONDS},
+            )
+        if ticket.state == "rejected":
+            who = ", ".join(ticket.approvers) or "an approver"
+            raise Refusal(
+                problems.APPROVAL_REJECTED,
+                f"{who} rejected {pending.action}: {ticket.decision_reason}",
+                {**extra, "reason": ticket.decision_reason, "approvers": list(ticket.approvers)},
+            )
+        if ticket.state in ("used", "granted"):
+            raise Refusal(
+                problems.APPROVAL_LAPSED,
+                f"approval {ticket.id} was used by an identical request; send again to ask anew",
+                extra,
+            )
+        raise Refusal(problems.APPROVAL_LAPSED, f"approval {ticket.id} is {ticket.state}", extra)
+
+    async def _claim(self, held: dict[str, Any]) -> ApprovalTicket:
+        try:
+            return await asyncio.to_thread(self.control.approval_claim, held)
+        except NotFoundError:
+            raise Refusal(problems.PROXY_AUTH_REQUIRED, "the session ended while its request waited") from None
+        except ControlPlaneError as exc:
+            raise Refusal(problems.CONTROL_PLANE_UNAVAILABLE, f"cannot ask for approval: {exc}") from None
 
     async def _decrypt(self, session_id: str, vault_id: str, credential_id: str) -> bytearray:
         try:
@@ -644,8 +743,11 @@ class AileronProxy:
         pending.secret = None
         flow.request.stream = False
         flow.response = problems.response(refusal, request_id=pending.request_id)
-        decision = {"policy-denied": "deny", "approval-required": "approval_required"}.get(refusal.kind.slug, "deny")
+        decision = "approval_required" if refusal.kind is problems.APPROVAL_PENDING else "deny"
         record = self._attempt(flow, pending, decision=decision, reason=refusal.detail, problem_type=refusal.kind.slug)
+        if "approval_id" in refusal.extra:
+            record["approval_id"] = refusal.extra["approval_id"]
+            record["approvers"] = list(refusal.extra.get("approvers", []))
         record["kind"] = "refused" if pending.kind != "credentialed" else "credentialed"
         record["upstream_status"] = None
         self.spool.record(record)

@@ -134,6 +134,11 @@ def token_revoke(*, token: ApiToken) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        if token.kind == TokenKind.SESSION:
+            from approvals.services import approvals_cancel_for_session
+
+            # Its held requests can no longer be answered, and its unused grants must never be used.
+            approvals_cancel_for_session(session_id=token.pk)
     return token
 
 
@@ -247,9 +252,10 @@ def membership_remove(*, acting: Membership, membership: Membership) -> None:
 
     vaults_member_leave(organization=organization, user_id=membership.user_id, acting_user_id=acting.user_id)
     TeamMembership.objects.filter(organization=organization, user_id=membership.user_id).delete()
-    ApiToken.objects.filter(
+    for session in ApiToken.objects.filter(
         kind=TokenKind.SESSION, organization=organization, user_id=membership.user_id, revoked_at__isnull=True
-    ).update(revoked_at=timezone.now())
+    ):
+        token_revoke(token=session)  # and its pending approvals are withdrawn
     membership.delete()
 
 

@@ -97,17 +97,27 @@ def test_python_requests_and_httpx_reach_stripe_with_the_injected_key(world: Wor
         assert r.headers["authorization"] == f"Bearer {world.canaries['stripe'].decode()}"
 
 
-def test_an_action_that_needs_approval_is_refused_and_never_sent(world: World) -> None:
+def test_an_action_that_needs_approval_is_held_and_never_sent_while_undecided(world: World) -> None:
+    with world.api() as api:
+        rule = api.post(
+            f"/api/v1/orgs/{world.org_id}/approval-rules/", json={"action": "stripe.create-refund", "window_seconds": 1}
+        )
+        assert rule.status_code == 201, rule.text
     mark = len(world.upstream.received)
     with httpx.Client(proxy=world.proxy_url, verify=world.tls()) as client:
         reply = client.post("https://api.stripe.com/v1/refunds", data={"charge": "ch_1", "amount": "5000"})
     assert reply.status_code == 403
     assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.headers["retry-after"] == "30"
     problem = reply.json()
-    assert problem["type"] == "urn:aileron:problem:approval-required"
+    assert problem["type"] == "urn:aileron:problem:approval-pending"
     assert problem["action"] == "stripe.create-refund"
+    assert problem["approval_id"]
     assert world.received_since(mark) == []
-    world.audit_wait(lambda rs: any(r["decision"] == "approval_required" for r in rs), action="stripe.create-refund")
+    records = world.audit_wait(
+        lambda rs: any(r["decision"] == "approval_required" for r in rs), action="stripe.create-refund"
+    )
+    assert any(r["approval_id"] == problem["approval_id"] for r in records)
 
 
 @pytest.mark.parametrize("host", ["api.github.com", "docs.example.com"])

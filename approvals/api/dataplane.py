@@ -23,7 +23,7 @@ from approvals.models import ApprovalState
 from tenants.api.permissions import IsServiceToken
 from tenants.selectors import token_authenticate
 
-SETTLED_EVENTS = frozenset({"decided", "expired", "cancelled", "used"})
+SETTLED_EVENTS = frozenset({"decided", "expired", "cancelled", "used"})  # not "voted": one of two
 
 
 def claim_data(claim: services.Claim) -> dict[str, Any]:
@@ -82,12 +82,12 @@ def _service_token_ok(header: str) -> bool:
 
 @csrf_exempt
 async def approval_wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
-    """Hold until the approval is decided (or `timeout` seconds pass), then answer as the claim does.
+    """Hold until the approval is decided (or `timeout` seconds pass), then say its state (using nothing).
 
     An async view: a waiting data plane costs the API no thread. It listens on the approval's group, which the
     deciding process pushes to after commit (channels-redis across processes, in-memory within the API)."""
     if request.method != "POST":
-        return _problem(405, "method-not-allowed", "Method not allowed", "POST {request_id, timeout}.")
+        return _problem(405, "method-not-allowed", "Method not allowed", "POST {timeout}.")
     if not await sync_to_async(_service_token_ok)(request.headers.get("authorization", "")):
         return _problem(401, "not-authenticated", "Not authenticated", "This endpoint needs the service token.")
     try:
@@ -96,9 +96,9 @@ async def approval_wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpRes
         return _problem(400, "bad-request", "Bad request", "The body is not JSON.")
     form = s.WaitSerializer(data=body if isinstance(body, dict) else {})
     if not form.is_valid():
-        return _problem(400, "validation-error", "Invalid input", "Send {request_id: uuid, timeout: seconds}.")
-    request_id, timeout = form.validated_data["request_id"], float(form.validated_data["timeout"])
-    take = sync_to_async(services.approval_take_grant)
+        return _problem(400, "validation-error", "Invalid input", "Send {timeout: seconds}.")
+    timeout = float(form.validated_data["timeout"])
+    peek = sync_to_async(services.approval_peek)
     layer = get_channel_layer()
     group = events.approval_group(approval_id)
     channel = await layer.new_channel() if layer is not None else ""
@@ -106,7 +106,7 @@ async def approval_wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpRes
         await layer.group_add(group, channel)
     try:
         try:
-            claim = await take(approval_id=approval_id, request_id=request_id)
+            claim = await peek(approval_id=approval_id)
         except NotFound:
             return _problem(404, "not-found", "Not found", "No such approval.")
         if claim.state == ApprovalState.PENDING and layer is not None:
@@ -119,7 +119,7 @@ async def approval_wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpRes
                     break
                 if message.get("event") in SETTLED_EVENTS:
                     break
-            claim = await take(approval_id=approval_id, request_id=request_id)
+            claim = await peek(approval_id=approval_id)
     finally:
         if layer is not None:
             await layer.group_discard(group, channel)

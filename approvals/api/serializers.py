@@ -137,7 +137,6 @@ class ClaimSerializer(serializers.Serializer[Any]):
 
 
 class WaitSerializer(serializers.Serializer[Any]):
-    request_id = serializers.UUIDField()
     timeout = serializers.FloatField(min_value=0, max_value=WINDOW_MAX_SECONDS)
 
 
