@@ -1,4 +1,4 @@
-"""The ASGI entry point: Django for HTTP; websockets join here as the approvals issue adds consumers."""
+"""The ASGI entry point: Django for HTTP; the approvals websocket behind its origin check and token auth."""
 
 from __future__ import annotations
 
@@ -10,6 +10,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aileron_site.settings")
 
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (Django must be set up first)
+# Django must be set up before these import models.
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from approvals.middleware import websocket_stack  # noqa: E402
+from approvals.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": websocket_stack(URLRouter(websocket_urlpatterns)),
+    }
+)
