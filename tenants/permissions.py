@@ -53,7 +53,7 @@ DESCRIPTIONS: dict[Perm, str] = {
     Perm.POLICY_MANAGE: "Create, change, delete organization and team policies; set egress",
     Perm.VAULT_CREATE: "Create shared vaults (one's personal vault is always allowed)",
     Perm.VAULT_VIEW_ALL: "See every vault's metadata (names, members, credential names; never ciphertext)",
-    Perm.APPROVAL_DECIDE: "Grant or reject held actions (enforced from the approvals issue)",
+    Perm.APPROVAL_DECIDE: "Grant or reject held actions, and see everyone's (others see their own)",
     Perm.AUDIT_READ: "Read every member's audit records (without it, a member reads only their own)",
 }
 

@@ -10,6 +10,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
@@ -72,24 +74,36 @@ def _problem(status: int, slug: str, title: str, detail: str) -> HttpResponse:
     return JsonResponse(body, status=status, content_type=CONTENT_TYPE)
 
 
-def _service_token_ok(header: str) -> bool:
+def _token_kind(header: str) -> str | None:
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
-        return False
+        return None
     token = token_authenticate(raw=raw.strip())
-    return token is not None and token.kind == "svc"
+    return token.kind if token is not None else None
 
 
-@csrf_exempt
-async def approval_wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
+@method_decorator(csrf_exempt, name="dispatch")
+class ApprovalWaitView(View):
     """Hold until the approval is decided (or `timeout` seconds pass), then say its state (using nothing).
 
-    An async view: a waiting data plane costs the API no thread. It listens on the approval's group, which the
-    deciding process pushes to after commit (channels-redis across processes, in-memory within the API)."""
-    if request.method != "POST":
+    Async: a waiting data plane costs the API no thread. It listens on the approval's group, which the deciding
+    process pushes to after commit (channels-redis across processes, in-memory within the API)."""
+
+    http_method_names = ["post"]
+
+    async def post(self, request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
+        return await _wait(request, approval_id)
+
+    async def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return _problem(405, "method-not-allowed", "Method not allowed", "POST {timeout}.")
-    if not await sync_to_async(_service_token_ok)(request.headers.get("authorization", "")):
+
+
+async def _wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
+    kind = await sync_to_async(_token_kind)(request.headers.get("authorization", ""))
+    if kind is None:
         return _problem(401, "not-authenticated", "Not authenticated", "This endpoint needs the service token.")
+    if kind != "svc":
+        return _problem(403, "forbidden", "Forbidden", "This endpoint is for the data plane's service token.")
     try:
         body = json.loads(request.body or b"{}")
     except ValueError:

@@ -10,7 +10,11 @@ from approvals.api import views as v
 urlpatterns = [
     path("dataplane/approvals/", dataplane.ApprovalClaimView.as_view(), name="dataplane-approval-claim"),
     path("dataplane/approvals/events/", dataplane.ApprovalEventRelayView.as_view(), name="dataplane-approval-events"),
-    path("dataplane/approvals/<uuid:approval_id>/wait/", dataplane.approval_wait, name="dataplane-approval-wait"),
+    path(
+        "dataplane/approvals/<uuid:approval_id>/wait/",
+        dataplane.ApprovalWaitView.as_view(),
+        name="dataplane-approval-wait",
+    ),
     path("orgs/<uuid:org_id>/approvals/", v.ApprovalViewSet.as_view({"get": "list"}), name="approval-list"),
     path(
         "orgs/<uuid:org_id>/approvals/<uuid:approval_id>/",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import django_filters
 from django.db.models import QuerySet
@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from aileron_site.api import UtcDateTimeFilter
+from aileron_site.problems import InvalidInput
 from approvals import selectors, services
 from approvals.api import serializers as s
 from approvals.models import Approval, ApprovalRule, ApprovalState
@@ -20,6 +21,21 @@ from tenants.api.views import OrgScopedViewSet
 from tenants.permissions import Perm
 
 STATE_CHOICES = [*ApprovalState.choices, ("all", "Every state")]
+
+
+def _body(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
+    """A decision's body: a JSON object with only the known fields (a typo must not pass silently)."""
+    data: Any = request.data if request.body else {}
+    if not isinstance(data, dict):
+        raise InvalidInput("Send a JSON object.")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InvalidInput(f"Unknown field(s): {', '.join(unknown)[:200]}.", fields=unknown[:20])
+    return data
+
+
+DECIDE_FIELDS = frozenset({"reason"})
+RULE_FIELDS = frozenset({"action", "four_eyes", "approvers_required", "window_seconds"})
 
 
 class ApprovalFilter(django_filters.FilterSet):  # type: ignore[misc]
@@ -80,10 +96,11 @@ class ApprovalViewSet(OrgScopedViewSet):
 
     @extend_schema(request=s.DecideSerializer, responses=s.ApprovalSerializer)
     def grant(self, request: Request, org_id: uuid.UUID, approval_id: uuid.UUID) -> Response:
-        data = s.DecideSerializer(data=request.data)
+        approval = self._get(approval_id)
+        data = s.DecideSerializer(data=_body(request, DECIDE_FIELDS))
         data.is_valid(raise_exception=True)
         approval = services.approval_decide(
-            approval=self._get(approval_id),
+            approval=approval,
             membership=self.membership,
             decision="grant",
             reason=data.validated_data["reason"],
@@ -92,10 +109,11 @@ class ApprovalViewSet(OrgScopedViewSet):
 
     @extend_schema(request=s.RejectSerializer, responses=s.ApprovalSerializer)
     def reject(self, request: Request, org_id: uuid.UUID, approval_id: uuid.UUID) -> Response:
-        data = s.RejectSerializer(data=request.data)
+        approval = self._get(approval_id)
+        data = s.RejectSerializer(data=_body(request, DECIDE_FIELDS))
         data.is_valid(raise_exception=True)
         approval = services.approval_decide(
-            approval=self._get(approval_id),
+            approval=approval,
             membership=self.membership,
             decision="reject",
             reason=data.validated_data["reason"],
@@ -104,7 +122,9 @@ class ApprovalViewSet(OrgScopedViewSet):
 
     @extend_schema(request=None, responses=s.ApprovalSerializer)
     def cancel(self, request: Request, org_id: uuid.UUID, approval_id: uuid.UUID) -> Response:
-        approval = services.approval_cancel(approval=self._get(approval_id), membership=self.membership)
+        approval = self._get(approval_id)
+        _body(request, frozenset())
+        approval = services.approval_cancel(approval=approval, membership=self.membership)
         return Response(s.ApprovalSerializer(self._get(approval.pk)).data)
 
 
@@ -143,7 +163,7 @@ class ApprovalRuleViewSet(OrgScopedViewSet):
     @extend_schema(request=s.ApprovalRuleUpdateSerializer, responses=s.ApprovalRuleSerializer)
     def partial_update(self, request: Request, org_id: uuid.UUID, rule_id: uuid.UUID) -> Response:
         rule = selectors.approval_rule_get(membership=self.membership, rule_id=rule_id)
-        data = s.ApprovalRuleUpdateSerializer(data=request.data)
+        data = s.ApprovalRuleUpdateSerializer(data=_body(request, RULE_FIELDS))
         data.is_valid(raise_exception=True)
         services.approval_rule_update(rule=rule, **data.validated_data)
         return Response(s.ApprovalRuleSerializer(rule).data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from django.urls import URLPattern
 from django_scopes import scope, scopes_disabled
 
+from approvals.services import HeldRequest, approval_claim, approval_rule_create
 from audit.tests.factories import record_stored
 from conftest import Cast, Person, client_for, give_keys, make_vault
 from policies.services import policy_create
@@ -41,6 +43,23 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
         policy = policy_create(
             acting=person.membership, team=None, name="P", cedar="forbid(principal, action, resource);"
         )
+        rule = approval_rule_create(organization=org, action="stripe.*")
+        approval = approval_claim(
+            held=HeldRequest(
+                session_id=session.pk,
+                request_id=uuid.uuid4(),
+                connector="stripe",
+                action="stripe.create-refund",
+                args={"amount": "1"},
+                method="POST",
+                host="api.stripe.com",
+                path="/v1/refunds",
+                query="",
+                body_sha256="0" * 64,
+                body_bytes=0,
+                credential_id=uuid.uuid4(),
+            )
+        ).approval
     pat = ApiToken.objects.filter(user=person.user, kind="pat").first()
     assert pat is not None
     give_keys(person)
@@ -60,6 +79,8 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
             "credential_id": vault.credential_id,
             "record_id": record_id,
             "policy_id": str(policy.pk),
+            "approval_id": str(approval.pk),
+            "rule_id": str(rule.pk),
             "name": "github",  # a connector: installed server-wide, enabled per team
         },
     )
@@ -115,6 +136,13 @@ def test_charlie_gets_404_for_every_endpoint_that_takes_one_of_alices_ids(
     checked = 0
     for route, pattern in api_routes():
         if not pattern.pattern.converters:
+            continue
+        if route.startswith("api/v1/dataplane/"):
+            # The data plane's endpoints take only its service token: a person's token is refused before any
+            # id is looked at (403 alike for every id, so nothing leaks).
+            for method in methods_of(pattern):
+                refused = call(c.person.token, method, fill(route, pattern, a.ids))
+                assert refused.status_code == 403, f"{method.upper()} {route} as Charlie: {refused.status_code}"
             continue
         for method in methods_of(pattern):
             path = fill(route, pattern, a.ids)

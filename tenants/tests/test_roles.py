@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 # Not yet reachable through any endpoint: their issues add the endpoints and the probes.
-NOT_YET_ENFORCED = {Perm.APPROVAL_DECIDE}
+NOT_YET_ENFORCED: set[Perm] = set()
 
 
 @dataclass
@@ -34,6 +34,7 @@ class World:
     team_id: str
     victim_vault_id: str = ""
     victim_audit_record_id: str = ""
+    victim_approval_id: str = ""
 
     @property
     def org_id(self) -> str:
@@ -106,6 +107,14 @@ PROBES[Perm.VAULT_CREATE] = Probe("post", lambda w: f"/api/v1/orgs/{w.org_id}/va
 PROBES[Perm.AUDIT_READ] = Probe(
     "get", lambda w: f"/api/v1/orgs/{w.org_id}/audit/{w.victim_audit_record_id}/", denied=(404,)
 )
+# Someone else's held request is invisible (404) without approval.decide or audit.read; an auditor sees it and
+# is refused the decision (403).
+PROBES[Perm.APPROVAL_DECIDE] = Probe(
+    "post",
+    lambda w: f"/api/v1/orgs/{w.org_id}/approvals/{w.victim_approval_id}/grant/",
+    {"reason": "ok"},
+    denied=(403, 404),
+)
 # Someone else's vault is invisible (404) without vault.view_all.
 PROBES[Perm.VAULT_VIEW_ALL] = Probe(
     "get", lambda w: f"/api/v1/orgs/{w.org_id}/vaults/{w.victim_vault_id}/", denied=(404,)
@@ -124,6 +133,27 @@ def build_world(role: Role, perm: Perm | None = None) -> World:
         from audit.tests.factories import record_stored
 
         world.victim_audit_record_id = record_stored(session)
+    if perm == Perm.APPROVAL_DECIDE:
+        from approvals.services import HeldRequest, approval_claim
+
+        world.victim_approval_id = str(
+            approval_claim(
+                held=HeldRequest(
+                    session_id=session.pk,
+                    request_id=uuid.uuid4(),
+                    connector="stripe",
+                    action="stripe.create-refund",
+                    args={"amount": "1"},
+                    method="POST",
+                    host="api.stripe.com",
+                    path="/v1/refunds",
+                    query="",
+                    body_sha256="0" * 64,
+                    body_bytes=0,
+                    credential_id=uuid.uuid4(),
+                )
+            ).approval.pk
+        )
     if perm in VAULT_PERMS:  # key pairs cost an Argon2id run each: only where the probe needs them
         give_keys(actor)
         give_keys(victim)
