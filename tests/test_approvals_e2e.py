@@ -90,20 +90,27 @@ class Listener:
     """An approver's websocket, read in a thread; events collected as they arrive."""
 
     def __init__(self, world: World, token: str) -> None:
-        from websockets.sync.client import connect
-
-        url = world.service.url.replace("http://", "ws://") + f"/ws/orgs/{world.org_id}/approvals/"
-        self.socket = connect(url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10)
+        self.url = world.service.url.replace("http://", "ws://") + f"/ws/orgs/{world.org_id}/approvals/"
+        self.token = token
         self.events: list[dict[str, Any]] = []
+        self.ready = threading.Event()
+        self.socket: Any = None
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
+        assert self.ready.wait(10), "the approver's websocket did not open"
+        wait_for(lambda: any(e.get("event") == "snapshot" for e in self.events))
 
     def _read(self) -> None:
-        try:
-            for message in self.socket:
-                self.events.append(json.loads(message))
-        except Exception:  # noqa: BLE001, S110 - the socket closed
-            pass
+        from websockets.sync.client import connect
+
+        with connect(self.url, additional_headers={"Authorization": f"Bearer {self.token}"}) as socket:
+            self.socket = socket
+            self.ready.set()
+            try:
+                for message in socket:
+                    self.events.append(json.loads(message))
+            except Exception:  # noqa: BLE001, S110 - the socket closed
+                pass
 
     def first(self, event: str, action: str, timeout: float = 20.0, **args: str) -> dict[str, Any]:
         """The first `event` for `action` (whose arguments include `args`)."""
