@@ -40,6 +40,8 @@ class Config:
     csrf_trusted_origins: tuple[str, ...]
     behind_tls_proxy: bool
     vault_store: str
+    approval_ttl_seconds: int = 24 * 3600
+    approval_grant_ttl_seconds: int = 3600
 
     @property
     def is_production(self) -> bool:
@@ -74,6 +76,15 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if lowered in _FALSE:
         return False
     raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(f"{name}={raw!r} must be a whole number of seconds from {low} to {high}")
+    return int(raw)
 
 
 def _csv(raw: str | None) -> tuple[str, ...]:
@@ -175,4 +186,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         csrf_trusted_origins=_csv(env.get("AILERON_CSRF_TRUSTED_ORIGINS")),
         behind_tls_proxy=_bool(env, "AILERON_BEHIND_TLS_PROXY", default=False),
         vault_store=vault_store,
+        # How long a held request may wait for people (a night's run), and a grant for the agent's retry.
+        approval_ttl_seconds=_seconds(env, "AILERON_APPROVAL_TTL_SECONDS", 24 * 3600, low=5, high=30 * 86400),
+        approval_grant_ttl_seconds=_seconds(env, "AILERON_APPROVAL_GRANT_TTL_SECONDS", 3600, low=5, high=7 * 86400),
     )

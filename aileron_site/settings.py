@@ -18,6 +18,8 @@ AILERON_MODE = CONFIG.mode
 AILERON_HOME = CONFIG.home
 AILERON_OPEN_SIGNUP = CONFIG.open_signup
 AILERON_VAULT_STORE = CONFIG.vault_store
+AILERON_APPROVAL_TTL_SECONDS = CONFIG.approval_ttl_seconds
+AILERON_APPROVAL_GRANT_TTL_SECONDS = CONFIG.approval_grant_ttl_seconds
 AILERON_VAULT_ROOT = CONFIG.home / "store" / "vaults"
 # The credential service's local key channel (v4: one machine). See dataplane.keychannel.
 AILERON_KEY_SOCKET = CONFIG.home / "run" / "credentials.sock"

@@ -37,9 +37,13 @@ class People:
         return httpx.Client(base_url=self.world.service.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
+PENDING_TTL = 20  # so that the beat task's expiry can be seen within a test
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with proxy_world(tmp_path_factory.mktemp("approvals")) as w:
+    env = {"AILERON_APPROVAL_TTL_SECONDS": str(PENDING_TTL)}
+    with proxy_world(tmp_path_factory.mktemp("approvals"), extra_env=env) as w:
         yield w
 
 
@@ -295,6 +299,32 @@ def test_other_traffic_keeps_flowing_while_requests_are_held(world: World, peopl
     for t in threads:
         t.join(timeout=30)
     assert held_results == [403] * 10
+
+
+def test_an_undecided_request_expires_by_the_beat_task_and_the_approver_is_told(world: World, people: People) -> None:
+    """Celery beat expires it in the worker process; on the embedded default the worker relays the event
+    through the API (the in-memory channel layer reaches no other process)."""
+    listener = Listener(world, people.bob)
+    try:
+        with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=30) as agent:
+            reply = agent.post("https://api.stripe.com/v1/customers/cus_late", data={"email": "late@example.com"})
+            approval_id = reply.json()["approval_id"]
+
+            def expired() -> dict[str, Any] | None:
+                return next(
+                    (e for e in listener.events if e.get("event") == "expired" and e["approval"]["id"] == approval_id),
+                    None,
+                )
+
+            event = wait_for(expired, timeout=PENDING_TTL + 40)
+            assert event["approval"]["state"] == "expired"
+            with people.as_(people.bob) as bob:
+                late = bob.post(f"/api/v1/orgs/{world.org_id}/approvals/{approval_id}/grant/", json={})
+                assert late.status_code == 409 and late.json()["state"] == "expired"
+            again = agent.post("https://api.stripe.com/v1/customers/cus_late", data={"email": "late@example.com"})
+            assert again.status_code == 403 and again.json()["approval_id"] != approval_id
+    finally:
+        listener.close()
 
 
 def _holding(approval: dict[str, Any]) -> bool:

@@ -55,6 +55,9 @@ def test_production_accepts_a_complete_secure_configuration(tmp_path: Path) -> N
         ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
         ({"REDIS_URL": "http://localhost"}, "REDIS_URL"),
         ({"AILERON_MODE": "yolo"}, "AILERON_MODE"),
+        ({"AILERON_APPROVAL_TTL_SECONDS": "soon"}, "AILERON_APPROVAL_TTL_SECONDS"),
+        ({"AILERON_APPROVAL_TTL_SECONDS": "1"}, "from 5 to"),
+        ({"AILERON_APPROVAL_GRANT_TTL_SECONDS": "-3"}, "AILERON_APPROVAL_GRANT_TTL_SECONDS"),
     ],
 )
 def test_production_refuses_insecure_or_invalid_values(tmp_path: Path, change: dict[str, str], message: str) -> None:
