@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aileron_cli import state
+from aileron_cli.approval_cmd import approval
 from aileron_cli.audit_cmd import audit
 from aileron_cli.client import ApiClient, CliError
 from aileron_cli.vaultops import Identity, VaultClient, read_passphrase, read_secret_value, read_token
@@ -887,6 +888,7 @@ def actions_match(method: str, url: str, body_file: Any, content_type: str, as_j
 
 
 cli.add_command(audit)
+cli.add_command(approval)
 
 
 def main() -> None:
