@@ -1,9 +1,11 @@
-"""Root URLs: the versioned REST API, its schema and docs, and health."""
+"""Root URLs: the versioned REST API, its schema and docs, health, and the approvals web page."""
 
 from __future__ import annotations
 
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from approvals import web as approvals_web
 
 urlpatterns = [
     path("api/v1/", include("tenants.api.urls")),
@@ -15,6 +17,8 @@ urlpatterns = [
     path("api/v1/", include("approvals.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("approvals/", approvals_web.approvals_page, name="approvals-page"),
+    path("approvals/<uuid:org_id>/", approvals_web.approvals_page, name="approvals-page-org"),
 ]
 
 handler400 = "aileron_site.problems.handler400"
