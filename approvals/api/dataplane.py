@@ -94,7 +94,9 @@ class ApprovalWaitView(View):
     async def post(self, request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
         return await _wait(request, approval_id)
 
-    async def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    async def http_method_not_allowed(  # type: ignore[override]  # async view: Django awaits it
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
         return _problem(405, "method-not-allowed", "Method not allowed", "POST {timeout}.")
 
 

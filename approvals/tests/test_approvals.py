@@ -298,3 +298,29 @@ def test_bad_claims_are_refused_with_a_problem(cast: Cast, service_token: str) -
     assert bad.status_code == 400 and bad["content-type"] == "application/problem+json"
     assert claim(service_token, held(session, session_id=str(uuid.uuid4()))).status_code == 404
     assert claim(cast.alice.token, held(session)).status_code == 403
+
+
+def wait(token: str | None, approval_id: str, body: Any) -> Any:
+    return client_for(token).post(
+        f"/api/v1/dataplane/approvals/{approval_id}/wait/", data=json.dumps(body), content_type="application/json"
+    )
+
+
+def test_the_wait_endpoint_reports_the_state_without_using_the_grant(
+    cast: Cast, approver: Person, service_token: str
+) -> None:
+    session = session_of(cast.alice)
+    pending = claim(service_token, held(session)).json()
+    assert wait(service_token, pending["id"], {"timeout": 0.2}).json()["state"] == "pending"
+    client_for(approver.token).post(url(cast.alice, pending["id"], "grant"), {}, format="json")
+    answer = wait(service_token, pending["id"], {"timeout": 5}).json()
+    assert (answer["state"], answer["used_now"]) == ("granted", False)
+    with scopes_disabled():
+        assert Approval.objects.get(pk=pending["id"]).consumed_at is None
+    assert wait(None, pending["id"], {"timeout": 0}).status_code == 401
+    assert wait(cast.alice.token, pending["id"], {"timeout": 0}).status_code == 403
+    assert wait(service_token, str(uuid.uuid4()), {"timeout": 0}).status_code == 404
+    bad = wait(service_token, pending["id"], {"timeout": "forever"})
+    assert bad.status_code == 400 and bad["content-type"] == "application/problem+json"
+    wrong = client_for(service_token).get(f"/api/v1/dataplane/approvals/{pending['id']}/wait/")
+    assert wrong.status_code == 405 and wrong["content-type"] == "application/problem+json"
