@@ -631,6 +631,15 @@
       start();
     });
     setInterval(tick, 1000);
+    // A phone that slept or lost its network: retry now rather than at the end of the backoff.
+    const retryNow = () => {
+      if (state.token && state.org && !state.ws && !$("board").hidden && document.visibilityState === "visible") {
+        state.attempts = 0;
+        connect();
+      }
+    };
+    window.addEventListener("online", retryNow);
+    document.addEventListener("visibilitychange", retryNow);
   }
 
   function boot() {
