@@ -14,17 +14,23 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from aileron_cli.client import ApiClient, CliError
+from aileron_cli.ptyrelay import Decide, Held, PtyRelay
 from aileron_cli.sessions import SessionOpened
 from connectors.package import Connector
+from runtime.sandbox.local_backend import LocalBackend
+from runtime.sandbox.spec import Backend, SandboxSpec
 
 # Credentials a user may have exported for their own use: an agent launched by Aileron must not inherit them.
 _SECRET_ENV = (
@@ -133,6 +139,8 @@ def launch_unsandboxed(
     end_session: Callable[[SessionOpened], None],
     connectors: list[Connector],
     warn: Callable[[str], None],
+    decide: Decide | None = None,
+    follow: Callable[[Callable[[dict[str, Any]], None]], None] | None = None,
 ) -> int:
     opened = open_session()
     folder = Path(tempfile.mkdtemp(prefix="aileron-session-"))
@@ -146,7 +154,16 @@ def launch_unsandboxed(
             "Only HTTPS that honours HTTPS_PROXY is mediated, approved and audited."
         )
         warn(f"aileron: session {opened.session_id}, proxy {proxy.url()}")
-        return run_agent(argv, env)
+        if decide is None or not sys.stdin.isatty():
+            return run_agent(argv, env)  # no terminal to own: the agent inherits ours, approvals are decided elsewhere
+        executable = shutil.which(argv[0], path=env.get("PATH"))
+        if executable is None:
+            raise CliError(f"{argv[0]}: command not found", exit_code=127)
+        rows, columns = terminal_size()
+        spec = SandboxSpec(
+            image="", argv=[executable, *argv[1:]], env=env, workdir=Path.cwd(), rows=rows, columns=columns
+        )
+        return run_on_pty(LocalBackend(), spec, decide=decide, follow=follow, session_id=opened.session_id)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         end_session(opened)
@@ -168,3 +185,72 @@ def end_session(api: ApiClient, organization_id: str, socket_path: Path, opened:
         errors.append(f"revoking the token: {exc}")
     if errors:
         raise CliError("the session did not end cleanly: " + "; ".join(errors))
+
+
+# --- the agent on a PTY this process owns, with approvals asked in the launching terminal ---------------------
+
+
+def held_from(approval: dict[str, Any]) -> Held:
+    args = approval.get("args")
+    return Held(
+        id=str(approval.get("id", "")),
+        action=str(approval.get("action", "")),
+        args=args if isinstance(args, dict) else {},
+        agent=str(approval.get("agent", "")),
+        four_eyes=bool(approval.get("four_eyes")),
+    )
+
+
+def approvals_feed(
+    relay: PtyRelay, *, session_id: str, follow: Callable[[Callable[[dict[str, Any]], None]], None]
+) -> threading.Thread:
+    """Follow the approvals feed in a thread; this session's requests are shown by the relay."""
+
+    def handle(message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if event == "snapshot":
+            for approval in message.get("approvals") or []:
+                if isinstance(approval, dict) and approval.get("session_id") == session_id:
+                    relay.notify("created", held_from(approval))
+            return
+        approval = message.get("approval")
+        if isinstance(approval, dict) and approval.get("session_id") == session_id and isinstance(event, str):
+            if event == "created" or approval.get("state") != "pending":
+                relay.notify(event, held_from(approval))
+
+    def run() -> None:
+        try:
+            follow(handle)
+        except Exception:  # noqa: BLE001, S110 - no feed: approvals can still be decided on the web or the CLI
+            pass
+
+    thread = threading.Thread(target=run, name="aileron-approvals-feed", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_on_pty(
+    backend: Backend,
+    spec: SandboxSpec,
+    *,
+    decide: Decide,
+    follow: Callable[[Callable[[dict[str, Any]], None]], None] | None,
+    session_id: str,
+) -> int:
+    """Start the agent in `backend`, relay it to this terminal, ask this session's approvals here."""
+    running = backend.start(spec)
+    try:
+        relay = PtyRelay(running, decide=decide)
+        if follow is not None:
+            approvals_feed(relay, session_id=session_id, follow=follow)
+        return relay.run()
+    finally:
+        running.stop()
+
+
+def terminal_size() -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        return 24, 80
+    return size.lines, size.columns

@@ -656,8 +656,27 @@ def launch(sandbox: str, proxy_text: str, name: str | None, minutes: int, comman
             end_session=lambda opened: launching.end_session(api, identity.organization_id, socket_path, opened),
             connectors=_connectors(),
             warn=lambda line: err_console.print(line, markup=False),
+            decide=lambda approval_id, verb, reason: _decide_here(
+                api, identity.organization_id, approval_id, verb, reason
+            ),
+            follow=lambda handle: _follow_approvals(login, identity.organization_id, handle),
         )
     sys.exit(code)
+
+
+def _decide_here(api: Any, organization_id: str, approval_id: str, verb: str, reason: str) -> str:
+    """A decision typed in the launching terminal (aileron owns the keys; the agent never sees them)."""
+    from aileron_cli.approval_cmd import decided_message
+
+    result = api.post(f"/api/v1/orgs/{organization_id}/approvals/{approval_id}/{verb}/", {"reason": reason})
+    return str(decided_message(result))
+
+
+def _follow_approvals(login: state.Login, organization_id: str, handle: Any) -> None:
+    from aileron_cli.approval_cmd import watch_loop, websocket_url
+
+    url = websocket_url(login.server, organization_id)
+    watch_loop(url, token=login.token, org=organization_id, handle=handle, warn=lambda _line: None)
 
 
 @session.command("end")
