@@ -1,0 +1,122 @@
+"""The runtime contract every sandbox gets at launch, base and BYO images alike: environment and files. Pure.
+
+The agent's HTTPS goes to the proxy on the sandbox's own loopback (the inside relay) with the session token;
+its TLS stacks trust the session CA; the discovery files (manifest, hint) sit under /etc/aileron; the LLM SDKs
+and `gh` find placeholder keys, so they start without a real credential, which only the proxy holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import quote
+
+from connectors.package import Connector
+
+ETC = "/etc/aileron"
+SESSION_CA = f"{ETC}/session-ca.pem"
+# The image's own trust plus the session CA; `with_system_trust` builds it, since only the backend can read the
+# image. Every TLS stack is pointed at it, and it also replaces the image's system bundle (see SYSTEM_CA_BUNDLES).
+CA_BUNDLE = f"{ETC}/ca-bundle.pem"
+# Where `update-ca-certificates` looks, so an image that rebuilds its trust store keeps the session CA.
+LOCAL_CA = "/usr/local/share/ca-certificates/aileron-session.crt"
+MANIFEST = f"{ETC}/actions.json"
+HINT = f"{ETC}/hint.txt"
+# gh reads its hosts.yml from GH_CONFIG_DIR: one read-only place for any user and home, root included.
+GH_CONFIG_DIR = f"{ETC}/gh"
+# Debian/Ubuntu/Alpine, then Fedora/RHEL: the bundles OpenSSL, curl and Go read when nothing says otherwise.
+SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+CA_FILE_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO")
+# Which environment variable each connector's SDK or CLI reads its key from: it gets the connector's placeholder.
+PLACEHOLDER_ENV = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "github": ("GH_TOKEN", "GITHUB_TOKEN"),
+    "stripe": ("STRIPE_API_KEY",),
+    "slack": ("SLACK_TOKEN",),
+    "linear": ("LINEAR_API_KEY",),
+}
+
+
+def proxy_url(token: str, port: int) -> str:
+    return f"http://aileron:{quote(token, safe='')}@127.0.0.1:{port}"
+
+
+def gh_hosts(placeholder: str) -> bytes:
+    """gh's hosts.yml with the placeholder: gh believes it is logged in, and the proxy swaps in the real token."""
+    return (
+        "github.com:\n"
+        f"    oauth_token: {placeholder}\n"
+        "    user: aileron-agent\n"
+        "    git_protocol: https\n"
+        "    users:\n"
+        "        aileron-agent:\n"
+        f"            oauth_token: {placeholder}\n"
+    ).encode()
+
+
+def contract(
+    *,
+    token: str,
+    session_id: str,
+    session_ca_pem: bytes,
+    manifest_json: bytes,
+    hint: str,
+    connectors: list[Connector],
+    proxy_port_inside: int,
+    sandbox: str,
+) -> tuple[dict[str, str], dict[str, bytes]]:
+    """The sandbox's environment and files (absolute paths inside it, written read-only by the backend)."""
+    if b"BEGIN CERTIFICATE" not in session_ca_pem:
+        raise ValueError("the session CA is not a PEM certificate")
+    url = proxy_url(token, proxy_port_inside)
+    env = {
+        "HTTPS_PROXY": url,
+        "https_proxy": url,
+        "HTTP_PROXY": url,
+        "http_proxy": url,
+        "NO_PROXY": "",
+        "no_proxy": "",
+        "AILERON_TOKEN": token,
+        "AILERON_SESSION_ID": session_id,
+        "AILERON_SANDBOX": sandbox,
+        "AILERON_ACTIONS": MANIFEST,
+        "AILERON_HINT_FILE": HINT,
+        "GH_CONFIG_DIR": GH_CONFIG_DIR,
+        "GH_NO_UPDATE_NOTIFIER": "1",
+    }
+    for name in CA_FILE_ENV:
+        env[name] = CA_BUNDLE
+    for connector in connectors:
+        for name in PLACEHOLDER_ENV.get(connector.name, ()):
+            env[name] = connector.auth.placeholder
+    pem = session_ca_pem if session_ca_pem.endswith(b"\n") else session_ca_pem + b"\n"
+    files = {
+        SESSION_CA: pem,
+        LOCAL_CA: pem,
+        CA_BUNDLE: pem,
+        MANIFEST: manifest_json,
+        HINT: hint.encode() + (b"" if hint.endswith("\n") else b"\n"),
+    }
+    github = next((c for c in connectors if c.name == "github"), None)
+    if github is not None:
+        files[f"{GH_CONFIG_DIR}/hosts.yml"] = gh_hosts(github.auth.placeholder)
+    return env, files
+
+
+def with_system_trust(files: dict[str, bytes], read: Callable[[str], bytes | None]) -> dict[str, bytes]:
+    """The files with the session CA added to the image's trust store, given a reader of the image's files.
+
+    CA_BUNDLE becomes the image's system bundle followed by the session CA, and replaces each system bundle the
+    image has, so tools that ignore SSL_CERT_FILE (openssl, a static Go binary, ...) trust the session too.
+    Without a CA_BUNDLE in `files` (not the contract's), the files are returned unchanged.
+    """
+    session = files.get(CA_BUNDLE)
+    if session is None:
+        return files
+    found = {path: content for path in SYSTEM_CA_BUNDLES if (content := read(path)) is not None}
+    system = next(iter(found.values()), b"")
+    if system and not system.endswith(b"\n"):
+        system += b"\n"
+    bundle = system + session if session not in system else system
+    return {**files, CA_BUNDLE: bundle, **dict.fromkeys(found, bundle)}

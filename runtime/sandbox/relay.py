@@ -1,0 +1,207 @@
+"""Byte relays that carry a sandbox's proxy connections: the sandbox's only way out, and nothing else.
+
+A sandbox has no network interface but loopback. On the host, `HostRelay` listens on a unix socket in a private
+folder and relays each connection to the data plane's proxy; the folder is mounted into the sandbox, where the
+inside relay (`python3 relay.py --listen 127.0.0.1:PORT --socket /run/aileron/proxy.sock`) listens on the
+sandbox's own loopback, where HTTPS_PROXY points, and relays each connection to that socket. Bytes are relayed
+as they are: TLS and the proxy's authentication stay end to end between the agent's client and the proxy.
+
+Standard library only, and Python 3.9+ syntax at run time: the backends run this very file inside the sandbox
+with whatever python3 is there (the base image's, or the host's for the netns backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+CHUNK = 65536
+Connect = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            data = await reader.read(CHUNK)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()  # a half-close reaches the other side (the proxy sees the client's EOF)
+    except (ConnectionError, OSError):
+        writer.close()
+
+
+async def _relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter, connect: Connect) -> None:
+    try:
+        upstream_reader, upstream_writer = await connect()
+    except OSError:
+        client_writer.close()  # the client sees the connection close: its proxy is unreachable
+        return
+    try:
+        await asyncio.gather(_pump(client_reader, upstream_writer), _pump(upstream_reader, client_writer))
+    finally:
+        for writer in (client_writer, upstream_writer):
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+
+
+async def _serve(listener: socket.socket, connect: Connect, stopped: asyncio.Event) -> None:
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - a handler always runs in a task
+        tasks.add(task)
+        try:
+            await _relay(reader, writer, connect)
+        finally:
+            tasks.discard(task)
+
+    if listener.family == socket.AF_UNIX:
+        server = await asyncio.start_unix_server(handle, sock=listener)
+    else:
+        server = await asyncio.start_server(handle, sock=listener)
+    async with server:
+        await stopped.wait()
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class HostRelay:
+    """On the host: a unix socket (in a folder only this user can enter) relayed to the proxy's host:port."""
+
+    def __init__(self, socket_path: Path, target_host: str, target_port: int) -> None:
+        self.socket_path = Path(socket_path)
+        self.target_host = target_host
+        self.target_port = target_port
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+
+    def start(self) -> None:
+        """Listen at once (a sandbox started after this returns can connect); relay in a daemon thread."""
+        folder = self.socket_path.parent
+        info = folder.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise PermissionError(f"{folder} must belong to this user and be private (0700)")
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.socket_path))
+        listener.listen(128)
+        listener.setblocking(False)
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+
+        async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await asyncio.open_connection(self.target_host, self.target_port)
+
+        async def main() -> None:
+            self._stopped = asyncio.Event()
+            ready.set()
+            await _serve(listener, connect, self._stopped)
+
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=loop.run_until_complete, args=(main(),), name=f"aileron-relay {self.socket_path}", daemon=True
+        )
+        self._thread.start()
+        ready.wait(5)
+
+    def stop(self) -> None:
+        """Close the socket and every relayed connection; idempotent."""
+        loop, thread, stopped = self._loop, self._thread, self._stopped
+        self._loop = self._thread = self._stopped = None
+        if loop is not None and stopped is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stopped.set)
+        if thread is not None:
+            thread.join(10)
+        if loop is not None and not loop.is_closed() and not loop.is_running():
+            loop.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+    def __enter__(self) -> HostRelay:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def inside_listener(host: str, port: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(128)
+    listener.setblocking(False)
+    return listener
+
+
+def serve_inside(listener: socket.socket, socket_path: str) -> None:
+    """Relay each connection on the sandbox's loopback to the mounted proxy socket, until killed."""
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_unix_connection(socket_path)
+
+    async def main() -> None:
+        await _serve(listener, connect, asyncio.Event())
+
+    asyncio.run(main())
+
+
+def _detach() -> None:
+    """The relay child must not hold the agent's terminal: its output would never end, and Ctrl-C would hit it."""
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="relay.py", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--listen", required=True, help="HOST:PORT on the sandbox's loopback")
+    parser.add_argument("--socket", required=True, help="the proxy's unix socket, mounted into the sandbox")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND...: run it once listening")
+    args = parser.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+    listener = inside_listener(host, int(port))
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("ready", flush=True)  # the docker backend starts the agent once it reads this
+        serve_inside(listener, args.socket)
+        return 0
+    # Listening before the command starts, so its first connection cannot race the relay. The command replaces
+    # this process (its exit code is the sandbox's); the relay lives on in a child that the sandbox's end kills.
+    if os.fork() == 0:
+        _detach()
+        try:
+            serve_inside(listener, args.socket)
+        finally:
+            os._exit(0)
+    listener.close()
+    try:
+        os.execvp(command[0], command)  # noqa: S606 - the agent's own command, inside its sandbox
+    except OSError as exc:
+        print(f"aileron: cannot run {command[0]}: {exc.strerror}", file=sys.stderr)
+        return 127
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

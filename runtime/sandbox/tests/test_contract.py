@@ -1,0 +1,106 @@
+"""The runtime contract: what a sandbox's environment and files hold, and how the session CA joins the image's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from connectors.package import Connector
+from connectors.registry import installed, manifest
+from runtime.sandbox import contract as c
+
+CA = b"-----BEGIN CERTIFICATE-----\nMIIBsession\n-----END CERTIFICATE-----\n"
+TOKEN = "ail_ses_abc123_XYZ-def"
+
+
+@pytest.fixture
+def connectors(tmp_path: Path) -> list[Connector]:
+    return installed(tmp_path)  # the built-in connectors
+
+
+def make(connectors: list[Connector], **overrides: object) -> tuple[dict[str, str], dict[str, bytes]]:
+    arguments: dict[str, object] = {
+        "token": TOKEN,
+        "session_id": "ses-1",
+        "session_ca_pem": CA,
+        "manifest_json": json.dumps(manifest(connectors)).encode(),
+        "hint": "Aileron connects you to github.",
+        "connectors": connectors,
+        "proxy_port_inside": 3128,
+        "sandbox": "docker",
+    }
+    arguments.update(overrides)
+    return c.contract(**arguments)  # type: ignore[arg-type]
+
+
+def test_every_proxy_variable_points_at_the_sandbox_loopback_with_the_session_token(
+    connectors: list[Connector],
+) -> None:
+    env, _ = make(connectors, proxy_port_inside=4321)
+    expected = f"http://aileron:{TOKEN}@127.0.0.1:4321"
+    assert [env[k] for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")] == [expected] * 4
+    assert env["NO_PROXY"] == env["no_proxy"] == ""  # nothing bypasses the proxy, not even localhost
+    assert env["AILERON_TOKEN"] == TOKEN and env["AILERON_SESSION_ID"] == "ses-1"
+    assert env["AILERON_SANDBOX"] == "docker"
+
+
+def test_a_token_with_reserved_characters_is_quoted_in_the_proxy_url(connectors: list[Connector]) -> None:
+    env, _ = make(connectors, token="a@b:c/d")
+    assert env["HTTPS_PROXY"] == "http://aileron:a%40b%3Ac%2Fd@127.0.0.1:3128"
+
+
+def test_every_tls_stack_is_pointed_at_the_bundle_that_holds_the_session_ca(connectors: list[Connector]) -> None:
+    env, files = make(connectors)
+    assert {env[name] for name in c.CA_FILE_ENV} == {c.CA_BUNDLE}
+    assert files[c.CA_BUNDLE] == files[c.SESSION_CA] == files[c.LOCAL_CA] == CA
+
+
+def test_the_discovery_files_are_the_manifest_and_the_hint(connectors: list[Connector]) -> None:
+    env, files = make(connectors)
+    actions = json.loads(files["/etc/aileron/actions.json"])
+    assert "github.create-issue" in {a["id"] for a in actions["actions"]}
+    assert files["/etc/aileron/hint.txt"] == b"Aileron connects you to github.\n"
+    assert env["AILERON_ACTIONS"] == "/etc/aileron/actions.json"
+
+
+def test_sdks_and_gh_get_placeholders_and_no_credential(connectors: list[Connector]) -> None:
+    env, files = make(connectors)
+    github = next(x for x in connectors if x.name == "github")
+    assert env["GH_TOKEN"] == env["GITHUB_TOKEN"] == github.auth.placeholder
+    assert env["OPENAI_API_KEY"] == next(x for x in connectors if x.name == "openai").auth.placeholder
+    assert env["ANTHROPIC_API_KEY"].startswith("sk-ant-aileron-placeholder")
+    hosts = files[f"{env['GH_CONFIG_DIR']}/hosts.yml"].decode()
+    assert "github.com:" in hosts and f"oauth_token: {github.auth.placeholder}" in hosts
+    assert "git_protocol: https" in hosts
+
+
+def test_only_installed_connectors_get_placeholders(connectors: list[Connector]) -> None:
+    env, files = make([x for x in connectors if x.name == "openai"])
+    assert "OPENAI_API_KEY" in env and "GH_TOKEN" not in env
+    assert not any(path.endswith("hosts.yml") for path in files)
+
+
+def test_a_session_ca_that_is_not_a_certificate_is_refused(connectors: list[Connector]) -> None:
+    with pytest.raises(ValueError, match="not a PEM certificate"):
+        make(connectors, session_ca_pem=b"garbage")
+
+
+def test_the_session_ca_joins_the_images_own_bundle_and_replaces_it() -> None:
+    image = {"/etc/ssl/certs/ca-certificates.crt": b"PUBLIC ROOTS"}
+    merged = c.with_system_trust({c.CA_BUNDLE: CA, "/x": b"y"}, image.get)
+    assert merged[c.CA_BUNDLE] == b"PUBLIC ROOTS\n" + CA
+    assert merged["/etc/ssl/certs/ca-certificates.crt"] == merged[c.CA_BUNDLE]
+    assert "/etc/pki/tls/certs/ca-bundle.crt" not in merged  # only bundles the image has are replaced
+    assert merged["/x"] == b"y"
+
+
+def test_an_image_without_a_trust_store_trusts_the_session_ca_alone() -> None:
+    merged = c.with_system_trust({c.CA_BUNDLE: CA}, lambda path: None)
+    assert merged == {c.CA_BUNDLE: CA}
+
+
+def test_files_without_the_contracts_bundle_are_left_alone() -> None:
+    files = {"/etc/other": b"x"}
+    assert c.with_system_trust(files, lambda path: b"ROOTS") is files
