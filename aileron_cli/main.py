@@ -18,6 +18,7 @@ from aileron_cli import state
 from aileron_cli.approval_cmd import approval
 from aileron_cli.audit_cmd import audit
 from aileron_cli.client import ApiClient, CliError
+from aileron_cli.sandbox_cmd import sandbox
 from aileron_cli.vaultops import Identity, VaultClient, read_passphrase, read_secret_value, read_token
 from aileron_site import __version__
 from vaults import crypto
@@ -908,6 +909,7 @@ def actions_match(method: str, url: str, body_file: Any, content_type: str, as_j
 
 cli.add_command(audit)
 cli.add_command(approval)
+cli.add_command(sandbox)
 
 
 def main() -> None:
