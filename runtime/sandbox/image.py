@@ -237,8 +237,7 @@ def docker_build(
     """
     from docker.errors import APIError, BuildError
 
-    image_id = ""
-    last_lines: list[str] = []
+    log = _BuildLog(progress)
     try:
         stream = client.api.build(
             path=str(context),
@@ -257,28 +256,51 @@ def docker_build(
         )
         for chunk in stream:
             if "error" in chunk:
+                log.flush()
                 detail = str(chunk["error"]).strip().splitlines()[-1]
-                step = next((line for line in reversed(last_lines) if line.startswith("Step ")), "")
-                raise ImageError(f"building {tag} failed{' at ' + step if step else ''}: {detail}")
-            aux = chunk.get("aux")
-            if isinstance(aux, dict) and "ID" in aux:
-                image_id = str(aux["ID"])
-            for line in str(chunk.get("stream", "")).splitlines():
-                line = line.strip()
-                if not line:
-                    continue
-                last_lines = [*last_lines[-20:], line]
-                if line.startswith("Step "):
-                    progress(line)
-                match = re.match(r"Successfully built ([0-9a-f]+)", line)
-                if match and not image_id:
-                    image_id = match.group(1)
+                at = f" at {log.step}" if log.step else ""
+                said = f" (it printed: {log.step_output[-1][:200]})" if log.step_output else ""
+                raise ImageError(f"building {tag} failed{at}: {detail}{said}")
+            log.feed(str(chunk.get("stream", "")))
     except (APIError, BuildError) as exc:
         raise ImageError(f"building {tag} failed: {_api_error_text(exc)}") from None
     image = local_image(client, tag)
-    if image is None:
+    if image is None or not image.id:
         raise ImageError(f"building {tag} failed: the engine reported no image")
-    return str(image.id) if image.id else image_id
+    return str(image.id)
+
+
+class _BuildLog:
+    """The builder's output arrives in pieces (a RUN step's stderr a character at a time, coloured): whole lines,
+    each `Step n/m` shown, and what the current step printed kept for an error message."""
+
+    _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+    _NOISE = ("---> ", "Running in ", "Removing intermediate", "Successfully ", "Using cache")
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.pending = ""
+        self.step = ""
+        self.step_output: list[str] = []
+
+    def feed(self, text: str) -> None:
+        self.pending += self._ANSI.sub("", text)
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self._line(line.strip())
+
+    def flush(self) -> None:
+        self._line(self.pending.strip())
+        self.pending = ""
+
+    def _line(self, line: str) -> None:
+        if not line:
+            return
+        if line.startswith("Step "):
+            self.step, self.step_output = line, []
+            self.progress(line)
+        elif not line.startswith(self._NOISE):
+            self.step_output = [*self.step_output[-20:], line]
 
 
 def _api_error_text(exc: Exception) -> str:
