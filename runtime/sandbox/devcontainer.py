@@ -556,3 +556,36 @@ def _build_digest(build: DockerfileBuild, dockerfile_text: str, base_ids: list[s
             continue
         digest.update(f"{relative}\0{info.st_size}\0{info.st_mode}\0{info.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+# --- scaffolding --------------------------------------------------------------------------------------------
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+SCAFFOLD = ("devcontainer.json", "Dockerfile")
+
+
+def scaffold(project: Path, *, force: bool = False, version: str | None = None) -> list[Path]:
+    """Write .devcontainer/devcontainer.json and .devcontainer/Dockerfile (FROM the base image of `version`)
+    into `project`; an existing file is an error unless `force`. Returns the files written."""
+    from runtime.sandbox.image import aileron_version
+
+    folder = project / ".devcontainer"
+    targets = [folder / name for name in SCAFFOLD]
+    if not force:
+        for target in targets:
+            if target.exists():
+                raise DevcontainerError(f"{target} already exists: --force overwrites it")
+    texts = []
+    for name in SCAFFOLD:
+        try:
+            template = (TEMPLATES / name).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DevcontainerError(f"the {name} template is missing from this aileron install ({exc})") from None
+        texts.append(template.replace("{{AILERON_VERSION}}", version or aileron_version()))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for target, text in zip(targets, texts, strict=True):
+            target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise DevcontainerError(f"cannot write {folder}: {exc.strerror or exc}") from None
+    return targets

@@ -13,6 +13,7 @@ from runtime.sandbox.devcontainer import (
     dockerfile_bases,
     load_config,
     parse_config,
+    scaffold,
     strip_jsonc,
 )
 from runtime.sandbox.image import aileron_version, base_image_tag
@@ -370,3 +371,38 @@ FROM debian:trixie
 """
     assert dockerfile_bases(text, {}) == ["aileron/sandbox-base:1", "debian:trixie"]
     assert dockerfile_bases(text, {"BASE": "mine:2", "TOOLS": "3"}) == ["mine:2", "team/tools:3", "debian:trixie"]
+
+
+# --- aileron sandbox init -----------------------------------------------------------------------------------
+
+
+def test_scaffold_writes_a_devcontainer_that_builds_from_this_versions_base_image(tmp_path):
+    written = scaffold(tmp_path)
+    assert written == [tmp_path / ".devcontainer/devcontainer.json", tmp_path / ".devcontainer/Dockerfile"]
+    text = (tmp_path / ".devcontainer/Dockerfile").read_text()
+    assert f"ARG AILERON_BASE=aileron/sandbox-base:{aileron_version()}\nFROM ${{AILERON_BASE}}\n" in text
+    assert "# RUN npm install -g @anthropic-ai/claude-code" in text
+    assert "# RUN npm install -g @openai/codex" in text
+    assert text.rstrip().endswith("USER agent")
+    assert dockerfile_bases(text, {}) == [base_image_tag()]
+    config = load_config(tmp_path)
+    assert (config.tier, config.mediation, config.approval_surface, config.mcps) == ("build", "default", "both", ())
+    assert config.build is not None and config.build.context == (tmp_path / ".devcontainer").resolve()
+
+
+def test_scaffold_refuses_to_overwrite_and_force_overwrites(tmp_path):
+    path = write(tmp_path, '{"image": "mine:1"}')
+    with pytest.raises(DevcontainerError) as caught:
+        scaffold(tmp_path)
+    assert str(caught.value) == f"{path} already exists: --force overwrites it"
+    assert path.read_text() == '{"image": "mine:1"}'
+    assert not (tmp_path / ".devcontainer/Dockerfile").exists()
+    scaffold(tmp_path, force=True)
+    assert load_config(tmp_path).tier == "build"
+
+
+def test_scaffold_refuses_when_only_the_dockerfile_exists(tmp_path):
+    existing = dockerfile(tmp_path, "FROM mine\n")
+    with pytest.raises(DevcontainerError, match="Dockerfile already exists"):
+        scaffold(tmp_path)
+    assert existing.read_text() == "FROM mine\n"
