@@ -33,13 +33,15 @@ typecheck: setup
 
 check: lint typecheck test
 
-# Figures, not pass/fail: the proxy bench (needs nginx: apt-get install -y nginx-light), the policy and vault
-# benches, and the matcher bench when the GitHub description is there (`make github-spec`). BENCH_ARGS go to
-# the proxy bench (e.g. BENCH_ARGS="--requests 1000 --rounds 5" or "--json").
+# Figures, not pass/fail: the proxy bench (needs nginx: apt-get install -y nginx-light), the approval bench
+# (embedded; also on PostgreSQL + Redis when DATABASE_URL and REDIS_URL are set), the policy and vault benches,
+# and the matcher bench when the GitHub description is there (`make github-spec`). BENCH_ARGS go to the proxy
+# bench (e.g. BENCH_ARGS="--requests 1000 --rounds 5" or "--json").
 BENCH_ARGS ?=
 bench: setup
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { echo "make: the proxy bench needs nginx (apt-get install -y nginx-light)" >&2; exit 1; }
 	$(PY) bench/proxy_bench.py $(BENCH_ARGS)
+	$(PY) bench/approval_bench.py
 	$(PY) bench/policy_bench.py
 	$(PY) bench/vault_bench.py
 	@if [ -f .cache/octokit/api.github.com.json ]; then $(PY) bench/match_bench.py; \
