@@ -43,16 +43,24 @@ def proxy_url(token: str, port: int) -> str:
 
 
 def gh_hosts(placeholder: str) -> bytes:
-    """gh's hosts.yml with the placeholder: gh believes it is logged in, and the proxy swaps in the real token."""
+    """gh's hosts.yml with the placeholder: gh believes it is logged in, and the proxy swaps in the real token.
+
+    In the multi-account layout (gh 2.40+), which older gh reads too (`user`, `oauth_token` at the host level).
+    """
     return (
         "github.com:\n"
-        f"    oauth_token: {placeholder}\n"
-        "    user: aileron-agent\n"
-        "    git_protocol: https\n"
         "    users:\n"
         "        aileron-agent:\n"
         f"            oauth_token: {placeholder}\n"
+        "    git_protocol: https\n"
+        "    user: aileron-agent\n"
+        f"    oauth_token: {placeholder}\n"
     ).encode()
+
+
+# `version: "1"` marks the configuration as already migrated: gh 2.40+ would otherwise rewrite hosts.yml at start,
+# which fails on the read-only mount.
+GH_CONFIG = b'version: "1"\ngit_protocol: https\nprompt: disabled\n'
 
 
 def contract(
@@ -101,6 +109,7 @@ def contract(
     github = next((c for c in connectors if c.name == "github"), None)
     if github is not None:
         files[f"{GH_CONFIG_DIR}/hosts.yml"] = gh_hosts(github.auth.placeholder)
+        files[f"{GH_CONFIG_DIR}/config.yml"] = GH_CONFIG
     return env, files
 
 
