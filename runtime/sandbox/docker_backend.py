@@ -1,0 +1,318 @@
+"""The `docker` sandbox: the agent in a container with no network but loopback, its proxy reached over a socket.
+
+Two containers per session, as in a pod. The relay container (the base image, which has python3) owns the
+network namespace: no interface but loopback, the host's proxy socket mounted, and `relay.py` listening on
+127.0.0.1:<proxy_port_inside>. The agent container joins that namespace and nothing else: any image works,
+BYO images without python or a shell included, the agent cannot see or signal the relay (another pid
+namespace), and the relay holds no secret. The runtime contract's files are bind-mounted read-only, one by one;
+the session CA is added to the image's own trust store (read from the image before the start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import socket
+import stat
+import tarfile
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from runtime.sandbox import relay
+from runtime.sandbox.backends import SandboxError
+from runtime.sandbox.contract import SYSTEM_CA_BUNDLES, with_system_trust
+from runtime.sandbox.spec import SandboxSpec
+
+AGENT_USER = "agent"
+PROXY_DIR = "/run/aileron"  # the proxy socket's folder, in the relay container only
+RELAY_SCRIPT = "/run/aileron-relay/relay.py"
+WORKSPACE = "/workspace"
+RELAY_READY_SECONDS = 20.0
+LABEL = "aileron.sandbox"
+
+
+def _default_relay_image() -> str:
+    from runtime.sandbox.image import base_image_tag
+
+    return base_image_tag()
+
+
+class DockerRunning:
+    """Running, for the agent container: its terminal is the attach stream (raw bytes, since it has a TTY)."""
+
+    def __init__(self, client: Any, agent: Any, relay_container: Any, sock: Any, folder: Path, notes: list[str]):
+        self.client = client
+        self.agent = agent
+        self.relay = relay_container
+        self._io = sock  # the SDK's SocketIO; its raw socket is what we read, write and select on
+        self.sock = getattr(sock, "_sock", sock)
+        self.folder = folder
+        self.notes = notes  # one-line remarks for the launcher to show (e.g. the image has no `agent` user)
+        self._exit: int | None = None
+        self._exited = threading.Event()
+        self._stopped = False
+        threading.Thread(target=self._watch, name=f"aileron-wait {agent.name}", daemon=True).start()
+
+    def _watch(self) -> None:
+        try:
+            result = self.agent.wait()
+            self._exit = int(result.get("StatusCode", -1))
+        except Exception:  # noqa: BLE001 - removed under us by stop(): the run is over either way
+            self._exit = -1
+        self._exited.set()
+
+    def fileno(self) -> int:
+        return int(self.sock.fileno())
+
+    def read(self, size: int = 65536) -> bytes:
+        try:
+            return bytes(self.sock.recv(size))
+        except OSError:
+            return b""
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(data)
+
+    def resize(self, rows: int, columns: int) -> None:
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.APIError):
+            self.agent.resize(height=rows, width=columns)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self._exit if self._exited.wait(timeout) else None
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        import docker.errors
+
+        for container in (self.agent, self.relay):
+            if container is not None:
+                with contextlib.suppress(docker.errors.APIError):
+                    container.remove(force=True)
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        # The SDK keeps the attach request's response on the socket; closed later by the collector, it would
+        # complain about its already closed file.
+        response = getattr(self._io, "_response", None)
+        with contextlib.suppress(OSError, ValueError):
+            if response is not None:
+                response.raw.close()
+                response.close()
+            self._io.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        relay_image: str | None = None,
+        memory: str = "8g",
+        pids: int = 4096,
+    ) -> None:
+        self._relay_image = relay_image
+        self.memory = memory
+        self.pids = pids
+
+    @property
+    def relay_image(self) -> str:
+        return self._relay_image or _default_relay_image()
+
+    def _client(self) -> Any:
+        import docker
+        import docker.errors
+
+        try:
+            client = docker.from_env(timeout=60)
+            client.ping()
+        except docker.errors.DockerException as exc:
+            raise SandboxError(f"the Docker engine is not reachable: {_first_line(exc)}") from None
+        return client
+
+    def available(self) -> str | None:
+        try:
+            import docker  # noqa: F401
+        except ImportError:
+            return "the docker SDK is not installed (pip install docker)"
+        try:
+            self._client().close()
+        except SandboxError as exc:
+            return str(exc)
+        return None
+
+    def start(self, spec: SandboxSpec) -> DockerRunning:
+        import docker.errors
+
+        client = self._client()
+        image = _image(client, spec.image)
+        session = f"{_slug(spec.name) or 'agent'}-{uuid.uuid4().hex[:8]}"
+        folder = Path(tempfile.mkdtemp(prefix=f"aileron-sandbox-{session}-"))
+        os.chmod(folder, 0o700)
+        relay_container = agent = None
+        notes: list[str] = []
+        try:
+            user = AGENT_USER
+            passwd = read_image_files(client, spec.image, ["/etc/passwd", *SYSTEM_CA_BUNDLES])
+            if not _has_user(passwd.get("/etc/passwd"), AGENT_USER):
+                fallback = (image.attrs.get("Config") or {}).get("User") or "root"
+                notes.append(f"the image {spec.image} has no user `{AGENT_USER}`: the agent runs as {fallback}")
+                user = fallback
+            files = with_system_trust(spec.files, passwd.get)
+            mounts = _write_files(folder / "files", files)
+            if spec.proxy_socket is not None:
+                relay_container = self._start_relay(client, spec, session)
+                network_mode = f"container:{relay_container.id}"
+            else:
+                network_mode = "none"  # no proxy given: no way out at all
+            if spec.workdir is not None:
+                mounts.append(_bind(Path(spec.workdir).resolve(), WORKSPACE, read_only=False))
+            agent = client.containers.create(
+                spec.image,
+                entrypoint=spec.argv[:1],
+                command=spec.argv[1:],
+                name=f"aileron-{session}",
+                labels={LABEL: "agent", "aileron.session": session},
+                environment=spec.env,
+                user=user,
+                working_dir=WORKSPACE if spec.workdir is not None else None,
+                tty=spec.tty,
+                stdin_open=True,
+                network_mode=network_mode,
+                mounts=mounts,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                pids_limit=self.pids,
+                mem_limit=self.memory,
+                memswap_limit=self.memory,
+            )
+            sock = agent.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            agent.start()  # attached first, so nothing the agent prints early is lost
+            running = DockerRunning(client, agent, relay_container, sock, folder, notes)
+        except BaseException as exc:
+            for container in (agent, relay_container):
+                if container is not None:
+                    with contextlib.suppress(docker.errors.APIError):
+                        container.remove(force=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(exc, docker.errors.APIError):
+                raise SandboxError(f"docker could not start the sandbox: {_first_line(exc)}") from None
+            raise
+        running.resize(spec.rows, spec.columns)
+        return running
+
+    def _start_relay(self, client: Any, spec: SandboxSpec, session: str) -> Any:
+        assert spec.proxy_socket is not None  # noqa: S101 - the caller checked
+        socket_path = Path(spec.proxy_socket).resolve()
+        info = socket_path.parent.stat()
+        relay_image = self.relay_image
+        _image(client, relay_image, what="the relay image (the base image; `aileron sandbox build-base`)")
+        container = client.containers.create(
+            relay_image,
+            entrypoint=["python3", RELAY_SCRIPT],
+            command=["--listen", f"127.0.0.1:{spec.proxy_port_inside}", "--socket", f"{PROXY_DIR}/{socket_path.name}"],
+            name=f"aileron-{session}-relay",
+            labels={LABEL: "relay", "aileron.session": session},
+            # The socket's folder is private to the launching user: the relay runs as that user to enter it.
+            user=f"{info.st_uid}:{info.st_gid}",
+            network_mode="none",
+            mounts=[
+                _bind(Path(relay.__file__).resolve(), RELAY_SCRIPT),
+                _bind(socket_path.parent, PROXY_DIR),
+            ],
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=64,
+            mem_limit="128m",
+        )
+        try:
+            container.start()
+            deadline = time.monotonic() + RELAY_READY_SECONDS
+            while b"ready" not in container.logs(stdout=True, stderr=False):
+                container.reload()
+                if container.status not in ("created", "running") or time.monotonic() > deadline:
+                    said = container.logs(stdout=False, stderr=True).decode(errors="replace").strip()
+                    raise SandboxError(
+                        f"the proxy relay did not start in {relay_image}: {said.splitlines()[-1] if said else ''}"
+                    )
+                time.sleep(0.01)
+        except BaseException:
+            container.remove(force=True)
+            raise
+        return container
+
+
+def read_image_files(client: Any, image: str, paths: list[str]) -> dict[str, bytes]:
+    """Regular files of an image, read from a created (never started) container; absent ones are left out."""
+    import docker.errors
+
+    probe = client.containers.create(image, entrypoint=["/nonexistent"], network_mode="none", labels={LABEL: "probe"})
+    found: dict[str, bytes] = {}
+    try:
+        for path in paths:
+            try:
+                chunks, _ = probe.get_archive(path)
+            except docker.errors.NotFound:
+                continue
+            with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+                member = next(iter(tar.getmembers()), None)
+                extracted = tar.extractfile(member) if member is not None and member.isfile() else None
+                if extracted is not None:
+                    found[path] = extracted.read()
+    finally:
+        probe.remove(force=True)
+    return found
+
+
+def _image(client: Any, reference: str, what: str = "the sandbox image") -> Any:
+    import docker.errors
+
+    try:
+        return client.images.get(reference)
+    except docker.errors.ImageNotFound:
+        raise SandboxError(f"{what} {reference} is not in the local Docker engine; build it first") from None
+
+
+def _has_user(passwd: bytes | None, name: str) -> bool:
+    return passwd is not None and any(line.split(b":", 1)[0] == name.encode() for line in passwd.splitlines())
+
+
+def _write_files(root: Path, files: dict[str, bytes]) -> list[Any]:
+    """Each file written under `root` (readable by the agent: nothing here is secret) and bound read-only."""
+    mounts = []
+    for inside, content in sorted(files.items()):
+        if not inside.startswith("/") or ".." in Path(inside).parts:
+            raise SandboxError(f"a sandbox file must have an absolute path without '..': {inside!r}")
+        host = root / inside.lstrip("/")
+        host.parent.mkdir(parents=True, exist_ok=True)
+        host.write_bytes(content)
+        host.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+        mounts.append(_bind(host, inside))
+    return mounts
+
+
+def _bind(source: Path, target: str, *, read_only: bool = True) -> Any:
+    from docker.types import Mount
+
+    return Mount(target=target, source=str(source), type="bind", read_only=read_only)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text.lower()).strip("-.")[:40]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = getattr(exc, "explanation", None) or str(exc)
+    return str(text).strip().splitlines()[0] if str(text).strip() else exc.__class__.__name__
