@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -163,19 +164,22 @@ class DockerBackend:
         relay_container = agent = None
         notes: list[str] = []
         try:
+            # Reading the image (its users, its trust store) overlaps the relay's start: both take a few 100 ms.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                reading = pool.submit(read_image_files, client, spec.image, ["/etc/passwd", *SYSTEM_CA_BUNDLES])
+                if spec.proxy_socket is not None:
+                    relay_container = self._start_relay(client, spec, session)
+                    network_mode = f"container:{relay_container.id}"
+                else:
+                    network_mode = "none"  # no proxy given: no way out at all
+                passwd = reading.result()
             user = AGENT_USER
-            passwd = read_image_files(client, spec.image, ["/etc/passwd", *SYSTEM_CA_BUNDLES])
             if not _has_user(passwd.get("/etc/passwd"), AGENT_USER):
                 fallback = (image.attrs.get("Config") or {}).get("User") or "root"
                 notes.append(f"the image {spec.image} has no user `{AGENT_USER}`: the agent runs as {fallback}")
                 user = fallback
             files = with_system_trust(spec.files, passwd.get)
             mounts = _write_files(folder / "files", files)
-            if spec.proxy_socket is not None:
-                relay_container = self._start_relay(client, spec, session)
-                network_mode = f"container:{relay_container.id}"
-            else:
-                network_mode = "none"  # no proxy given: no way out at all
             if spec.workdir is not None:
                 mounts.append(_bind(Path(spec.workdir).resolve(), WORKSPACE, read_only=False))
             agent = client.containers.create(
@@ -187,7 +191,7 @@ class DockerBackend:
                 environment=spec.env,
                 user=user,
                 working_dir=WORKSPACE if spec.workdir is not None else None,
-                tty=spec.tty,
+                tty=True,  # always a terminal, as with every backend: the stream is then raw, not multiplexed
                 stdin_open=True,
                 network_mode=network_mode,
                 mounts=mounts,
