@@ -125,7 +125,7 @@ class NetnsBackend:
         folder = Path(tempfile.mkdtemp(prefix=f"aileron-netns-{spec.name or 'agent'}-"))
         os.chmod(folder, 0o700)
         try:
-            argv = bwrap_argv(spec, root, folder)
+            argv, env = bwrap_argv(spec, root, folder)
             master, slave = pty.openpty()
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -134,12 +134,14 @@ class NetnsBackend:
             set_size(slave, spec.rows, spec.columns)
             # setsid --ctty: bwrap leads a session whose controlling terminal is the PTY, so the agent has job
             # control and /dev/tty; without a preexec function, which is unsafe while the host relay's thread runs.
+            # The environment goes through bwrap's own (private to this user), never its command line: the
+            # session token must not show in `ps` to the host's other users.
             process = subprocess.Popen(  # noqa: S603 - our own fixed command line
                 [shutil.which("setsid") or "setsid", "--ctty", *argv],
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
-                env={"PATH": os.environ.get("PATH", DEFAULT_PATH)},
+                env=env,
                 close_fds=True,
             )
         except BaseException:
@@ -168,8 +170,8 @@ def _check() -> str | None:
     return None
 
 
-def bwrap_argv(spec: SandboxSpec, root: Path | None, folder: Path) -> list[str]:
-    """bwrap's command line for `spec`; the contract's files are written under `folder` first."""
+def bwrap_argv(spec: SandboxSpec, root: Path | None, folder: Path) -> tuple[list[str], dict[str, str]]:
+    """bwrap's command line and environment (which it passes on) for `spec`; the files are written to `folder`."""
     read = _reader(root)
     files = with_system_trust(spec.files, read)
     for inside in files:
@@ -177,7 +179,7 @@ def bwrap_argv(spec: SandboxSpec, root: Path | None, folder: Path) -> list[str]:
             raise SandboxError(f"a sandbox file must have an absolute path without '..': {inside!r}")
     destinations = set(files)
     args = [
-        "bwrap",
+        shutil.which("bwrap") or "bwrap",
         "--unshare-all",  # user (where allowed), ipc, pid, net (loopback only), uts, cgroup
         "--die-with-parent",
         "--cap-drop",
@@ -193,7 +195,7 @@ def bwrap_argv(spec: SandboxSpec, root: Path | None, folder: Path) -> list[str]:
             if host.is_symlink():
                 args += ["--symlink", os.readlink(host), top]
             elif host.is_dir():
-                args += _view(host, top, destinations)
+                args += _view(host, top, destinations, rebuild=top == "/etc")
         runtime_paths = _aileron_runtime()
         for extra in runtime_paths:
             args += ["--ro-bind", str(extra), str(extra)]
@@ -230,9 +232,6 @@ def bwrap_argv(spec: SandboxSpec, root: Path | None, folder: Path) -> list[str]:
     else:
         args += ["--chdir", HOME]
     env = {"HOME": HOME, "USER": "agent", "LOGNAME": "agent", "PATH": path, "TERM": "xterm-256color", **spec.env}
-    args += ["--clearenv"]
-    for name, value in sorted(env.items()):
-        args += ["--setenv", name, value]
     args += ["--remount-ro", "/"]
     command = list(spec.argv)
     if spec.proxy_socket is not None:
@@ -244,18 +243,24 @@ def bwrap_argv(spec: SandboxSpec, root: Path | None, folder: Path) -> list[str]:
         listen = f"127.0.0.1:{spec.proxy_port_inside}"
         socket_inside = f"{PROXY_DIR}/{socket_path.name}"
         command = [python, "-I", "-S", RELAY_SCRIPT, "--listen", listen, "--socket", socket_inside, "--", *command]
-    return [*args, "--", *command]
+    return [*args, "--", *command], env
 
 
-def _view(host: Path, inside: str, destinations: set[str]) -> list[str]:
-    """A read-only view of a folder; one that must receive a contract file is rebuilt entry by entry."""
-    if not any(d.startswith(inside + "/") for d in destinations):
+def _view(host: Path, inside: str, destinations: set[str], *, rebuild: bool = False) -> list[str]:
+    """A read-only view of a folder; one that must receive a contract file is rebuilt entry by entry.
+
+    A rebuilt folder leaves out what others may not read (/etc/shadow, /etc/sudoers, /etc/ssl/private, ...):
+    the agent runs as the launching user, who may be root, and those are secrets of the host's.
+    """
+    if not rebuild and not any(d.startswith(inside + "/") for d in destinations):
         return ["--ro-bind", str(host), inside]
     args = ["--dir", inside]
     for entry in sorted(os.listdir(host)):
         source, target = host / entry, f"{inside}/{entry}"
         if target in destinations:
             continue  # the contract's file takes its place
+        if not _public(source):
+            continue
         if source.is_symlink():
             args += ["--symlink", os.readlink(source), target]
         elif source.is_dir():
@@ -263,6 +268,16 @@ def _view(host: Path, inside: str, destinations: set[str]) -> list[str]:
         else:
             args += ["--ro-bind", str(source), target]
     return args
+
+
+def _public(path: Path) -> bool:
+    """Readable by anyone (and, for a folder, enterable): what a view may show of the host."""
+    try:
+        mode = path.stat().st_mode if not path.is_symlink() else stat.S_IROTH | stat.S_IXOTH
+    except OSError:
+        return False
+    wanted = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
+    return mode & wanted == wanted
 
 
 def _in_view(root: Path | None, inside: str, destinations: set[str]) -> bool:
