@@ -7,6 +7,7 @@ is driven as `aileron launch` drives it: a Running whose output is read until th
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -24,6 +26,9 @@ from runtime.sandbox.spec import Backend, SandboxSpec
 from tests.docker_engine import base_image as base_image
 from tests.docker_engine import docker_client as docker_client
 from tests.proxy_world import World, proxy_world
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -60,6 +65,7 @@ class Ran:
     code: int | None
     output: str
     started_in: float  # seconds from start() called to start() returned
+    notes: list[str]  # what the backend said about the run (e.g. the image has no agent user)
 
     def lines(self, prefix: str) -> list[str]:
         return [line[len(prefix) :].strip() for line in self.output.splitlines() if line.startswith(prefix)]
@@ -108,6 +114,7 @@ def run_agent(
     began = time.monotonic()
     running = backend.start(spec)
     started_in = time.monotonic() - began
+    notes = list(getattr(running, "notes", []))
     output = bytearray()
     try:
         deadline = began + timeout
@@ -123,7 +130,7 @@ def run_agent(
         running.stop()
     text = output.decode(errors="replace").replace("\r\n", "\n")
     world.outputs[f"{backend.name} agent"] = bytes(output)
-    return Ran(code, text, started_in)
+    return Ran(code, text, started_in, notes)
 
 
 # The scripted agent. It never names a credential: the pattern it searches for is split, so that its own
@@ -236,3 +243,37 @@ def test_the_agent_writes_its_project_and_nothing_else(
     assert "the agent's project" in ran.output and ran.lines("STEP project ") == ["0"]
     assert (workdir / "made-inside").read_text() == "made\n"
     assert ran.lines("WROTE ") == [], "the agent wrote outside its project"
+
+
+@pytest.fixture(scope="module")
+def byo_image(docker_client: DockerClient, base_image: str) -> str:
+    """A bring-your-own image with neither python3 nor an `agent` user (built FROM the base, offline)."""
+    tag = f"aileron-test/byo-without-python:{base_image.rsplit(':', 1)[-1]}"
+    dockerfile = (
+        f"FROM {base_image}\nUSER root\n"
+        "RUN rm -f /usr/bin/python3* /usr/local/bin/aileron /usr/local/bin/github && userdel agent\n"
+    )
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="none", rm=True)
+    return tag
+
+
+def test_a_byo_image_without_python_or_an_agent_user_gets_the_same_way_out(
+    world: World, proxy_socket: Path, byo_image: str
+) -> None:
+    backend = backend_or_skip("docker")
+    mark = len(world.upstream.received)
+    script = r"""
+    command -v python3 || echo "NO python3"
+    echo "UID $(id -u)"
+    curl -sS -o /dev/null -w 'STATUS %{http_code}\n' https://api.github.com/repos/octo/byo
+    (exec 3<>/dev/tcp/1.1.1.1/443) 2>/dev/null && echo "DIRECT open" || echo "DIRECT closed"
+    """
+    ran = run_agent(world, backend, byo_image, script, proxy_socket=proxy_socket)
+    assert ran.code == 0, ran.output
+    assert "NO python3" in ran.output
+    assert ran.notes == [f"the image {byo_image} has no user `agent`: the agent runs as root"]
+    assert ran.lines("UID ") == ["0"]  # root in the container, with no capability and no way out
+    assert ran.lines("STATUS ") == ["200"], ran.output
+    assert ran.lines("DIRECT ") == ["closed"]
+    [got] = [r for r in world.received_since(mark) if r.path == "/repos/octo/byo"]
+    assert got.headers["authorization"] == f"Bearer {world.canaries['github'].decode()}"
