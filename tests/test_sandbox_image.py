@@ -145,6 +145,32 @@ def test_build_base_reuses_this_versions_image_and_says_so(docker_client, base_i
     assert time.monotonic() - started < 10
 
 
+def test_a_rebuild_replaces_the_image_offline_and_leaves_the_old_one_nowhere(docker_client, base_image):
+    """From the cached root filesystem and wheels: no debootstrap and no download (the session built or found
+    both), so this is also what a rebuild costs."""
+    from docker.errors import ImageNotFound
+
+    old_id = docker_client.images.get(base_image).id
+    lines: list[str] = []
+    rebuilt = build_base(client=docker_client, progress=lines.append, rebuild=True)
+    assert (rebuilt.tag, rebuilt.cached) == (base_image, False)
+    assert rebuilt.image_id != old_id
+    assert not [line for line in lines if line.startswith(("debootstrap", "downloading"))], lines
+    assert [name for name, _ in rebuilt.steps] == ["debian root filesystem", "wheels", "docker build"]
+    assert docker_client.images.get("aileron/sandbox-base:latest").id == rebuilt.image_id
+    try:
+        leftover = docker_client.images.get(old_id)
+    except ImageNotFound:
+        leftover = None
+    if leftover is not None:  # only while an image built FROM it (another test's) still needs it
+        assert leftover.tags == []
+        assert [i for i in docker_client.images.list(all=True) if i.attrs.get("Parent") == old_id], "left behind"
+    assert (
+        run_in(docker_client, base_image, "id -un; aileron --version")
+        == f"agent\naileron, version {aileron_version()}\n"
+    )
+
+
 def test_build_base_without_debootstrap_or_root_fails_in_one_line(docker_client, base_image, monkeypatch, tmp_path):
     monkeypatch.setenv("AILERON_CACHE_DIR", str(tmp_path))  # no cached root filesystem: debootstrap is needed
     monkeypatch.setattr("runtime.sandbox.image.shutil.which", lambda name: None)
@@ -208,6 +234,7 @@ def test_a_dockerfile_from_the_base_is_built_offline_once_and_again_when_its_con
     changed = resolve_image(config, docker_client, lines.append)
     assert changed.built is True and changed.image_id != first.image_id
     assert run_in(docker_client, config.image, "cat /etc/note.txt") == "second\n"
+    assert first.image_id not in {i.id for i in docker_client.images.list(all=True)}, "the old build was left behind"
 
 
 def test_a_build_step_that_needs_the_network_fails_in_one_line_naming_the_step(

@@ -49,6 +49,7 @@ from runtime.sandbox.image import (
     base_image_tag,
     docker_build,
     local_image,
+    remove_untagged,
 )
 
 if TYPE_CHECKING:
@@ -486,7 +487,10 @@ def _build_project(
         network=network,
         nocache=rebuild,
     )
-    return client.images.get(config.image), True
+    built = client.images.get(config.image)
+    if existing is not None and existing.id != built.id:
+        remove_untagged(client, str(existing.id))
+    return built, True
 
 
 def dockerfile_bases(text: str, args: Mapping[str, str]) -> list[str]:
