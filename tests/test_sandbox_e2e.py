@@ -22,7 +22,7 @@ import pytest
 from connectors.registry import installed, manifest
 from runtime.sandbox import backends, contract
 from runtime.sandbox.relay import HostRelay
-from runtime.sandbox.spec import Backend, SandboxSpec
+from runtime.sandbox.spec import Backend, Running, SandboxSpec
 from tests.docker_engine import base_image as base_image
 from tests.docker_engine import docker_client as docker_client
 from tests.proxy_world import World, proxy_world
@@ -277,3 +277,44 @@ def test_a_byo_image_without_python_or_an_agent_user_gets_the_same_way_out(
     assert ran.lines("DIRECT ") == ["closed"]
     [got] = [r for r in world.received_since(mark) if r.path == "/repos/octo/byo"]
     assert got.headers["authorization"] == f"Bearer {world.canaries['github'].decode()}"
+
+
+def read_until(running: Running, marker: bytes, timeout: float = 30) -> bytes:
+    seen = bytearray()
+    deadline = time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < deadline:
+        if select.select([running], [], [], 0.5)[0]:
+            chunk = running.read()
+            if not chunk:
+                break
+            seen += chunk
+    return bytes(seen)
+
+
+def test_the_terminal_carries_keystrokes_size_and_exit_code_and_stop_leaves_nothing(
+    world: World, proxy_socket: Path, sandbox: tuple[Backend, str]
+) -> None:
+    backend, image = sandbox
+    script = 'echo "SIZE $(stty size)"; read -r line; echo "GOT $line"; read -r _; echo "SIZE $(stty size)"; exit 7'
+    env, files = contract_for(world, backend.name)
+    spec = SandboxSpec(image=image, argv=["bash", "-c", script], env=env, files=files, proxy_socket=proxy_socket)
+    running = backend.start(spec)
+    try:
+        assert b"SIZE 24 80" in read_until(running, b"SIZE")
+        running.write(b"typed by a person\r")
+        assert b"GOT typed by a person" in read_until(running, b"GOT")
+        assert running.wait(0.2) is None  # still running
+        running.resize(33, 101)
+        running.write(b"\r")
+        assert b"SIZE 33 101" in read_until(running, b"SIZE 33")
+        assert running.wait(30) == 7
+    finally:
+        running.stop()
+        running.stop()  # idempotent
+    if backend.name == "docker":
+        import docker
+
+        left = docker.from_env().containers.list(all=True, filters={"label": "aileron.sandbox"})
+        assert left == [], "stop() left containers behind"
+    folder = getattr(running, "folder", None)
+    assert folder is not None and not Path(folder).exists(), "stop() left the session folder behind"

@@ -123,7 +123,7 @@ def with_system_trust(files: dict[str, bytes], read: Callable[[str], bytes | Non
     session = files.get(CA_BUNDLE)
     if session is None:
         return files
-    found = {path: content for path in SYSTEM_CA_BUNDLES if (content := read(path)) is not None}
+    found = {path: content for path in SYSTEM_CA_BUNDLES if (content := read(path))}  # empty: a link, say
     system = next(iter(found.values()), b"")
     if system and not system.endswith(b"\n"):
         system += b"\n"

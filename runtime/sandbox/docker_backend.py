@@ -36,6 +36,9 @@ RELAY_SCRIPT = "/run/aileron-relay/relay.py"
 WORKSPACE = "/workspace"
 RELAY_READY_SECONDS = 20.0
 LABEL = "aileron.sandbox"
+SHELL = "/bin/sh"
+IMAGE_FILES = ("/etc/passwd", SHELL)
+SIZED = 'stty rows {rows} cols {columns} 2>/dev/null; exec "$@"'
 
 
 def _default_relay_image() -> str:
@@ -166,26 +169,30 @@ class DockerBackend:
         try:
             # Reading the image (its users, its trust store) overlaps the relay's start: both take a few 100 ms.
             with ThreadPoolExecutor(max_workers=1) as pool:
-                reading = pool.submit(read_image_files, client, spec.image, ["/etc/passwd", *SYSTEM_CA_BUNDLES])
+                reading = pool.submit(read_image_files, client, spec.image, [*IMAGE_FILES, *SYSTEM_CA_BUNDLES])
                 if spec.proxy_socket is not None:
                     relay_container = self._start_relay(client, spec, session)
                     network_mode = f"container:{relay_container.id}"
                 else:
                     network_mode = "none"  # no proxy given: no way out at all
-                passwd = reading.result()
+                found = reading.result()
             user = AGENT_USER
-            if not _has_user(passwd.get("/etc/passwd"), AGENT_USER):
+            if not _has_user(found.get("/etc/passwd"), AGENT_USER):
                 fallback = (image.attrs.get("Config") or {}).get("User") or "root"
                 notes.append(f"the image {spec.image} has no user `{AGENT_USER}`: the agent runs as {fallback}")
                 user = fallback
-            files = with_system_trust(spec.files, passwd.get)
+            files = with_system_trust(spec.files, found.get)
+            argv = list(spec.argv)
+            if SHELL in found:
+                # The terminal's size from its first instant (the engine can only resize it once it runs).
+                argv = [SHELL, "-c", SIZED.format(rows=spec.rows, columns=spec.columns), "sh", *argv]
             mounts = _write_files(folder / "files", files)
             if spec.workdir is not None:
                 mounts.append(_bind(Path(spec.workdir).resolve(), WORKSPACE, read_only=False))
             agent = client.containers.create(
                 spec.image,
-                entrypoint=spec.argv[:1],
-                command=spec.argv[1:],
+                entrypoint=argv[:1],
+                command=argv[1:],
                 name=f"aileron-{session}",
                 labels={LABEL: "agent", "aileron.session": session},
                 environment=spec.env,
@@ -259,7 +266,8 @@ class DockerBackend:
 
 
 def read_image_files(client: Any, image: str, paths: list[str]) -> dict[str, bytes]:
-    """Regular files of an image, read from a created (never started) container; absent ones are left out."""
+    """Files of an image, read from a created (never started) container; absent ones are left out, and anything
+    but a regular file (a symbolic link, a folder) is there with no content."""
     import docker.errors
 
     probe = client.containers.create(image, entrypoint=["/nonexistent"], network_mode="none", labels={LABEL: "probe"})
@@ -273,8 +281,7 @@ def read_image_files(client: Any, image: str, paths: list[str]) -> dict[str, byt
             with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
                 member = next(iter(tar.getmembers()), None)
                 extracted = tar.extractfile(member) if member is not None and member.isfile() else None
-                if extracted is not None:
-                    found[path] = extracted.read()
+                found[path] = extracted.read() if extracted is not None else b""
     finally:
         probe.remove(force=True)
     return found
