@@ -11,11 +11,12 @@ import io
 import json
 import os
 import select
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -318,3 +319,46 @@ def test_the_terminal_carries_keystrokes_size_and_exit_code_and_stop_leaves_noth
         assert left == [], "stop() left containers behind"
     folder = getattr(running, "folder", None)
     assert folder is not None and not Path(folder).exists(), "stop() left the session folder behind"
+
+
+@pytest.fixture(scope="module")
+def base_rootfs(docker_client: DockerClient, base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The base image's files as a folder: what the netns backend takes as an image."""
+    folder = tmp_path_factory.mktemp("rootfs")
+    container = docker_client.containers.create(base_image, entrypoint=["/nonexistent"], network_mode="none")
+    try:
+        with tarfile.open(fileobj=_Chunks(container.export()), mode="r|") as tar:
+            tar.extractall(folder, filter="fully_trusted")  # noqa: S202 - our own image; as root, keep its owners
+    finally:
+        container.remove(force=True)
+    return folder
+
+
+class _Chunks(io.RawIOBase):
+    """A readable file over the SDK's chunk iterator, for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks, self.rest = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.rest:
+            self.rest = next(self.chunks, b"")
+            if not self.rest:
+                return 0
+        size = min(len(buffer), len(self.rest))
+        buffer[:size], self.rest = self.rest[:size], self.rest[size:]
+        return size
+
+
+def test_the_netns_sandbox_runs_an_image_given_as_a_root_filesystem(
+    world: World, proxy_socket: Path, base_rootfs: Path, tmp_path: Path
+) -> None:
+    backend = backend_or_skip("netns")
+    mark = len(world.upstream.received)
+    ran = run_agent(world, backend, str(base_rootfs), AGENT_SCRIPT, proxy_socket=proxy_socket, workdir=tmp_path)
+    assert_github_got_the_injected_credential(world, mark, ran, gh=True)
+    assert_the_agent_held_no_credential(world, ran)
+    assert "Python 3.13" in run_agent(world, backend, str(base_rootfs), "python3 --version", proxy_socket=None).output
