@@ -66,9 +66,12 @@ TEMPLATES = [
 ]
 
 if CONFIG.database_url:
-    DATABASES: dict[str, Any] = {
-        "default": dj_database_url.parse(CONFIG.database_url, conn_max_age=60, conn_health_checks=True)
-    }
+    # A connection pool (psycopg_pool): the ASGI server runs each request in a thread of its own, so
+    # persistent connections were never reused and every API call paid a new PostgreSQL backend (measured by
+    # bench/approval_bench.py: 5 connections and ~15 ms of a held request's release went to connecting).
+    _db = dj_database_url.parse(CONFIG.database_url, conn_max_age=0)
+    _db.setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": 16, "timeout": 10}
+    DATABASES: dict[str, Any] = {"default": _db}
 else:
     DATABASES = {
         "default": {
@@ -91,7 +94,9 @@ if CONFIG.redis_url:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [CONFIG.redis_url]},
+            # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s channels-redis blocks for in
+            # BZPOPMIN: an idle websocket's receive then raised TimeoutError and dropped the socket. Give reads room.
+            "CONFIG": {"hosts": [{"address": CONFIG.redis_url, "socket_timeout": 30, "socket_connect_timeout": 5}]},
         }
     }
     CELERY_BROKER_URL = CONFIG.redis_url

@@ -8,6 +8,7 @@ accept reaches a browser only as an anonymous 1006 and the page could not tell "
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from enum import IntEnum
@@ -89,11 +90,15 @@ def _still_allowed(watch: Watch, token_id: uuid.UUID | None) -> CloseCode | None
     return None
 
 
+RECHECK_SECONDS = 5.0  # how long a positive token/membership check is trusted before the next event re-checks
+
+
 class ApprovalsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     """/ws/orgs/<org_id>/approvals/ — sends {"event": "snapshot", "approvals": [...]}, then
     {"event": <created|voted|decided|used|completed|expired|cancelled>, "approval": {...}}."""
 
     watch: Watch | None = None
+    checked_at = float("-inf")
 
     def _subprotocol(self) -> str | None:
         return SUBPROTOCOL if SUBPROTOCOL in self.scope.get("subprotocols", []) else None
@@ -135,8 +140,12 @@ class ApprovalsConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         approval = message.get("approval")
         if watch is None or not isinstance(approval, dict) or not watch.may_see(approval):
             return
-        refusal = await database_sync_to_async(_still_allowed)(watch, self.scope.get("token_id"))
-        if refusal is not None:
-            await self.close(code=int(refusal))
-            return
+        now = time.monotonic()
+        if now - self.checked_at > RECHECK_SECONDS:
+            # Three queries: done at most every few seconds per socket, not for every event in a burst.
+            refusal = await database_sync_to_async(_still_allowed)(watch, self.scope.get("token_id"))
+            if refusal is not None:
+                await self.close(code=int(refusal))
+                return
+            self.checked_at = now
         await self.send_json({"event": message.get("event"), "approval": approval})

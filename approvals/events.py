@@ -84,7 +84,8 @@ def publish_now(approval_id: uuid.UUID, kind: str) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    groups = [org_group(approval.organization_id), approval_group(approval.pk)]
+    # The data plane's wait first: a grant releases a held request before people's screens update.
+    groups = [approval_group(approval.pk), org_group(approval.organization_id)]
     if approval.requester_id is not None:
         groups.append(user_group(approval.requester_id))
     try:

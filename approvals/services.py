@@ -269,6 +269,36 @@ def approval_peek(*, approval_id: uuid.UUID) -> Claim:
         return Claim(approval=approval, state=approval.state, approvers=_voters(approval))
 
 
+def approval_use(*, approval_id: uuid.UUID, request_id: uuid.UUID) -> Claim:
+    """After a wait: use the grant for the request that asked for this approval (whose exact-request hash
+    matched it at claim time), or say the state. A grant another identical request took first reads "used"."""
+    now = timezone.now()
+    with scopes_disabled():
+        approval = Approval.objects.filter(pk=approval_id).prefetch_related("decisions").first()
+        if approval is None:
+            raise NotFound("No such approval.")
+        if approval.state == ApprovalState.GRANTED and approval.consumed_at is None:
+            with transaction.atomic():
+                if _consume(approval, now=now, request_id=request_id):
+                    approval.refresh_from_db()
+                    events.publish(approval, "used")
+                    return Claim(approval, ApprovalState.GRANTED, used_now=True, approvers=_voters(approval))
+            approval.refresh_from_db()
+        if approval.state in (ApprovalState.PENDING, ApprovalState.GRANTED) and approval.expires_at <= now:
+            _expire(approval)
+        state = "used" if approval.state == ApprovalState.GRANTED and approval.consumed_at else approval.state
+        return Claim(approval=approval, state=state, approvers=_voters(approval))
+
+
+def approval_release(*, approval_id: uuid.UUID, request_id: uuid.UUID) -> bool:
+    """Give back a grant the data plane used for a request whose agent went away before it was sent."""
+    with scopes_disabled():
+        released = Approval.objects.filter(
+            pk=approval_id, state=ApprovalState.GRANTED, consumed_request_id=request_id, outcome_status__isnull=True
+        ).update(consumed_at=None, consumed_request_id=None)
+    return released == 1
+
+
 def approval_record_outcomes(*, statuses: dict[uuid.UUID, int]) -> None:
     """Requests that used a grant have completed (request id -> upstream status): the morning view shows it.
 

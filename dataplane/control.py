@@ -240,8 +240,9 @@ class ControlPlane:
         """Ask for the approval of one exact request; a granted answer with used_now has used the grant."""
         return _ticket(self._post("/api/v1/dataplane/approvals/", held))
 
-    async def approval_wait(self, approval_id: str, *, timeout: float) -> ApprovalTicket:
-        """Wait (without a thread) until the approval is decided or `timeout` seconds pass; uses nothing."""
+    async def approval_wait(self, approval_id: str, *, timeout: float, request_id: str | None = None) -> ApprovalTicket:
+        """Wait (without a thread) until the approval is decided or `timeout` seconds pass. With `request_id`, a
+        grant is used for that request in the same call (used_now); without, nothing is used."""
         if self._async is None:
             self._async = httpx.AsyncClient(
                 base_url=self._base_url,
@@ -251,7 +252,7 @@ class ControlPlane:
         try:
             response = await self._async.post(
                 f"/api/v1/dataplane/approvals/{approval_id}/wait/",
-                json={"timeout": timeout},
+                json={"timeout": timeout, **({"request_id": request_id} if request_id else {})},
                 timeout=httpx.Timeout(timeout + 15.0, connect=5.0),
             )
         except httpx.HTTPError as exc:
@@ -267,6 +268,10 @@ class ControlPlane:
         if not isinstance(body, dict):
             raise ControlPlaneError("the approval answer is malformed")
         return _ticket(body)
+
+    def approval_release(self, approval_id: str, *, request_id: str) -> None:
+        """Give back a grant used for a request that was not sent (its agent went away)."""
+        self._post(f"/api/v1/dataplane/approvals/{approval_id}/release/", {"request_id": request_id})
 
     def audit_ship(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """Post a batch of audit records (at most 1000); the answer is {"accepted": n, "rejected": [...]}.

@@ -559,21 +559,23 @@ class AileronProxy:
             flow.metadata["aileron_approval_id"] = ticket.id
             log.info("request %s (%s) held for approval %s", pending.request_id, pending.action, ticket.id)
             try:
-                waited = await self.control.approval_wait(ticket.id, timeout=float(ticket.window_seconds))
+                ticket = await self.control.approval_wait(
+                    ticket.id, timeout=float(ticket.window_seconds), request_id=pending.request_id
+                )
             except NotFoundError:
                 gone = {"approval_id": ticket.id}
                 raise Refusal(problems.APPROVAL_LAPSED, f"approval {ticket.id} is gone", gone) from None
             except ControlPlaneError as exc:
                 raise Refusal(problems.CONTROL_PLANE_UNAVAILABLE, f"cannot wait for the approval: {exc}") from None
-            if waited.state == "granted" and flow.client_conn.connected:
-                ticket = await self._claim(held)  # uses the grant now, for this request only
-            elif waited.state == "granted":
-                # The agent went away while it waited: leave the grant for its identical retry.
+            if ticket.used_now and not flow.client_conn.connected:
+                # The agent went away while it waited: give the grant back for its identical retry.
+                try:
+                    await asyncio.to_thread(self.control.approval_release, ticket.id, request_id=pending.request_id)
+                except ControlPlaneError:
+                    log.warning("request %s: could not give back approval %s", pending.request_id, ticket.id)
                 raise Refusal(
                     problems.APPROVAL_PENDING, "the agent disconnected before the grant", {"approval_id": ticket.id}
                 )
-            else:
-                ticket = waited
         if ticket.state == "granted" and ticket.used_now:
             return ticket
         extra: dict[str, Any] = {"approval_id": ticket.id, "action": pending.action}

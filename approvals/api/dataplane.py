@@ -55,6 +55,20 @@ class ApprovalClaimView(APIView):
         return Response(claim_data(claim))
 
 
+class ApprovalReleaseView(APIView):
+    """Give a used grant back: the agent went away before its request was sent (its retry may use it)."""
+
+    permission_classes = [IsServiceToken]
+
+    @extend_schema(request=s.ReleaseSerializer, responses={204: None})
+    def post(self, request: Request, approval_id: uuid.UUID) -> Response:
+        data = s.ReleaseSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not services.approval_release(approval_id=approval_id, request_id=data.validated_data["request_id"]):
+            raise NotFound("No grant used by that request.")
+        return Response(status=204)
+
+
 class ApprovalEventRelayView(APIView):
     """Push events for approvals another process changed (the embedded default's worker has no shared layer)."""
 
@@ -114,7 +128,9 @@ async def _wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
     if not form.is_valid():
         return _problem(400, "validation-error", "Invalid input", "Send {timeout: seconds}.")
     timeout = float(form.validated_data["timeout"])
+    request_id = form.validated_data.get("request_id")
     peek = sync_to_async(services.approval_peek)
+    use = sync_to_async(services.approval_use)
     layer = get_channel_layer()
     group = events.approval_group(approval_id)
     channel = await layer.new_channel() if layer is not None else ""
@@ -135,7 +151,12 @@ async def _wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
                     break
                 if message.get("event") in SETTLED_EVENTS:
                     break
-            claim = await peek(approval_id=approval_id)
+            # One round trip less for the held request: the wait itself uses the grant when asked to.
+            claim = await (
+                use(approval_id=approval_id, request_id=request_id) if request_id else peek(approval_id=approval_id)
+            )
+        elif claim.state == ApprovalState.GRANTED and request_id:
+            claim = await use(approval_id=approval_id, request_id=request_id)
     finally:
         if layer is not None:
             await layer.group_discard(group, channel)

@@ -137,7 +137,14 @@ class ClaimSerializer(serializers.Serializer[Any]):
 
 
 class WaitSerializer(serializers.Serializer[Any]):
+    request_id = serializers.UUIDField(
+        required=False, help_text="Use the grant for this request when it comes (else only report the state)."
+    )
     timeout = serializers.FloatField(min_value=0, max_value=WINDOW_MAX_SECONDS)
+
+
+class ReleaseSerializer(serializers.Serializer[Any]):
+    request_id = serializers.UUIDField()
 
 
 class RelaySerializer(serializers.Serializer[Any]):

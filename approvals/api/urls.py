@@ -15,6 +15,11 @@ urlpatterns = [
         dataplane.ApprovalWaitView.as_view(),
         name="dataplane-approval-wait",
     ),
+    path(
+        "dataplane/approvals/<uuid:approval_id>/release/",
+        dataplane.ApprovalReleaseView.as_view(),
+        name="dataplane-approval-release",
+    ),
     path("orgs/<uuid:org_id>/approvals/", v.ApprovalViewSet.as_view({"get": "list"}), name="approval-list"),
     path(
         "orgs/<uuid:org_id>/approvals/<uuid:approval_id>/",

@@ -324,3 +324,23 @@ def test_the_wait_endpoint_reports_the_state_without_using_the_grant(
     assert bad.status_code == 400 and bad["content-type"] == "application/problem+json"
     wrong = client_for(service_token).get(f"/api/v1/dataplane/approvals/{pending['id']}/wait/")
     assert wrong.status_code == 405 and wrong["content-type"] == "application/problem+json"
+
+
+def test_a_wait_for_a_request_uses_the_grant_once_and_a_release_gives_it_back(
+    cast: Cast, approver: Person, service_token: str
+) -> None:
+    session = session_of(cast.alice)
+    first = held(session)
+    pending = claim(service_token, first).json()
+    client_for(approver.token).post(url(cast.alice, pending["id"], "grant"), {}, format="json")
+    used = wait(service_token, pending["id"], {"timeout": 1, "request_id": first["request_id"]}).json()
+    assert (used["state"], used["used_now"]) == ("granted", True)
+    other = wait(service_token, pending["id"], {"timeout": 0, "request_id": str(uuid.uuid4())}).json()
+    assert (other["state"], other["used_now"]) == ("used", False), "one grant, one request"
+
+    release = f"/api/v1/dataplane/approvals/{pending['id']}/release/"
+    wrong = client_for(service_token).post(release, {"request_id": str(uuid.uuid4())}, format="json")
+    assert wrong.status_code == 404
+    given_back = client_for(service_token).post(release, {"request_id": first["request_id"]}, format="json")
+    assert given_back.status_code == 204
+    assert claim(service_token, held(session)).json()["used_now"] is True, "the agent's retry uses it"
