@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from policies.shell_rules import ShellRuleError, ShellRules, shell_rules_parse
+
 
 class ControlPlaneError(Exception):
     """The control plane could not answer; the data plane must fail closed."""
@@ -76,6 +78,7 @@ class SessionContext:
     policies: tuple[dict[str, str], ...]
     egress_mode: str
     egress_allow: tuple[str, ...]
+    shell_policy: ShellRules = ShellRules()  # what the sandbox's mediated shell was told to enforce
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +178,9 @@ class ControlPlane:
                 ),
                 egress_mode=str(egress.get("mode", "open")),
                 egress_allow=tuple(str(a) for a in egress.get("allow", [])),
+                shell_policy=shell_rules_parse(body.get("shell_policy")),
             )
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ShellRuleError) as exc:
             raise ControlPlaneError(f"the session context is malformed ({exc.__class__.__name__})") from None
 
     def bundle(self, *, session_id: str, vault_id: str, credential_id: str) -> Bundle:

@@ -67,3 +67,31 @@ class EgressPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mode} for {self.organization_id}"
+
+
+class ShellMode(models.TextChoices):
+    ENFORCE = "enforce", "Commands matching the rules are blocked (and recorded)"
+    AUDIT = "audit", "Nothing is blocked; commands that would be are recorded"
+
+
+class ShellPolicy(models.Model):
+    """Which commands the mediated shell in an organization's agent sandboxes may run (see policies.shell_rules
+    and runtime/sandbox/shell). One row per organization, made on first change; until then nothing is listed."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="+")
+    mode = models.CharField(max_length=16, choices=ShellMode.choices, default=ShellMode.ENFORCE)
+    deny = models.JSONField(default=list, blank=True, help_text="Bash glob patterns of commands that may not run.")
+    allow = models.JSONField(
+        default=list, blank=True, help_text="When not empty, only commands matching one of these run."
+    )
+    record_allowed = models.BooleanField(
+        default=False, help_text="Record every command that runs in the audit log, not only refused ones."
+    )
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects: models.Manager[ShellPolicy] = ScopedManager(organization="organization")
+
+    def __str__(self) -> str:
+        return f"shell {self.mode} for {self.organization_id}"

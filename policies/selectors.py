@@ -1,17 +1,18 @@
-"""Reading policies and the egress setting, and everything the data plane needs to decide for one session."""
+"""Reading policies, the egress setting and the shell policy, and everything the data plane needs for one session."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from django.db.models import Q, QuerySet
 from django_scopes import scope
 
 from aileron_site.problems import NotFound
 from connectors.models import ConnectorEnablement
-from policies.models import EgressMode, EgressPolicy, Policy
+from policies.models import EgressMode, EgressPolicy, Policy, ShellMode, ShellPolicy
 from tenants.models import Membership, Organization, TeamMembership
 
 
@@ -30,6 +31,14 @@ def egress_get(*, organization: Organization) -> EgressPolicy:
     """The organization's egress setting; an unsaved open one until it is first changed."""
     found = EgressPolicy.objects.filter(organization=organization).first()
     return found if found is not None else EgressPolicy(organization=organization, mode=EgressMode.OPEN, allow=[])
+
+
+def shell_policy_get(*, organization: Organization) -> ShellPolicy:
+    """The organization's shell policy; an unsaved empty one (nothing listed) until it is first changed."""
+    found = ShellPolicy.objects.filter(organization=organization).first()
+    if found is not None:
+        return found
+    return ShellPolicy(organization=organization, mode=ShellMode.ENFORCE, deny=[], allow=[], record_allowed=False)
 
 
 # --- the data plane's view of one agent session --------------------------------------------------------------
@@ -58,6 +67,7 @@ class SessionContext:
     policies: list[Policy]
     egress_mode: str
     egress_allow: list[str] = field(default_factory=list)
+    shell_policy: dict[str, Any] = field(default_factory=dict)  # policies.shell_rules.ShellRules.as_dict()
 
 
 def session_context(*, session_token: str) -> SessionContext:
@@ -91,6 +101,7 @@ def session_context(*, session_token: str) -> SessionContext:
             .order_by("team_id", "created_at", "id")
         )
         egress = egress_get(organization=organization)
+        shell = shell_policy_get(organization=organization)
         credentials = _credentials_for(membership)
     return SessionContext(
         session_id=token.pk,
@@ -106,6 +117,12 @@ def session_context(*, session_token: str) -> SessionContext:
         policies=policies,
         egress_mode=egress.mode,
         egress_allow=list(egress.allow),
+        shell_policy={
+            "mode": shell.mode,
+            "deny": list(shell.deny),
+            "allow": list(shell.allow),
+            "record_allowed": shell.record_allowed,
+        },
     )
 
 

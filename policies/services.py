@@ -1,4 +1,4 @@
-"""Writing organization and team policies and the egress setting. Cedar text is checked by policies.engine."""
+"""Writing policies (Cedar, checked by policies.engine), the egress setting and the shell policy (shell_rules)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from django.utils import timezone
 
 from aileron_site.problems import Conflict, InvalidInput
 from policies.engine import PolicyError, egress_pattern_validate, policy_validate
-from policies.models import EGRESS_MAX_PATTERNS, EgressMode, EgressPolicy, Policy
-from policies.selectors import egress_get
+from policies.models import EGRESS_MAX_PATTERNS, EgressMode, EgressPolicy, Policy, ShellPolicy
+from policies.selectors import egress_get, shell_policy_get
+from policies.shell_rules import ShellRuleError, shell_rules_parse
 from tenants.models import Membership, Organization, Team
 
 
@@ -119,3 +120,25 @@ def egress_set(*, acting: Membership, mode: str, allow: list[str]) -> EgressPoli
     egress.updated_at = timezone.now()
     egress.save()
     return egress
+
+
+@transaction.atomic
+def shell_policy_set(
+    *, acting: Membership, mode: str, deny: list[str], allow: list[str], record_allowed: bool
+) -> ShellPolicy:
+    """Replace the organization's shell policy (patterns kept as given, in order, duplicates dropped).
+
+    Agent sessions started afterwards get it; a running sandbox keeps the policy it was launched with."""
+    try:
+        rules = shell_rules_parse({"mode": mode, "deny": deny, "allow": allow, "record_allowed": record_allowed})
+    except ShellRuleError as exc:
+        raise InvalidInput(str(exc), errors=[{"detail": str(exc), "pointer": exc.pointer}]) from None
+    shell = shell_policy_get(organization=acting.organization)
+    shell.mode = rules.mode
+    shell.deny = list(rules.deny)
+    shell.allow = list(rules.allow)
+    shell.record_allowed = rules.record_allowed
+    shell.updated_by = acting.user
+    shell.updated_at = timezone.now()
+    shell.save()
+    return shell

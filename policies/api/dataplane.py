@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from policies import selectors
-from policies.models import EgressMode
+from policies.models import EgressMode, ShellMode
 from tenants.api.permissions import IsServiceToken
 
 
@@ -37,6 +37,13 @@ class SessionEgressSerializer(serializers.Serializer[Any]):
     allow = serializers.ListField(child=serializers.CharField())
 
 
+class SessionShellPolicySerializer(serializers.Serializer[Any]):
+    mode = serializers.ChoiceField(choices=ShellMode.choices)
+    deny = serializers.ListField(child=serializers.CharField())
+    allow = serializers.ListField(child=serializers.CharField())
+    record_allowed = serializers.BooleanField()
+
+
 class SessionContextSerializer(serializers.Serializer[Any]):
     session_id = serializers.UUIDField()
     user_id = serializers.UUIDField()
@@ -50,6 +57,7 @@ class SessionContextSerializer(serializers.Serializer[Any]):
     credentials = SessionCredentialSerializer(many=True, help_text="At most one per connector.")
     policies = SessionPolicySerializer(many=True, help_text="Enabled: the organization's and the user's teams'.")
     egress = SessionEgressSerializer()
+    shell_policy = SessionShellPolicySerializer(help_text="What the sandbox's mediated shell enforces.")
 
 
 class SessionContextView(APIView):
@@ -73,5 +81,6 @@ class SessionContextView(APIView):
             "credentials": found.credentials,
             "policies": found.policies,
             "egress": {"mode": found.egress_mode, "allow": found.egress_allow},
+            "shell_policy": found.shell_policy,
         }
         return Response(SessionContextSerializer(body).data)

@@ -6,7 +6,16 @@ from typing import Any
 
 from rest_framework import serializers
 
-from policies.models import CEDAR_MAX_CHARS, EGRESS_MAX_PATTERNS, EgressMode, EgressPolicy, Policy
+from policies.models import (
+    CEDAR_MAX_CHARS,
+    EGRESS_MAX_PATTERNS,
+    EgressMode,
+    EgressPolicy,
+    Policy,
+    ShellMode,
+    ShellPolicy,
+)
+from policies.shell_rules import MAX_PATTERNS as SHELL_MAX_PATTERNS
 
 
 class PolicySerializer(serializers.ModelSerializer[Policy]):
@@ -59,4 +68,35 @@ class EgressSerializer(serializers.ModelSerializer[EgressPolicy]):
     class Meta:
         model = EgressPolicy
         fields = ["mode", "allow", "updated_at"]
+        read_only_fields = ["updated_at"]
+
+
+def _shell_patterns(help_text: str) -> serializers.ListField:
+    # Blank and odd patterns get through here so that policies.shell_rules names the field and the reason.
+    return serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        max_length=SHELL_MAX_PATTERNS,
+        allow_empty=True,
+        required=False,
+        default=list,
+        help_text=help_text,
+    )
+
+
+class ShellPolicySerializer(serializers.ModelSerializer[ShellPolicy]):
+    mode = serializers.ChoiceField(
+        choices=ShellMode.choices,
+        help_text="enforce: matching commands are blocked; audit: they run, and what would be blocked is recorded.",
+    )
+    deny = _shell_patterns(
+        'Bash glob patterns matched against the command line as bash prints it ($BASH_COMMAND), e.g. "rm -rf *".'
+    )
+    allow = _shell_patterns("When not empty, a command must match one of these (shell syntax and a few builtins pass).")
+    record_allowed = serializers.BooleanField(
+        required=False, default=False, help_text="Record every command that runs, not only the refused ones."
+    )
+
+    class Meta:
+        model = ShellPolicy
+        fields = ["mode", "deny", "allow", "record_allowed", "updated_at"]
         read_only_fields = ["updated_at"]

@@ -18,4 +18,9 @@ urlpatterns = [
         name="policy-detail",
     ),
     path("orgs/<uuid:org_id>/egress/", v.EgressViewSet.as_view({"get": "retrieve", "put": "update"}), name="egress"),
+    path(
+        "orgs/<uuid:org_id>/shell-policy/",
+        v.ShellPolicyViewSet.as_view({"get": "retrieve", "put": "update"}),
+        name="shell-policy",
+    ),
 ]

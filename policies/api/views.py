@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from aileron_site.problems import NotFound
 from policies import selectors, services
 from policies.api import serializers as s
-from policies.models import EgressPolicy, Policy
+from policies.models import EgressPolicy, Policy, ShellPolicy
 from tenants import selectors as tenant_selectors
 from tenants.api.views import ORDER_BY_CREATED, OrgScopedViewSet
 from tenants.models import Team
@@ -93,3 +93,25 @@ class EgressViewSet(OrgScopedViewSet):
             acting=self.membership, mode=data.validated_data["mode"], allow=data.validated_data.get("allow", [])
         )
         return Response(s.EgressSerializer(egress).data)
+
+
+class ShellPolicyViewSet(OrgScopedViewSet):
+    serializer_class = s.ShellPolicySerializer
+    queryset = ShellPolicy.objects.none()  # for the schema's path parameters only
+    permission_map = {"retrieve": Perm.ORG_VIEW, "update": Perm.POLICY_MANAGE}
+    pagination_class = None
+
+    def retrieve(self, request: Request, org_id: uuid.UUID) -> Response:
+        return Response(s.ShellPolicySerializer(selectors.shell_policy_get(organization=self.organization)).data)
+
+    def update(self, request: Request, org_id: uuid.UUID) -> Response:
+        data = s.ShellPolicySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        shell = services.shell_policy_set(
+            acting=self.membership,
+            mode=data.validated_data["mode"],
+            deny=data.validated_data.get("deny", []),
+            allow=data.validated_data.get("allow", []),
+            record_allowed=data.validated_data.get("record_allowed", False),
+        )
+        return Response(s.ShellPolicySerializer(shell).data)

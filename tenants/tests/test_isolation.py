@@ -15,7 +15,7 @@ from django_scopes import scope, scopes_disabled
 from approvals.services import HeldRequest, approval_claim, approval_rule_create
 from audit.tests.factories import record_stored
 from conftest import Cast, Person, client_for, give_keys, make_vault
-from policies.services import policy_create
+from policies.services import policy_create, shell_policy_set
 from tenants import services
 from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
 from tests.urlwalk import api_routes, methods_of
@@ -44,6 +44,8 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
             acting=person.membership, team=None, name="P", cedar="forbid(principal, action, resource);"
         )
         rule = approval_rule_create(organization=org, action="stripe.*")
+        shell_rule = f"rm -rf /{org.slug}-only-*"
+        shell_policy_set(acting=person.membership, mode="enforce", deny=[shell_rule], allow=[], record_allowed=False)
         approval = approval_claim(
             held=HeldRequest(
                 session_id=session.pk,
@@ -81,6 +83,7 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
             "policy_id": str(policy.pk),
             "approval_id": str(approval.pk),
             "rule_id": str(rule.pk),
+            "shell_rule": shell_rule,  # not a URL id: a value that must not show through another organization
             "name": "github",  # a connector: installed server-wide, enabled per team
         },
     )
