@@ -21,6 +21,7 @@ class AuditKind(models.TextChoices):
     CREDENTIALED = "credentialed", "Credentialed (a credential was injected)"
     EGRESS = "egress", "Egress (allowed without a credential)"
     REFUSED = "refused", "Refused by the proxy"
+    SHELL = "shell", "A command the sandbox's mediated shell ran or refused"
 
 
 class AuditDecision(models.TextChoices):

@@ -18,7 +18,7 @@ MAX_RECORDS_PER_BATCH = 1000
 MAX_ARGS_BYTES = 64 * 1024
 MAX_APPROVERS = 10
 
-KINDS = ("credentialed", "egress", "refused")
+KINDS = ("credentialed", "egress", "refused", "shell")
 DECISIONS = ("allow", "deny", "approval_required", "error")
 PHASES = ("attempt", "outcome")
 
