@@ -41,7 +41,7 @@ from mitmproxy.proxy import context, server_hooks
 from connectors.identify import Catalog, Identified
 from connectors.matcher import Refused
 from connectors.package import Action, Connector
-from dataplane import problems, session_ca
+from dataplane import problems, session_ca, shell_audit
 from dataplane.control import (
     ApprovalTicket,
     ControlPlane,
@@ -60,7 +60,7 @@ from vaults import crypto
 
 log = logging.getLogger("aileron.proxy")
 
-CA_HOST = "aileron.proxy"  # http://aileron.proxy/ca.pem through the proxy: the session's CA certificate
+CA_HOST = "aileron.proxy"  # http://aileron.proxy/ca.pem: the session's CA; /shell-audit: dataplane.shell_audit
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 # Auth an agent might attach; all of it is removed before a credential is injected.
@@ -316,6 +316,13 @@ class AileronProxy:
         try:
             if tunnel is None:
                 if flow.request.scheme == "http" and _norm_host(flow.request.pretty_host) == CA_HOST:
+                    if flow.request.path.split("?", 1)[0] == shell_audit.PATH:
+                        # the sandbox's mediated shell reporting a command it ran or refused
+                        token = _proxy_token(flow.request.headers.get("proxy-authorization", ""))
+                        await shell_audit.serve(
+                            flow, token=token, sessions=self.sessions, spool=self.spool, request_id=request_id
+                        )
+                        return
                     await self._serve_ca(flow)
                     return
                 raise Refusal(problems.HTTPS_ONLY, "plain HTTP is not forwarded; use https:// through CONNECT")
