@@ -269,9 +269,11 @@ def approval_peek(*, approval_id: uuid.UUID) -> Claim:
         return Claim(approval=approval, state=approval.state, approvers=_voters(approval))
 
 
-def approval_use(*, approval_id: uuid.UUID, request_id: uuid.UUID) -> Claim:
+def approval_use(*, approval_id: uuid.UUID, request_id: uuid.UUID, announce: bool = True) -> Claim:
     """After a wait: use the grant for the request that asked for this approval (whose exact-request hash
-    matched it at claim time), or say the state. A grant another identical request took first reads "used"."""
+    matched it at claim time), or say the state. A grant another identical request took first reads "used".
+
+    `announce=False` leaves the "used" event to the caller (the wait view pushes it after it has answered)."""
     now = timezone.now()
     with scopes_disabled():
         approval = Approval.objects.filter(pk=approval_id).prefetch_related("decisions").first()
@@ -281,7 +283,8 @@ def approval_use(*, approval_id: uuid.UUID, request_id: uuid.UUID) -> Claim:
             with transaction.atomic():
                 if _consume(approval, now=now, request_id=request_id):
                     approval.refresh_from_db()
-                    events.publish(approval, "used")
+                    if announce:
+                        events.publish(approval, "used")
                     return Claim(approval, ApprovalState.GRANTED, used_now=True, approvers=_voters(approval))
             approval.refresh_from_db()
         if approval.state in (ApprovalState.PENDING, ApprovalState.GRANTED) and approval.expires_at <= now:

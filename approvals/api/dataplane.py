@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -115,7 +118,7 @@ class ApprovalWaitView(View):
 
 
 async def _wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
-    kind = await sync_to_async(_token_kind)(request.headers.get("authorization", ""))
+    kind = await sync_to_async(_released(_token_kind))(request.headers.get("authorization", ""))
     if kind is None:
         return _problem(401, "not-authenticated", "Not authenticated", "This endpoint needs the service token.")
     if kind != "svc":
@@ -129,8 +132,8 @@ async def _wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
         return _problem(400, "validation-error", "Invalid input", "Send {timeout: seconds}.")
     timeout = float(form.validated_data["timeout"])
     request_id = form.validated_data.get("request_id")
-    peek = sync_to_async(services.approval_peek)
-    use = sync_to_async(services.approval_use)
+    peek = sync_to_async(_released(services.approval_peek))
+    use = sync_to_async(_released(functools.partial(services.approval_use, announce=False)))
     layer = get_channel_layer()
     group = events.approval_group(approval_id)
     channel = await layer.new_channel() if layer is not None else ""
@@ -160,4 +163,32 @@ async def _wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
     finally:
         if layer is not None:
             await layer.group_discard(group, channel)
+    if claim.used_now:
+        # The held request goes upstream as soon as this answer arrives; people's screens learn of it after.
+        task = asyncio.get_running_loop().create_task(_announce_used(claim.approval.pk))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
     return JsonResponse(claim_data(claim))
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+async def _announce_used(approval_id: uuid.UUID) -> None:
+    await asyncio.sleep(0)  # let the answer go out first
+    await sync_to_async(_released(events.publish_now))(approval_id, "used")
+
+
+def _released[T](function: Callable[..., T]) -> Callable[..., T]:
+    """Run `function`, then give the database connection back: a wait may last minutes, and 50 held requests
+    must not hold 50 of the pool's connections while nothing happens."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> T:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if not connection.in_atomic_block:  # (a test's transaction keeps its connection)
+                connection.close()
+
+    return call
