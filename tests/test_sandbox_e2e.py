@@ -11,6 +11,7 @@ import io
 import json
 import os
 import select
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -216,9 +217,11 @@ def test_a_scripted_agent_reaches_github_only_through_the_proxy_and_holds_no_cre
     world: World, proxy_socket: Path, sandbox: tuple[Backend, str], tmp_path: Path
 ) -> None:
     backend, image = sandbox
+    if backend.name == "netns" and shutil.which("gh") is None:
+        pytest.skip("the netns sandbox shows this host's tools, and gh is not installed (Debian package gh)")
     mark = len(world.upstream.received)
     ran = run_agent(world, backend, image, AGENT_SCRIPT, proxy_socket=proxy_socket, workdir=writable_workdir(tmp_path))
-    if ran.lines("STEP gh ") == ["missing"]:
+    if ran.lines("STEP gh ") == ["missing"]:  # the base image is ours: it must have gh
         pytest.fail(f"the {backend.name} sandbox ({image or 'the host'}) has no gh CLI: " + ran.output[-500:])
     assert_github_got_the_injected_credential(world, mark, ran, gh=True)
     assert_the_agent_held_no_credential(world, ran)
