@@ -372,6 +372,8 @@ declare -n home=HOME
         f"{sys.executable} -c 'import shutil; shutil.rmtree(\"precious\")'",
         "/bin/sh -c 'rm -rf precious'" if Path("/bin/sh").resolve().name != "bash" else "",
         "cp /bin/rm ./del && ./del -rf precious",
+        "rm -fr precious",
+        "x=rm; $x -rf precious",
     ],
 )
 def test_a_program_that_runs_a_command_without_bash_is_not_stopped(sandbox: Sandbox, bypass: str) -> None:
