@@ -29,6 +29,7 @@ from aileron_cli.client import ApiClient, CliError
 from aileron_cli.ptyrelay import Decide, Held, PtyRelay
 from aileron_cli.sessions import SessionOpened
 from connectors.package import Connector
+from runtime.sandbox.contract import CA_FILE_ENV, PLACEHOLDER_ENV
 from runtime.sandbox.local_backend import LocalBackend
 from runtime.sandbox.spec import Backend, SandboxSpec
 
@@ -47,17 +48,6 @@ _SECRET_ENV = (
     "SLACK_TOKEN",
     "LINEAR_API_KEY",
 )
-# Which environment variable each connector's SDK or CLI reads its key from: it gets the connector's placeholder.
-_PLACEHOLDER_ENV = {
-    "openai": ("OPENAI_API_KEY",),
-    "anthropic": ("ANTHROPIC_API_KEY",),
-    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-    "github": ("GH_TOKEN", "GITHUB_TOKEN"),
-    "stripe": ("STRIPE_API_KEY",),
-    "slack": ("SLACK_TOKEN",),
-    "linear": ("LINEAR_API_KEY",),
-}
-CA_FILE_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO")
 
 
 @dataclass(frozen=True)
@@ -113,7 +103,7 @@ def agent_environment(
     for name in CA_FILE_ENV:
         env[name] = str(ca_file)
     for connector in connectors:
-        for name in _PLACEHOLDER_ENV.get(connector.name, ()):
+        for name in PLACEHOLDER_ENV.get(connector.name, ()):
             env[name] = connector.auth.placeholder
     return env
 
@@ -141,9 +131,11 @@ def launch_unsandboxed(
     warn: Callable[[str], None],
     decide: Decide | None = None,
     follow: Callable[[Callable[[dict[str, Any]], None]], None] | None = None,
+    record: Callable[[SessionOpened, dict[str, Any]], Callable[[], None]] | None = None,
 ) -> int:
     opened = open_session()
     folder = Path(tempfile.mkdtemp(prefix="aileron-session-"))
+    forget = record(opened, {"sandbox": "none", "image": "", "tier": "none"}) if record else (lambda: None)
     try:
         os.chmod(folder, 0o700)
         ca_file = folder / "session-ca.pem"
@@ -165,6 +157,7 @@ def launch_unsandboxed(
         )
         return run_on_pty(LocalBackend(), spec, decide=decide, follow=follow, session_id=opened.session_id)
     finally:
+        forget()
         shutil.rmtree(folder, ignore_errors=True)
         end_session(opened)
 
@@ -254,3 +247,114 @@ def terminal_size() -> tuple[int, int]:
     except OSError:
         return 24, 80
     return size.lines, size.columns
+
+
+# --- the sandboxes: docker and netns ------------------------------------------------------------------------
+
+KNOWN_AGENTS = ("claude", "codex")
+PROXY_PORT_INSIDE = 3128  # the agent's HTTPS_PROXY, on the sandbox's own loopback
+
+
+def agent_argv(command: list[str], *, hint_file: str) -> list[str]:
+    """The agent command as run in the sandbox. Known agents get the system-prompt hint their own way; any
+    other command runs as given (and finds the hint at $AILERON_HINT_FILE)."""
+    if command and command[0] == "claude":
+        # Claude Code: the hint joins its system prompt; the rest (a prompt, flags) is the user's.
+        return ["bash", "-c", f'exec claude --append-system-prompt "$(cat {hint_file})" "$@"', "claude", *command[1:]]
+    return list(command)
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """What `aileron launch` decided before opening a session: nothing here holds a secret."""
+
+    backend: str
+    image: str
+    tier: str
+    mediation: str
+    approval_surface: str
+    project: Path
+
+
+def launch_sandboxed(
+    *,
+    plan: SandboxPlan,
+    backend: Backend,
+    argv: list[str],
+    proxy: Proxy,
+    open_session: Callable[[], SessionOpened],
+    end_session: Callable[[SessionOpened], None],
+    connectors: list[Connector],
+    manifest_json: bytes,
+    hint: str,
+    shell_policy: dict[str, Any] | None,
+    warn: Callable[[str], None],
+    decide: Decide,
+    follow: Callable[[Callable[[dict[str, Any]], None]], None] | None,
+    record: Callable[[SessionOpened, dict[str, Any]], Callable[[], None]],
+) -> int:
+    """The startup sequence after the user is known: session (attested, key delivered), relay to the proxy,
+    the runtime contract, the sandbox on a PTY this process owns; then the session ends and its keys are wiped."""
+    from runtime.sandbox import contract
+    from runtime.sandbox.backends import SandboxError
+    from runtime.sandbox.relay import HostRelay
+    from runtime.sandbox.shell import shell_argv, shell_files
+
+    opened = open_session()
+    folder = Path(tempfile.mkdtemp(prefix="aileron-sandbox-"))
+    relay: HostRelay | None = None
+    forget: Callable[[], None] = lambda: None  # noqa: E731
+    try:
+        os.chmod(folder, 0o700)
+        relay = HostRelay(folder / "proxy.sock", proxy.host, proxy.port)
+        relay.start()
+        ca = fetch_session_ca(proxy, opened.token)
+        env, files = contract.contract(
+            token=opened.token,
+            session_id=opened.session_id,
+            session_ca_pem=ca,
+            manifest_json=manifest_json,
+            hint=hint,
+            connectors=connectors,
+            proxy_port_inside=PROXY_PORT_INSIDE,
+            sandbox=plan.backend,
+        )
+        env["TERM"] = os.environ.get("TERM", "xterm-256color")
+        command = agent_argv(argv, hint_file=contract.HINT)
+        if plan.mediation != "off":
+            files.update(shell_files(shell_policy, session_id=opened.session_id))
+            command = shell_argv(command)
+        rows, columns = terminal_size()
+        spec = SandboxSpec(
+            image=plan.image,
+            argv=command,
+            env=env,
+            files=files,
+            workdir=plan.project,
+            proxy_socket=relay.socket_path,
+            proxy_port_inside=PROXY_PORT_INSIDE,
+            rows=rows,
+            columns=columns,
+            name=opened.session_id[:12],
+        )
+        warn(f"aileron: session {opened.session_id} in a {plan.backend} sandbox ({plan.image or 'host root'})")
+        forget = record(opened, {"sandbox": plan.backend, "image": plan.image, "tier": plan.tier})
+        try:
+            running = backend.start(spec)
+        except SandboxError as exc:
+            raise CliError(str(exc)) from None
+        for note in getattr(running, "notes", []):
+            warn(f"aileron: {note}")
+        try:
+            relay_ = PtyRelay(running, decide=decide)
+            if follow is not None and plan.approval_surface in ("terminal", "both"):
+                approvals_feed(relay_, session_id=opened.session_id, follow=follow)
+            return relay_.run()
+        finally:
+            running.stop()
+    finally:
+        forget()
+        if relay is not None:
+            relay.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+        end_session(opened)

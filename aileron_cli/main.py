@@ -6,6 +6,8 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -237,6 +239,7 @@ def status(server: str | None, as_json: bool) -> None:
         "service": health,
         "login": who,
         "dataplane": _dataplane_probe(),
+        "sessions": live_sessions(),
     }
     if as_json:
         emit_json(report)
@@ -267,6 +270,10 @@ def status(server: str | None, as_json: bool) -> None:
         )
         for membership in who.get("memberships", []):
             table.add_row("", f"{membership['slug']}: {membership['role']}")
+    sessions = report["sessions"]
+    table.add_row("agents", f"{len(sessions)} live session(s) launched here" if sessions else "none running here")
+    for s in sessions:
+        table.add_row("", f"{s['session_id'][:8]} {s.get('agent', '')} in {s.get('sandbox', 'none')}")
     console.print(table)
 
 
@@ -622,47 +629,194 @@ def session_start(name: str, minutes: int, as_json: bool) -> None:
 )
 @click.option("--name", default=None, help="The agent's name in audit and approvals [default: the command].")
 @click.option("--minutes", type=click.IntRange(1, 1440), default=720, show_default=True, help="Session lifetime.")
+@click.option(
+    "--dir",
+    "project",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=".",
+    help="The project: mounted at /workspace; its .devcontainer/devcontainer.json picks the image [default: .].",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @fail_cleanly
-def launch(sandbox: str, proxy_text: str, name: str | None, minutes: int, command: tuple[str, ...]) -> None:
-    """Run an agent COMMAND through Aileron: `aileron launch --sandbox none -- CMD ARGS...`."""
+def launch(
+    sandbox: str, proxy_text: str, name: str | None, minutes: int, project: Path, command: tuple[str, ...]
+) -> None:
+    """Run an agent through Aileron: `aileron launch claude "fix the flaky test"`, or any command
+    (`aileron launch -- ./agent.sh`). Its held requests are asked in this terminal."""
     from aileron_cli import launch as launching
     from aileron_cli.sessions import session_open
 
-    if sandbox != "none":
-        raise CliError(
-            f"the {sandbox} sandbox is not available in this version; `--sandbox none` runs the agent unsandboxed",
-            exit_code=2,
-        )
     proxy = launching.Proxy.parse(proxy_text)
+    argv = list(command)
+    plan = _sandbox_plan(sandbox, project.resolve()) if sandbox != "none" else None
     socket_path = _key_socket()
     if not socket_path.exists():
         raise CliError(f"no data plane key channel at {socket_path} (is `aileron service` running here?)")
     login = require_login()
     passphrase = read_passphrase()
-    argv = list(command)
     with _logged_in_api() as api:
         identity = _identity(api, login)
-        code = launching.launch_unsandboxed(
-            argv=argv,
-            proxy=proxy,
-            open_session=lambda: session_open(
+        org = identity.organization_id
+
+        def open_session() -> Any:
+            return session_open(
                 api,
                 identity,
                 passphrase=passphrase,
                 name=name or Path(argv[0]).name,
                 minutes=minutes,
                 socket_path=socket_path,
-            ),
-            end_session=lambda opened: launching.end_session(api, identity.organization_id, socket_path, opened),
-            connectors=_connectors(),
-            warn=lambda line: err_console.print(line, markup=False),
-            decide=lambda approval_id, verb, reason: _decide_here(
-                api, identity.organization_id, approval_id, verb, reason
-            ),
-            follow=lambda handle: _follow_approvals(login, identity.organization_id, handle),
-        )
+            )
+
+        def end(opened: Any) -> None:
+            launching.end_session(api, org, socket_path, opened)
+
+        def decide(approval_id: str, verb: str, reason: str) -> str:
+            return _decide_here(api, org, approval_id, verb, reason)
+
+        def follow(handle: Any) -> None:
+            _follow_approvals(login, org, handle)
+
+        warn = _warn_line
+        if plan is None:
+            code = launching.launch_unsandboxed(
+                argv=argv,
+                proxy=proxy,
+                open_session=open_session,
+                end_session=end,
+                connectors=_connectors(),
+                warn=warn,
+                decide=decide,
+                follow=follow,
+                record=lambda opened, about: _record_session(opened, argv, about),
+            )
+        else:
+            from connectors.registry import manifest
+            from runtime.sandbox import backends
+
+            found = _connectors()
+            policy = api.get(f"/api/v1/orgs/{org}/shell-policy/")
+            if plan.mediation == "off" and isinstance(policy, dict) and policy.get("mode") == "enforce":
+                warn("aileron: the organization enforces its shell policy: `mediation: off` is not applied")
+                plan = replace(plan, mediation="default")
+            code = launching.launch_sandboxed(
+                plan=plan,
+                backend=backends.get(plan.backend),
+                argv=argv,
+                proxy=proxy,
+                open_session=open_session,
+                end_session=end,
+                connectors=found,
+                manifest_json=(json.dumps(manifest(found), indent=2, sort_keys=True) + "\n").encode(),
+                hint=_hint(found),
+                shell_policy=policy if isinstance(policy, dict) else None,
+                warn=warn,
+                decide=decide,
+                follow=follow,
+                record=lambda opened, about: _record_session(opened, argv, about),
+            )
     sys.exit(code)
+
+
+def _warn_line(line: str) -> None:
+    err_console.print(line, markup=False)
+
+
+def _sandbox_plan(name: str, project: Path) -> Any:
+    """Check the backend and resolve the image before anything is unlocked: a one-line error otherwise."""
+    from aileron_cli.launch import SandboxPlan
+    from runtime.sandbox import backends
+    from runtime.sandbox.devcontainer import load_config, resolve_image
+    from runtime.sandbox.image import ImageError, base_image_tag, engine, local_image
+
+    backend = backends.get(name)
+    reason = backend.available()
+    if reason is not None:
+        raise CliError(f"the {name} sandbox is not available here: {reason}", exit_code=2)
+    try:
+        config = load_config(project)
+        if name == "docker":
+            client = engine()
+            if local_image(client, base_image_tag()) is None:
+                raise CliError(f"the base image {base_image_tag()} is not built: run `aileron sandbox build-base`")
+            image = resolve_image(config, client, _warn_line).ref
+        else:
+            image = ""  # netns: a read-only view of this host's own system
+            if config.source is not None and config.tier != "base":
+                _warn_line(f"aileron: the netns sandbox uses this host's system; {config.source}'s image is for docker")
+    except ImageError as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    return SandboxPlan(
+        backend=name,
+        image=image,
+        tier=config.tier,
+        mediation=config.mediation,
+        approval_surface=config.approval_surface,
+        project=project,
+    )
+
+
+def _hint(found: list[Any]) -> str:
+    shims = [c.name for c in found if c.name in ("github", "slack", "linear", "stripe")]
+    return HINT.format(systems=", ".join(c.name for c in found), shims=", ".join(f"`{n}`" for n in shims))
+
+
+def _sessions_dir() -> Path:
+    from aileron_site.config import load
+
+    return load().home / "run" / "sessions"
+
+
+def _record_session(opened: Any, argv: list[str], about: dict[str, Any]) -> Any:
+    """A note of the live session for `aileron session info` and `aileron status` (no secret in it)."""
+    folder = _sessions_dir()
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / f"{opened.session_id}.json"
+    note = {
+        "session_id": opened.session_id,
+        "expires_at": opened.expires_at,
+        "agent": Path(argv[0]).name if argv else "",
+        "command": argv[:1],
+        "pid": os.getpid(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **about,
+    }
+    path.write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
+    return lambda: path.unlink(missing_ok=True)
+
+
+def live_sessions() -> list[dict[str, Any]]:
+    """This machine's sessions whose `aileron launch` is still running."""
+    found = []
+    folder = _sessions_dir()
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            note = json.loads(path.read_text(encoding="utf-8"))
+            os.kill(int(note["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)  # its launcher is gone
+            continue
+        found.append(note)
+    return found
+
+
+@session.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@fail_cleanly
+def session_info(as_json: bool) -> None:
+    """The live sessions `aileron launch` runs on this machine: agent, sandbox, image, since when."""
+    sessions = live_sessions()
+    if as_json:
+        emit_json(sessions)
+        return
+    if not sessions:
+        console.print("No live session on this machine.")
+        return
+    for s in sessions:
+        console.print(
+            f"{s['session_id']}  {s.get('agent', '')}  sandbox {s.get('sandbox', 'none')}"
+            f"  image {s.get('image') or '-'}  since {s.get('started_at', '')}  until {str(s.get('expires_at'))[:19]}"
+        )
 
 
 def _decide_here(api: Any, organization_id: str, approval_id: str, verb: str, reason: str) -> str:

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.docker_engine import base_image as base_image
+from tests.docker_engine import docker_client as docker_client
 from tests.proxy_world import World, proxy_world
 from tests.service import BIN
 
@@ -37,6 +39,18 @@ print(f"AGENT-GOT [{line}]", flush=True)
 """
 
 
+# The same agent for the sandboxes, in bash and curl (both in the base image; netns sees this host's).
+AGENT_SH = r"""
+echo "agent: pretending to answer the prompt myself"
+printf 'g\r\ng\r\n'
+printf 'g\r\n' > /dev/tty
+curl -sS -o /dev/null -w 'REFUND-DONE %{http_code}\n' -X POST https://api.stripe.com/v1/refunds \
+  -d charge=ch_box -d amount=77
+IFS= read -r line
+echo "AGENT-GOT [$line]"
+"""
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     if shutil.which("tmux") is None:
@@ -52,24 +66,27 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 class Tmux:
+    """A tmux server of its own (-L): a shared server would run new sessions with its own, older environment."""
+
     def __init__(self, name: str) -> None:
         self.name = name
+        self.base = ["tmux", "-L", name]
 
     def start(self, command: str, env: dict[str, str]) -> None:
         subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.name, "-x", "200", "-y", "50", command],
+            [*self.base, "new-session", "-d", "-s", self.name, "-x", "200", "-y", "50", command],
             env=env,
             check=True,
         )
 
     def screen(self) -> str:
         result = subprocess.run(
-            ["tmux", "capture-pane", "-p", "-J", "-S", "-200", "-t", self.name], capture_output=True, text=True
+            [*self.base, "capture-pane", "-p", "-J", "-S", "-200", "-t", self.name], capture_output=True, text=True
         )
-        return result.stdout
+        return result.stdout + (f"\n[tmux: {result.stderr.strip()}]" if result.returncode else "")
 
     def keys(self, *keys: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+        subprocess.run([*self.base, "send-keys", "-t", self.name, *keys], check=True)
 
     def wait_for(self, text: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
@@ -81,7 +98,7 @@ class Tmux:
         raise AssertionError(f"{text!r} never appeared; the terminal shows:\n{self.screen()}")
 
     def kill(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run([*self.base, "kill-server"], capture_output=True)
 
 
 def approvals(world: World) -> list[dict[str, Any]]:
@@ -94,20 +111,57 @@ def test_the_approval_prompt_appears_in_the_launching_terminal_and_only_the_user
 ) -> None:
     agent = tmp_path / "agent.py"
     agent.write_text(AGENT, encoding="utf-8")
-    done = tmp_path / "exit-code"
+    run_in_tmux(world, tmp_path, "none", [sys.executable, str(agent)], charge="ch_pty")
+
+
+@pytest.mark.parametrize("sandbox", ["docker", "netns"])
+def test_inside_a_sandbox_the_prompt_is_the_launchers_too(
+    world: World, tmp_path: Path, sandbox: str, request: pytest.FixtureRequest
+) -> None:
+    if sandbox == "docker":
+        request.getfixturevalue("base_image")
+    elif shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed (apt-get install bubblewrap): the netns sandbox needs it")
+    project = tmp_path / "project"
+    project.mkdir()
+    project.chmod(0o755)
+    (project / "agent.sh").write_text(AGENT_SH, encoding="utf-8")
+    (project / "agent.sh").chmod(0o755)
+    run_in_tmux(
+        world,
+        project,
+        sandbox,
+        ["bash", "/workspace/agent.sh"],  # the project is the sandbox's /workspace
+        charge="ch_box",
+    )
+
+
+def run_in_tmux(world: World, folder: Path, sandbox: str, command: list[str], *, charge: str) -> None:
+    done = folder / "exit-code"
     env = {**world.service.env, "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}", "TERM": "xterm"}
     launch = shlex.join(
-        [str(BIN / "aileron"), "launch", "--sandbox", "none", "--name", "pty-agent", "--", sys.executable, str(agent)]
+        [
+            str(BIN / "aileron"),
+            "launch",
+            "--sandbox",
+            sandbox,
+            "--dir",
+            str(folder),
+            "--name",
+            f"pty-{sandbox}",
+            "--",
+            *command,
+        ]
     )
-    tmux = Tmux(f"aileron-pty-{int(time.time() * 1000)}")
+    tmux = Tmux(f"aileron-pty-{sandbox}-{int(time.time() * 1000)}")
     mark = len(world.upstream.received)
-    tmux.start(f"{launch}; echo $? > {shlex.quote(str(done))}; sleep 60", env)
+    tmux.start(f"cd {shlex.quote(str(folder))}; {launch}; echo $? > {shlex.quote(str(done))}; sleep 120", env)
     try:
-        screen = tmux.wait_for("waiting for approval")
-        assert "stripe.create-refund" in screen and '"charge": "ch_pty"' in screen
+        screen = tmux.wait_for("waiting for approval", timeout=90)
+        assert "stripe.create-refund" in screen and f'"charge": "{charge}"' in screen
         # The agent printed "g" and wrote it to its terminal: nothing was decided by that.
         time.sleep(1.0)
-        held = [a for a in approvals(world) if a["args"].get("charge") == "ch_pty"]
+        held = [a for a in approvals(world) if a["args"].get("charge") == charge and a["state"] != "granted"]
         assert [a["state"] for a in held] == ["pending"]
         assert world.received_since(mark) == []
 
@@ -119,12 +173,12 @@ def test_the_approval_prompt_appears_in_the_launching_terminal_and_only_the_user
         deadline = time.monotonic() + 30
         while not done.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert done.read_text().strip() == "0"
+        assert done.read_text().strip() == "0", tmux.screen()
     finally:
         tmux.kill()
     got = world.received_since(mark)
     assert [(r.method, r.path) for r in got] == [("POST", "/v1/refunds")]
     assert got[0].headers["authorization"] == f"Bearer {world.canaries['stripe'].decode()}"
-    final = next(a for a in approvals(world) if a["args"].get("charge") == "ch_pty")
-    assert final["state"] == "granted" and [d["approver"] for d in final["decisions"]] == ["alice@example.com"]
-    assert json.dumps(final).count("ch_pty") >= 1
+    final = next(a for a in approvals(world) if a["args"].get("charge") == charge and a["state"] == "granted")
+    assert [d["approver"] for d in final["decisions"]] == ["alice@example.com"]
+    assert final["requester_email"] == "alice@example.com" and json.dumps(final).count(charge) >= 1
