@@ -42,6 +42,7 @@ bench: setup
 	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { echo "make: the proxy bench needs nginx (apt-get install -y nginx-light)" >&2; exit 1; }
 	$(PY) bench/proxy_bench.py $(BENCH_ARGS)
 	$(PY) bench/approval_bench.py
+	$(PY) bench/launch_bench.py
 	$(PY) bench/policy_bench.py
 	$(PY) bench/vault_bench.py
 	@if [ -f .cache/octokit/api.github.com.json ]; then $(PY) bench/match_bench.py; \

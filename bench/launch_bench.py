@@ -1,0 +1,144 @@
+"""Time from `aileron launch` to the agent's first command (issue #7), per sandbox backend, cold and warm.
+
+    .venv/bin/python bench/launch_bench.py [--runs 5] [--backends none,netns,docker] [--json]
+
+One real `aileron service` (tests/proxy_world.py: a user with a personal token, connectors, credentials). Each
+run is the whole startup sequence a user waits for: the CLI starts, checks the backend and the image, unlocks
+the passphrase (Argon2id), has the data plane attest itself, delivers the sealed key, mints the session and its
+CA, starts the relay and the sandbox, and the agent's first command (`echo FIRST-COMMAND`) prints. The clock
+stops when that line reaches the launching process's output, and the session is ended as usual afterwards.
+
+    cold    the first run after dropping the kernel's page cache (root only; else said so and skipped), so
+            the image's and the CLI's files come from disk
+    warm    the median of the following runs
+
+The `--sandbox none` row is the same sequence without a sandbox: the difference is what the sandbox costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.proxy_world import World, proxy_world  # noqa: E402
+from tests.service import BIN  # noqa: E402
+
+MARK = "FIRST-COMMAND"
+
+
+def drop_caches() -> bool:
+    try:
+        subprocess.run(["sync"], check=True)  # noqa: S607
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def one_launch(world: World, backend: str, project: Path) -> float:
+    env = {**world.service.env, "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}", "TERM": "dumb"}
+    argv = [str(BIN / "aileron"), "launch", "--sandbox", backend, "--dir", str(project), "--name", "bench"]
+    argv += ["--", "bash", "-c", f"echo {MARK}"]
+    started = time.perf_counter()
+    process = subprocess.Popen(  # noqa: S603
+        argv, env=env, cwd=project, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None  # noqa: S101
+    seen = b""
+    elapsed = None
+    while True:
+        chunk = os.read(process.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        seen += chunk
+        if elapsed is None and MARK.encode() in seen:
+            elapsed = time.perf_counter() - started
+    _, err = process.communicate(timeout=60)
+    if process.returncode != 0 or elapsed is None:
+        raise SystemExit(f"bench: launch --sandbox {backend} failed ({process.returncode}): {err.decode()[-500:]}")
+    return elapsed
+
+
+def measure(world: World, backend: str, runs: int, project: Path, *, cold: bool) -> dict[str, Any]:
+    cold_ok = cold and drop_caches()
+    first = one_launch(world, backend, project)
+    warm = [one_launch(world, backend, project) for _ in range(runs)]
+    return {
+        "backend": backend,
+        "cold_s": round(first, 3) if cold_ok else None,
+        "first_s": round(first, 3),
+        "warm_median_s": round(statistics.median(warm), 3),
+        "warm_min_s": round(min(warm), 3),
+        "warm_max_s": round(max(warm), 3),
+        "runs": runs,
+    }
+
+
+def available(backend: str) -> str | None:
+    if backend == "netns" and shutil.which("bwrap") is None:
+        return "bubblewrap is not installed"
+    if backend == "docker":
+        from tests.docker_engine import docker_available
+
+        reason = docker_available()
+        if reason:
+            return reason
+        from runtime.sandbox.image import base_image_tag, engine, local_image
+
+        if local_image(engine(), base_image_tag()) is None:
+            return f"{base_image_tag()} is not built (aileron sandbox build-base)"
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="Warm runs per backend [5].")
+    parser.add_argument("--backends", default="none,netns,docker", help="Comma-separated, in order.")
+    parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
+    parser.add_argument("--no-cold", action="store_true", help="Do not drop the page cache before each backend.")
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="aileron-launch-bench-") as tmp:
+        project = Path(tmp) / "project"
+        project.mkdir()
+        project.chmod(0o755)
+        with proxy_world(Path(tmp) / "world") as world:
+            for backend in args.backends.split(","):
+                reason = available(backend)
+                if reason:
+                    skipped[backend] = reason
+                    continue
+                print(f"bench: {backend} …", file=sys.stderr)
+                rows.append(measure(world, backend, args.runs, project, cold=not args.no_cold))
+    if args.json:
+        print(json.dumps({"rows": rows, "skipped": skipped}, indent=2))
+        return 0
+    base = next((r["warm_median_s"] for r in rows if r["backend"] == "none"), None)
+    print("aileron launch -> the agent's first command (seconds; 2 cores, whatever else runs)")
+    print(f"  {'backend':8} {'cold':>7} {'warm p50':>9} {'min':>7} {'max':>7} {'vs none':>8}")
+    for r in rows:
+        cold = f"{r['cold_s']:.3f}" if r["cold_s"] is not None else "n/a"
+        ratio = f"{r['warm_median_s'] / base:.2f}x" if base else "-"
+        print(
+            f"  {r['backend']:8} {cold:>7} {r['warm_median_s']:>9.3f} {r['warm_min_s']:>7.3f}"
+            f" {r['warm_max_s']:>7.3f} {ratio:>8}"
+        )
+    for name, reason in skipped.items():
+        print(f"  {name}: skipped ({reason})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
