@@ -10,6 +10,7 @@ the session ends: its keys are wiped in the data plane and its token is revoked.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -255,13 +256,30 @@ KNOWN_AGENTS = ("claude", "codex")
 PROXY_PORT_INSIDE = 3128  # the agent's HTTPS_PROXY, on the sandbox's own loopback
 
 
-def agent_argv(command: list[str], *, hint_file: str) -> list[str]:
-    """The agent command as run in the sandbox. Known agents get the system-prompt hint their own way; any
-    other command runs as given (and finds the hint at $AILERON_HINT_FILE)."""
+MCP_CONFIG = "/etc/aileron/mcp.json"  # the project's MCP servers (devcontainer customizations.aileron.mcps)
+
+
+def agent_argv(command: list[str], *, hint_file: str, mcp_config: str | None = None) -> list[str]:
+    """The agent command as run in the sandbox. Known agents get the system-prompt hint (and the project's MCP
+    servers) their own way; any other command runs as given and finds them at $AILERON_HINT_FILE and
+    $AILERON_MCP_CONFIG."""
     if command and command[0] == "claude":
         # Claude Code: the hint joins its system prompt; the rest (a prompt, flags) is the user's.
-        return ["bash", "-c", f'exec claude --append-system-prompt "$(cat {hint_file})" "$@"', "claude", *command[1:]]
+        mcp = f" --mcp-config {mcp_config}" if mcp_config else ""
+        script = f'exec claude --append-system-prompt "$(cat {hint_file})"{mcp} "$@"'
+        return ["bash", "-c", script, "claude", *command[1:]]
     return list(command)
+
+
+def mcp_file(servers: list[dict[str, Any]]) -> bytes:
+    """The MCP servers in the shape Claude Code's --mcp-config (and most MCP clients) read."""
+    config = {
+        "mcpServers": {
+            s["name"]: {"command": s["command"], "args": list(s.get("args", [])), "env": dict(s.get("env", {}))}
+            for s in servers
+        }
+    }
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
 
 
 @dataclass(frozen=True)
@@ -274,6 +292,7 @@ class SandboxPlan:
     mediation: str
     approval_surface: str
     project: Path
+    mcps: tuple[dict[str, Any], ...] = ()
 
 
 def launch_sandboxed(
@@ -320,7 +339,10 @@ def launch_sandboxed(
             sandbox=plan.backend,
         )
         env["TERM"] = os.environ.get("TERM", "xterm-256color")
-        command = agent_argv(argv, hint_file=contract.HINT)
+        if plan.mcps:
+            files[MCP_CONFIG] = mcp_file(list(plan.mcps))
+            env["AILERON_MCP_CONFIG"] = MCP_CONFIG
+        command = agent_argv(argv, hint_file=contract.HINT, mcp_config=MCP_CONFIG if plan.mcps else None)
         if plan.mediation != "off":
             files.update(shell_files(shell_policy, session_id=opened.session_id))
             command = shell_argv(command)

@@ -753,6 +753,7 @@ def _sandbox_plan(name: str, project: Path) -> Any:
         mediation=config.mediation,
         approval_surface=config.approval_surface,
         project=project,
+        mcps=tuple(m.as_dict() for m in config.mcps),
     )
 
 

@@ -164,6 +164,9 @@ def run_in_tmux(world: World, folder: Path, sandbox: str, command: list[str], *,
         held = [a for a in approvals(world) if a["args"].get("charge") == charge and a["state"] != "granted"]
         assert [a["state"] for a in held] == ["pending"]
         assert world.received_since(mark) == []
+        info = subprocess.run([str(BIN / "aileron"), "session", "info", "--json"], env=env, capture_output=True)
+        live = json.loads(info.stdout)
+        assert [(s["session_id"], s["sandbox"]) for s in live] == [(held[0]["session_id"], sandbox)]
 
         tmux.keys("g")  # the user's key press, read by aileron
         tmux.wait_for("REFUND-DONE 201")
@@ -182,3 +185,40 @@ def run_in_tmux(world: World, folder: Path, sandbox: str, command: list[str], *,
     final = next(a for a in approvals(world) if a["args"].get("charge") == charge and a["state"] == "granted")
     assert [d["approver"] for d in final["decisions"]] == ["alice@example.com"]
     assert final["requester_email"] == "alice@example.com" and json.dumps(final).count(charge) >= 1
+
+
+def test_the_projects_mcp_servers_and_the_hint_reach_the_sandboxed_agent(world: World, tmp_path: Path) -> None:
+    """devcontainer.json's customizations.aileron.mcps land at $AILERON_MCP_CONFIG; session info sees the run."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed (apt-get install bubblewrap): the netns sandbox needs it")
+    project = tmp_path / "project"
+    (project / ".devcontainer").mkdir(parents=True)
+    project.chmod(0o755)
+    (project / ".devcontainer" / "devcontainer.json").write_text(
+        '{ // a project with an MCP server\n "customizations": {"aileron": {"mcps": ['
+        '{"name": "notes", "command": "notes-mcp", "args": ["--stdio"]}]}},\n}\n',
+        encoding="utf-8",
+    )
+    env = {**world.service.env, "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}"}
+    script = 'cat "$AILERON_MCP_CONFIG"; head -c 40 "$AILERON_HINT_FILE"; echo; aileron session info --json || true'
+    result = subprocess.run(
+        [str(BIN / "aileron"), "launch", "--sandbox", "netns", "--dir", str(project), "--", "bash", "-c", script],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    config = json.loads(out[out.index("{") : out.index("\n}") + 2])
+    assert config == {"mcpServers": {"notes": {"args": ["--stdio"], "command": "notes-mcp", "env": {}}}}
+    assert "Aileron connects you to" in out
+
+
+def test_claude_gets_the_hint_and_the_mcp_servers_on_its_command_line() -> None:
+    from aileron_cli.launch import agent_argv
+
+    argv = agent_argv(["claude", "fix the flaky test"], hint_file="/etc/aileron/hint.txt", mcp_config="/m.json")
+    assert argv[:2] == ["bash", "-c"] and argv[3:] == ["claude", "fix the flaky test"]
+    assert '--append-system-prompt "$(cat /etc/aileron/hint.txt)" --mcp-config /m.json "$@"' in argv[2]
+    assert agent_argv(["./agent.sh", "x"], hint_file="/h") == ["./agent.sh", "x"]
