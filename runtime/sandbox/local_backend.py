@@ -26,8 +26,45 @@ def _take_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-class LocalPty:
-    """Running, for a process of this host on a PTY whose master end we hold."""
+class PtyProcess:
+    """Running, for a process on a PTY whose master end we hold (LocalPty here, NetnsRunning for bwrap)."""
+
+    process: subprocess.Popen[bytes]
+    master: int
+
+    def fileno(self) -> int:
+        return self.master
+
+    def read(self, size: int = 65536) -> bytes:
+        try:
+            return os.read(self.master, size)
+        except OSError:  # EIO: every process holding the PTY's other end has gone
+            return b""
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.master, view)
+            except OSError:
+                return
+            view = view[written:]
+
+    def resize(self, rows: int, columns: int) -> None:
+        try:
+            set_size(self.master, rows, columns)  # the kernel signals the PTY's foreground process group
+        except OSError:
+            pass
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+class LocalPty(PtyProcess):
+    """A process of this host on a PTY (`--sandbox none`)."""
 
     def __init__(self, spec: SandboxSpec) -> None:
         master, slave = pty.openpty()
@@ -51,37 +88,6 @@ class LocalPty:
             os.close(slave)
         self.master = master
         self.closed = False
-
-    def fileno(self) -> int:
-        return self.master
-
-    def read(self, size: int = 65536) -> bytes:
-        try:
-            return os.read(self.master, size)
-        except OSError:  # EIO: every process holding the PTY's other end has gone
-            return b""
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self.master, view)
-            except OSError:
-                return
-            view = view[written:]
-
-    def resize(self, rows: int, columns: int) -> None:
-        try:
-            set_size(self.master, rows, columns)
-            os.killpg(self.process.pid, signal.SIGWINCH)
-        except OSError:
-            pass
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
 
     def stop(self) -> None:
         if self.process.poll() is None:

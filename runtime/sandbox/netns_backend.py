@@ -26,7 +26,7 @@ from pathlib import Path
 from runtime.sandbox import relay
 from runtime.sandbox.backends import SandboxError
 from runtime.sandbox.contract import SYSTEM_CA_BUNDLES, with_system_trust
-from runtime.sandbox.local_backend import set_size
+from runtime.sandbox.local_backend import PtyProcess, set_size
 from runtime.sandbox.spec import SandboxSpec
 
 WORKSPACE = "/workspace"
@@ -54,7 +54,7 @@ PACKAGES = (
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class NetnsRunning:
+class NetnsRunning(PtyProcess):
     """Running, for bwrap on a PTY: the master end is the agent's terminal."""
 
     def __init__(self, process: subprocess.Popen[bytes], master: int, folder: Path) -> None:
@@ -63,34 +63,6 @@ class NetnsRunning:
         self.folder = folder
         self.notes: list[str] = []
         self._closed = False
-
-    def fileno(self) -> int:
-        return self.master
-
-    def read(self, size: int = 65536) -> bytes:
-        try:
-            return os.read(self.master, size)
-        except OSError:  # EIO: every process holding the PTY's other end has gone
-            return b""
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self.master, view)
-            except OSError:
-                return
-            view = view[written:]
-
-    def resize(self, rows: int, columns: int) -> None:
-        with contextlib.suppress(OSError):
-            set_size(self.master, rows, columns)  # the kernel signals the agent's foreground process group
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
 
     def stop(self) -> None:
         if self.process.poll() is None:

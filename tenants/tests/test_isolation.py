@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +11,8 @@ import pytest
 from django.urls import URLPattern
 from django_scopes import scope, scopes_disabled
 
-from approvals.services import HeldRequest, approval_claim, approval_rule_create
+from approvals.services import approval_rule_create
+from approvals.tests.factories import held_approval
 from audit.tests.factories import record_stored
 from conftest import Cast, Person, client_for, give_keys, make_vault
 from policies.services import policy_create, shell_policy_set
@@ -46,22 +46,7 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
         rule = approval_rule_create(organization=org, action="stripe.*")
         shell_rule = f"rm -rf /{org.slug}-only-*"
         shell_policy_set(acting=person.membership, mode="enforce", deny=[shell_rule], allow=[], record_allowed=False)
-        approval = approval_claim(
-            held=HeldRequest(
-                session_id=session.pk,
-                request_id=uuid.uuid4(),
-                connector="stripe",
-                action="stripe.create-refund",
-                args={"amount": "1"},
-                method="POST",
-                host="api.stripe.com",
-                path="/v1/refunds",
-                query="",
-                body_sha256="0" * 64,
-                body_bytes=0,
-                credential_id=uuid.uuid4(),
-            )
-        ).approval
+        approval = held_approval(session)
     pat = ApiToken.objects.filter(user=person.user, kind="pat").first()
     assert pat is not None
     give_keys(person)

@@ -134,26 +134,9 @@ def build_world(role: Role, perm: Perm | None = None) -> World:
 
         world.victim_audit_record_id = record_stored(session)
     if perm == Perm.APPROVAL_DECIDE:
-        from approvals.services import HeldRequest, approval_claim
+        from approvals.tests.factories import held_approval
 
-        world.victim_approval_id = str(
-            approval_claim(
-                held=HeldRequest(
-                    session_id=session.pk,
-                    request_id=uuid.uuid4(),
-                    connector="stripe",
-                    action="stripe.create-refund",
-                    args={"amount": "1"},
-                    method="POST",
-                    host="api.stripe.com",
-                    path="/v1/refunds",
-                    query="",
-                    body_sha256="0" * 64,
-                    body_bytes=0,
-                    credential_id=uuid.uuid4(),
-                )
-            ).approval.pk
-        )
+        world.victim_approval_id = str(held_approval(session).pk)
     if perm in VAULT_PERMS:  # key pairs cost an Argon2id run each: only where the probe needs them
         give_keys(actor)
         give_keys(victim)
