@@ -516,12 +516,26 @@ def test_launch_without_sandbox_runs_the_command_with_the_runtime_contract_and_e
     assert any(r["path"] == "/repos/acme/launched" for r in records if r["agent"] == "dev-agent")
 
 
-def test_launch_refuses_a_sandbox_this_version_lacks_with_one_line(world: World) -> None:
-    result = subprocess.run(
-        [str(BIN / "aileron"), "launch", "--", "true"], env=world.service.env, capture_output=True, timeout=60
+def test_launch_refuses_a_bad_devcontainer_with_one_line_before_opening_a_session(world: World, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / ".devcontainer").mkdir(parents=True)
+    (project / ".devcontainer" / "devcontainer.json").write_text(
+        '{"customizations": {"aileron": {"approval_surface": "phone"}}}', encoding="utf-8"
     )
-    assert result.returncode == 2
-    assert result.stderr.decode().count("\n") == 1 and "--sandbox none" in result.stderr.decode()
+    with world.api() as api:
+        before = api.get(f"/api/v1/orgs/{world.org_id}/session-tokens/").json()["count"]
+    for sandbox in ("docker", "netns"):
+        result = subprocess.run(
+            [str(BIN / "aileron"), "launch", "--sandbox", sandbox, "--dir", str(project), "--", "true"],
+            env=world.service.env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr.decode()
+        err = result.stderr.decode()
+        assert err.count("\n") == 1 and "customizations.aileron.approval_surface" in err, err
+    with world.api() as api:
+        assert api.get(f"/api/v1/orgs/{world.org_id}/session-tokens/").json()["count"] == before
 
 
 def test_an_egress_allowlist_refuses_other_hosts_but_not_connector_actions(world: World) -> None:

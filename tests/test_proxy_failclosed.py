@@ -151,8 +151,15 @@ def test_control_plane_down_refuses_credentialed_requests_and_spooled_audit_arri
             assert reply.json()["type"] == "urn:aileron:problem:control-plane-unavailable"
         assert [r.path for r in world.received_since(mark)] == ["/repos/acme/up"]  # nothing else went out
         spool = home / "dataplane" / "audit-spool"
-        spooled = b"".join(p.read_bytes() for p in spool.glob("*.jsonl"))
-        assert spooled.count(b"control-plane-unavailable") == 3
+
+        def spooled() -> bytes:
+            return b"".join(p.read_bytes() for p in spool.glob("*.jsonl"))
+
+        # A refusal's record is written by the spool's writer thread (group commit), a moment after the answer.
+        deadline = time.monotonic() + 10
+        while spooled().count(b"control-plane-unavailable") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert spooled().count(b"control-plane-unavailable") == 3
 
         relay.up.set()  # back: the spooled records are shipped
         refused = world.audit_wait(

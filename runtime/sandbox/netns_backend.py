@@ -169,8 +169,6 @@ def bwrap_argv(spec: SandboxSpec, root: Path | None, folder: Path) -> tuple[list
             elif host.is_dir():
                 args += _view(host, top, destinations, rebuild=top == "/etc")
         runtime_paths = _aileron_runtime()
-        for extra in runtime_paths:
-            args += ["--ro-bind", str(extra), str(extra)]
         python = sys.executable
         path = f"{Path(sys.executable).parent}:{DEFAULT_PATH}"
     else:
@@ -188,6 +186,10 @@ def bwrap_argv(spec: SandboxSpec, root: Path | None, folder: Path) -> tuple[list
     # Fresh and private to this sandbox (paths inside it, not this host's temporary folders).
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/var"]  # noqa: S108
     args += ["--dir", "/var/tmp", "--tmpfs", "/home", "--dir", HOME]  # noqa: S108
+    if root is None:
+        # After the fresh folders: a checkout or venv under /tmp, /home or /var would be hidden by them otherwise.
+        for extra in runtime_paths:
+            args += ["--ro-bind", str(extra), str(extra)]
     made: set[str] = set()
     for inside, content in sorted(files.items()):
         for parent in reversed(Path(inside).parents[:-1]):  # readable folders (bwrap would make them 0700)
