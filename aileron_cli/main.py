@@ -763,9 +763,7 @@ def _hint(found: list[Any]) -> str:
 
 
 def _sessions_dir() -> Path:
-    from aileron_site.config import load
-
-    return load().home / "run" / "sessions"
+    return state.home() / "run" / "sessions"
 
 
 def _record_session(opened: Any, argv: list[str], about: dict[str, Any]) -> Any:
