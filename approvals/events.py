@@ -71,24 +71,28 @@ def _send(approval_id: uuid.UUID, kind: str) -> None:
 
 
 def publish_now(approval_id: uuid.UUID, kind: str) -> None:
-    """Read the approval and push it to its groups (in this process's channel layer)."""
+    """Push `kind` to the approval's groups (in this process's channel layer): first a bare wake-up to the data
+    plane's wait (it reads the state itself), then, read and serialized, to the people watching."""
     from django_scopes import scopes_disabled
 
     from approvals.models import Approval
 
-    with scopes_disabled():
-        approval = Approval.objects.filter(pk=approval_id).prefetch_related("decisions").first()
-        if approval is None:
-            return
-        message = payload(approval, kind)
     layer = get_channel_layer()
     if layer is None:
         return
-    # The data plane's wait first: a grant releases a held request before people's screens update.
-    groups = [approval_group(approval.pk), org_group(approval.organization_id)]
-    if approval.requester_id is not None:
-        groups.append(user_group(approval.requester_id))
     try:
+        # A grant releases a held request before anything is read or serialized for people's screens.
+        async_to_sync(layer.group_send)(
+            approval_group(approval_id), {"type": EVENT_TYPE, "event": kind, "approval": {"id": str(approval_id)}}
+        )
+        with scopes_disabled():
+            approval = Approval.objects.filter(pk=approval_id).prefetch_related("decisions").first()
+            if approval is None:
+                return
+            message = payload(approval, kind)
+        groups = [org_group(approval.organization_id)]
+        if approval.requester_id is not None:
+            groups.append(user_group(approval.requester_id))
         for group in groups:
             async_to_sync(layer.group_send)(group, message)
     except Exception:  # noqa: BLE001 - a push that fails must not undo a decision that committed
