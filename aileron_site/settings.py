@@ -168,6 +168,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "tenants.roles.Role.choices",
+        "EgressModeEnum": "policies.models.EgressMode.choices",
+        "ShellModeEnum": "policies.models.ShellMode.choices",
         "VaultRoleEnum": "vaults.store.VAULT_ROLES",
         "VaultTypeEnum": "vaults.store.VAULT_TYPES",
     },
