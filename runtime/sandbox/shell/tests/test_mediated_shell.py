@@ -366,19 +366,18 @@ declare -n home=HOME
 # --- what it cannot stop (the README's list): asserted, so the README stays true --------------------------
 
 
-@pytest.mark.parametrize(
-    "bypass",
-    [
-        f"{sys.executable} -c 'import shutil; shutil.rmtree(\"precious\")'",
-        "/bin/sh -c 'rm -rf precious'" if Path("/bin/sh").resolve().name != "bash" else "",
-        "cp /bin/rm ./del && ./del -rf precious",
-        "rm -fr precious",
-        "x=rm; $x -rf precious",
-    ],
-)
+BYPASSES = [
+    f"{sys.executable} -c 'import shutil; shutil.rmtree(\"precious\")'",
+    "cp /bin/rm ./del && ./del -rf precious",
+    "rm -fr precious",
+    "x=rm; $x -rf precious",
+]
+if Path("/bin/sh").resolve().name != "bash":  # dash on Debian; where /bin/sh is bash, it is mediated like bash
+    BYPASSES.append("/bin/sh -c 'rm -rf precious'")
+
+
+@pytest.mark.parametrize("bypass", BYPASSES)
 def test_a_program_that_runs_a_command_without_bash_is_not_stopped(sandbox: Sandbox, bypass: str) -> None:
-    if not bypass:
-        pytest.skip("/bin/sh is bash here")
     result = sandbox.run(bypass)
     assert not (sandbox.work / "precious").exists(), result.stderr
 
