@@ -75,6 +75,7 @@ LABEL_VERSION = "org.aileron.version"  # on the base image and, inherited, on ev
 LABEL_KIND = "org.aileron.kind"
 LABEL_PYTHON = "org.aileron.python"
 LABEL_SUITE = "org.aileron.suite"
+LABEL_SOURCE = "org.aileron.source"  # source_digest() of the aileron it holds
 
 # debootstrap prints a line per package retrieved, validated, extracted, unpacked and configured: only the
 # phases are worth showing.
@@ -346,10 +347,13 @@ def build_base(
     clock = _Clock(progress)
     tag = base_image_tag(version)
     existing = local_image(client, tag)
+    source = source_digest()
     if existing is not None and not (rebuild or refresh_rootfs):
-        size = _size_text(_image_size(existing))
-        progress(f"{tag} is already built ({size}): nothing to do (--rebuild builds it again)")
-        return _result(existing, tag, clock, cached=True)
+        if (existing.labels or {}).get(LABEL_SOURCE) == source:
+            size = _size_text(_image_size(existing))
+            progress(f"{tag} is already built ({size}): nothing to do (--rebuild builds it again)")
+            return _result(existing, tag, clock, cached=True)
+        progress(f"{tag} was built from other aileron code than this one's: building it again")
 
     arch = _check_architecture(client)
     rootfs_ref, python = clock.step(
@@ -368,6 +372,7 @@ def build_base(
             LABEL_KIND: "sandbox-base",
             LABEL_PYTHON: python,
             LABEL_SUITE: SUITE,
+            LABEL_SOURCE: source,
         }
         image_id = clock.step(
             "docker build",
@@ -650,12 +655,8 @@ def _host_pins() -> list[str]:
     return sorted(pins.values())
 
 
-def aileron_wheel(dest: Path) -> Path:
-    """A wheel of the aileron packages as installed here (a source checkout, an editable or a wheel install),
-    without tests; console scripts and entry points copied from the installed distribution. No build backend
-    and no network: the image installs it with `pip --no-index`."""
-    dist = importlib.metadata.distribution("aileron")
-    version = dist.version
+def _package_files(dist: importlib.metadata.Distribution) -> tuple[list[str], dict[str, bytes]]:
+    """The installed aileron packages' files (no tests, no bytecode), by their path in a wheel."""
     top_level = (dist.read_text("top_level.txt") or "").split()
     if not top_level:
         raise ImageError("the installed aileron distribution lists no packages (top_level.txt): reinstall it")
@@ -673,6 +674,27 @@ def aileron_wheel(dest: Path) -> Path:
             if path.suffix in {".pyc", ".pyo"}:
                 continue
             files[f"{package}/{relative.as_posix()}"] = path.read_bytes()
+    return top_level, files
+
+
+def source_digest() -> str:
+    """What the base image's aileron is made of: a SHA-256 of the installed packages' files and entry points,
+    so `build-base` knows an image of the same version but other code (a checkout being worked on) is stale."""
+    dist = importlib.metadata.distribution("aileron")
+    digest = hashlib.sha256(_entry_points_text(dist.entry_points).encode())
+    for name, data in sorted(_package_files(dist)[1].items()):
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def aileron_wheel(dest: Path) -> Path:
+    """A wheel of the aileron packages as installed here (a source checkout, an editable or a wheel install),
+    without tests; console scripts and entry points copied from the installed distribution. No build backend
+    and no network: the image installs it with `pip --no-index`."""
+    dist = importlib.metadata.distribution("aileron")
+    version = dist.version
+    top_level, files = _package_files(dist)
     info = f"aileron-{version}.dist-info"
     files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: aileron\nVersion: {version}\n".encode()
     files[f"{info}/WHEEL"] = (
