@@ -708,7 +708,7 @@ def launch(
                 end_session=end,
                 connectors=found,
                 manifest_json=(json.dumps(manifest(found), indent=2, sort_keys=True) + "\n").encode(),
-                hint=_hint(found),
+                hint=_hint(found, sandboxed=True),
                 shell_policy=policy if isinstance(policy, dict) else None,
                 warn=warn,
                 decide=decide,
@@ -757,8 +757,16 @@ def _sandbox_plan(name: str, project: Path) -> Any:
     )
 
 
-def _hint(found: list[Any]) -> str:
-    shims = [c.name for c in found if c.name in ("github", "slack", "linear", "stripe")]
+def _hint(found: list[Any], *, sandboxed: bool) -> str:
+    """The hint; in a sandbox every connector that is not built in has a command too (contract.connector_files)."""
+    from connectors.registry import BUILTIN
+
+    def has_command(c: Any) -> bool:
+        if c.name in ("github", "slack", "linear", "stripe"):
+            return True
+        return sandboxed and c.folder is not None and not c.folder.resolve().is_relative_to(BUILTIN)
+
+    shims = [c.name for c in found if has_command(c)]
     return HINT.format(systems=", ".join(c.name for c in found), shims=", ".join(f"`{n}`" for n in shims))
 
 
@@ -908,6 +916,24 @@ def connector_install(folder: Path) -> None:
     console.print(f"Installed {installed_connector.name} ({len(installed_connector.actions)} actions).")
 
 
+@connector.command(
+    "run",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("name")
+@click.pass_context
+def connector_run(ctx: click.Context, name: str) -> None:
+    """Run any installed connector's shim by name: `aileron connector run NAME [ACTION] [--ARG VALUE ...]`.
+
+    The same as the `github`, `slack`, ... commands, for imported connectors too (a sandbox has a command of
+    each connector's name that runs this)."""
+    from connectors import shim
+
+    sys.argv = [name, *ctx.args]  # the shim's messages name the connector, as its own command would
+    shim.entry(name)
+
+
 @connector.command("import")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Connector name (lowercase, dashes).")
@@ -1001,9 +1027,7 @@ HINT = (
 @fail_cleanly
 def actions_hint() -> None:
     """The short system-prompt paragraph that tells an agent where Aileron's actions are."""
-    found = _connectors()
-    shims = [c.name for c in found if c.name in ("github", "slack", "linear", "stripe")]
-    click.echo(HINT.format(systems=", ".join(c.name for c in found), shims=", ".join(f"`{n}`" for n in shims)))
+    click.echo(_hint(_connectors(), sandboxed=False))
 
 
 @actions.command("match")

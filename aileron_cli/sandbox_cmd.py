@@ -24,13 +24,14 @@ def _cleanly[**P, R](func: Callable[P, R]) -> Callable[P, R]:
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from aileron_cli import main
+        from runtime.sandbox.backends import SandboxError
         from runtime.sandbox.image import ImageError
 
         @main.fail_cleanly
         def run() -> R:
             try:
                 return func(*args, **kwargs)
-            except ImageError as exc:
+            except (ImageError, SandboxError) as exc:
                 raise CliError(str(exc)) from None
 
         return run()
@@ -67,15 +68,20 @@ def build_base(rebuild: bool, refresh_rootfs: bool, mirror: str | None, as_json:
     """Build aileron/sandbox-base:<version> locally, from Debian packages (no image registry needed).
 
     debootstrap (as root) makes a minimal Debian root filesystem, cached for later builds; the aileron CLI and
-    the connector shims are installed into it without a network. The agent runs as `agent` (uid 1000).
+    the connector shims are installed into it without a network. The agent runs as `agent` (uid 1000). The
+    toolbox that gives bring-your-own images the CLI and the shims is made from it too (once per base image).
     """
     from runtime.sandbox import image
+    from runtime.sandbox.toolbox import ensure_toolbox
 
+    client = image.engine()
+    progress = _progress()
     result = image.build_base(
-        client=image.engine(), progress=_progress(), rebuild=rebuild, refresh_rootfs=refresh_rootfs, mirror=mirror
+        client=client, progress=progress, rebuild=rebuild, refresh_rootfs=refresh_rootfs, mirror=mirror
     )
+    toolbox = ensure_toolbox(client, result.tag, progress=progress)
     if as_json:
-        _emit(result.as_dict())
+        _emit({**result.as_dict(), "toolbox": str(toolbox)})
     elif not result.cached:
         click.echo(f"{result.tag}  {result.image_id[:19]}  {result.size / 1e6:.0f} MB  {result.seconds:.1f}s")
 

@@ -2,11 +2,13 @@
 
 Sources, later ones overriding earlier ones of the same name: the built-ins in `connectors/builtin/`, the
 entry-point group `aileron.connectors` (each entry point names a package folder, or a callable returning
-one), and `AILERON_HOME/connectors/*/` (what `aileron connector install` and `import` write). Pure.
+one), `AILERON_HOME/connectors/*/` (what `aileron connector install` and `import` write), and in a sandbox
+`AILERON_CONNECTOR_DIR/*/` (the launching user's, copied in by `aileron launch`). Pure.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -27,11 +29,22 @@ def _entry_point_folders() -> list[Path]:
     return folders
 
 
-def connector_folders(home: Path) -> list[Path]:
-    builtin = sorted(p for p in BUILTIN.iterdir() if (p / "connector.toml").exists())
-    local_root = home / "connectors"
-    local = sorted(p for p in local_root.iterdir() if (p / "connector.toml").exists()) if local_root.is_dir() else []
-    return [*builtin, *_entry_point_folders(), *local]
+def _packages(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if (p / "connector.toml").exists()) if root.is_dir() else []
+
+
+def connector_folders(home: Path, extra: str | None = None) -> list[Path]:
+    """`extra` (AILERON_CONNECTOR_DIR when not given) is one more folder of packages, last: a sandbox's copies of
+    the launching user's connectors."""
+    if extra is None:
+        extra = os.environ.get("AILERON_CONNECTOR_DIR", "")
+    builtin = _packages(BUILTIN)
+    return [
+        *builtin,
+        *_entry_point_folders(),
+        *_packages(home / "connectors"),
+        *(_packages(Path(extra)) if extra else []),
+    ]
 
 
 def installed(home: Path) -> list[Connector]:

@@ -230,7 +230,8 @@ def run(connector_name: str, argv: list[str]) -> int:
     return 0
 
 
-def _entry(name: str) -> None:
+def entry(name: str) -> None:
+    """A shim command's whole run: the connector `name`, its action and arguments from sys.argv."""
     try:
         code = run(name, sys.argv[1:])
     except BrokenPipeError:  # `github --help | head`
@@ -240,16 +241,16 @@ def _entry(name: str) -> None:
 
 
 def github() -> None:
-    _entry("github")
+    entry("github")
 
 
 def slack() -> None:
-    _entry("slack")
+    entry("slack")
 
 
 def linear() -> None:
-    _entry("linear")
+    entry("linear")
 
 
 def stripe() -> None:
-    _entry("stripe")
+    entry("stripe")

@@ -9,6 +9,7 @@ proxy, trusting the session's CA.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import ssl
 import subprocess
@@ -214,13 +215,24 @@ def session_ca(proxy_port: int, token: str) -> bytes:
 
 @contextmanager
 def proxy_world(
-    folder: Path, *, extra_env: dict[str, str] | None = None, service_args: tuple[str, ...] = ()
+    folder: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    service_args: tuple[str, ...] = (),
+    imported: dict[str, tuple[Path, str]] | None = None,
 ) -> Iterator[World]:
+    """`imported`: connector name -> (OpenAPI description, host), imported (bearer auth) before the service
+    starts, enabled for the team and given a canary credential like the built-in ones."""
+    imported = imported or {}
+    hosts = (*HOSTS, *(host for _, host in imported.values()))
     with ExitStack() as stack:
-        upstream = stack.enter_context(fake_upstream(folder / "upstream", hosts=HOSTS))
+        for name, (spec, host) in imported.items():
+            home_env = {**os.environ, "AILERON_HOME": str(folder / "home")}
+            cli(home_env, "connector", "import", str(spec), "--name", name, "--host", host, "--auth", "bearer")
+        upstream = stack.enter_context(fake_upstream(folder / "upstream", hosts=hosts))
         upstream.responders += [_llm_responder, _echo_auth]
         env = {
-            "AILERON_UPSTREAM_RESOLVE": ",".join(f"{h}:443=127.0.0.1:{upstream.port}" for h in HOSTS),
+            "AILERON_UPSTREAM_RESOLVE": ",".join(f"{h}:443=127.0.0.1:{upstream.port}" for h in hosts),
             "AILERON_UPSTREAM_CA": str(upstream.ca_file),
             "AILERON_SESSION_CACHE_SECONDS": "1",
             "AILERON_MAX_BODY_BYTES": str(256 * 1024),
@@ -243,10 +255,10 @@ def proxy_world(
             team = api.post(f"/api/v1/orgs/{org_id}/teams/", json={"name": "Platform", "slug": "platform"}).json()
             added = api.post(f"/api/v1/orgs/{org_id}/teams/{team['id']}/members/", json={"user_id": user_id})
             assert added.status_code == 201, added.text
-            for name in CONNECTORS:
+            for name in (*CONNECTORS, *imported):
                 enabled = api.put(f"/api/v1/orgs/{org_id}/connectors/{name}/teams/{team['id']}/")
                 assert enabled.status_code in (200, 201), enabled.text
-        canaries = {name: f"canary-{name}-{secrets.token_hex(12)}".encode() for name in CONNECTORS}
+        canaries = {name: f"canary-{name}-{secrets.token_hex(12)}".encode() for name in (*CONNECTORS, *imported)}
         for name, value in canaries.items():
             keep(
                 f"secret add {name}",

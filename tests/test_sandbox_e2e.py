@@ -10,9 +10,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,9 +27,11 @@ from connectors.registry import installed, manifest
 from runtime.sandbox import backends, contract
 from runtime.sandbox.relay import HostRelay
 from runtime.sandbox.spec import Backend, Running, SandboxSpec
+from runtime.sandbox.toolbox import DEFAULT_PATH, TOOLBOX
 from tests.docker_engine import base_image as base_image
 from tests.docker_engine import docker_client as docker_client
 from tests.proxy_world import World, proxy_world
+from tests.service import BIN
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -98,12 +102,13 @@ def run_agent(
     proxy_socket: Path | None,
     workdir: Path | None = None,
     timeout: float = 240,
+    argv0: str = "bash",
 ) -> Ran:
     """Start the sandbox, type nothing, read its terminal until it closes, then take the exit code."""
     env, files = contract_for(world, backend.name)
     spec = SandboxSpec(
         image=image,
-        argv=["bash", "-c", script],
+        argv=[argv0, "-c", script],
         env={**env, "TERM": "dumb"},
         files=files,
         workdir=workdir,
@@ -176,7 +181,9 @@ def assert_the_agent_held_no_credential(world: World, ran: Ran) -> None:
     assert any(line.endswith("sleep 60") for line in ran.lines("PROC "))
 
 
-def assert_github_got_the_injected_credential(world: World, mark: int, ran: Ran, *, gh: bool) -> None:
+def assert_github_got_the_injected_credential(
+    world: World, mark: int, ran: Ran, *, gh: bool, session_id: str | None = None
+) -> None:
     assert ran.code == 0, ran.output[-3000:]
     assert ran.lines("STEP create-issue ") == ["0"], ran.output[-3000:]
     bearer = f"Bearer {world.canaries['github'].decode()}"
@@ -191,7 +198,7 @@ def assert_github_got_the_injected_credential(world: World, mark: int, ran: Ran,
         assert repo.headers["authorization"] == bearer
         assert repo.headers["user-agent"].startswith("GitHub CLI")
     records = world.audit_wait(
-        lambda rs: any(r["session_id"] == world.session_id and r["upstream_status"] == 201 for r in rs),
+        lambda rs: any(r["session_id"] == (session_id or world.session_id) and r["upstream_status"] == 201 for r in rs),
         action="github.create-issue",
     )
     assert records
@@ -251,36 +258,122 @@ def test_the_agent_writes_its_project_and_nothing_else(
 
 @pytest.fixture(scope="module")
 def byo_image(docker_client: DockerClient, base_image: str) -> str:
-    """A bring-your-own image with neither python3 nor an `agent` user (built FROM the base, offline)."""
+    """A bring-your-own image with neither python3, nor aileron's commands and venv, nor an `agent` user (built
+    FROM the base, offline)."""
     tag = f"aileron-test/byo-without-python:{base_image.rsplit(':', 1)[-1]}"
     dockerfile = (
         f"FROM {base_image}\nUSER root\n"
-        "RUN rm -f /usr/bin/python3* /usr/local/bin/aileron /usr/local/bin/github && userdel agent\n"
+        "RUN rm -rf /usr/bin/python3* /usr/lib/python3* /opt/aileron /usr/local/bin/* && userdel agent\n"
     )
     docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="none", rm=True)
     return tag
 
 
-def test_a_byo_image_without_python_or_an_agent_user_gets_the_same_way_out(
+def test_a_byo_image_without_python_or_an_agent_user_gets_the_same_way_out_and_the_shims(
     world: World, proxy_socket: Path, byo_image: str
 ) -> None:
     backend = backend_or_skip("docker")
     mark = len(world.upstream.received)
     script = r"""
     command -v python3 || echo "NO python3"
+    ls /opt/aileron >/dev/null 2>&1 || echo "NO venv"
     echo "UID $(id -u)"
+    echo "GITHUB $(command -v github)"
     curl -sS -o /dev/null -w 'STATUS %{http_code}\n' https://api.github.com/repos/octo/byo
     (exec 3<>/dev/tcp/1.1.1.1/443) 2>/dev/null && echo "DIRECT open" || echo "DIRECT closed"
+    github create-issue --repo octo/hello --title 'From the sandbox' --body 'made inside'
+    echo "STEP create-issue $?"
+    echo "LOGIN $(bash -lc 'command -v aileron')"
     """
     ran = run_agent(world, backend, byo_image, script, proxy_socket=proxy_socket)
     assert ran.code == 0, ran.output
-    assert "NO python3" in ran.output
+    assert "NO python3" in ran.output and "NO venv" in ran.output
     assert ran.notes == [f"the image {byo_image} has no user `agent`: the agent runs as root"]
     assert ran.lines("UID ") == ["0"]  # root in the container, with no capability and no way out
+    assert ran.lines("GITHUB ") == [f"{TOOLBOX}/bin/github"]
+    assert ran.lines("LOGIN ") == [f"{TOOLBOX}/bin/aileron"]  # a login shell's PATH is /etc/profile's
     assert ran.lines("STATUS ") == ["200"], ran.output
     assert ran.lines("DIRECT ") == ["closed"]
     [got] = [r for r in world.received_since(mark) if r.path == "/repos/octo/byo"]
     assert got.headers["authorization"] == f"Bearer {world.canaries['github'].decode()}"
+    assert_github_got_the_injected_credential(world, mark, ran, gh=False)
+
+
+def test_aileron_launch_gives_a_byo_image_the_contract_and_the_shims(
+    world: World, byo_image: str, tmp_path: Path
+) -> None:
+    """The whole startup sequence with a devcontainer naming a BYO image: what the user runs."""
+    backend_or_skip("docker")
+    project = tmp_path / "project"
+    (project / ".devcontainer").mkdir(parents=True)
+    project.chmod(0o755)
+    (project / ".devcontainer" / "devcontainer.json").write_text(
+        json.dumps({"customizations": {"aileron": {"image": byo_image}}}), encoding="utf-8"
+    )
+    script = r"""
+    echo "GITHUB $(command -v github)"
+    head -c 1 /etc/aileron/actions.json && echo " MANIFEST"
+    github create-issue --repo octo/hello --title 'From the sandbox' --body 'made inside'
+    echo "STEP create-issue $?"
+    """
+    env = {**world.service.env, "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}"}
+    mark = len(world.upstream.received)
+    result = subprocess.run(
+        [str(BIN / "aileron"), "launch", "--sandbox", "docker", "--dir", str(project), "--", "bash", "-c", script],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=240,
+    )
+    ran = Ran(result.returncode, result.stdout.decode(errors="replace").replace("\r\n", "\n"), 0.0, [])
+    assert result.returncode == 0, result.stderr.decode() + ran.output
+    assert f"in a docker sandbox ({byo_image})" in result.stderr.decode()
+    assert ran.lines("GITHUB ") == [f"{TOOLBOX}/bin/github"]
+    assert "{ MANIFEST" in ran.output
+    [session_id] = re.findall(r"aileron: session (\S+) in a docker sandbox", result.stderr.decode())
+    assert_github_got_the_injected_credential(world, mark, ran, gh=False, session_id=session_id)
+
+
+@pytest.fixture(scope="module")
+def shell_only_image(docker_client: DockerClient) -> Iterator[str]:
+    """An image of nothing but this host's /bin/sh and the C library it links: no Python, no coreutils, and a
+    glibc of the host's Debian (older than the base image's trixie on a bookworm host)."""
+    shell = Path("/bin/sh").resolve()
+    listed = subprocess.run(["ldd", str(shell)], capture_output=True, text=True, check=True).stdout  # noqa: S607
+    libraries = [word for line in listed.splitlines() for word in line.split() if word.startswith("/")]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(shell, arcname="bin/sh")
+        for library in libraries:
+            archive.add(Path(library).resolve(), arcname=library.lstrip("/"))
+        for name, data in {"etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n", "tmp/.keep": b""}.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    tag = "aileron-test/shell-only:1"
+    docker_client.api.import_image_from_data(buffer.getvalue(), repository=tag.split(":")[0], tag="1")
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def test_an_image_of_only_a_shell_on_another_c_library_runs_the_cli_and_the_shims(
+    world: World, proxy_socket: Path, shell_only_image: str, base_image: str
+) -> None:
+    backend = backend_or_skip("docker")
+    mark = len(world.upstream.received)
+    # POSIX sh and its builtins only: the image has no other program.
+    script = r"""
+    echo "PATH $PATH"
+    aileron --version
+    echo "STEP version $?"
+    github create-issue --repo octo/hello --title 'From the sandbox' --body 'made inside'
+    echo "STEP create-issue $?"
+    """
+    ran = run_agent(world, backend, shell_only_image, script, proxy_socket=proxy_socket, argv0="/bin/sh")
+    assert ran.code == 0, ran.output
+    assert ran.lines("PATH ") == [f"{DEFAULT_PATH}:/etc/aileron/bin:{TOOLBOX}/bin"]
+    assert ran.lines("STEP version ") == ["0"] and "aileron, version" in ran.output, ran.output
+    assert_github_got_the_injected_credential(world, mark, ran, gh=False)
 
 
 def read_until(running: Running, marker: bytes, timeout: float = 30) -> bytes:
@@ -350,3 +443,66 @@ def test_the_netns_sandbox_runs_an_image_given_as_a_root_filesystem(
     assert_github_got_the_injected_credential(world, mark, ran, gh=True)
     assert_the_agent_held_no_credential(world, ran)
     assert "Python 3.13" in run_agent(world, backend, str(base_rootfs), "python3 --version", proxy_socket=None).output
+
+
+ACME_SPEC = {
+    "openapi": "3.0.3",
+    "info": {"title": "Acme things", "version": "1"},
+    "paths": {
+        "/v1/things/{thing}": {
+            "get": {
+                "summary": "Get a thing",
+                "parameters": [{"name": "thing", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the thing"}},
+            }
+        }
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def imported_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """A world whose user imported a connector of their own (`aileron connector import`), not built in."""
+    folder = tmp_path_factory.mktemp("imported")
+    spec = folder / "acme.json"
+    spec.write_text(json.dumps(ACME_SPEC))
+    with proxy_world(folder, imported={"acme": (spec, "api.acme.test")}) as w:
+        yield w
+
+
+def test_a_connector_the_user_imported_has_its_shim_in_the_sandbox(
+    imported_world: World, sandbox: tuple[Backend, str], tmp_path: Path
+) -> None:
+    """The sandbox gets the package and a command of the connector's name, as the built-in shims have."""
+    backend, image = sandbox
+    world = imported_world
+    folder = tmp_path_factory_folder(tmp_path)
+    relay = HostRelay(folder / "proxy.sock", "127.0.0.1", world.service.proxy_port)
+    relay.start()
+    try:
+        mark = len(world.upstream.received)
+        script = r"""
+        echo "CMD $(command -v acme)"
+        acme --help
+        acme get-v1-things-thing --thing t-42
+        echo "STEP acme $?"
+        acme get-v1-things-thing --nope 1
+        echo "STEP bad $?"
+        """
+        ran = run_agent(world, backend, image, script, proxy_socket=relay.socket_path)
+    finally:
+        relay.stop()
+    assert ran.code == 0, ran.output
+    assert ran.lines("CMD ") == ["/etc/aileron/bin/acme"], ran.output
+    assert "usage: acme ACTION" in ran.output and "get-v1-things-thing" in ran.output, ran.output
+    assert ran.lines("STEP acme ") == ["0"], ran.output
+    assert ran.lines("STEP bad ") == ["2"], ran.output
+    [got] = [r for r in world.received_since(mark) if r.path == "/v1/things/t-42"]
+    assert got.headers["authorization"] == f"Bearer {world.canaries['acme'].decode()}"
+    assert got.headers["user-agent"] == "aileron-shim/acme"
+
+
+def tmp_path_factory_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "relay"
+    folder.mkdir(mode=0o700)
+    return folder

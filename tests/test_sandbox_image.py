@@ -142,6 +142,7 @@ def test_build_base_reuses_this_versions_image_and_says_so(docker_client, base_i
     assert data["image_id"] == docker_client.images.get(base_image).id
     assert data["size"] > 50_000_000
     assert "is already built" in result.stderr
+    assert (Path(data["toolbox"]) / "bin" / "aileron").is_file()
     assert time.monotonic() - started < 10
 
 
@@ -183,6 +184,33 @@ def test_build_base_without_debootstrap_or_root_fails_in_one_line(docker_client,
     with pytest.raises(ImageError, match=r"^debootstrap needs root: run `sudo aileron sandbox build-base`"):
         build_base(client=docker_client, progress=lambda line: None, refresh_rootfs=True)
     assert docker_client.images.get(base_image)  # nothing was removed on the way
+
+
+def test_the_toolbox_is_made_once_per_base_image_as_the_user_and_replaces_stale_ones(
+    docker_client, base_image, tmp_path, monkeypatch
+):
+    """What gives BYO images the CLI and the shims (run in one in test_sandbox_e2e): made into the cache by a
+    one-shot container, reused afterwards, and the toolbox of a base image that is gone is removed."""
+    from runtime.sandbox.backends import SandboxError
+    from runtime.sandbox.image import console_scripts
+    from runtime.sandbox.toolbox import COMPLETE, ensure_toolbox
+
+    monkeypatch.setenv("AILERON_CACHE_DIR", str(tmp_path))
+    stale = tmp_path / "sandbox" / "toolbox" / "0123456789ab-r1"
+    stale.mkdir(parents=True)
+    (stale / COMPLETE).write_text(f"aileron/sandbox-base:0.1 sha256:{'0' * 64}\n")
+    lines: list[str] = []
+    folder = ensure_toolbox(docker_client, base_image, progress=lines.append)
+    assert lines[0].startswith(f"making the aileron toolbox for any image from {base_image}"), lines
+    assert not stale.exists()
+    assert sorted(p.name for p in (folder / "bin").iterdir()) == console_scripts()
+    assert (folder / "bin" / "github").stat().st_mode & 0o755 == 0o755
+    assert folder.stat().st_uid == os.getuid() and (folder / "site-packages" / "aileron_cli").is_dir()
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no scratch folder left behind
+    again: list[str] = []
+    assert ensure_toolbox(docker_client, base_image, progress=again.append) == folder and again == []
+    with pytest.raises(SandboxError, match=r"^the base image aileron-test/absent:1 is not built"):
+        ensure_toolbox(docker_client, "aileron-test/absent:1")
 
 
 def test_an_unreachable_engine_is_one_line(tmp_path):

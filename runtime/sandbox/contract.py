@@ -11,6 +11,7 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from connectors.package import Connector
+from connectors.registry import BUILTIN
 
 ETC = "/etc/aileron"
 SESSION_CA = f"{ETC}/session-ca.pem"
@@ -23,6 +24,11 @@ MANIFEST = f"{ETC}/actions.json"
 HINT = f"{ETC}/hint.txt"
 # gh reads its hosts.yml from GH_CONFIG_DIR: one read-only place for any user and home, root included.
 GH_CONFIG_DIR = f"{ETC}/gh"
+# Connectors that are not built in (imported, installed from a folder or a distribution): their packages, read
+# by the shims through AILERON_CONNECTOR_DIR, and a command of each one's name in BIN, which the backends put
+# on PATH and write executable (every other file is written 0644).
+CONNECTOR_DIR = f"{ETC}/connectors"
+BIN = f"{ETC}/bin"
 # Debian/Ubuntu/Alpine, then Fedora/RHEL: the bundles OpenSSL, curl and Go read when nothing says otherwise.
 SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 CA_FILE_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO")
@@ -110,7 +116,33 @@ def contract(
     if github is not None:
         files[f"{GH_CONFIG_DIR}/hosts.yml"] = gh_hosts(github.auth.placeholder)
         files[f"{GH_CONFIG_DIR}/config.yml"] = GH_CONFIG
+    added = connector_files(connectors)
+    if added:
+        files.update(added)
+        env["AILERON_CONNECTOR_DIR"] = CONNECTOR_DIR
     return env, files
+
+
+def connector_files(connectors: list[Connector]) -> dict[str, bytes]:
+    """The packages of the connectors a sandbox does not have built in, and a command for each: its shim."""
+    files: dict[str, bytes] = {}
+    for connector in connectors:
+        folder = connector.folder
+        if folder is None or folder.resolve().is_relative_to(BUILTIN):
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                files[f"{CONNECTOR_DIR}/{connector.name}/{path.name}"] = path.read_bytes()
+        files[f"{BIN}/{connector.name}"] = (
+            f"#!/bin/sh\n# The {connector.name} connector's shim (written by `aileron launch`).\n"
+            f'exec aileron connector run {connector.name} "$@"\n'
+        ).encode()
+    return files
+
+
+def file_mode(inside: str) -> int:
+    """How a backend writes a contract file: executable in BIN, else readable by anyone (nothing is secret)."""
+    return 0o755 if inside.startswith(f"{BIN}/") else 0o644
 
 
 def with_system_trust(files: dict[str, bytes], read: Callable[[str], bytes | None]) -> dict[str, bytes]:

@@ -5,7 +5,9 @@ network namespace: no interface but loopback, the host's proxy socket mounted, a
 127.0.0.1:<proxy_port_inside>. The agent container joins that namespace and nothing else: any image works,
 BYO images without python or a shell included, the agent cannot see or signal the relay (another pid
 namespace), and the relay holds no secret. The runtime contract's files are bind-mounted read-only, one by one;
-the session CA is added to the image's own trust store (read from the image before the start).
+the session CA is added to the image's own trust store (read from the image before the start). Every image
+gets the aileron toolbox (toolbox.py) read-only at /opt/aileron-toolbox, last on its PATH: the `aileron` CLI and
+the connector shims with their own Python, for BYO images that have none.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import io
 import os
 import shutil
 import socket
-import stat
 import tarfile
 import tempfile
 import threading
@@ -27,8 +28,9 @@ from typing import Any
 
 from runtime.sandbox import relay
 from runtime.sandbox.backends import SandboxError
-from runtime.sandbox.contract import SYSTEM_CA_BUNDLES, with_system_trust
+from runtime.sandbox.contract import SYSTEM_CA_BUNDLES, file_mode, with_system_trust
 from runtime.sandbox.spec import SandboxSpec
+from runtime.sandbox.toolbox import PROFILE, PROFILE_TEXT, TOOLBOX, ensure_toolbox, path_with_toolbox
 
 AGENT_USER = "agent"
 PROXY_DIR = "/run/aileron"  # the proxy socket's folder, in the relay container only
@@ -167,15 +169,20 @@ class DockerBackend:
         relay_container = agent = None
         notes: list[str] = []
         try:
-            # Reading the image (its users, its trust store) overlaps the relay's start: both take a few 100 ms.
-            with ThreadPoolExecutor(max_workers=1) as pool:
+            # Reading the image (its users, its trust store) and finding the toolbox (made once per base image)
+            # overlap the relay's start: each takes a few 100 ms.
+            made: list[str] = []
+            with ThreadPoolExecutor(max_workers=2) as pool:
                 reading = pool.submit(read_image_files, client, spec.image, [*IMAGE_FILES, *SYSTEM_CA_BUNDLES])
+                toolboxing = pool.submit(ensure_toolbox, client, self.relay_image, progress=made.append)
                 if spec.proxy_socket is not None:
                     relay_container = self._start_relay(client, spec, session)
                     network_mode = f"container:{relay_container.id}"
                 else:
                     network_mode = "none"  # no proxy given: no way out at all
                 found = reading.result()
+                toolbox = toolboxing.result()
+            notes.extend(made[-1:])
             user = AGENT_USER
             if not _has_user(found.get("/etc/passwd"), AGENT_USER):
                 fallback = (image.attrs.get("Config") or {}).get("User") or "root"
@@ -186,7 +193,12 @@ class DockerBackend:
             if SHELL in found:
                 # The terminal's size from its first instant (the engine can only resize it once it runs).
                 argv = [SHELL, "-c", SIZED.format(rows=spec.rows, columns=spec.columns), "sh", *argv]
+                files = {PROFILE: PROFILE_TEXT.encode(), **files}
+            else:
+                notes.append(f"the image {spec.image} has no {SHELL}: the aileron CLI and shims cannot run in it")
+            env = {**spec.env, "PATH": path_with_toolbox((image.attrs.get("Config") or {}).get("Env"), spec.env)}
             mounts = _write_files(folder / "files", files)
+            mounts.append(_bind(toolbox, TOOLBOX))
             if spec.workdir is not None:
                 mounts.append(_bind(Path(spec.workdir).resolve(), WORKSPACE, read_only=False))
             agent = client.containers.create(
@@ -195,7 +207,7 @@ class DockerBackend:
                 command=argv[1:],
                 name=f"aileron-{session}",
                 labels={LABEL: "agent", "aileron.session": session},
-                environment=spec.env,
+                environment=env,
                 user=user,
                 working_dir=WORKSPACE if spec.workdir is not None else None,
                 tty=True,  # always a terminal, as with every backend: the stream is then raw, not multiplexed
@@ -309,7 +321,7 @@ def _write_files(root: Path, files: dict[str, bytes]) -> list[Any]:
         host = root / inside.lstrip("/")
         host.parent.mkdir(parents=True, exist_ok=True)
         host.write_bytes(content)
-        host.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+        host.chmod(file_mode(inside))
         mounts.append(_bind(host, inside))
     return mounts
 

@@ -23,9 +23,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from runtime.sandbox import relay
+from runtime.sandbox import contract, relay
 from runtime.sandbox.backends import SandboxError
-from runtime.sandbox.contract import SYSTEM_CA_BUNDLES, with_system_trust
+from runtime.sandbox.contract import SYSTEM_CA_BUNDLES, file_mode, with_system_trust
 from runtime.sandbox.local_backend import PtyProcess, set_size
 from runtime.sandbox.spec import SandboxSpec
 
@@ -199,12 +199,13 @@ def bwrap_argv(spec: SandboxSpec, root: Path | None, folder: Path) -> tuple[list
         host = folder / "files" / inside.lstrip("/")
         host.parent.mkdir(parents=True, exist_ok=True)
         host.write_bytes(content)
-        host.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+        host.chmod(file_mode(inside))
         args += ["--ro-bind", str(host), inside]
     if spec.workdir is not None:
         args += ["--bind", str(Path(spec.workdir).resolve()), WORKSPACE, "--chdir", WORKSPACE]
     else:
         args += ["--chdir", HOME]
+    path = f"{path}:{contract.BIN}"  # the shims of connectors that are not built in
     env = {"HOME": HOME, "USER": "agent", "LOGNAME": "agent", "PATH": path, "TERM": "xterm-256color", **spec.env}
     args += ["--remount-ro", "/"]
     command = list(spec.argv)

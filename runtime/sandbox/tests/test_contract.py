@@ -104,3 +104,34 @@ def test_an_image_without_a_trust_store_trusts_the_session_ca_alone() -> None:
 def test_files_without_the_contracts_bundle_are_left_alone() -> None:
     files = {"/etc/other": b"x"}
     assert c.with_system_trust(files, lambda path: b"ROOTS") is files
+
+
+def test_built_in_connectors_add_no_package_and_no_command(connectors: list[Connector]) -> None:
+    env, files = make(connectors)
+    assert "AILERON_CONNECTOR_DIR" not in env
+    assert [p for p in files if p.startswith((c.CONNECTOR_DIR, c.BIN))] == []
+
+
+def test_a_connector_the_user_installed_comes_with_its_package_and_a_command(tmp_path: Path) -> None:
+    from connectors.registry import BUILTIN, install
+
+    install(BUILTIN / "slack", tmp_path)  # a copy under AILERON_HOME/connectors: no longer built in
+    (tmp_path / "connectors" / "slack" / ".hidden").write_text("not copied")
+    found = installed(tmp_path)
+    env, files = make(found)
+    assert env["AILERON_CONNECTOR_DIR"] == c.CONNECTOR_DIR
+    package = {p for p in files if p.startswith(f"{c.CONNECTOR_DIR}/")}
+    assert package == {f"{c.CONNECTOR_DIR}/slack/{p.name}" for p in (BUILTIN / "slack").iterdir() if p.is_file()}
+    assert files[f"{c.CONNECTOR_DIR}/slack/connector.toml"] == (BUILTIN / "slack" / "connector.toml").read_bytes()
+    command = files[f"{c.BIN}/slack"].decode()
+    assert command.startswith("#!/bin/sh\n") and command.endswith('exec aileron connector run slack "$@"\n')
+    assert (c.file_mode(f"{c.BIN}/slack"), c.file_mode(c.MANIFEST)) == (0o755, 0o644)
+
+
+def test_the_agents_path_keeps_the_images_and_ends_with_the_shims_and_the_toolbox() -> None:
+    from runtime.sandbox.toolbox import DEFAULT_PATH, TOOLBOX_BIN, path_with_toolbox
+
+    tail = f"{c.BIN}:{TOOLBOX_BIN}"
+    assert path_with_toolbox(["LANG=C", "PATH=/opt/node/bin:/usr/bin"], {}) == f"/opt/node/bin:/usr/bin:{tail}"
+    assert path_with_toolbox(None, {}) == f"{DEFAULT_PATH}:{tail}"
+    assert path_with_toolbox(["PATH=/x"], {"PATH": f"{TOOLBOX_BIN}:/y:"}) == f"/y:{tail}"
