@@ -121,7 +121,8 @@ def run_agent(
     began = time.monotonic()
     running = backend.start(spec)
     started_in = time.monotonic() - began
-    notes = list(getattr(running, "notes", []))
+    # Without the line of the toolbox being made: once per base image, by whichever test starts first after a build.
+    notes = [n for n in getattr(running, "notes", []) if not n.startswith("made the aileron toolbox")]
     output = bytearray()
     try:
         deadline = began + timeout
@@ -506,3 +507,62 @@ def tmp_path_factory_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "relay"
     folder.mkdir(mode=0o700)
     return folder
+
+
+def test_the_agent_writes_a_project_of_another_owner_as_that_owner(
+    world: World, proxy_socket: Path, base_image: str, docker_client: DockerClient, tmp_path: Path
+) -> None:
+    """A project folder owned by neither uid 1000 (the image's agent) nor root: the agent becomes its owner."""
+    from runtime.sandbox.user_image import LABEL_KIND
+
+    backend = backend_or_skip("docker")
+    if os.getuid() not in (0, 1000):
+        uid, gid = os.getuid(), os.getgid()  # this user's own folder already has another owner than 1000
+    elif os.getuid() == 0:
+        uid, gid = 1234, 1235
+    else:
+        pytest.skip("the test's user is uid 1000, the agent's: only root could give the folder another owner")
+    for derived in docker_client.images.list(filters={"label": f"{LABEL_KIND}=sandbox-user"}):
+        docker_client.images.remove(str(derived.id), force=True)  # so this run makes the image and says so
+    project = tmp_path / "project"
+    project.mkdir(mode=0o755)
+    (project / "README").write_text("the agent's project\n")
+    for path in (project, project / "README"):
+        os.chown(path, uid, gid)
+    script = r"""
+    echo "ID $(id -un) $(id -u) $(id -g)"
+    echo made > /workspace/made-inside && echo "WROTE $?"
+    echo more >> /workspace/README && echo "APPENDED $?"
+    touch "$HOME/.agent-home" && echo "HOME writable"
+    """
+    first = run_agent(world, backend, base_image, script, proxy_socket=proxy_socket, workdir=project)
+    assert first.code == 0, first.output
+    assert first.lines("ID ") == [f"agent {uid} {gid}"]
+    assert first.lines("WROTE ") == ["0"] and first.lines("APPENDED ") == ["0"] and "HOME writable" in first.output
+    made = (project / "made-inside").stat()
+    assert (made.st_uid, made.st_gid) == (uid, gid)
+    assert (project / "README").read_text() == "the agent's project\nmore\n"
+    [note] = first.notes
+    assert note.startswith("made aileron/sandbox-user:") and note.endswith(
+        f"-{uid}-{gid}: the agent runs as uid {uid}, the project folder's owner"
+    )
+    again = run_agent(world, backend, base_image, script, proxy_socket=proxy_socket, workdir=project)
+    assert again.lines("ID ") == [f"agent {uid} {gid}"] and again.notes == []  # made once, reused
+
+
+def test_a_project_owned_by_root_is_not_made_writable_by_making_the_agent_root(
+    world: World, proxy_socket: Path, base_image: str, tmp_path: Path
+) -> None:
+    backend = backend_or_skip("docker")
+    if os.getuid() != 0:
+        pytest.skip("only root can make a folder owned by root here")
+    project = tmp_path / "project"
+    project.mkdir(mode=0o755)
+    script = 'echo "ID $(id -u)"; (echo x > /workspace/made-inside) 2>/dev/null; echo "WROTE $?"'
+    ran = run_agent(world, backend, base_image, script, proxy_socket=proxy_socket, workdir=project)
+    assert ran.code == 0, ran.output
+    assert ran.lines("ID ") == ["1000"] and ran.lines("WROTE ") == ["1"]
+    assert ran.notes == [
+        f"the project folder {project.resolve()} belongs to root: the agent (uid 1000) can read it but not write it "
+        "(launch as the folder's owner, or chown it)"
+    ]

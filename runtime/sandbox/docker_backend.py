@@ -7,7 +7,8 @@ BYO images without python or a shell included, the agent cannot see or signal th
 namespace), and the relay holds no secret. The runtime contract's files are bind-mounted read-only, one by one;
 the session CA is added to the image's own trust store (read from the image before the start). Every image
 gets the aileron toolbox (toolbox.py) read-only at /opt/aileron-toolbox, last on its PATH: the `aileron` CLI and
-the connector shims with their own Python, for BYO images that have none.
+the connector shims with their own Python, for BYO images that have none. When the project folder's owner is
+not the image's `agent` uid, the agent runs in a derived image where it is (user_image.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from runtime.sandbox.backends import SandboxError
 from runtime.sandbox.contract import SYSTEM_CA_BUNDLES, file_mode, with_system_trust
 from runtime.sandbox.spec import SandboxSpec
 from runtime.sandbox.toolbox import PROFILE, PROFILE_TEXT, TOOLBOX, ensure_toolbox, path_with_toolbox
+from runtime.sandbox.user_image import for_project, passwd_entry
 
 AGENT_USER = "agent"
 PROXY_DIR = "/run/aileron"  # the proxy socket's folder, in the relay container only
@@ -184,10 +186,16 @@ class DockerBackend:
                 toolbox = toolboxing.result()
             notes.extend(made[-1:])
             user = AGENT_USER
-            if not _has_user(found.get("/etc/passwd"), AGENT_USER):
+            run_image = spec.image
+            agent_entry = passwd_entry(found.get("/etc/passwd"), AGENT_USER)
+            if agent_entry is None:
                 fallback = (image.attrs.get("Config") or {}).get("User") or "root"
                 notes.append(f"the image {spec.image} has no user `{AGENT_USER}`: the agent runs as {fallback}")
                 user = fallback
+            elif spec.workdir is not None:
+                owned = for_project(client, image, spec.image, agent_entry, Path(spec.workdir).resolve())
+                run_image = owned.image
+                notes.extend([owned.note] if owned.note else [])
             files = with_system_trust(spec.files, found.get)
             argv = list(spec.argv)
             if SHELL in found:
@@ -202,7 +210,7 @@ class DockerBackend:
             if spec.workdir is not None:
                 mounts.append(_bind(Path(spec.workdir).resolve(), WORKSPACE, read_only=False))
             agent = client.containers.create(
-                spec.image,
+                run_image,
                 entrypoint=argv[:1],
                 command=argv[1:],
                 name=f"aileron-{session}",
@@ -306,10 +314,6 @@ def _image(client: Any, reference: str, what: str = "the sandbox image") -> Any:
         return client.images.get(reference)
     except docker.errors.ImageNotFound:
         raise SandboxError(f"{what} {reference} is not in the local Docker engine; build it first") from None
-
-
-def _has_user(passwd: bytes | None, name: str) -> bool:
-    return passwd is not None and any(line.split(b":", 1)[0] == name.encode() for line in passwd.splitlines())
 
 
 def _write_files(root: Path, files: dict[str, bytes]) -> list[Any]:

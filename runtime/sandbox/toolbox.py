@@ -4,11 +4,12 @@
     # the docker backend binds it read-only at TOOLBOX and appends TOOLBOX/bin to the agent's PATH
 
 A BYO image has neither our Python nor our packages, and its C library may be older than the one our Python
-needs, or another one altogether (musl; not tried here). So the toolbox carries its own: the base image's python3 binary, its
-standard library, the venv's site-packages, every shared library those link to, and the dynamic loader. Each
-command in TOOLBOX/bin is a small /bin/sh script that runs that Python through that loader, with the toolbox's
-library folder as the only one searched: nothing of the image's own C library or Python is used, and nothing is
-put in the agent's environment (no LD_LIBRARY_PATH, no PYTHONHOME) except the one PATH entry.
+needs, or another one altogether (musl; not tried here). So the toolbox carries its own: the base image's
+python3 binary, its standard library, the venv's site-packages, every shared library those link to, and the
+dynamic loader. Each command in TOOLBOX/bin is a small /bin/sh script that runs that Python through that
+loader, with the toolbox's library folder as the only one searched: nothing of the image's own C library or
+Python is used, and nothing is put in the agent's environment (no LD_LIBRARY_PATH, no PYTHONHOME) but the PATH
+entries.
 
 It is made once per base image, by a one-shot container of the base image (no network, the launching user's
 uid, so the cache stays theirs) copying from the image into a cache folder, and reused by every launch.
