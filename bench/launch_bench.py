@@ -13,6 +13,8 @@ stops when that line reaches the launching process's output, and the session is 
     warm    the median of the following runs
 
 The `--sandbox none` row is the same sequence without a sandbox: the difference is what the sandbox costs.
+The `docker-byo` row is docker with a bring-your-own image (the base without Python, the venv and the
+commands, named in customizations.aileron.image): its CLI and shims come from the toolbox.
 """
 
 from __future__ import annotations
@@ -46,9 +48,30 @@ def drop_caches() -> bool:
     return True
 
 
+BYO_TAG = "aileron-bench/byo:1"
+
+
+def byo_project(folder: Path) -> Path:
+    """A project whose devcontainer names a BYO image made here: the base without Python or aileron."""
+    import io
+
+    from runtime.sandbox.image import base_image_tag, engine
+
+    dockerfile = f"FROM {base_image_tag()}\nUSER root\nRUN rm -rf /usr/bin/python3* /opt/aileron /usr/local/bin/*\n"
+    engine().images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=BYO_TAG, network_mode="none", rm=True)
+    project = folder / "byo-project"
+    (project / ".devcontainer").mkdir(parents=True)
+    project.chmod(0o755)
+    (project / ".devcontainer" / "devcontainer.json").write_text(
+        json.dumps({"customizations": {"aileron": {"image": BYO_TAG}}}), encoding="utf-8"
+    )
+    return project
+
+
 def one_launch(world: World, backend: str, project: Path) -> float:
     env = {**world.service.env, "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}", "TERM": "dumb"}
-    argv = [str(BIN / "aileron"), "launch", "--sandbox", backend, "--dir", str(project), "--name", "bench"]
+    sandbox = backend.split("-", 1)[0]
+    argv = [str(BIN / "aileron"), "launch", "--sandbox", sandbox, "--dir", str(project), "--name", "bench"]
     argv += ["--", "bash", "-c", f"echo {MARK}"]
     started = time.perf_counter()
     process = subprocess.Popen(  # noqa: S603
@@ -88,7 +111,7 @@ def measure(world: World, backend: str, runs: int, project: Path, *, cold: bool)
 def available(backend: str) -> str | None:
     if backend == "netns" and shutil.which("bwrap") is None:
         return "bubblewrap is not installed"
-    if backend == "docker":
+    if backend in ("docker", "docker-byo"):
         from tests.docker_engine import docker_available
 
         reason = docker_available()
@@ -104,7 +127,7 @@ def available(backend: str) -> str | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="Warm runs per backend [5].")
-    parser.add_argument("--backends", default="none,netns,docker", help="Comma-separated, in order.")
+    parser.add_argument("--backends", default="none,netns,docker,docker-byo", help="Comma-separated, in order.")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     parser.add_argument("--no-cold", action="store_true", help="Do not drop the page cache before each backend.")
     args = parser.parse_args()
@@ -121,18 +144,23 @@ def main() -> int:
                     skipped[backend] = reason
                     continue
                 print(f"bench: {backend} …", file=sys.stderr)
-                rows.append(measure(world, backend, args.runs, project, cold=not args.no_cold))
+                where = byo_project(Path(tmp)) if backend == "docker-byo" else project
+                rows.append(measure(world, backend, args.runs, where, cold=not args.no_cold))
+                if backend == "docker-byo":
+                    from runtime.sandbox.image import engine
+
+                    engine().images.remove(BYO_TAG, force=True)
     if args.json:
         print(json.dumps({"rows": rows, "skipped": skipped}, indent=2))
         return 0
     base = next((r["warm_median_s"] for r in rows if r["backend"] == "none"), None)
     print("aileron launch -> the agent's first command (seconds; 2 cores, whatever else runs)")
-    print(f"  {'backend':8} {'cold':>7} {'warm p50':>9} {'min':>7} {'max':>7} {'vs none':>8}")
+    print(f"  {'backend':10} {'cold':>7} {'warm p50':>9} {'min':>7} {'max':>7} {'vs none':>8}")
     for r in rows:
         cold = f"{r['cold_s']:.3f}" if r["cold_s"] is not None else "n/a"
         ratio = f"{r['warm_median_s'] / base:.2f}x" if base else "-"
         print(
-            f"  {r['backend']:8} {cold:>7} {r['warm_median_s']:>9.3f} {r['warm_min_s']:>7.3f}"
+            f"  {r['backend']:10} {cold:>7} {r['warm_median_s']:>9.3f} {r['warm_min_s']:>7.3f}"
             f" {r['warm_max_s']:>7.3f} {ratio:>8}"
         )
     for name, reason in skipped.items():
