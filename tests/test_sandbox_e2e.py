@@ -335,6 +335,22 @@ def test_aileron_launch_gives_a_byo_image_the_contract_and_the_shims(
     assert_github_got_the_injected_credential(world, mark, ran, gh=False, session_id=session_id)
 
 
+def test_without_a_toolbox_the_sandbox_still_runs_and_says_why(
+    world: World, proxy_socket: Path, base_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The toolbox is a convenience, not a boundary: a cache that cannot be written costs the BYO shims only."""
+    backend = backend_or_skip("docker")
+    monkeypatch.setenv("AILERON_CACHE_DIR", "/dev/null/cache")
+    script = 'echo "CLI $(command -v aileron)"; ls /opt/aileron-toolbox >/dev/null 2>&1 || echo "NO toolbox"'
+    ran = run_agent(world, backend, base_image, script, proxy_socket=proxy_socket)
+    assert ran.code == 0, ran.output
+    assert ran.lines("CLI ") == ["/usr/local/bin/aileron"] and "NO toolbox" in ran.output
+    assert ran.notes == [
+        "cannot make the aileron toolbox in /dev/null/cache/sandbox/toolbox: Not a directory; the aileron CLI and "
+        "the shims are only what the image has"
+    ]
+
+
 @pytest.fixture(scope="module")
 def shell_only_image(docker_client: DockerClient) -> Iterator[str]:
     """An image of nothing but this host's /bin/sh and the C library it links: no Python, no coreutils, and a

@@ -183,8 +183,12 @@ class DockerBackend:
                 else:
                     network_mode = "none"  # no proxy given: no way out at all
                 found = reading.result()
-                toolbox = toolboxing.result()
-            notes.extend(made[-1:])
+                try:
+                    toolbox: Path | None = toolboxing.result()
+                except SandboxError as exc:  # a convenience, not a boundary: the sandbox runs without it
+                    toolbox = None
+                    notes.append(f"{exc}; the aileron CLI and the shims are only what the image has")
+            notes.extend(line for line in made if line.startswith("made "))  # not the "making ..." line
             user = AGENT_USER
             run_image = spec.image
             agent_entry = passwd_entry(found.get("/etc/passwd"), AGENT_USER)
@@ -206,7 +210,8 @@ class DockerBackend:
                 notes.append(f"the image {spec.image} has no {SHELL}: the aileron CLI and shims cannot run in it")
             env = {**spec.env, "PATH": path_with_toolbox((image.attrs.get("Config") or {}).get("Env"), spec.env)}
             mounts = _write_files(folder / "files", files)
-            mounts.append(_bind(toolbox, TOOLBOX))
+            if toolbox is not None:
+                mounts.append(_bind(toolbox, TOOLBOX))
             if spec.workdir is not None:
                 mounts.append(_bind(Path(spec.workdir).resolve(), WORKSPACE, read_only=False))
             agent = client.containers.create(

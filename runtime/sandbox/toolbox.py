@@ -111,11 +111,14 @@ def ensure_toolbox(client: DockerClient, base_image: str, *, progress: Progress 
     final = toolbox_dir(str(image.id))
     if (final / COMPLETE).is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
     if progress is not None:
         progress(f"making the aileron toolbox for any image from {base_image} (once per base image)")
     began = time.monotonic()
-    scratch = Path(tempfile.mkdtemp(prefix=".making-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".making-", dir=final.parent))
+    except OSError as exc:
+        raise SandboxError(f"cannot make the aileron toolbox in {final.parent}: {exc.strerror}") from None
     try:
         scratch.chmod(0o755)
         _run_make(client, str(image.id), scratch, " ".join(console_scripts()))
