@@ -30,7 +30,7 @@ from aileron_cli.client import ApiClient, CliError
 from aileron_cli.ptyrelay import Decide, Held, PtyRelay
 from aileron_cli.sessions import SessionOpened
 from connectors.package import Connector
-from runtime.sandbox.contract import CA_FILE_ENV, PLACEHOLDER_ENV
+from runtime.sandbox.contract import BIN, CA_FILE_ENV, PLACEHOLDER_ENV, connector_files
 from runtime.sandbox.local_backend import LocalBackend
 from runtime.sandbox.spec import Backend, SandboxSpec
 
@@ -122,6 +122,25 @@ def run_agent(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> 
         signal.signal(signal.SIGINT, previous)
 
 
+def _connector_commands(folder: Path, connectors: list[Connector]) -> Path | None:
+    """A command of its own name for each connector that is not built in, as sandboxes have (the built-in shims
+    are installed commands); each runs this very `aileron`, which need not be on PATH."""
+    aileron = shutil.which("aileron", path=str(Path(sys.executable).parent)) or "aileron"
+    scripts = {
+        inside: content
+        for inside, content in connector_files(connectors, aileron=aileron).items()
+        if inside.startswith(f"{BIN}/")
+    }
+    if not scripts:
+        return None
+    folder.mkdir(mode=0o700)
+    for inside, content in scripts.items():
+        path = folder / Path(inside).name
+        path.write_bytes(content)
+        path.chmod(0o755)
+    return folder
+
+
 def launch_unsandboxed(
     *,
     argv: list[str],
@@ -142,6 +161,9 @@ def launch_unsandboxed(
         ca_file = folder / "session-ca.pem"
         ca_file.write_bytes(fetch_session_ca(proxy, opened.token))
         env = agent_environment(dict(os.environ), proxy=proxy, opened=opened, ca_file=ca_file, connectors=connectors)
+        commands = _connector_commands(folder / "bin", connectors)
+        if commands is not None:
+            env["PATH"] = f"{env.get('PATH', os.defpath)}:{commands}"
         warn(
             f"aileron: UNSANDBOXED developer mode (--sandbox none): {argv[0]} runs on this host with your rights. "
             "Only HTTPS that honours HTTPS_PROXY is mediated, approved and audited."

@@ -519,6 +519,30 @@ def test_a_connector_the_user_imported_has_its_shim_in_the_sandbox(
     assert got.headers["user-agent"] == "aileron-shim/acme"
 
 
+def test_without_a_sandbox_an_imported_connector_has_its_command_too(imported_world: World, tmp_path: Path) -> None:
+    world = imported_world
+    env = {**world.service.env, "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}"}
+    env["PATH"] = "/usr/bin:/bin"  # not the venv: the command must find this aileron by itself
+    mark = len(world.upstream.received)
+    script = 'echo "CMD $(command -v acme)"; acme get-v1-things-thing --thing t-none; echo "STEP acme $?"'
+    result = subprocess.run(
+        [str(BIN / "aileron"), "launch", "--sandbox", "none", "--", "sh", "-c", script],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+    )
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode() + out
+    ran = Ran(result.returncode, out, 0.0, [])
+    [command] = ran.lines("CMD ")
+    assert command.endswith("/bin/acme") and not Path(command).exists()  # in the session's folder, gone after
+    assert ran.lines("STEP acme ") == ["0"], out + result.stderr.decode()
+    [got] = [r for r in world.received_since(mark) if r.path == "/v1/things/t-none"]
+    assert got.headers["authorization"] == f"Bearer {world.canaries['acme'].decode()}"
+
+
 def tmp_path_factory_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "relay"
     folder.mkdir(mode=0o700)

@@ -7,6 +7,7 @@ and `gh` find placeholder keys, so they start without a real credential, which o
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from urllib.parse import quote
 
@@ -123,8 +124,9 @@ def contract(
     return env, files
 
 
-def connector_files(connectors: list[Connector]) -> dict[str, bytes]:
-    """The packages of the connectors a sandbox does not have built in, and a command for each: its shim."""
+def connector_files(connectors: list[Connector], *, aileron: str = "aileron") -> dict[str, bytes]:
+    """The packages of the connectors a sandbox does not have built in, and a command for each: its shim, which
+    runs `aileron` (a name on PATH, or an absolute path for a host's PATH that may not have it)."""
     files: dict[str, bytes] = {}
     for connector in connectors:
         folder = connector.folder
@@ -135,7 +137,7 @@ def connector_files(connectors: list[Connector]) -> dict[str, bytes]:
                 files[f"{CONNECTOR_DIR}/{connector.name}/{path.name}"] = path.read_bytes()
         files[f"{BIN}/{connector.name}"] = (
             f"#!/bin/sh\n# The {connector.name} connector's shim (written by `aileron launch`).\n"
-            f'exec aileron connector run {connector.name} "$@"\n'
+            f'exec {shlex.quote(aileron)} connector run {connector.name} "$@"\n'
         ).encode()
     return files
 
