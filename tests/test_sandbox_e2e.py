@@ -25,6 +25,7 @@ import pytest
 
 from connectors.registry import installed, manifest
 from runtime.sandbox import backends, contract
+from runtime.sandbox.backends import SandboxError
 from runtime.sandbox.relay import HostRelay
 from runtime.sandbox.spec import Backend, Running, SandboxSpec
 from runtime.sandbox.toolbox import DEFAULT_PATH, TOOLBOX
@@ -388,6 +389,9 @@ def test_an_image_of_only_a_shell_on_another_c_library_runs_the_cli_and_the_shim
     """
     ran = run_agent(world, backend, shell_only_image, script, proxy_socket=proxy_socket, argv0="/bin/sh")
     assert ran.code == 0, ran.output
+    with pytest.raises(SandboxError) as caught:  # as with the mediated shell, started by /usr/bin/env
+        run_agent(world, backend, shell_only_image, script, proxy_socket=proxy_socket, argv0="/usr/bin/env")
+    assert str(caught.value) == f"the image {shell_only_image} has no /usr/bin/env, which starts the agent"
     assert ran.lines("PATH ") == [f"{DEFAULT_PATH}:/etc/aileron/bin:{TOOLBOX}/bin"]
     assert ran.lines("STEP version ") == ["0"] and "aileron, version" in ran.output, ran.output
     assert_github_got_the_injected_credential(world, mark, ran, gh=False)

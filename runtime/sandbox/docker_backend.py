@@ -175,7 +175,10 @@ class DockerBackend:
             # overlap the relay's start: each takes a few 100 ms.
             made: list[str] = []
             with ThreadPoolExecutor(max_workers=2) as pool:
-                reading = pool.submit(read_image_files, client, spec.image, [*IMAGE_FILES, *SYSTEM_CA_BUNDLES])
+                starter = [spec.argv[0]] if spec.argv and spec.argv[0].startswith("/") else []
+                reading = pool.submit(
+                    read_image_files, client, spec.image, [*IMAGE_FILES, *SYSTEM_CA_BUNDLES, *starter]
+                )
                 toolboxing = pool.submit(ensure_toolbox, client, self.relay_image, progress=made.append)
                 if spec.proxy_socket is not None:
                     relay_container = self._start_relay(client, spec, session)
@@ -189,6 +192,8 @@ class DockerBackend:
                     toolbox = None
                     notes.append(f"{exc}; the aileron CLI and the shims are only what the image has")
             notes.extend(line for line in made if line.startswith("made "))  # not the "making ..." line
+            if starter and starter[0] not in found:  # else the engine's own words: "exec: no such file"
+                raise SandboxError(f"the image {spec.image} has no {starter[0]}, which starts the agent")
             user = AGENT_USER
             run_image = spec.image
             agent_entry = passwd_entry(found.get("/etc/passwd"), AGENT_USER)
