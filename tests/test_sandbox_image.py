@@ -199,10 +199,15 @@ def test_the_toolbox_is_made_once_per_base_image_as_the_user_and_replaces_stale_
     stale = tmp_path / "sandbox" / "toolbox" / "0123456789ab-r1"
     stale.mkdir(parents=True)
     (stale / COMPLETE).write_text(f"aileron/sandbox-base:0.1 sha256:{'0' * 64}\n")
+    killed, making = stale.parent / ".making-killed", stale.parent / ".making-now"  # a crash's, and in progress
+    killed.mkdir()
+    making.mkdir()
+    os.utime(killed, (time.time() - 3600, time.time() - 3600))
     lines: list[str] = []
     folder = ensure_toolbox(docker_client, base_image, progress=lines.append)
     assert lines[0].startswith(f"making the aileron toolbox for any image from {base_image}"), lines
-    assert not stale.exists()
+    assert not stale.exists() and not killed.exists() and making.exists()
+    making.rmdir()
     assert sorted(p.name for p in (folder / "bin").iterdir()) == console_scripts()
     assert (folder / "bin" / "github").stat().st_mode & 0o755 == 0o755
     assert folder.stat().st_uid == os.getuid() and (folder / "site-packages" / "aileron_cli").is_dir()

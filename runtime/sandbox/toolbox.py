@@ -48,6 +48,7 @@ PROFILE_TEXT = (
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # the engine's, for an image with none
 COMPLETE = ".complete"  # written last: a folder without it is a crash's leftover, never used
 MAKE_SECONDS = 300.0
+STALE_MAKING_SECONDS = 2 * MAKE_SECONDS
 # Bump when what the script makes changes: the cache is keyed by it and the base image's id.
 RECIPE = 1
 
@@ -138,12 +139,18 @@ def ensure_toolbox(client: DockerClient, base_image: str, *, progress: Progress 
 
 
 def _prune(client: DockerClient, keep: Path) -> None:
-    """Toolboxes of base images the engine no longer has (a rebuild replaced them) go: about 100 MB each."""
+    """Toolboxes of base images the engine no longer has (a rebuild replaced them) go: about 100 MB each; so do
+    half-made ones that no launch can still be making. A running sandbox's base image cannot be removed, so its
+    toolbox stays."""
     import docker.errors
 
     for folder in keep.parent.iterdir():
-        if folder == keep or folder.name.startswith(".making-") or not folder.is_dir():
-            continue  # another launch may be making one right now
+        if folder == keep or not folder.is_dir():
+            continue
+        if folder.name.startswith(".making-"):
+            if time.time() - folder.stat().st_mtime > STALE_MAKING_SECONDS:  # a killed launch's; else in progress
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
         made = (folder / COMPLETE).read_text(encoding="utf-8").split() if (folder / COMPLETE).is_file() else []
         try:
             if made:
