@@ -368,10 +368,10 @@ def shell_only_image(docker_client: DockerClient) -> Iterator[str]:
             member = tarfile.TarInfo(name)
             member.size = len(data)
             archive.addfile(member, io.BytesIO(data))
-    tag = "aileron-test/shell-only:1"
-    docker_client.api.import_image_from_data(buffer.getvalue(), repository=tag.split(":")[0], tag="1")
-    yield tag
-    docker_client.images.remove(tag, force=True)
+    repository, run = "aileron-test/shell-only", f"run-{os.getpid()}"  # its own: test runs may share the engine
+    docker_client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=run)
+    yield f"{repository}:{run}"
+    docker_client.images.remove(f"{repository}:{run}", force=True)
 
 
 def test_an_image_of_only_a_shell_on_another_c_library_runs_the_cli_and_the_shims(
