@@ -352,29 +352,47 @@ def test_without_a_toolbox_the_sandbox_still_runs_and_says_why(
     ]
 
 
-@pytest.fixture(scope="module")
-def shell_only_image(docker_client: DockerClient) -> Iterator[str]:
-    """An image of nothing but this host's /bin/sh and the C library it links: no Python, no coreutils, and a
-    glibc of the host's Debian (older than the base image's trixie on a bookworm host)."""
-    shell = Path("/bin/sh").resolve()
-    listed = subprocess.run(["ldd", str(shell)], capture_output=True, text=True, check=True).stdout  # noqa: S607
-    libraries = [word for line in listed.splitlines() for word in line.split() if word.startswith("/")]
+STATIC_BUSYBOX = Path("/bin/busybox")
+
+
+def _is_static(binary: Path) -> bool:
+    listed = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)  # noqa: S607
+    return "not a dynamic executable" in listed.stdout + listed.stderr
+
+
+@pytest.fixture(scope="module", params=["dash-and-glibc", "static-busybox"])
+def shell_only_image(request: pytest.FixtureRequest, docker_client: DockerClient) -> Iterator[str]:
+    """An image of nothing but a shell. "dash-and-glibc": this host's /bin/sh and the C library it links, a glibc
+    of the host's Debian (older than the base image's trixie on a bookworm host). "static-busybox": Debian's
+    busybox-static as /bin/sh and nothing else, so no C library and no dynamic loader at all (as a musl image
+    has none of glibc's)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        archive.add(shell, arcname="bin/sh")
-        for library in libraries:
-            archive.add(Path(library).resolve(), arcname=library.lstrip("/"))
+        if request.param == "static-busybox":
+            if not (STATIC_BUSYBOX.is_file() and _is_static(STATIC_BUSYBOX)):
+                pytest.skip("no static busybox here (apt-get install busybox-static)")
+            archive.add(STATIC_BUSYBOX, arcname="bin/busybox")
+            link = tarfile.TarInfo("bin/sh")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            archive.addfile(link)
+        else:
+            shell = Path("/bin/sh").resolve()
+            listed = subprocess.run(["ldd", str(shell)], capture_output=True, text=True, check=True).stdout  # noqa: S607
+            archive.add(shell, arcname="bin/sh")
+            for library in [word for line in listed.splitlines() for word in line.split() if word.startswith("/")]:
+                archive.add(Path(library).resolve(), arcname=library.lstrip("/"))
         for name, data in {"etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n", "tmp/.keep": b""}.items():
             member = tarfile.TarInfo(name)
             member.size = len(data)
             archive.addfile(member, io.BytesIO(data))
-    repository, run = "aileron-test/shell-only", f"run-{os.getpid()}"  # its own: test runs may share the engine
+    # Its own tag: test runs may share the engine.
+    repository, run = "aileron-test/shell-only", f"{request.param}-{os.getpid()}"
     docker_client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=run)
     yield f"{repository}:{run}"
     docker_client.images.remove(f"{repository}:{run}", force=True)
 
 
-def test_an_image_of_only_a_shell_on_another_c_library_runs_the_cli_and_the_shims(
+def test_an_image_of_only_a_shell_and_another_or_no_c_library_runs_the_cli_and_the_shims(
     world: World, proxy_socket: Path, shell_only_image: str, base_image: str
 ) -> None:
     backend = backend_or_skip("docker")

@@ -4,7 +4,7 @@
     # the docker backend binds it read-only at TOOLBOX and appends TOOLBOX/bin to the agent's PATH
 
 A BYO image has neither our Python nor our packages, and its C library may be older than the one our Python
-needs, or another one altogether (musl; not tried here). So the toolbox carries its own: the base image's
+needs, or another one altogether (musl), or none (a static busybox). So the toolbox carries its own: the base image's
 python3 binary, its standard library, the venv's site-packages, every shared library those link to, and the
 dynamic loader. Each command in TOOLBOX/bin is a small /bin/sh script that runs that Python through that
 loader, with the toolbox's library folder as the only one searched: nothing of the image's own C library or
