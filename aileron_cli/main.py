@@ -759,12 +759,12 @@ def _sandbox_plan(name: str, project: Path) -> Any:
 
 def _hint(found: list[Any], *, sandboxed: bool) -> str:
     """The hint; in a sandbox every connector that is not built in has a command too (contract.connector_files)."""
-    from connectors.registry import BUILTIN
+    from connectors.registry import is_builtin
 
     def has_command(c: Any) -> bool:
         if c.name in ("github", "slack", "linear", "stripe"):
             return True
-        return sandboxed and c.folder is not None and not c.folder.resolve().is_relative_to(BUILTIN)
+        return sandboxed and c.folder is not None and not is_builtin(c)
 
     shims = [c.name for c in found if has_command(c)]
     return HINT.format(systems=", ".join(c.name for c in found), shims=", ".join(f"`{n}`" for n in shims))

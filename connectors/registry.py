@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,18 @@ def installed(home: Path) -> list[Connector]:
         connector = load(folder)
         by_name[connector.name] = connector
     return sorted(by_name.values(), key=lambda c: c.name)
+
+
+def is_builtin(connector: Connector) -> bool:
+    return connector.folder is not None and connector.folder.resolve().is_relative_to(BUILTIN)
+
+
+def package_files(folder: Path) -> list[Path]:
+    """The files a package is made of: connector.toml and the description it names, nothing else the folder
+    happens to hold (it is copied whole by `install`, and into sandboxes by `aileron launch`)."""
+    meta = tomllib.loads((folder / "connector.toml").read_text(encoding="utf-8"))
+    named = [meta[key] for key in ("spec", "graphql_schema") if isinstance(meta.get(key), str)]
+    return [folder / "connector.toml", *(folder / name for name in named)]
 
 
 def router(connectors: list[Connector]) -> Router:

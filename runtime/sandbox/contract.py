@@ -12,7 +12,7 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from connectors.package import Connector
-from connectors.registry import BUILTIN
+from connectors.registry import is_builtin, package_files
 
 ETC = "/etc/aileron"
 SESSION_CA = f"{ETC}/session-ca.pem"
@@ -129,12 +129,10 @@ def connector_files(connectors: list[Connector], *, aileron: str = "aileron") ->
     runs `aileron` (a name on PATH, or an absolute path for a host's PATH that may not have it)."""
     files: dict[str, bytes] = {}
     for connector in connectors:
-        folder = connector.folder
-        if folder is None or folder.resolve().is_relative_to(BUILTIN):
+        if connector.folder is None or is_builtin(connector):
             continue
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and not path.name.startswith("."):
-                files[f"{CONNECTOR_DIR}/{connector.name}/{path.name}"] = path.read_bytes()
+        for path in package_files(connector.folder):
+            files[f"{CONNECTOR_DIR}/{connector.name}/{path.name}"] = path.read_bytes()
         files[f"{BIN}/{connector.name}"] = (
             f"#!/bin/sh\n# The {connector.name} connector's shim (written by `aileron launch`).\n"
             f'exec {shlex.quote(aileron)} connector run {connector.name} "$@"\n'

@@ -116,12 +116,14 @@ def test_a_connector_the_user_installed_comes_with_its_package_and_a_command(tmp
     from connectors.registry import BUILTIN, install
 
     install(BUILTIN / "slack", tmp_path)  # a copy under AILERON_HOME/connectors: no longer built in
-    (tmp_path / "connectors" / "slack" / ".hidden").write_text("not copied")
+    for stray in (".env", "notes.txt"):  # what else the folder holds is the user's, not the package's
+        (tmp_path / "connectors" / "slack" / stray).write_text("SLACK_TOKEN=xoxb-real")
     found = installed(tmp_path)
     env, files = make(found)
     assert env["AILERON_CONNECTOR_DIR"] == c.CONNECTOR_DIR
     package = {p for p in files if p.startswith(f"{c.CONNECTOR_DIR}/")}
     assert package == {f"{c.CONNECTOR_DIR}/slack/{p.name}" for p in (BUILTIN / "slack").iterdir() if p.is_file()}
+    assert not any(b"xoxb-real" in content for content in files.values())
     assert files[f"{c.CONNECTOR_DIR}/slack/connector.toml"] == (BUILTIN / "slack" / "connector.toml").read_bytes()
     command = files[f"{c.BIN}/slack"].decode()
     assert command.startswith("#!/bin/sh\n") and command.endswith('exec aileron connector run slack "$@"\n')
