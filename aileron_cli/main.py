@@ -723,18 +723,22 @@ def _warn_line(line: str) -> None:
 
 
 def _sandbox_plan(name: str, project: Path) -> Any:
-    """Check the backend and resolve the image before anything is unlocked: a one-line error otherwise."""
+    """Read the project's devcontainer, check the backend and resolve the image before anything is unlocked:
+    a one-line error otherwise. The devcontainer comes first: a bad file is the user's to fix on any machine."""
     from aileron_cli.launch import SandboxPlan
     from runtime.sandbox import backends
     from runtime.sandbox.devcontainer import load_config, resolve_image
     from runtime.sandbox.image import ImageError, base_image_tag, engine, local_image
 
+    try:
+        config = load_config(project)
+    except ImageError as exc:
+        raise CliError(str(exc), exit_code=2) from None
     backend = backends.get(name)
     reason = backend.available()
     if reason is not None:
         raise CliError(f"the {name} sandbox is not available here: {reason}", exit_code=2)
     try:
-        config = load_config(project)
         if name == "docker":
             client = engine()
             if local_image(client, base_image_tag()) is None:
