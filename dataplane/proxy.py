@@ -41,7 +41,7 @@ from mitmproxy.proxy import context, server_hooks
 from connectors.identify import Catalog, Identified
 from connectors.matcher import Refused
 from connectors.package import Action, Connector
-from dataplane import problems, session_ca, shell_audit
+from dataplane import problems, session_ca, shell_audit, strip_auth
 from dataplane.control import (
     ApprovalTicket,
     ControlPlane,
@@ -63,8 +63,6 @@ log = logging.getLogger("aileron.proxy")
 CA_HOST = "aileron.proxy"  # http://aileron.proxy/ca.pem: the session's CA; /shell-audit: dataplane.shell_audit
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
-# Auth an agent might attach; all of it is removed before a credential is injected.
-AUTH_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie")
 ARG_STRING_LIMIT = 256
 ARGS_JSON_LIMIT = 8 * 1024
 RETRY_AFTER_SECONDS = 30  # the hint an agent gets when its held request's window closed undecided
@@ -829,22 +827,14 @@ def _model_of(args: dict[str, Any]) -> str | None:
 
 
 def _strip_auth(request: http.Request, connector: Connector, present: set[bytes]) -> None:
-    """Remove every auth header the agent may have sent (`present`: the request's lower-cased header names)."""
-    auth = connector.auth
-    own = (auth.name.lower(),) if auth.scheme == "header" and auth.name else ()
-    for name in (*AUTH_HEADERS, *own, *auth.strip_headers):
-        if name.encode() in present:
-            del request.headers[name]
-    for param in (*((auth.name,) if auth.scheme == "query" and auth.name else ()), *auth.strip_query):
-        _drop_query(request, param)
-
-
-def _drop_query(request: http.Request, name: str) -> None:
-    path, sep, query = request.path.partition("?")
-    if not sep:
-        return
-    kept = [p for p in query.split("&") if urllib.parse.unquote_plus(p.split("=", 1)[0]) != name]
-    request.path = path + ("?" + "&".join(kept) if kept else "")
+    """Remove every credential the agent may have sent, however named, cased or repeated (`present`: the
+    request's lower-cased header names)."""
+    names = strip_auth.header_names(connector.auth)
+    if not names.isdisjoint(present):
+        request.headers.fields = strip_auth.without_headers(request.headers.fields, names)
+    params = strip_auth.query_names(connector.auth)
+    if params and "?" in request.path:
+        request.path = strip_auth.without_query(request.path, params)
 
 
 def _inject(request: http.Request, connector: Connector, secret: bytes) -> None:
