@@ -11,13 +11,11 @@ from mitmproxy import http
 
 from connectors.package import Connector
 from dataplane import problems
+from dataplane import strip_auth as auth_strip
 from dataplane.control import ControlPlaneError, NotFoundError
 from dataplane.credentials import CredentialServiceError, SessionUnknown
 from dataplane.problems import Refusal
 from vaults import crypto
-
-# Auth an agent might attach; all of it is removed before a credential is injected.
-AUTH_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie")
 
 
 class Decryptor(Protocol):
@@ -48,22 +46,14 @@ async def decrypt(credentials: Decryptor, session_id: str, vault_id: str, creden
 
 
 def strip_auth(request: http.Request, connector: Connector, present: set[bytes]) -> None:
-    """Remove every auth header the agent may have sent (`present`: the request's lower-cased header names)."""
-    auth = connector.auth
-    own = (auth.name.lower(),) if auth.scheme == "header" and auth.name else ()
-    for name in (*AUTH_HEADERS, *own, *auth.strip_headers):
-        if name.encode() in present:
-            del request.headers[name]
-    for param in (*((auth.name,) if auth.scheme == "query" and auth.name else ()), *auth.strip_query):
-        drop_query(request, param)
-
-
-def drop_query(request: http.Request, name: str) -> None:
-    path, sep, query = request.path.partition("?")
-    if not sep:
-        return
-    kept = [p for p in query.split("&") if urllib.parse.unquote_plus(p.split("=", 1)[0]) != name]
-    request.path = path + ("?" + "&".join(kept) if kept else "")
+    """Remove every credential the agent may have sent, however named, cased or repeated (`present`: the
+    request's lower-cased header names)."""
+    names = auth_strip.header_names(connector.auth)
+    if not names.isdisjoint(present):
+        request.headers.fields = auth_strip.without_headers(request.headers.fields, names)
+    params = auth_strip.query_names(connector.auth)
+    if params and "?" in request.path:
+        request.path = auth_strip.without_query(request.path, params)
 
 
 def inject(request: http.Request, connector: Connector, secret: bytes) -> None:
