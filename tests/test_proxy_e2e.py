@@ -581,7 +581,7 @@ def test_launch_refuses_a_bad_devcontainer_with_one_line_before_opening_a_sessio
     for sandbox in ("docker", "netns"):
         result = subprocess.run(
             [str(BIN / "aileron"), "launch", "--sandbox", sandbox, "--dir", str(project), "--", "true"],
-            env=world.service.env,
+            env={**world.service.env, "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}"},
             capture_output=True,
             timeout=60,
         )
