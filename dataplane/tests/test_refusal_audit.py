@@ -10,8 +10,9 @@ from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
 from dataplane.control import ControlPlaneError
+from dataplane.flowstate import Tunnel
 from dataplane.guard import Resolver
-from dataplane.proxy import AileronProxy, Tunnel
+from dataplane.proxy import AileronProxy
 from dataplane.refusals import token_lookup
 from dataplane.tests.test_proxy_addon import CONTEXT, TOKEN, make_proxy
 
