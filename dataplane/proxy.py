@@ -33,7 +33,7 @@ from mitmproxy.proxy import server_hooks
 
 from connectors.identify import Catalog
 from connectors.package import Action, Connector
-from dataplane import approval_hold, problems, shell_audit
+from dataplane import approval_hold, health, problems, refusals, shell_audit
 from dataplane.audit_records import attempt_record, new_request_id, outcome_record, refusal_record
 from dataplane.control import ApprovalTicket, ControlPlane
 from dataplane.decision import decide, identify, model_of
@@ -87,16 +87,12 @@ class AileronProxy:
     async def http_connect(self, flow: http.HTTPFlow) -> None:
         token = proxy_token(flow.request.headers.get("proxy-authorization", ""))
         flow.request.headers.pop("proxy-authorization", None)
-        if token is None:
-            flow.response = problems.response(
-                Refusal(problems.PROXY_AUTH_REQUIRED, "the CONNECT carried no session token"),
-                request_id=new_request_id(),
-            )
-            return
         try:
+            if token is None:
+                raise Refusal(problems.PROXY_AUTH_REQUIRED, "the CONNECT carried no session token")
             await self.sessions.get(token)
         except Refusal as refusal:
-            flow.response = problems.response(refusal, request_id=new_request_id())
+            self._refuse_unverified(flow, refusal, token=token, host=flow.request.host, request_id=new_request_id())
             return
         self.tunnels[flow.client_conn.id] = Tunnel(token, norm_host(flow.request.host), flow.request.port)
 
@@ -123,6 +119,9 @@ class AileronProxy:
         try:
             if tunnel is None:
                 if flow.request.scheme == "http" and norm_host(flow.request.pretty_host) == CA_HOST:
+                    if flow.request.path.split("?", 1)[0] == health.PATH:
+                        health.serve(flow, self.spool)
+                        return
                     if flow.request.path.split("?", 1)[0] == shell_audit.PATH:
                         # the sandbox's mediated shell reporting a command it ran or refused
                         token = proxy_token(flow.request.headers.get("proxy-authorization", ""))
@@ -139,8 +138,12 @@ class AileronProxy:
             if tunnel is not None and stale is not None and refusal.kind is problems.CONTROL_PLANE_UNAVAILABLE:
                 # The session was live a moment ago: refuse, and keep the refusal in its audit trail.
                 self._refuse(flow, Pending(request_id, started, stale, kind="refused", host=tunnel.host), refusal)
+            elif tunnel is not None:
+                self._refuse_unverified(flow, refusal, token=tunnel.token, host=tunnel.host, request_id=request_id)
             else:
-                flow.response = problems.response(refusal, request_id=request_id)
+                token = proxy_token(flow.request.headers.get("proxy-authorization", ""))
+                host = flow.request.pretty_host
+                self._refuse_unverified(flow, refusal, token=token, host=host, request_id=request_id)
             return
         pending = Pending(request_id, started, live, kind="refused", host=tunnel.host)
         if flow.error is not None:
@@ -208,7 +211,13 @@ class AileronProxy:
             raise Refusal(problems.EGRESS_DENIED, f"{tunnel.host} is not on your organization's egress allowlist")
         tunnel.target = tunnel.target or await resolve(self.resolver, tunnel)
         flow.request.stream = True
-        self.spool.record(attempt_record(flow, pending, sensitive=(), decision="allow", reason="uncredentialed egress"))
+        # Like a credentialed attempt: nothing leaves before its record is on disk (the group commit shares it).
+        try:
+            await self.spool.record_durable(
+                attempt_record(flow, pending, sensitive=(), decision="allow", reason="uncredentialed egress")
+            )
+        except SpoolError as exc:
+            raise Refusal(problems.AUDIT_UNAVAILABLE, str(exc)) from None
 
     async def _decide(self, flow: http.HTTPFlow, pending: Pending, *, body: bytes) -> None:
         request = flow.request
@@ -339,3 +348,12 @@ class AileronProxy:
         flow.response = problems.response(refusal, request_id=pending.request_id)
         self.spool.record(refusal_record(flow, pending, refusal, sensitive=self._sensitive(pending)))
         self.pending.pop(flow.id, None)
+
+    def _refuse_unverified(
+        self, flow: http.HTTPFlow, refusal: Refusal, *, token: str | None, host: str, request_id: str
+    ) -> None:
+        """Answer a refusal outside a live session and audit it, attributed as far as is known (refusals.py)."""
+        flow.response = problems.response(refusal, request_id=request_id)
+        cached = self.sessions.cached(token) if token else None
+        session_id = cached.context.session_id if cached is not None else None
+        refusals.audit(self.spool, flow, refusal, request_id=request_id, session_id=session_id, token=token, host=host)

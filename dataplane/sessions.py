@@ -18,7 +18,7 @@ from dataplane.control import ControlPlane, ControlPlaneError, NotFoundError, Se
 from dataplane.problems import Refusal
 from policies.engine import Engine, PolicyDoc, PolicyError
 
-CA_HOST = "aileron.proxy"  # http://aileron.proxy/ca.pem: the session's CA; /shell-audit: dataplane.shell_audit
+CA_HOST = "aileron.proxy"  # /ca.pem: the session CA; /shell-audit: dataplane.shell_audit; /healthz: dataplane.health
 
 
 @dataclass
