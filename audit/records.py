@@ -21,6 +21,8 @@ MAX_APPROVERS = 10
 KINDS = ("credentialed", "egress", "refused", "shell")
 DECISIONS = ("allow", "deny", "approval_required", "error")
 PHASES = ("attempt", "outcome")
+# "critical": the agent sent a credential it should never hold (credential-in-request); admins must look.
+SEVERITIES = ("", "critical")
 
 # Column lengths, shared with audit.models so that truncation here always fits there.
 LENGTHS = {
@@ -49,6 +51,7 @@ ATTEMPT_FIELDS = (
     "credential_id",
     "approval_id",
     "approvers",
+    "severity",
 )
 OUTCOME_FIELDS = (
     "upstream_status",
@@ -183,6 +186,7 @@ def _attempt_fields(raw: dict[str, Any]) -> dict[str, Any]:
         "credential_id": None if credential is None else _uuid(credential, "credential_id"),
         "approval_id": None if approval is None else _uuid(approval, "approval_id"),
         "approvers": _approvers(raw.get("approvers")),
+        "severity": _choice(raw.get("severity") or "", "severity", SEVERITIES),
     }
 
 

@@ -41,7 +41,7 @@ from mitmproxy.proxy import context, server_hooks
 from connectors.identify import Catalog, Identified
 from connectors.matcher import Refused
 from connectors.package import Action, Connector
-from dataplane import problems, session_ca, shell_audit
+from dataplane import exfil, problems, session_ca, shell_audit
 from dataplane.control import (
     ApprovalTicket,
     ControlPlane,
@@ -51,6 +51,7 @@ from dataplane.control import (
     SessionContext,
 )
 from dataplane.credentials import CredentialServiceError, SessionUnknown
+from dataplane.credscan import Matcher, StreamRedactor
 from dataplane.guard import Blocked, Resolver, Target, Unresolvable
 from dataplane.problems import Refusal
 from dataplane.spool import AuditSpool, SpoolError
@@ -186,51 +187,9 @@ class Pending:
     provider: str | None = None
     model: str | None = None
     usage: UsageParser | None = None
-    redactor: Redactor | None = None
+    redactor: StreamRedactor | None = None
     response_bytes: int = 0
-
-
-class Redactor:
-    """Replaces the credential in a streamed body, also across chunk boundaries, in each form it may take."""
-
-    MARK = b"[redacted by aileron]"
-
-    def __init__(self, *needles: bytes, on_chunk: Any = None) -> None:
-        # Longest first, so a form that contains another (URL-encoded, say) is replaced whole.
-        self.needles = sorted({n for n in needles if len(n) >= 4}, key=len, reverse=True)
-        self.longest = max((len(n) for n in self.needles), default=0)
-        self.carry = b""
-        self.on_chunk = on_chunk
-        self.count = 0
-
-    def redact(self, data: bytes) -> bytes:
-        for needle in self.needles:
-            if needle in data:
-                self.count += data.count(needle)
-                data = data.replace(needle, self.MARK)
-        return data
-
-    def __call__(self, chunk: bytes) -> bytes:
-        if self.on_chunk is not None:
-            self.on_chunk(chunk)
-        data = self.redact(self.carry + chunk)
-        self.carry = b""
-        if chunk:
-            # Hold back the longest tail that could begin a needle; release it with the next chunk or the end.
-            for n in range(min(self.longest - 1, len(data)), 0, -1):
-                tail = data[-n:]
-                if any(needle.startswith(tail) for needle in self.needles):
-                    self.carry, data = tail, data[:-n]
-                    break
-        return data
-
-
-def secret_forms(secret: bytes, scheme: str) -> tuple[bytes, ...]:
-    """The forms an upstream might echo the injected credential in."""
-    forms = [secret, urllib.parse.quote(secret, safe="").encode(), urllib.parse.quote_plus(secret).encode()]
-    if scheme == "basic":
-        forms.append(base64.b64encode(secret))
-    return tuple(forms)
+    scan: Matcher | None = field(default=None, repr=False)  # every credential the session can reach
 
 
 class Decryptor(Protocol):
@@ -267,6 +226,7 @@ class AileronProxy:
         self.prices = prices or PriceTable.load(None)
         self.tunnels: dict[str, Tunnel] = {}
         self.pending: dict[str, Pending] = {}
+        self.reach = exfil.Reach(self._decrypt)
 
     # --- connection-level hooks ---------------------------------------------------------------------------
 
@@ -350,6 +310,9 @@ class AileronProxy:
             return
         self.pending[flow.id] = pending
         try:
+            # what the agent sent, before anything is stripped or injected: no credential it could have obtained
+            pending.scan = await self.reach.matcher(live.context)
+            exfil.check_head(self.reach, live.context.session_id, pending.scan, flow.request, tunnel.host)
             await self._screen(flow, tunnel, pending)
         except Refusal as refusal:
             self._refuse(flow, pending, refusal)
@@ -359,9 +322,20 @@ class AileronProxy:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         pending = self.pending.get(flow.id)
-        if pending is None or flow.response is not None or not flow.metadata.get("aileron_decide_with_body"):
+        if pending is None or flow.response is not None:
+            return
+        if flow.metadata.get("aileron_scan_body"):  # an egress body, read before anything is forwarded
+            try:
+                exfil.check_body(self.reach, pending.live.context.session_id, pending.scan or exfil.EMPTY, flow.request)
+            except Refusal as refusal:
+                self._refuse(flow, pending, refusal)
+                return
+            self.spool.record(self._attempt(flow, pending, decision="allow", reason="uncredentialed egress"))
+            return
+        if not flow.metadata.get("aileron_decide_with_body"):
             return
         try:
+            exfil.check_body(self.reach, pending.live.context.session_id, pending.scan or exfil.EMPTY, flow.request)
             await self._decide(flow, pending, body=flow.request.raw_content or b"")
         except Refusal as refusal:
             self._refuse(flow, pending, refusal)
@@ -447,6 +421,11 @@ class AileronProxy:
         if live.context.egress_mode == "allowlist" and not egress_allows(live.context.egress_allow, tunnel.host):
             raise Refusal(problems.EGRESS_DENIED, f"{tunnel.host} is not on your organization's egress allowlist")
         tunnel.target = tunnel.target or await self._resolve(tunnel)
+        if pending.scan:
+            flow.request.headers["accept-encoding"] = "identity"  # so an echo of a credential can be redacted
+            if exfil.hold_body(flow.request, self.max_body):
+                flow.metadata["aileron_scan_body"] = True  # read, scanned and audited in `request`, then sent
+                return
         flow.request.stream = True
         self.spool.record(self._attempt(flow, pending, decision="allow", reason="uncredentialed egress"))
 
@@ -522,6 +501,7 @@ class AileronProxy:
             secret = bytes(plaintext)
         finally:
             crypto.wipe(plaintext)
+        pending.scan = self.reach.injected(ctx_.session_id, ref.credential_id, secret)
         connector = self.by_host[pending.host]
         _inject(request, connector, secret)
         if found[0].path != path:
@@ -642,20 +622,9 @@ class AileronProxy:
         response = flow.response
         if pending is None or response is None or pending.kind == "refused":
             return
-        if pending.kind == "egress":
+        if pending.kind == "egress" and not pending.scan:
             response.stream = True
             return
-        forms = secret_forms(pending.secret, pending.scheme) if pending.secret else ()
-        redactor = Redactor(*forms)
-        if forms:
-            fields = [(name, redactor.redact(value)) for name, value in response.headers.fields]
-            if fields != list(response.headers.fields):
-                response.headers.fields = tuple(fields)
-            has_body = flow.request.method != "HEAD" and response.status_code not in (204, 304)
-            if has_body and "content-length" in response.headers:
-                # Redaction may change the body's length: frame it with chunks instead.
-                del response.headers["content-length"]
-                response.headers["transfer-encoding"] = "chunked"
         if pending.provider is not None:
             pending.usage = UsageParser(
                 provider=pending.provider,
@@ -669,9 +638,8 @@ class AileronProxy:
             if parser is not None:
                 parser.feed(chunk)
 
-        redactor.on_chunk = count
-        pending.redactor = redactor
-        response.stream = redactor
+        # every header and the body, of every form of every credential the session can reach
+        pending.redactor = exfil.redact_response(flow, pending.scan or exfil.EMPTY, count)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
@@ -683,7 +651,7 @@ class AileronProxy:
         pending = self.pending.pop(flow.id, None)
         if pending is None:
             return
-        pending.secret = None
+        pending.secret = pending.scan = None
         if pending.redactor is not None and pending.redactor.count:
             # Worth an operator's attention: the upstream sent the credential back (never logged itself).
             log.warning(
@@ -759,6 +727,13 @@ class AileronProxy:
             record["approvers"] = list(refusal.extra.get("approvers", []))
         record["kind"] = "refused" if pending.kind != "credentialed" else "credentialed"
         record["upstream_status"] = None
+        if refusal.kind.severity:
+            record["severity"] = refusal.kind.severity
+            log.warning("request %s: refused as %s (%s)", pending.request_id, refusal.kind.slug, refusal.kind.severity)
+        if refusal.extra.get("_credential_id"):
+            record["credential_id"] = refusal.extra["_credential_id"]  # which credential the agent holds
+        if pending.scan:
+            exfil.audit_fields(pending.scan, record)  # the record repeats the request: never a credential in it
         self.spool.record(record)
         self.pending.pop(flow.id, None)
 
