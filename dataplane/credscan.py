@@ -300,7 +300,15 @@ def scan_request(
     fields = tuple(fields)
     headers = b"\n".join(name + b": " + value for name, value in fields)
     path, _, query = target.partition(b"?")
-    parts = ((host.lower(), "host"), (path, "path"), (query, "query"), (headers, "headers"), (body, "body"))
+    host = host.lower()
+    parts = (
+        (host, "host"),
+        (host.replace(b".", b""), "host"),  # one value split over several labels
+        (path, "path"),
+        (query, "query"),
+        (headers, "headers"),
+        (body, "body"),
+    )
     for data, where in parts:
         for reading in _decoded(data):
             index = matcher.first(reading)

@@ -174,10 +174,13 @@ def audit_fields(matcher: Matcher, record: dict[str, object]) -> None:
     """Redact what an audit record repeats of the request (host, path, reason) so it never holds the value."""
     for name in ("host", "path", "reason"):
         value = record.get(name)
-        if isinstance(value, str) and value:
-            redacted, count = matcher.redact(value.encode("utf-8", errors="surrogateescape"))
-            if count:
-                record[name] = redacted.decode("utf-8", errors="replace")
+        if not isinstance(value, str) or not value:
+            continue
+        redacted, count = matcher.redact(value.encode("utf-8", errors="surrogateescape"))
+        if credscan.scan_request(matcher, host=redacted if name == "host" else b"", body=redacted) is not None:
+            record[name] = credscan.MARK.decode()  # still there when read decoded or across labels: all of it
+        elif count:
+            record[name] = redacted.decode("utf-8", errors="replace")
 
 
 def redact_response(
@@ -207,19 +210,24 @@ def redact_response(
         del response.headers["content-encoding"]
         decoder = _stream_decoder(encoding)
 
-        def decoded(chunk: bytes) -> bytes:
+        def decoded(chunk: bytes) -> list[bytes]:
             if decoder is None:
-                return b""  # withheld: it cannot be read for credentials here
+                return []  # withheld: it cannot be read for credentials here
             if chunk:
                 data = decoder(chunk)
-                return redactor(data) if data else b""  # an empty chunk would end the redactor's stream
+                return _nonempty(redactor(data)) if data else []  # an empty chunk would end the redactor's stream
             tail = decoder(b"")
-            return (redactor(tail) if tail else b"") + redactor(b"")
+            return _nonempty((redactor(tail) if tail else b"") + redactor(b""))
 
         response.stream = decoded
         return redactor
-    response.stream = redactor
+    response.stream = lambda chunk: _nonempty(redactor(chunk))
     return redactor
+
+
+def _nonempty(data: bytes) -> list[bytes]:
+    # An empty chunk sent to the agent would read as the end of a chunked body: send none instead.
+    return [data] if data else []
 
 
 def _stream_decoder(encoding: str) -> Callable[[bytes], bytes] | None:

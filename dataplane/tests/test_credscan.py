@@ -219,6 +219,8 @@ def test_it_says_where_without_the_value():
     matcher = Matcher([SECRET])
     assert scan_request(matcher, target=b"/" + SECRET.hex().encode()) == credscan.Found(0, "path")
     assert scan_request(matcher, host=SECRET.hex().encode() + b".evil.example") == credscan.Found(0, "host")
+    split = SECRET.hex()[:40] + "." + SECRET.hex()[40:]
+    assert scan_request(matcher, host=split.encode() + b".evil.example") == credscan.Found(0, "host")
     assert scan_request(matcher, fields=[(b"x-" + SECRET.hex().encode(), b"1")]) == credscan.Found(0, "a header's name")
 
 
