@@ -40,8 +40,10 @@ CACHE_SIZE = 256  # distinct credential sets kept compiled (sessions of one user
 MAX_DECODED_BODY = 64 * 1024 * 1024  # a compressed body is scanned decoded, up to this size
 
 _PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}")
-_JSON_ESCAPE = re.compile(rb"\\u([0-9A-Fa-f]{4})|\\([\"\\/bfnrt])")
-_JSON_SIMPLE = {b'"': b'"', b"\\": b"\\", b"/": b"/", b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t"}
+# Only what a credential (ASCII) can be escaped as: \u0000-\u007f, \/ and \\. Ordinary JSON text (\n, \", \u00e9)
+# rarely has these, so the JSON reading stays cheap on the large bodies LLM calls send.
+_JSON_ESCAPE = re.compile(rb"\\u00([0-7][0-9A-Fa-f])|\\([/\\])")
+FEW_FORMS = 24  # up to this many forms, `in` (C's fast search, one pass per form) beats one automaton pass
 
 
 def base64_cores(secret: bytes) -> list[bytes]:
@@ -109,6 +111,7 @@ class Matcher:
         self._automaton = ahocorasick.Automaton()
         self.longest = 0
         self._starts: set[str] = set()
+        self._few: list[tuple[bytes, int]] = []
         for index, secret in enumerate(self._secrets):
             for form in secret_forms(secret):
                 key = form.decode("latin-1")  # bytes <-> str one to one: the automaton is built for str
@@ -117,6 +120,8 @@ class Matcher:
                 self._starts.add(key[0])
         if self.longest:
             self._automaton.make_automaton()
+        if len(self._automaton) <= FEW_FORMS:
+            self._few = [(key.encode("latin-1"), int(value[1])) for key, value in self._automaton.items()]
 
     def __bool__(self) -> bool:
         return self.longest > 0
@@ -138,6 +143,8 @@ class Matcher:
         """The index (in the set) of a credential found in `data`, or None."""
         if not self.longest or not data:
             return None
+        if self._few:
+            return next((index for form, index in self._few if form in data), None)
         for _end, (_length, index) in self._automaton.iter(data.decode("latin-1")):
             return int(index)
         return None
@@ -256,20 +263,23 @@ def redact_headers(
 def _decoded(data: bytes) -> Iterable[bytes]:
     """`data` and the readings of it an upstream may decode: percent-decoded, JSON-unescaped, both."""
     yield data
-    unquoted = urllib.parse.unquote_to_bytes(data.replace(b"+", b" ")) if b"%" in data else data
-    if unquoted is not data:
+    unquoted = data
+    if b"%" in data and _PERCENT.search(data):
+        unquoted = urllib.parse.unquote_to_bytes(data.replace(b"+", b" "))
         yield unquoted
         yield urllib.parse.unquote_to_bytes(data)  # a `+` that was a plus
     if b"\\" in data:
-        for text in {data, unquoted}:
-            yield _json_unescape(text)
+        for text in (data, unquoted) if unquoted is not data else (data,):
+            for _ in range(3):  # JSON inside JSON (a tool call's arguments): a few levels, each a reading
+                if not _JSON_ESCAPE.search(text):
+                    break
+                text = _json_unescape(text)
+                yield text
 
 
 def _json_unescape(data: bytes) -> bytes:
     def one(match: re.Match[bytes]) -> bytes:
-        if match.group(1) is not None:
-            return chr(int(match.group(1), 16)).encode("utf-8", errors="surrogatepass")
-        return _JSON_SIMPLE[match.group(2)]
+        return bytes((int(match.group(1), 16),)) if match.group(1) is not None else match.group(2)
 
     return _JSON_ESCAPE.sub(one, data)
 

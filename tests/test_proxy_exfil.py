@@ -13,7 +13,7 @@ import base64
 import gzip
 import json
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -93,7 +93,7 @@ def test_a_credential_read_back_from_an_egress_host_is_redacted_too(world: World
     assert reply.content.count(MARK) == 2
 
 
-ENCODINGS = {
+ENCODINGS: dict[str, Callable[[bytes], bytes]] = {
     "plain": lambda s: s,
     "basic": lambda s: base64.b64encode(b"x-access-token:" + s),
     "base64url-1": lambda s: base64.urlsafe_b64encode(b"x" + s).rstrip(b"="),
@@ -105,10 +105,10 @@ ENCODINGS = {
 }
 
 
-def refused_with_nothing_sent(world: World, send: object) -> dict[str, object]:
+def refused_with_nothing_sent(world: World, send: Callable[[httpx.Client], httpx.Response]) -> dict[str, object]:
     mark = len(world.upstream.received)
     with client(world) as agent:
-        reply = send(agent)  # type: ignore[operator]
+        reply = send(agent)
     assert reply.status_code == 403, reply.text
     problem = reply.json()
     assert problem["type"] == "urn:aileron:problem:credential-in-request"

@@ -211,6 +211,7 @@ def test_mixed_escapes_are_read_decoded():
     assert scan_request(matcher, target=b"/?q=" + mixed) == credscan.Found(0, "query")
     json_mixed = SECRET[:half] + "".join(f"\\u{b:04x}" for b in SECRET[half:]).encode()
     assert scan_request(matcher, body=json_mixed) == credscan.Found(0, "body")
+    assert scan_request(matcher, body=json.dumps({"x": json_mixed.decode()}).encode()) == credscan.Found(0, "body")
     b64_in_query = urllib.parse.quote(base64.b64encode(b"u:" + SECRET)).encode()
     assert scan_request(matcher, target=b"/x?auth=" + b64_in_query) == credscan.Found(0, "query")
 
