@@ -36,6 +36,11 @@ class AuditOutcome(models.TextChoices):
     UNKNOWN = "unknown", "The data plane restarted before the request ended (killed mid-request)"
 
 
+class AuditSeverity(models.TextChoices):
+    NORMAL = "", "Normal"
+    CRITICAL = "critical", "Critical (the agent sent a credential it should never hold)"
+
+
 class AuditRecord(models.Model):
     # The data plane's request id: the same id in the attempt and the outcome makes ingest idempotent.
     id = models.UUIDField(primary_key=True, editable=False)
@@ -81,6 +86,7 @@ class AuditRecord(models.Model):
     )
     approval_id = models.UUIDField(null=True, blank=True, help_text="The approval whose grant this request used.")
     approvers = models.JSONField(default=list, blank=True, help_text="Who granted (or rejected) it, by email.")
+    severity = models.CharField(max_length=16, choices=AuditSeverity.choices, blank=True, default="")
     has_attempt = models.BooleanField(default=False)
 
     # The outcome.
@@ -105,6 +111,9 @@ class AuditRecord(models.Model):
             models.Index(fields=["organization", "at"], name="audit_org_at"),
             models.Index(fields=["organization", "action"], name="audit_org_action"),
             models.Index(fields=["dataplane_run"], name="audit_open_attempts", condition=models.Q(has_outcome=False)),
+            models.Index(
+                fields=["organization", "at"], name="audit_org_critical", condition=models.Q(severity="critical")
+            ),
         ]
 
     def __str__(self) -> str:

@@ -22,6 +22,8 @@ KINDS = ("credentialed", "egress", "refused", "shell")
 DECISIONS = ("allow", "deny", "approval_required", "error")
 # A restart record closes the previous run of a data plane's spool: its attempts without outcome are unknown.
 PHASES = ("attempt", "outcome", "restart")
+# "critical": the agent sent a credential it should never hold (credential-in-request); admins must look.
+SEVERITIES = ("", "critical")
 
 # Column lengths, shared with audit.models so that truncation here always fits there.
 LENGTHS = {
@@ -55,6 +57,7 @@ ATTEMPT_FIELDS = (
     "dataplane_run",
     "client_address",
     "token_lookup",
+    "severity",
 )
 OUTCOME_FIELDS = (
     "upstream_status",
@@ -196,6 +199,7 @@ def _attempt_fields(raw: dict[str, Any]) -> dict[str, Any]:
         "dataplane_run": None if run is None else _uuid(run, "run"),
         "client_address": _text(raw.get("client_address"), "client_address"),
         "token_lookup": lookup,
+        "severity": _choice(raw.get("severity") or "", "severity", SEVERITIES),
     }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from dataplane import problems
+from dataplane import exfil, problems
 from dataplane.destination import norm_host
 from dataplane.flowstate import Pending
 from dataplane.problems import Refusal
@@ -65,6 +65,12 @@ def refusal_record(
         record["approvers"] = list(refusal.extra.get("approvers", []))
     record["kind"] = "refused" if pending.kind != "credentialed" else "credentialed"
     record["upstream_status"] = None
+    if refusal.kind.severity:
+        record["severity"] = refusal.kind.severity
+    if refusal.extra.get("_credential_id"):
+        record["credential_id"] = refusal.extra["_credential_id"]  # which credential the agent holds
+    if pending.scan:
+        exfil.audit_fields(pending.scan, record)  # the record repeats the request: never a credential in it
     return record
 
 

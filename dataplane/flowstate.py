@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dataplane.credscan import Matcher, StreamRedactor
 from dataplane.guard import Target
-from dataplane.redaction import Redactor
 from dataplane.sessions import Live
 from dataplane.usage import UsageParser
 
@@ -34,6 +34,7 @@ class Pending:
     action: str = ""
     args: dict[str, Any] = field(default_factory=dict)  # the identified action's arguments (unredacted)
     decide_with_body: bool = False  # a bounded body is read first: decided in the `request` hook
+    scan_body: bool = False  # an egress body is read first: scanned for credentials and recorded in `request`
     decision: tuple[str, str] | None = None  # (outcome, reason) of the policy
     approval_id: str | None = None  # the approval this request was held for
     attempt_recorded: bool = False  # the attempt is durably in the spool: its outcome is audited too
@@ -42,5 +43,6 @@ class Pending:
     provider: str | None = None
     model: str | None = None
     usage: UsageParser | None = None
-    redactor: Redactor | None = None
+    redactor: StreamRedactor | None = None
     response_bytes: int = 0
+    scan: Matcher | None = field(default=None, repr=False)  # every credential the session can reach

@@ -22,6 +22,7 @@ class Kind:
     status: int
     title: str
     next: str
+    severity: str = ""  # "critical": the audit record is marked so, and the organization's admins alerted
 
 
 PROXY_AUTH_REQUIRED = Kind(
@@ -149,6 +150,20 @@ SESSION_LOCKED = Kind(
     "The session's keys are not unlocked in the credential service",
     "Start the session with `aileron launch` (or `aileron session start`) so your key reaches the data plane.",
 )
+CREDENTIAL_IN_REQUEST = Kind(
+    "credential-in-request",
+    403,
+    "The request carries a credential",
+    "Nothing was sent. Agents never send credentials themselves: use the connector's placeholder and the proxy "
+    "injects the credential. This attempt is recorded as critical and your organization's admins are told.",
+    severity="critical",
+)
+UNSCANNABLE_BODY = Kind(
+    "unscannable-body",
+    415,
+    "The request body cannot be checked for credentials",
+    "Nothing was sent. Send the body uncompressed, or gzip, deflate, br or zstd encoded, within the size limit.",
+)
 CONTROL_PLANE_UNAVAILABLE = Kind(
     "control-plane-unavailable",
     503,
@@ -174,7 +189,7 @@ def response(refusal: Refusal, *, request_id: str) -> http.Response:
         "detail": refusal.detail,
         "next": refusal.kind.next,
         "request_id": request_id,
-        **refusal.extra,
+        **{k: v for k, v in refusal.extra.items() if not k.startswith("_")},  # "_name": for the audit record only
     }
     headers = {"Content-Type": PROBLEM_CONTENT_TYPE, "Cache-Control": "no-store"}
     if "retry_after_seconds" in refusal.extra:

@@ -14,16 +14,21 @@ has been read, for a credentialed action that carries one):
 6. the response is streamed back with any echo of the credential redacted, LLM token usage is counted, and
    the outcome is audited.
 
+Before any of it, what the agent sent (host, path, query, headers, and a read body) is scanned for every
+credential its session can reach, in every encoding: one found refuses the request as critical, to any host
+(`exfil`, over `credscan`); responses to such sessions are redacted of all of them.
+
 Requests to other hosts are uncredentialed egress: forwarded (and audited) unless the organization keeps an
 allowlist, never to private addresses. Plain HTTP is refused. Imports no Django.
 
 Each step has its module: 1 `sessions`, 2 `destination` (and `framing`), 3 `decision` and `approval_hold`,
-4 `audit_records`, 5 `inject`, 6 `redaction`; a flow's state between hooks is a `flowstate.Pending`. This
+4 `audit_records`, 5 `inject`, 6 and the scan `exfil`; a flow's state between hooks is a `flowstate.Pending`. This
 addon only orders them on mitmproxy's hooks.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -33,7 +38,7 @@ from mitmproxy.proxy import server_hooks
 
 from connectors.identify import Catalog
 from connectors.package import Action, Connector
-from dataplane import approval_hold, health, problems, refusals, shell_audit
+from dataplane import approval_hold, exfil, health, problems, refusals, shell_audit
 from dataplane.audit_records import attempt_record, new_request_id, outcome_record, refusal_record
 from dataplane.control import ApprovalTicket, ControlPlane
 from dataplane.decision import decide, identify, model_of
@@ -43,7 +48,6 @@ from dataplane.framing import bounded_length, read_framing, refuse_method_overri
 from dataplane.guard import Resolver
 from dataplane.inject import Decryptor, decrypt, inject, strip_auth
 from dataplane.problems import Refusal
-from dataplane.redaction import Redactor, redact_headers, secret_forms
 from dataplane.sessions import CA_HOST, Sessions, proxy_token, serve_ca
 from dataplane.spool import AuditSpool, SpoolError
 from dataplane.usage import PriceTable, UsageParser, provider_for
@@ -81,6 +85,7 @@ class AileronProxy:
         self.prices = prices or PriceTable.load(None)
         self.tunnels: dict[str, Tunnel] = {}
         self.pending: dict[str, Pending] = {}
+        self.reach = exfil.Reach(functools.partial(decrypt, credentials))
 
     # --- connection-level hooks ---------------------------------------------------------------------------
 
@@ -161,6 +166,9 @@ class AileronProxy:
             return
         self.pending[flow.id] = pending
         try:
+            # what the agent sent, before anything is stripped or injected: no credential it could have obtained
+            pending.scan = await self.reach.matcher(live.context)
+            exfil.check_head(self.reach, live.context.session_id, pending.scan, flow.request, tunnel.host)
             await self._screen(flow, tunnel, pending)
         except Refusal as refusal:
             self._refuse(flow, pending, refusal)
@@ -170,9 +178,19 @@ class AileronProxy:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         pending = self.pending.get(flow.id)
-        if pending is None or flow.response is not None or not pending.decide_with_body:
+        if pending is None or flow.response is not None:
+            return
+        if pending.scan_body:  # an egress body, read before anything is forwarded
+            try:
+                exfil.check_body(self.reach, pending.live.context.session_id, pending.scan or exfil.EMPTY, flow.request)
+                await self._record_egress(flow, pending)
+            except Refusal as refusal:
+                self._refuse(flow, pending, refusal)
+            return
+        if not pending.decide_with_body:
             return
         try:
+            exfil.check_body(self.reach, pending.live.context.session_id, pending.scan or exfil.EMPTY, flow.request)
             await self._decide(flow, pending, body=flow.request.raw_content or b"")
         except Refusal as refusal:
             self._refuse(flow, pending, refusal)
@@ -210,7 +228,15 @@ class AileronProxy:
         if live.context.egress_mode == "allowlist" and not egress_allows(live.context.egress_allow, tunnel.host):
             raise Refusal(problems.EGRESS_DENIED, f"{tunnel.host} is not on your organization's egress allowlist")
         tunnel.target = tunnel.target or await resolve(self.resolver, tunnel)
+        if pending.scan:
+            flow.request.headers["accept-encoding"] = "identity"  # so an echo of a credential can be redacted
+            if exfil.hold_body(flow.request, self.max_body):
+                pending.scan_body = True  # read, scanned and recorded in `request`, then sent
+                return
         flow.request.stream = True
+        await self._record_egress(flow, pending)
+
+    async def _record_egress(self, flow: http.HTTPFlow, pending: Pending) -> None:
         # Like a credentialed attempt: nothing leaves before its record is on disk (the group commit shares it).
         try:
             await self.spool.record_durable(
@@ -218,6 +244,7 @@ class AileronProxy:
             )
         except SpoolError as exc:
             raise Refusal(problems.AUDIT_UNAVAILABLE, str(exc)) from None
+        pending.attempt_recorded = True
 
     async def _decide(self, flow: http.HTTPFlow, pending: Pending, *, body: bytes) -> None:
         request = flow.request
@@ -267,6 +294,7 @@ class AileronProxy:
             secret = bytes(plaintext)
         finally:
             crypto.wipe(plaintext)
+        pending.scan = self.reach.injected(ctx_.session_id, ref.credential_id, secret)
         connector = self.by_host[pending.host]
         inject(request, connector, secret)
         if found[0].path != path:
@@ -288,14 +316,10 @@ class AileronProxy:
         response = flow.response
         if pending is None or response is None or pending.kind == "refused":
             return
-        if pending.kind == "egress":
+        if pending.kind == "egress" and not pending.scan:
             response.stream = True
             return
-        # 6. redact echoes of the credential, count LLM usage while streaming
-        forms = secret_forms(pending.secret, pending.scheme) if pending.secret else ()
-        redactor = Redactor(*forms)
-        if forms:
-            redact_headers(flow, response, redactor)
+        # 6. count LLM usage while streaming, and redact echoes of the credentials
         if pending.provider is not None:
             pending.usage = UsageParser(
                 provider=pending.provider,
@@ -309,9 +333,8 @@ class AileronProxy:
             if parser is not None:
                 parser.feed(chunk)
 
-        redactor.on_chunk = count
-        pending.redactor = redactor
-        response.stream = redactor
+        # every header and the body, of every form of every credential the session can reach
+        pending.redactor = exfil.redact_response(flow, pending.scan or exfil.EMPTY, count)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
@@ -323,7 +346,7 @@ class AileronProxy:
         pending = self.pending.pop(flow.id, None)
         if pending is None:
             return
-        pending.secret = None
+        pending.secret = pending.scan = None
         if pending.redactor is not None and pending.redactor.count:
             # Worth an operator's attention: the upstream sent the credential back (never logged itself).
             log.warning(
@@ -332,7 +355,7 @@ class AileronProxy:
                 pending.action,
                 pending.redactor.count,
             )
-        if pending.kind == "refused" or not (pending.attempt_recorded or pending.kind == "egress"):
+        if pending.kind == "refused" or not pending.attempt_recorded:
             return
         usage = pending.usage.result() if pending.usage is not None else None
         if usage is not None:
@@ -346,7 +369,10 @@ class AileronProxy:
         pending.secret = None
         flow.request.stream = False
         flow.response = problems.response(refusal, request_id=pending.request_id)
+        if refusal.kind.severity:
+            log.warning("request %s: refused as %s (%s)", pending.request_id, refusal.kind.slug, refusal.kind.severity)
         self.spool.record(refusal_record(flow, pending, refusal, sensitive=self._sensitive(pending)))
+        pending.scan = None
         self.pending.pop(flow.id, None)
 
     def _refuse_unverified(

@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from audit.models import AuditRecord
-from audit.records import DECISIONS, KINDS, MAX_RECORDS_PER_BATCH, PHASES
+from audit.records import DECISIONS, KINDS, MAX_RECORDS_PER_BATCH, PHASES, SEVERITIES
 from tenants.api.serializers import UserBriefSerializer
 
 
@@ -52,6 +52,7 @@ class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
             "credential_id",
             "approval_id",
             "approvers",
+            "severity",
             "upstream_status",
             "latency_ms",
             "request_bytes",
@@ -95,6 +96,7 @@ class ShippedRecordSerializer(serializers.Serializer[Any]):
     credential_id = serializers.UUIDField(required=False, allow_null=True)
     approval_id = serializers.UUIDField(required=False, allow_null=True, help_text="Attempt only.")
     approvers = serializers.ListField(child=serializers.CharField(), required=False, help_text="Attempt only.")
+    severity = serializers.ChoiceField(choices=SEVERITIES, required=False, allow_blank=True, help_text="Attempt only.")
     upstream_status = serializers.IntegerField(required=False, allow_null=True, min_value=100, max_value=599)
     latency_ms = serializers.FloatField(required=False, allow_null=True, min_value=0)
     request_bytes = serializers.IntegerField(required=False, allow_null=True, min_value=0)

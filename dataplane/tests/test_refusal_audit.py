@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,22 @@ from dataplane.flowstate import Tunnel
 from dataplane.guard import Resolver
 from dataplane.proxy import AileronProxy
 from dataplane.refusals import token_lookup
-from dataplane.tests.test_proxy_addon import CONTEXT, TOKEN, make_proxy
+from dataplane.tests.test_proxy_addon import CONTEXT, SECRET, TOKEN, make_proxy
 
 
-def egress_flow(proxy: AileronProxy) -> http.HTTPFlow:
+def egress_flow(proxy: AileronProxy, *, body: bytes = b"") -> http.HTTPFlow:
     proxy.resolver = Resolver({("docs.example.com", 443): ("127.0.0.1", 9)})
+    fields = [(b"host", b"docs.example.com")]
+    if body:
+        fields.append((b"content-length", str(len(body)).encode()))
     request = tutils.treq(
         host="docs.example.com",
         port=443,
         scheme=b"https",
+        method=b"POST" if body else b"GET",
         path=b"/guide",
-        headers=http.Headers(((b"host", b"docs.example.com"),)),
-        content=b"",
+        headers=http.Headers(fields),
+        content=body,
     )
     flow = tflow.tflow(req=request)
     flow.client_conn.sni = "docs.example.com"
@@ -62,8 +67,52 @@ def test_egress_is_forwarded_only_after_its_attempt_is_durable(tmp_path: Path) -
     flow = egress_flow(proxy)
     asyncio.run(proxy.requestheaders(flow))
     assert flow.response is None
-    assert events == ["attempt"]  # awaited through record_durable, not queued behind the request
+    # the session's credential read for the outbound scan, then the attempt awaited through record_durable
+    assert events == ["decrypt", "attempt"]
     assert [(r["kind"], r["decision"], r["host"]) for r in spool.records] == [("egress", "allow", "docs.example.com")]
+
+
+def test_an_egress_body_is_scanned_then_recorded_durably_then_forwarded(tmp_path: Path) -> None:
+    proxy, spool, events = make_proxy(tmp_path)
+    flow = egress_flow(proxy, body=b'{"q": "how to bake bread"}')
+    asyncio.run(proxy.requestheaders(flow))
+    assert flow.response is None and not flow.request.stream  # held: the body is read before anything is sent
+    assert events == ["decrypt"] and spool.records == []
+    asyncio.run(proxy.request(flow))
+    assert flow.response is None
+    assert events == ["decrypt", "attempt"]
+    assert [(r["kind"], r["decision"]) for r in spool.records] == [("egress", "allow")]
+
+
+def test_an_egress_body_carrying_a_credential_is_refused_as_critical_and_never_recorded_as_allowed(
+    tmp_path: Path,
+) -> None:
+    proxy, spool, events = make_proxy(tmp_path)
+    flow = egress_flow(proxy, body=b"token=" + base64.b64encode(SECRET))
+    asyncio.run(proxy.requestheaders(flow))
+    asyncio.run(proxy.request(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    assert flow.response.json()["type"] == "urn:aileron:problem:credential-in-request"
+    assert "_credential_id" not in flow.response.json()
+    assert events == ["decrypt"]  # no durable allow attempt
+    [record] = spool.records
+    assert (record["decision"], record["problem_type"], record["severity"]) == (
+        "deny",
+        "credential-in-request",
+        "critical",
+    )
+    assert record["credential_id"] == "c1"
+    assert SECRET.decode() not in repr(spool.records)
+
+
+def test_an_egress_body_whose_attempt_cannot_be_recorded_is_refused_after_the_scan(tmp_path: Path) -> None:
+    proxy, spool, _ = make_proxy(tmp_path, spool_fails=True)
+    flow = egress_flow(proxy, body=b"hello")
+    asyncio.run(proxy.requestheaders(flow))
+    assert flow.response is None
+    asyncio.run(proxy.request(flow))
+    assert flow.response is not None and flow.response.status_code == 503
+    assert [(r["decision"], r["problem_type"]) for r in spool.records] == [("deny", "audit-unavailable")]
 
 
 def test_egress_whose_attempt_cannot_be_recorded_is_refused(tmp_path: Path) -> None:

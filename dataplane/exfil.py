@@ -1,0 +1,257 @@
+"""Credential exfiltration: what a session's agent sends is scanned for every credential the session can reach,
+and what comes back to it is redacted of them.
+
+The plaintexts a session can reach are decrypted by the credential service, held here (in the data plane's
+memory only, as one compiled matcher per set, see dataplane.credscan) for `ttl` seconds, and never logged,
+audited or returned. A request carrying any of them, in any form, in its host, path, query, headers or body, to
+any host, is refused (`credential-in-request`, a critical finding) before anything reaches the upstream and before
+any credential is injected. Egress bodies of such sessions are therefore read (bounded) before they are forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from mitmproxy import http
+
+from dataplane import credscan, problems
+from dataplane.control import SessionContext
+from dataplane.credscan import Matcher
+from dataplane.problems import Refusal
+from vaults import crypto
+
+log = logging.getLogger("aileron.proxy")
+
+DEFAULT_TTL = 60.0  # how long a session's set of plaintexts is reused before it is decrypted afresh
+EMPTY = Matcher(())
+
+Decrypt = Callable[[str, str, str], Awaitable[bytearray]]  # (session_id, vault_id, credential_id) -> plaintext
+
+
+@dataclass
+class _Entry:
+    refs: tuple[tuple[str, str], ...]
+    matcher: Matcher
+    credential_ids: dict[bytes, str] = field(repr=False)
+    built_at: float
+
+
+class Reach:
+    """Per session: the matcher over every credential it can reach, rebuilt when its references change."""
+
+    def __init__(self, decrypt: Decrypt, *, ttl: float = DEFAULT_TTL) -> None:
+        self.decrypt = decrypt
+        self.ttl = ttl
+        self._entries: dict[str, _Entry] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def matcher(self, context: SessionContext) -> Matcher:
+        """The session's matcher; a Refusal (fail closed) when its credentials cannot be read."""
+        refs = tuple(sorted({(r.vault_id, r.credential_id) for r in context.credentials.values()}))
+        if not refs:
+            return EMPTY
+        entry = self._entries.get(context.session_id)
+        if entry is not None and entry.refs == refs and time.monotonic() - entry.built_at < self.ttl:
+            return entry.matcher
+        lock = self._locks.setdefault(context.session_id, asyncio.Lock())
+        async with lock:
+            entry = self._entries.get(context.session_id)
+            if entry is not None and entry.refs == refs and time.monotonic() - entry.built_at < self.ttl:
+                return entry.matcher
+            try:
+                ids = await self._read(context.session_id, refs)
+            except Refusal:
+                if entry is not None and entry.refs == refs:
+                    return entry.matcher  # the same credentials as a moment ago: still scanned for those
+                raise
+            entry = _Entry(refs, credscan.matcher_for(ids), ids, time.monotonic())
+            self._entries[context.session_id] = entry
+            if len(self._entries) > 10_000:
+                self._evict()
+            return entry.matcher
+
+    async def _read(self, session_id: str, refs: tuple[tuple[str, str], ...]) -> dict[bytes, str]:
+        ids: dict[bytes, str] = {}
+        for vault_id, credential_id in refs:
+            plaintext = await self.decrypt(session_id, vault_id, credential_id)
+            try:
+                ids[bytes(plaintext)] = credential_id
+            finally:
+                crypto.wipe(plaintext)
+        return ids
+
+    def injected(self, session_id: str, credential_id: str, secret: bytes) -> Matcher:
+        """The matcher once `secret` is injected: rebuilt with it if its value changed since the last read."""
+        entry = self._entries.get(session_id)
+        if entry is not None and secret in entry.matcher:
+            return entry.matcher
+        ids = {**(entry.credential_ids if entry is not None else {}), secret: credential_id}
+        matcher = credscan.matcher_for(ids)
+        if entry is not None:
+            entry.matcher, entry.credential_ids = matcher, ids
+        return matcher
+
+    def credential_id(self, session_id: str, matcher: Matcher, index: int) -> str | None:
+        entry = self._entries.get(session_id)
+        if entry is None or not 0 <= index < len(matcher.secrets):
+            return None
+        return entry.credential_ids.get(matcher.secrets[index])
+
+    def forget(self, session_id: str) -> None:
+        self._entries.pop(session_id, None)
+        self._locks.pop(session_id, None)
+
+    def _evict(self) -> None:
+        horizon = time.monotonic() - self.ttl
+        for key in [k for k, e in self._entries.items() if e.built_at < horizon]:
+            self.forget(key)
+
+
+def _leak(reach: Reach, session_id: str, matcher: Matcher, found: credscan.Found) -> Refusal:
+    credential_id = reach.credential_id(session_id, matcher, found.index)
+    return Refusal(
+        problems.CREDENTIAL_IN_REQUEST,
+        f"the request carries one of your organization's credentials (in its {found.where}); nothing was sent",
+        {"_credential_id": credential_id},
+    )
+
+
+def check_head(reach: Reach, session_id: str, matcher: Matcher, request: http.Request, host: str) -> None:
+    """Refuse a request whose host, path, query or headers carry a credential (before any is injected)."""
+    if not matcher:
+        return
+    found = credscan.scan_request(
+        matcher,
+        host=host.encode("idna") if host.isascii() else host.encode("utf-8"),
+        target=request.data.path,
+        fields=request.headers.fields,
+    )
+    if found is not None:
+        raise _leak(reach, session_id, matcher, found)
+
+
+def check_body(reach: Reach, session_id: str, matcher: Matcher, request: http.Request) -> None:
+    """Refuse a read body that carries a credential, read as the upstream will (decoded from its encoding)."""
+    body = request.raw_content or b""
+    if not matcher or not body:
+        return
+    encoding = request.headers.get("content-encoding", "")
+    if encoding:
+        try:
+            body = credscan.decode_body(body, encoding)
+        except credscan.Undecodable as exc:
+            raise Refusal(problems.UNSCANNABLE_BODY, str(exc)) from None
+    found = credscan.scan_request(matcher, body=body)
+    if found is not None:
+        raise _leak(reach, session_id, matcher, found)
+
+
+def hold_body(request: http.Request, max_body: int) -> bool:
+    """Whether an egress request's body must be read before forwarding (it has one); a Refusal when it cannot be
+    bounded: a chunked body or one over `max_body`."""
+    names = {name.lower() for name, _ in request.headers.fields}
+    if b"transfer-encoding" in names:
+        raise Refusal(
+            problems.LENGTH_REQUIRED,
+            "your session holds credentials, so a body is scanned before it is sent; send it with a Content-Length",
+        )
+    length = int(request.headers.get("content-length", "0") or 0)
+    if length > max_body:
+        raise Refusal(
+            problems.BODY_TOO_LARGE,
+            f"the body is {length} bytes; at most {max_body} are scanned before sending",
+            {"limit": max_body},
+        )
+    return length > 0
+
+
+def audit_fields(matcher: Matcher, record: dict[str, object]) -> None:
+    """Redact what an audit record repeats of the request (host, path, reason) so it never holds the value."""
+    for name in ("host", "path", "reason"):
+        value = record.get(name)
+        if not isinstance(value, str) or not value:
+            continue
+        redacted, count = matcher.redact(value.encode("utf-8", errors="surrogateescape"))
+        if credscan.scan_request(matcher, host=redacted if name == "host" else b"", body=redacted) is not None:
+            record[name] = credscan.MARK.decode()  # still there when read decoded or across labels: all of it
+        elif count:
+            record[name] = redacted.decode("utf-8", errors="replace")
+
+
+def redact_response(
+    flow: http.HTTPFlow, matcher: Matcher, on_chunk: Callable[[bytes], None] | None
+) -> credscan.StreamRedactor:
+    """Redact every response header (names and values) now and stream the body through a redactor.
+
+    A body in a content encoding is decoded on the way (the agent gets it as identity), so a compressed echo is
+    redacted too; an encoding that cannot be decoded here is withheld.
+    """
+    response = flow.response
+    assert response is not None  # noqa: S101
+    fields, count = credscan.redact_headers(matcher, response.headers.fields)
+    if count:
+        response.headers.fields = fields
+        log.warning("response to %s: a credential in its headers was redacted", flow.id)
+    redactor = credscan.StreamRedactor(matcher, on_chunk)
+    has_body = flow.request.method != "HEAD" and response.status_code not in (204, 304)
+    if not has_body:
+        return redactor
+    if "content-length" in response.headers:
+        # Redaction may change the body's length: frame it with chunks instead.
+        del response.headers["content-length"]
+        response.headers["transfer-encoding"] = "chunked"
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding and encoding != "identity":
+        del response.headers["content-encoding"]
+        decoder = _stream_decoder(encoding)
+
+        def decoded(chunk: bytes) -> list[bytes]:
+            if decoder is None:
+                return []  # withheld: it cannot be read for credentials here
+            if chunk:
+                data = decoder(chunk)
+                return _nonempty(redactor(data)) if data else []  # an empty chunk would end the redactor's stream
+            tail = decoder(b"")
+            return _nonempty((redactor(tail) if tail else b"") + redactor(b""))
+
+        response.stream = decoded
+        return redactor
+    response.stream = lambda chunk: _nonempty(redactor(chunk))
+    return redactor
+
+
+def _nonempty(data: bytes) -> list[bytes]:
+    # An empty chunk sent to the agent would read as the end of a chunked body: send none instead.
+    return [data] if data else []
+
+
+def _stream_decoder(encoding: str) -> Callable[[bytes], bytes] | None:
+    """A chunk-by-chunk decoder for a response's Content-Encoding (b"" flushes); None for one it cannot read."""
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        inflater = zlib.decompressobj(wbits=47 if encoding != "deflate" else 15)
+
+        def inflate(chunk: bytes) -> bytes:
+            try:
+                return inflater.decompress(chunk) if chunk else inflater.flush()
+            except zlib.error:
+                return b""  # corrupt: nothing more of it reaches the agent
+
+        return inflate
+    if encoding == "br":
+        import brotli
+
+        unbrotli_state = brotli.Decompressor()
+
+        def unbrotli(chunk: bytes) -> bytes:
+            try:
+                return bytes(unbrotli_state.process(chunk)) if chunk else b""
+            except brotli.error:
+                return b""
+
+        return unbrotli
+    return None

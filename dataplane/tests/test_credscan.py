@@ -1,0 +1,256 @@
+"""The credential scan: every encoding, every alignment, every chunk boundary, headers and outbound requests."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import re
+import urllib.parse
+import zlib
+
+import brotli
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from dataplane import credscan
+from dataplane.credscan import MARK, Matcher, StreamRedactor, matcher_for, redact_headers, scan_request
+
+SECRET = b"ghp_Zq8/xY+3kL0pQ.rs~T_9vW-uN2mB7cD"  # has '/', '+', '.', '~' and '-': every escaping differs
+OTHER = b"sk-live-0123456789abcdefABCDEF"
+
+secrets_st = st.binary(min_size=12, max_size=64)
+surround_st = st.binary(max_size=40)
+
+
+def encodings(secret: bytes, prefix: bytes = b"", suffix: bytes = b"") -> dict[str, bytes]:
+    """The secret inside surrounding bytes, in every encoding an upstream or an agent might use."""
+    whole = prefix + secret + suffix
+    text = secret.decode("latin-1")
+    out = {
+        "plain": whole,
+        "quote": urllib.parse.quote(whole, safe="").encode(),
+        "quote-default": urllib.parse.quote(whole).encode(),
+        "quote_plus": urllib.parse.quote_plus(whole).encode(),
+        "quote-lower": re.sub(
+            r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), urllib.parse.quote(whole, safe="")
+        ).encode(),
+        "every-byte-percent": (prefix + "".join(f"%{b:02x}" for b in secret).encode() + suffix),
+        "base64": base64.b64encode(whole),
+        "base64-unpadded": base64.b64encode(whole).rstrip(b"="),
+        "base64url": base64.urlsafe_b64encode(whole),
+        "base64url-unpadded": base64.urlsafe_b64encode(whole).rstrip(b"="),
+        "hex": whole.hex().encode(),
+        "HEX": whole.hex().upper().encode(),
+        "json": json.dumps(text).encode(),
+        "json-native": json.dumps(text, ensure_ascii=False).encode(),
+        "json-slash": json.dumps(text).replace("/", "\\/").encode(),
+        "json-every-char": ("".join(f"\\u{ord(c):04x}" for c in text)).encode(),
+    }
+    return out
+
+
+# --- forms ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 3, 4, 5])
+def test_a_base64_core_is_in_the_encoding_whatever_precedes_the_token(offset):
+    prefix = b"x" * offset
+    for suffix in (b"", b"a", b"ab", b"abc"):
+        encoded = base64.b64encode(prefix + SECRET + suffix)
+        assert any(core in encoded for core in credscan.base64_cores(SECRET)), (offset, suffix)
+        url = base64.urlsafe_b64encode(prefix + SECRET + suffix)
+        assert any(core in url for core in credscan.base64_cores(SECRET)), (offset, suffix)
+
+
+@pytest.mark.parametrize("user", [b"", b"u", b"ab", b"alice", b"x-access-token", b"api"])
+def test_http_basic_user_token_and_token_colon_are_found(user):
+    matcher = Matcher([SECRET])
+    header = b"Basic " + base64.b64encode(user + b":" + SECRET)
+    assert matcher.first(header) == 0
+    assert matcher.first(b"Basic " + base64.b64encode(SECRET + b":")) == 0
+
+
+@pytest.mark.parametrize("name", sorted(encodings(SECRET)))
+def test_every_encoding_is_found_and_redacted(name):
+    matcher = Matcher([OTHER, SECRET])
+    data = encodings(SECRET, b"before ", b" after")[name]
+    assert matcher.first(data) == 1
+    redacted, count = matcher.redact(data)
+    assert count >= 1 and MARK in redacted
+    assert matcher.first(redacted) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(secret=secrets_st, prefix=surround_st, suffix=surround_st, name=st.sampled_from(sorted(encodings(SECRET))))
+def test_any_secret_in_any_encoding_with_anything_around_it_is_found(secret, prefix, suffix, name):
+    matcher = Matcher([secret])
+    assume(matcher.first(MARK) is None)  # a "secret" that the mark itself spells out
+    data = encodings(secret, prefix, suffix)[name]
+    assert matcher.first(data) == 0
+    assert matcher.first(matcher.redact(data)[0]) is None
+
+
+def test_short_derived_forms_are_left_out_so_ordinary_data_does_not_match():
+    assert credscan.secret_forms(b"abc") == frozenset()
+    assert all(len(f) >= credscan.MIN_DERIVED or f == b"abcd" for f in credscan.secret_forms(b"abcd"))
+
+
+def test_the_matcher_never_shows_its_plaintexts():
+    assert SECRET.decode() not in repr(Matcher([SECRET]))
+
+
+def test_a_matcher_is_built_once_per_set_of_credentials():
+    first = matcher_for([SECRET, OTHER])
+    assert matcher_for([OTHER, SECRET]) is first
+    assert matcher_for([SECRET]) is not first
+
+
+def test_it_tells_which_credential_it_found():
+    matcher = Matcher([SECRET, OTHER])
+    assert matcher.first(b"x" + base64.b64encode(b"::" + OTHER)) == 1
+    assert matcher.first(b"nothing here") is None
+
+
+# --- streaming redaction ----------------------------------------------------------------------------------
+
+
+def stream(redactor: StreamRedactor, chunks: list[bytes]) -> bytes:
+    return b"".join(redactor(c) for c in [*chunks, b""])
+
+
+@pytest.mark.parametrize("name", sorted(encodings(SECRET)))
+def test_a_body_split_at_every_byte_never_shows_the_secret(name):
+    matcher = Matcher([SECRET])
+    body = encodings(SECRET, b'{"echo": "', b'", "more": 1}')[name]
+    for cut in range(1, len(body)):
+        out = stream(StreamRedactor(matcher), [body[:cut], body[cut:]])
+        assert matcher.first(out) is None, cut
+        assert MARK in out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    secret=secrets_st,
+    prefix=surround_st,
+    suffix=surround_st,
+    name=st.sampled_from(sorted(encodings(SECRET))),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+)
+def test_any_chunking_of_any_encoding_is_redacted(secret, prefix, suffix, name, cuts):
+    matcher = Matcher([secret])
+    assume(matcher.first(MARK) is None)
+    body = encodings(secret, prefix, suffix)[name] * 2
+    points = sorted({c % (len(body) + 1) for c in cuts})
+    chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True) if body[a:b]]
+    redactor = StreamRedactor(matcher)
+    out = stream(redactor, chunks)
+    assert matcher.first(out) is None
+    assert redactor.count >= 1  # two adjacent copies are one redacted place
+
+
+def test_a_body_without_a_credential_passes_unchanged_and_is_not_held_back():
+    matcher = Matcher([SECRET])
+    redactor = StreamRedactor(matcher)
+    assert redactor(b"data: hello\n\n") == b"data: hello\n\n"  # nothing could begin a form: nothing held
+    assert redactor(b"data: ghp_") == b"data: "  # may begin the secret: held until the next chunk
+    assert redactor(b"zzz\n\n") == b"ghp_zzz\n\n"
+    assert redactor(b"") == b""
+
+
+def test_the_end_of_the_stream_releases_a_partial_form():
+    redactor = StreamRedactor(Matcher([SECRET]))
+    assert redactor(b"tail " + SECRET[:10]) == b"tail "
+    assert redactor(b"") == SECRET[:10]
+
+
+def test_a_form_followed_by_the_start_of_another_is_redacted_and_the_start_held():
+    matcher = Matcher([SECRET])
+    redactor = StreamRedactor(matcher)
+    first = redactor(b"a" + SECRET + SECRET[:5])
+    assert first == b"a" + MARK
+    assert redactor(SECRET[5:] + b"!") == MARK + b"!"
+
+
+# --- headers ----------------------------------------------------------------------------------------------
+
+
+def test_every_response_header_is_redacted_location_and_set_cookie_included():
+    matcher = Matcher([SECRET])
+    b64 = base64.b64encode(b"x:" + SECRET)
+    fields = (
+        (b"Location", b"https://evil.example/?t=" + urllib.parse.quote(b64, safe="").encode()),
+        (b"Set-Cookie", b"s=" + base64.urlsafe_b64encode(SECRET).rstrip(b"=") + b"; Path=/"),
+        (b"X-Echo", b"Bearer " + SECRET),
+        (b"X-" + SECRET.hex().encode(), b"1"),
+        (b"Content-Type", b"application/json"),
+    )
+    redacted, count = redact_headers(matcher, fields)
+    assert count == 4
+    assert redacted[-1] == (b"Content-Type", b"application/json")
+    assert all(matcher.first(n) is None and matcher.first(v) is None for n, v in redacted)
+
+
+# --- outbound scan ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(encodings(SECRET)))
+def test_a_request_carrying_the_secret_anywhere_is_found(name):
+    matcher = Matcher([OTHER, SECRET])
+    data = encodings(SECRET, b"k=", b"&z=1")[name]
+    assert scan_request(matcher, fields=[(b"X-Note", data)]) == credscan.Found(1, "header X-Note")
+    assert scan_request(matcher, target=b"/p?" + data) is not None
+    assert scan_request(matcher, body=b'{"a": "' + data + b'"}') == credscan.Found(1, "body")
+
+
+def test_mixed_escapes_are_read_decoded():
+    matcher = Matcher([SECRET])
+    half = len(SECRET) // 2
+    mixed = SECRET[:half] + "".join(f"%{b:02X}" for b in SECRET[half:]).encode()
+    assert scan_request(matcher, target=b"/?q=" + mixed) == credscan.Found(0, "query")
+    json_mixed = SECRET[:half] + "".join(f"\\u{b:04x}" for b in SECRET[half:]).encode()
+    assert scan_request(matcher, body=json_mixed) == credscan.Found(0, "body")
+    assert scan_request(matcher, body=json.dumps({"x": json_mixed.decode()}).encode()) == credscan.Found(0, "body")
+    b64_in_query = urllib.parse.quote(base64.b64encode(b"u:" + SECRET)).encode()
+    assert scan_request(matcher, target=b"/x?auth=" + b64_in_query) == credscan.Found(0, "query")
+
+
+def test_it_says_where_without_the_value():
+    matcher = Matcher([SECRET])
+    assert scan_request(matcher, target=b"/" + SECRET.hex().encode()) == credscan.Found(0, "path")
+    assert scan_request(matcher, host=SECRET.hex().encode() + b".evil.example") == credscan.Found(0, "host")
+    split = SECRET.hex()[:40] + "." + SECRET.hex()[40:]
+    assert scan_request(matcher, host=split.encode() + b".evil.example") == credscan.Found(0, "host")
+    assert scan_request(matcher, fields=[(b"x-" + SECRET.hex().encode(), b"1")]) == credscan.Found(0, "a header's name")
+
+
+def test_a_clean_request_is_not_found_and_an_empty_matcher_finds_nothing():
+    matcher = Matcher([SECRET])
+    fields = [(b"Authorization", b"Bearer placeholder"), (b"Content-Type", b"application/json")]
+    assert scan_request(matcher, target=b"/repos/a/b?per_page=100", fields=fields, body=b'{"x": "%41\\u0041"}') is None
+    assert scan_request(Matcher([]), body=SECRET) is None
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("br", brotli.compress),
+        ("gzip, br", lambda d: brotli.compress(gzip.compress(d))),
+    ],
+)
+def test_a_compressed_body_is_scanned_decoded(encoding, encode):
+    matcher = Matcher([SECRET])
+    body = credscan.decode_body(encode(b"x" * 100 + SECRET), encoding)
+    assert scan_request(matcher, body=body) == credscan.Found(0, "body")
+
+
+def test_a_body_that_decodes_beyond_the_limit_or_in_an_unknown_encoding_is_undecodable():
+    with pytest.raises(credscan.Undecodable):
+        credscan.decode_body(gzip.compress(b"\0" * 10_000), "gzip", limit=1000)
+    with pytest.raises(credscan.Undecodable):
+        credscan.decode_body(b"whatever", "compress")
+    with pytest.raises(credscan.Undecodable):
+        credscan.decode_body(b"not gzip", "gzip")
