@@ -63,10 +63,12 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _json_forms(data: bytes) -> set[bytes]:
-    text = _text(data)
-    ascii_form = json.dumps(text)[1:-1].encode("ascii")
-    native = json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8")
-    return {ascii_form, native, ascii_form.replace(b"/", b"\\/"), native.replace(b"/", b"\\/")}
+    found = set()
+    for text in _texts(data):
+        ascii_form = json.dumps(text)[1:-1].encode("ascii")
+        native = json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8")
+        found |= {ascii_form, native, ascii_form.replace(b"/", b"\\/"), native.replace(b"/", b"\\/")}
+    return found
 
 
 def _url_forms(data: bytes) -> set[bytes]:
@@ -77,12 +79,12 @@ def _url_forms(data: bytes) -> set[bytes]:
     return found
 
 
-def _text(data: bytes) -> str:
-    """How a JSON writer sees the bytes: UTF-8 text, or (not being UTF-8) one character per byte."""
+def _texts(data: bytes) -> set[str]:
+    """How a JSON writer may see the bytes: one character per byte, and UTF-8 text where they are UTF-8."""
     try:
-        return data.decode("utf-8")
+        return {data.decode("latin-1"), data.decode("utf-8")}
     except UnicodeDecodeError:
-        return data.decode("latin-1")
+        return {data.decode("latin-1")}
 
 
 def secret_forms(secret: bytes) -> frozenset[bytes]:
@@ -97,9 +99,9 @@ def secret_forms(secret: bytes) -> frozenset[bytes]:
         forms |= _json_forms(base)
     forms.add("".join(f"%{b:02X}" for b in secret).encode())
     forms.add("".join(f"%{b:02x}" for b in secret).encode())
-    text = _text(secret)
-    forms.add("".join(f"\\u{ord(c):04x}" for c in text).encode())
-    forms.add("".join(f"\\u{ord(c):04X}" for c in text).encode())
+    for text in _texts(secret):
+        forms.add("".join(f"\\u{ord(c):04x}" for c in text).encode())
+        forms.add("".join(f"\\u{ord(c):04X}" for c in text).encode())
     return frozenset(f for f in forms if f == secret or len(f) >= MIN_DERIVED)
 
 
