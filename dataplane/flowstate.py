@@ -44,3 +44,4 @@ class Pending:
     usage: UsageParser | None = None
     redactor: Redactor | None = None
     response_bytes: int = 0
+    websocket: bool = False  # a WebSocket upgrade: its 101 answer may switch protocols

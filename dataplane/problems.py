@@ -78,8 +78,10 @@ METHOD_OVERRIDE = Kind(
 REQUEST_SMUGGLING = Kind(
     "malformed-request",
     400,
-    "The request's framing is ambiguous",
-    "Send either Content-Length or Transfer-Encoding, not both, and a single valid Content-Length.",
+    "The request is not strict HTTP/1.1",
+    "Nothing more was read from this connection. Send one Host, either one plain Content-Length or "
+    "`Transfer-Encoding: chunked` with CRLF line ends, field values without control characters, and a path "
+    "(not an absolute URI) as the request target.",
 )
 LENGTH_REQUIRED = Kind(
     "length-required",
@@ -149,6 +151,13 @@ SESSION_LOCKED = Kind(
     "The session's keys are not unlocked in the credential service",
     "Start the session with `aileron launch` (or `aileron session start`) so your key reaches the data plane.",
 )
+UPSTREAM_UNAVAILABLE = Kind(
+    "upstream-unavailable",
+    502,
+    "The upstream could not be reached or answered with a malformed response",
+    "Retry later; if it persists, the destination is down or not speaking strict HTTP/1.1.",
+)
+PROXY_ERROR = Kind("proxy-error", 500, "The proxy could not handle the request", "Retry; report it if it persists.")
 CONTROL_PLANE_UNAVAILABLE = Kind(
     "control-plane-unavailable",
     503,
@@ -179,6 +188,8 @@ def response(refusal: Refusal, *, request_id: str) -> http.Response:
     headers = {"Content-Type": PROBLEM_CONTENT_TYPE, "Cache-Control": "no-store"}
     if "retry_after_seconds" in refusal.extra:
         headers["Retry-After"] = str(int(refusal.extra["retry_after_seconds"]))
+    if refusal.kind is REQUEST_SMUGGLING:
+        headers["Connection"] = "close"  # where the request ends is in doubt: read nothing more from it
     if refusal.kind is PROXY_AUTH_REQUIRED:
         headers["Proxy-Authenticate"] = 'Basic realm="aileron"'
     return http.Response.make(refusal.kind.status, json.dumps(body).encode(), headers)

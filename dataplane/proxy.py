@@ -39,7 +39,14 @@ from dataplane.control import ApprovalTicket, ControlPlane
 from dataplane.decision import decide, identify, model_of
 from dataplane.destination import check_binding, norm_host, pin_request, pin_server, resolve
 from dataplane.flowstate import Pending, Tunnel
-from dataplane.framing import bounded_length, read_framing, refuse_method_override
+from dataplane.framing import (
+    BODY_ERROR,
+    Malformed,
+    bounded_length,
+    read_framing,
+    refuse_method_override,
+    screen_response,
+)
 from dataplane.guard import Resolver
 from dataplane.inject import Decryptor, decrypt, inject, strip_auth
 from dataplane.problems import Refusal
@@ -186,9 +193,10 @@ class AileronProxy:
         if request.scheme != "https" or not flow.client_conn.tls_established:
             # Plaintext inside a CONNECT tunnel: never forwarded (and never given a credential).
             raise Refusal(problems.HTTPS_ONLY, "the tunnel carried plain HTTP; only HTTPS is forwarded")
-        # 2. destination binding, and one unambiguous body length
-        check_binding(flow, tunnel)
+        # strict HTTP/1.1 and no hop-by-hop field forwarded (before the binding reads Host), then destination binding
         framing = read_framing(request)
+        pending.websocket = framing.websocket
+        check_binding(flow, tunnel)
         connector = self.by_host.get(tunnel.host)
         if connector is None:
             await self._egress(flow, tunnel, pending)
@@ -288,6 +296,16 @@ class AileronProxy:
         response = flow.response
         if pending is None or response is None or pending.kind == "refused":
             return
+        try:
+            screened = screen_response(
+                status=response.status_code, fields=response.headers.fields, websocket=pending.websocket
+            )
+        except Malformed as exc:
+            log.warning("request %s: %s; connection closed", pending.request_id, exc)
+            flow.kill()  # type: ignore[no-untyped-call]  # never a raw pipe: its bytes would bypass every check
+            return
+        if screened is not None:
+            response.headers.fields = screened
         if pending.kind == "egress":
             response.stream = True
             return
@@ -317,6 +335,12 @@ class AileronProxy:
         self._finish(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        pending = self.pending.get(flow.id)
+        if pending is not None and flow.error is not None and BODY_ERROR in flow.error.msg:
+            # The head was fine and went on; the body was not, and the upstream saw no end of it: audit the refusal.
+            refusal = Refusal(problems.REQUEST_SMUGGLING, flow.error.msg.split(BODY_ERROR, 1)[1][:300])
+            record = refusal_record(flow, pending, refusal, sensitive=())
+            self.spool.record({**record, "id": new_request_id(), "kind": "refused", "credential_id": None})
         self._finish(flow)
 
     def _finish(self, flow: http.HTTPFlow) -> None:
