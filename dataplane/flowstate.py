@@ -44,3 +44,5 @@ class Pending:
     usage: UsageParser | None = None
     redactor: Redactor | None = None
     response_bytes: int = 0
+    error: str | None = None  # what failed inside the proxy (described without the credential), for the outcome
+    response_failed: bool = False  # the upstream's answer is replaced by a problem before the agent sees it
