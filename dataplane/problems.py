@@ -164,6 +164,20 @@ CONTROL_PLANE_UNAVAILABLE = Kind(
     "The control plane cannot answer",
     "Nothing was sent. Retry shortly.",
 )
+INTERNAL_ERROR = Kind(
+    "internal-error",
+    500,
+    "The proxy failed on this request",
+    "Nothing was sent and no credential was used. Retry once; if it fails again, give the request_id to an "
+    "operator (the data plane's log and the audit record say what failed).",
+)
+RESPONSE_ERROR = Kind(
+    "response-error",
+    502,
+    "The proxy failed on the upstream's answer",
+    "The request reached the upstream, but its answer could not be passed on safely. Check the effect before "
+    "retrying an action that changes something; give the request_id to an operator.",
+)
 
 
 @dataclass(frozen=True, slots=True)
