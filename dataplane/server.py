@@ -31,7 +31,7 @@ from mitmproxy.addons import core, next_layer, proxyserver
 
 from connectors.package import ConnectorError
 from connectors.registry import installed
-from dataplane import keychannel
+from dataplane import http1_strict, keychannel
 from dataplane.attestation import AttestationError, SoftwareProvider, dataplane_config
 from dataplane.control import ControlPlane
 from dataplane.credentials import DEFAULT_BUNDLE_TTL_SECONDS, DEFAULT_TTL_SECONDS, CredentialService
@@ -205,6 +205,7 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
         max_body=settings.max_body,
         prices=prices,
     )
+    http1_strict.install()  # strict chunked bodies and problem+json where mitmproxy answers by itself
     opts = options.Options()
     mitm = master.Master(opts, event_loop=asyncio.get_running_loop())
     addons: list[object] = [

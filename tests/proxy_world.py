@@ -223,9 +223,11 @@ def proxy_world(
     extra_env: dict[str, str] | None = None,
     service_args: tuple[str, ...] = (),
     imported: dict[str, tuple[Path, str]] | None = None,
+    credentials: bool = True,
 ) -> Iterator[World]:
     """`imported`: connector name -> (OpenAPI description, host), imported (bearer auth) before the service
-    starts, enabled for the team and given a canary credential like the built-in ones."""
+    starts, enabled for the team and given a canary credential like the built-in ones. `credentials=False`:
+    no canary is added, so the session reaches no credential (its egress is not scanned)."""
     imported = imported or {}
     hosts = (*HOSTS, *(host for _, host in imported.values()))
     with ExitStack() as stack:
@@ -261,7 +263,8 @@ def proxy_world(
             for name in (*CONNECTORS, *imported):
                 enabled = api.put(f"/api/v1/orgs/{org_id}/connectors/{name}/teams/{team['id']}/")
                 assert enabled.status_code in (200, 201), enabled.text
-        canaries = {name: f"canary-{name}-{secrets.token_hex(12)}".encode() for name in (*CONNECTORS, *imported)}
+        names = (*CONNECTORS, *imported) if credentials else ()
+        canaries = {name: f"canary-{name}-{secrets.token_hex(12)}".encode() for name in names}
         for name, value in canaries.items():
             keep(
                 f"secret add {name}",
