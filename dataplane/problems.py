@@ -149,6 +149,38 @@ SESSION_LOCKED = Kind(
     "The session's keys are not unlocked in the credential service",
     "Start the session with `aileron launch` (or `aileron session start`) so your key reaches the data plane.",
 )
+HEADERS_TOO_LARGE = Kind(
+    "headers-too-large",
+    431,
+    "The request head is too large",
+    "Send fewer or shorter headers: the proxy reads a bounded request head.",
+)
+HEADER_TIMEOUT = Kind(
+    "header-timeout",
+    408,
+    "The request head did not arrive in time",
+    "Send the whole request head promptly after opening the connection; the connection was closed.",
+)
+BODY_BUDGET_EXHAUSTED = Kind(
+    "body-budget-exhausted",
+    503,
+    "The proxy holds as many request bodies as it can right now",
+    "Nothing was sent. Retry shortly; the bodies of credentialed requests are read whole before they are "
+    "decided, and their total size in flight is bounded.",
+)
+UPSTREAM_TIMEOUT = Kind(
+    "upstream-timeout",
+    504,
+    "The upstream did not answer in time",
+    "The request may or may not have taken effect upstream; check before retrying a non-idempotent action.",
+)
+UPSTREAM_UNAVAILABLE = Kind(
+    "upstream-unavailable",
+    502,
+    "The upstream could not be reached or could not be trusted",
+    "The connection or its TLS verification failed, or it closed before an answer (see `detail`). Retry later; "
+    "an operator can check the upstream's certificate and reachability.",
+)
 CONTROL_PLANE_UNAVAILABLE = Kind(
     "control-plane-unavailable",
     503,

@@ -52,6 +52,7 @@ from dataplane.control import (
 )
 from dataplane.credentials import CredentialServiceError, SessionUnknown
 from dataplane.guard import Blocked, Resolver, Target, Unresolvable
+from dataplane.limits import BodyBudget
 from dataplane.problems import Refusal
 from dataplane.spool import AuditSpool, SpoolError
 from dataplane.usage import PriceTable, UsageParser, provider_for
@@ -254,6 +255,7 @@ class AileronProxy:
         session_ttl: float = 10.0,
         max_body: int = DEFAULT_MAX_BODY,
         prices: PriceTable | None = None,
+        budget: BodyBudget | None = None,
     ) -> None:
         self.credentials = credentials
         self.spool = spool
@@ -264,6 +266,7 @@ class AileronProxy:
         self.control = control
         self.sessions = Sessions(control, seed, ttl=session_ttl)
         self.max_body = max_body
+        self.budget = budget or BodyBudget(max(max_body, 64 * 1024 * 1024))
         self.prices = prices or PriceTable.load(None)
         self.tunnels: dict[str, Tunnel] = {}
         self.pending: dict[str, Pending] = {}
@@ -284,6 +287,18 @@ class AileronProxy:
             flow.response = problems.response(refusal, request_id=_rid())
             return
         self.tunnels[flow.client_conn.id] = Tunnel(token, _norm_host(flow.request.host), flow.request.port)
+
+    def refuse_head(self, client: connection.Client, request: http.Request, refusal: Refusal) -> http.Response:
+        """Answer a request refused while its head was read (no hook ran), audited in its tunnel's session."""
+        tunnel = self.tunnels.get(client.id)
+        live = self.sessions.cached(tunnel.token) if tunnel is not None else None
+        if tunnel is None or live is None:
+            return problems.response(refusal, request_id=_rid())
+        flow = http.HTTPFlow(client, connection.Server(address=None))
+        flow.request = request
+        self._refuse(flow, Pending(_rid(), time.perf_counter(), live, kind="refused", host=tunnel.host), refusal)
+        assert flow.response is not None  # noqa: S101 (_refuse always answers)
+        return flow.response
 
     def client_disconnected(self, client: connection.Client) -> None:
         self.tunnels.pop(client.id, None)
@@ -429,6 +444,13 @@ class AileronProxy:
             )
         tunnel.target = tunnel.target or await self._resolve(tunnel)
         if length > 0:
+            if not self.budget.reserve(flow.id, length):
+                raise Refusal(
+                    problems.BODY_BUDGET_EXHAUSTED,
+                    f"{self.budget.in_use} of {self.budget.capacity} bytes of bodies are in flight; this one has "
+                    f"{length}",
+                    {"retry_after_seconds": 2},
+                )
             flow.metadata["aileron_decide_with_body"] = True  # buffered (not streamed): decided in `request`
             return
         await self._decide(flow, pending, body=b"")
@@ -680,6 +702,7 @@ class AileronProxy:
         self._finish(flow)
 
     def _finish(self, flow: http.HTTPFlow) -> None:
+        self.budget.release(flow.id)
         pending = self.pending.pop(flow.id, None)
         if pending is None:
             return
