@@ -323,7 +323,11 @@ def _wrap_http_stream() -> None:
             if isinstance(command, HttpRequestHeadersHook) and self.flow.response is not None:
                 # Refused: no "100 Continue" invites the body.
                 self.flow.request.headers.pop("expect", None)
-        if self.flow.response is not None and self.client_state == self.state_consume_request_body:
+        if (
+            not event.end_stream
+            and self.flow.response is not None
+            and self.client_state == self.state_consume_request_body
+        ):
             yield from _answer_before_body(self)
 
     def stream_handle_event(self: Any, event: events.Event) -> CommandGenerator:
@@ -348,12 +352,19 @@ def _answer_before_body(stream: Any) -> CommandGenerator:
     """Send the response an addon set in `requestheaders` now; the body that follows is dropped unread."""
     response = stream.flow.response
     response.headers["connection"] = "close"
-    stream.client_state = stream.state_done  # with the stream dropped, its body data is discarded on arrival
+    stream.client_state = stream.state_done  # so that sending the response ends the stream (and drops it)
     response.timestamp_start = time.time()
     yield HttpResponseHeadersHook(stream.flow)
     if (yield from stream.check_killed(True)):
         return
     yield from stream.send_response()
+    # Body data that arrived while the hooks ran is still queued for this stream; later data, for a dropped
+    # stream, is discarded by the HTTP layer. Either way: nothing is kept.
+    stream.client_state = _discard_body
+
+
+def _discard_body(event: events.Event) -> CommandGenerator:
+    yield from ()
 
 
 def _response_timed_out(stream: Any) -> CommandGenerator:

@@ -219,6 +219,28 @@ def test_bodies_in_flight_together_are_bounded_by_a_global_budget(world: World) 
     world.audit_wait(lambda rs: any(r["problem_type"] == "body-budget-exhausted" for r in rs))
 
 
+def test_a_refused_request_without_a_body_keeps_its_connection_for_the_next(world: World) -> None:
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=10) as client:
+        refused = client.get("https://api.github.com/repos/acme/app", headers={"X-HTTP-Method-Override": "DELETE"})
+        assert refused.status_code == 400 and "connection" not in refused.headers
+        assert client.get("https://api.github.com/repos/acme/app").status_code == 200
+    assert b"has crashed" not in world.service.log.read_bytes()
+
+
+def test_a_request_refused_with_its_body_already_sent_is_answered_and_its_body_dropped(world: World) -> None:
+    mark = len(world.upstream.received)
+    tls = _tls(world, "api.github.com")
+    body = b'{"title": "x"}' * 1000
+    head = _post_head("api.github.com", "/repos/acme/app/issues", len(body), "X-HTTP-Method-Override: PUT")
+    tls.sendall(head + body)  # the body arrives while the request is being decided
+    status, problem, headers = _problem(_read_answer(tls, timeout=5))
+    tls.close()
+    assert status == 400 and problem["type"] == "urn:aileron:problem:method-override"
+    assert "connection: close" in headers
+    assert world.received_since(mark) == []
+    assert b"has crashed" not in world.service.log.read_bytes()
+
+
 # --- heads --------------------------------------------------------------------------------------------------
 
 
