@@ -260,6 +260,8 @@ def status(server: str | None, as_json: bool) -> None:
         + ("listening" if probe["listening"] else "not reachable")
         + (", key channel ready" if probe["key_channel"] else ", no local key channel"),
     )
+    if probe.get("health") is not None:
+        table.add_row("audit", _audit_line(probe["health"]))
     if who is None:
         table.add_row("login", "not logged in (run `aileron init`)")
     else:
@@ -292,7 +294,51 @@ def _dataplane_probe() -> dict[str, Any]:
         listening = True
     except OSError:
         listening = False
-    return {"proxy": proxy.url(), "listening": listening, "key_channel": _key_socket().exists()}
+    return {
+        "proxy": proxy.url(),
+        "listening": listening,
+        "key_channel": _key_socket().exists(),
+        "health": _dataplane_health(proxy.url()) if listening else None,
+    }
+
+
+def _dataplane_health(proxy_url: str) -> dict[str, Any]:
+    """The data plane's own report (http://aileron.proxy/healthz through the proxy): is the audit flowing?"""
+    import httpx
+
+    try:
+        with httpx.Client(proxy=proxy_url, timeout=3, trust_env=False) as client:
+            response = client.get("http://aileron.proxy/healthz")
+        report: Any = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return {"status": "unknown", "error": f"no health report from the proxy ({exc.__class__.__name__})"}
+    if not isinstance(report, dict) or not isinstance(report.get("audit"), dict):
+        return {"status": "unknown", "error": f"no health report from the proxy ({response.status_code})"}
+    return report
+
+
+def _audit_line(health: dict[str, Any]) -> str:
+    """One line on the data plane's audit spool: flowing, or what stalls it since when."""
+    audit = health.get("audit")
+    if not isinstance(audit, dict):
+        return str(health.get("error", "unknown"))
+    writer, shipper = audit["writer"], audit["shipper"]
+    queued = f"{audit['queued_records']} record(s) queued"
+    last = f"last shipped {shipper['last_success_at'] or 'never (since start)'}"
+    if audit["status"] == "ok":
+        return f"ok: {queued}, {last}"
+    problems = []
+    if writer["state"] != "ok":
+        since = f" since {writer['failing_since']}" if writer.get("failing_since") else ""
+        problems.append(f"spool writer {writer['state']}{since}: {writer.get('last_error') or 'stopped'}")
+    if shipper["state"] not in ("idle", "shipping"):
+        failures = shipper["consecutive_failures"]
+        problems.append(f"shipper {shipper['state']} ({failures} failure(s)): {shipper.get('last_error') or 'stopped'}")
+    if shipper.get("cursor_error"):
+        problems.append(f"cannot save the shipping cursor: {shipper['cursor_error']}")
+    if writer.get("dropped_records"):
+        problems.append(f"{writer['dropped_records']} record(s) dropped")
+    return f"STALLED: {'; '.join(problems)}; {queued}, {last}"
 
 
 def _identity(api: ApiClient, login: state.Login, organization_id: str | None = None) -> Identity:
@@ -723,18 +769,22 @@ def _warn_line(line: str) -> None:
 
 
 def _sandbox_plan(name: str, project: Path) -> Any:
-    """Check the backend and resolve the image before anything is unlocked: a one-line error otherwise."""
+    """Read the project's devcontainer, check the backend and resolve the image before anything is unlocked:
+    a one-line error otherwise. The devcontainer comes first: a bad file is the user's to fix on any machine."""
     from aileron_cli.launch import SandboxPlan
     from runtime.sandbox import backends
     from runtime.sandbox.devcontainer import load_config, resolve_image
     from runtime.sandbox.image import ImageError, base_image_tag, engine, local_image
 
+    try:
+        config = load_config(project)
+    except ImageError as exc:
+        raise CliError(str(exc), exit_code=2) from None
     backend = backends.get(name)
     reason = backend.available()
     if reason is not None:
         raise CliError(f"the {name} sandbox is not available here: {reason}", exit_code=2)
     try:
-        config = load_config(project)
         if name == "docker":
             client = engine()
             if local_image(client, base_image_tag()) is None:

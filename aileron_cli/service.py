@@ -47,8 +47,8 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _prepare_database(out: Callable[[str], None]) -> dict[str, str]:
-    """Validate settings, migrate, and describe the backends. Raises CliError with one line on failure."""
+def _load_settings() -> None:
+    """Validate the settings (django.setup). Raises CliError with one line on failure."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "aileron_site.settings")
     from aileron_site.config import ConfigError
 
@@ -58,6 +58,10 @@ def _prepare_database(out: Callable[[str], None]) -> dict[str, str]:
         django.setup()
     except ConfigError as exc:
         raise CliError(f"configuration error: {exc}", exit_code=2) from None
+
+
+def _prepare_database(out: Callable[[str], None]) -> dict[str, str]:
+    """Migrate, and describe the backends (settings loaded). Raises CliError with one line on failure."""
     from django.conf import settings
     from django.core.management import call_command
     from django.db import DatabaseError, connection
@@ -182,6 +186,8 @@ def run_service(
     out: Callable[[str], None],
     summary: Callable[[dict[str, str]], None],
 ) -> int:
+    # Settings first: a bad one is reported as such even while another service holds the ports.
+    _load_settings()
     if not _port_free(host, api_port):
         raise CliError(f"cannot listen on {host}:{api_port}: the address is in use or not available", exit_code=2)
     if proxy_port == api_port or not _port_free(host, proxy_port):

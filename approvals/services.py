@@ -19,6 +19,7 @@ from django_scopes import scopes_disabled
 from aileron_site.problems import Conflict, Forbidden, InvalidInput, NotFound
 from approvals import binding, events
 from approvals.models import Approval, ApprovalDecision, ApprovalRule, ApprovalState, DecisionKind
+from connectors.services import catalog_pattern_validate
 from tenants.models import ApiToken, Membership, Organization, User
 from tenants.permissions import Perm, role_has
 
@@ -66,9 +67,11 @@ def approval_rule_for(*, organization: Organization, action: str) -> RuleValues:
 
 
 def approval_rule_validate_pattern(action: str) -> str:
+    """The pattern, if it is well formed and matches an installed action (a rule matching none never applies)."""
     text = action.strip()
     if not text or len(text) > 200 or any(c.isspace() for c in text) or "*" in text[:-1]:
         raise InvalidInput("An action is exact (stripe.create-refund), a prefix ending in * (stripe.*), or *.")
+    catalog_pattern_validate(pattern=text, pointer="/action")
     return text
 
 

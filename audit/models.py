@@ -31,14 +31,32 @@ class AuditDecision(models.TextChoices):
     ERROR = "error", "Error"
 
 
+class AuditOutcome(models.TextChoices):
+    COMPLETED = "completed", "The data plane saw how the request ended"
+    UNKNOWN = "unknown", "The data plane restarted before the request ended (killed mid-request)"
+
+
 class AuditRecord(models.Model):
     # The data plane's request id: the same id in the attempt and the outcome makes ingest idempotent.
     id = models.UUIDField(primary_key=True, editable=False)
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    # Empty only for a refusal the proxy could tie to no session at all (plain HTTP without a token, say):
+    # kept for operators, seen by no organization.
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
 
     # Who: derived by the control plane from the session token, never taken from the data plane's word.
     session = models.ForeignKey(ApiToken, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    session_uuid = models.UUIDField(help_text="The session token's id, kept after the token row is purged.")
+    session_uuid = models.UUIDField(
+        null=True, blank=True, help_text="The session token's id, kept after the token row is purged."
+    )
+    session_verified = models.BooleanField(
+        default=True,
+        help_text="False when the session was named only by its token's lookup part, unchecked (a refusal while "
+        "the control plane was unreachable, or of a request whose token was never verified).",
+    )
+    token_lookup = models.CharField(
+        max_length=16, blank=True, help_text="The lookup part of the token a refused request carried (never more)."
+    )
+    client_address = models.CharField(max_length=64, blank=True, help_text="The agent's address, as the proxy saw it.")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -78,6 +96,10 @@ class AuditRecord(models.Model):
         help_text="Why no complete answer came back (upstream-timeout, a connection or TLS failure), if so.",
     )
     has_outcome = models.BooleanField(default=False)
+    outcome = models.CharField(max_length=16, choices=AuditOutcome.choices, blank=True)
+    dataplane_run = models.UUIDField(
+        null=True, blank=True, help_text="The data plane run that sent the attempt; closed when the next run starts."
+    )
 
     ingested_at = models.DateTimeField(default=timezone.now)
 
@@ -87,6 +109,7 @@ class AuditRecord(models.Model):
         indexes = [
             models.Index(fields=["organization", "at"], name="audit_org_at"),
             models.Index(fields=["organization", "action"], name="audit_org_action"),
+            models.Index(fields=["dataplane_run"], name="audit_open_attempts", condition=models.Q(has_outcome=False)),
         ]
 
     def __str__(self) -> str:

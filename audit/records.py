@@ -20,7 +20,8 @@ MAX_APPROVERS = 10
 
 KINDS = ("credentialed", "egress", "refused", "shell")
 DECISIONS = ("allow", "deny", "approval_required", "error")
-PHASES = ("attempt", "outcome")
+# A restart record closes the previous run of a data plane's spool: its attempts without outcome are unknown.
+PHASES = ("attempt", "outcome", "restart")
 
 # Column lengths, shared with audit.models so that truncation here always fits there.
 LENGTHS = {
@@ -31,6 +32,8 @@ LENGTHS = {
     "path": 2048,
     "reason": 2000,
     "problem_type": 100,
+    "client_address": 64,
+    "token_lookup": 16,
     "error": 500,
 }
 USAGE_MODEL_LENGTH = 200
@@ -50,6 +53,9 @@ ATTEMPT_FIELDS = (
     "credential_id",
     "approval_id",
     "approvers",
+    "dataplane_run",
+    "client_address",
+    "token_lookup",
 )
 OUTCOME_FIELDS = (
     "upstream_status",
@@ -70,7 +76,7 @@ class RecordError(ValueError):
 class ShippedRecord:
     id: uuid.UUID
     phase: str
-    session_id: uuid.UUID
+    session_id: uuid.UUID | None  # None only for a refusal tied to no known session, and for a restart
     at: datetime
     fields: dict[str, Any] = field(default_factory=dict)  # the phase's fields only, parsed
 
@@ -171,6 +177,10 @@ def _approvers(value: Any) -> list[str]:
 def _attempt_fields(raw: dict[str, Any]) -> dict[str, Any]:
     credential = raw.get("credential_id")
     approval = raw.get("approval_id")
+    run = raw.get("run")
+    lookup = _text(raw.get("token_lookup"), "token_lookup")
+    if not lookup.isalnum() and lookup:
+        raise RecordError("token_lookup must be letters and digits")
     return {
         "kind": _choice(raw.get("kind"), "kind", KINDS),
         "connector": _text(raw.get("connector"), "connector"),
@@ -185,6 +195,9 @@ def _attempt_fields(raw: dict[str, Any]) -> dict[str, Any]:
         "credential_id": None if credential is None else _uuid(credential, "credential_id"),
         "approval_id": None if approval is None else _uuid(approval, "approval_id"),
         "approvers": _approvers(raw.get("approvers")),
+        "dataplane_run": None if run is None else _uuid(run, "run"),
+        "client_address": _text(raw.get("client_address"), "client_address"),
+        "token_lookup": lookup,
     }
 
 
@@ -207,13 +220,17 @@ def record_parse(raw: Any) -> ShippedRecord:
         raise RecordError("a record must be an object")
     record_id = _uuid(raw.get("id"), "id")
     phase = _choice(raw.get("phase"), "phase", PHASES)
-    return ShippedRecord(
-        id=record_id,
-        phase=phase,
-        session_id=_uuid(raw.get("session_id"), "session_id"),
-        at=_datetime(raw.get("at"), "at"),
-        fields=_attempt_fields(raw) if phase == "attempt" else _outcome_fields(raw),
-    )
+    at = _datetime(raw.get("at"), "at")
+    if phase == "restart":
+        fields = {"previous_run": _uuid(raw.get("previous_run"), "previous_run"), "run": _uuid(raw.get("run"), "run")}
+        return ShippedRecord(id=record_id, phase=phase, session_id=None, at=at, fields=fields)
+    fields = _attempt_fields(raw) if phase == "attempt" else _outcome_fields(raw)
+    session = raw.get("session_id")
+    if session is None and phase == "attempt" and fields["kind"] == "refused" and fields["decision"] == "deny":
+        # Refused before any session was known (plain HTTP, no token, the control plane unreachable): still
+        # audited, attributed by the control plane as far as the token's lookup part allows.
+        return ShippedRecord(id=record_id, phase=phase, session_id=None, at=at, fields=fields)
+    return ShippedRecord(id=record_id, phase=phase, session_id=_uuid(session, "session_id"), at=at, fields=fields)
 
 
 def raw_id(raw: Any) -> str | None:

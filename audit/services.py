@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
-from audit.models import AuditRecord
+from audit.models import AuditDecision, AuditOutcome, AuditRecord
 from audit.records import RecordError, ShippedRecord, raw_id, record_parse
 from tenants.models import ApiToken, TeamMembership, TokenKind
 
@@ -24,9 +24,13 @@ class IngestResult:
 
 @dataclass(frozen=True, slots=True)
 class _Attribution:
-    organization_id: uuid.UUID
-    session: ApiToken
+    organization_id: uuid.UUID | None
+    session: ApiToken | None
     team_id: uuid.UUID | None
+    verified: bool = True
+
+
+_NOBODY = _Attribution(organization_id=None, session=None, team_id=None, verified=False)
 
 
 def _attributions(session_ids: set[uuid.UUID]) -> dict[uuid.UUID, _Attribution]:
@@ -51,20 +55,50 @@ def _attributions(session_ids: set[uuid.UUID]) -> dict[uuid.UUID, _Attribution]:
     return found
 
 
+def _by_lookup(records: list[ShippedRecord]) -> dict[str, _Attribution]:
+    """Refusals that named their session only by its token's lookup part: that session, marked unverified."""
+    lookups = {r.fields["token_lookup"] for r in records if r.session_id is None and r.fields.get("token_lookup")}
+    if not lookups:
+        return {}
+    ids = dict(ApiToken.objects.filter(lookup__in=lookups, kind=TokenKind.SESSION).values_list("lookup", "pk"))
+    found = _attributions(set(ids.values()))
+    return {
+        lookup: _Attribution(who.organization_id, who.session, who.team_id, verified=False)
+        for lookup, pk in ids.items()
+        if (who := found.get(pk)) is not None
+    }
+
+
 def _new_row(record: ShippedRecord, who: _Attribution, now: Any) -> AuditRecord:
     session = who.session
     return AuditRecord(
         id=record.id,
         organization_id=who.organization_id,
         session=session,
-        session_uuid=session.pk,
-        user_id=session.user_id,
-        agent=session.name,
+        session_uuid=session.pk if session is not None else None,
+        session_verified=who.verified,
+        user_id=session.user_id if session is not None else None,
+        agent=session.name if session is not None else "",
         team_id=who.team_id,
-        project_id=session.project_id,
+        project_id=session.project_id if session is not None else None,
         at=record.at,
         ingested_at=now,
     )
+
+
+def _close_runs(restarts: list[ShippedRecord]) -> None:
+    """A data plane's spool started again: the previous run's attempts that never got an outcome never will.
+
+    The restart record follows every record of the previous run in its spool, so they are all in by now; a
+    re-sent restart record finds nothing left to close.
+    """
+    for restart in restarts:
+        AuditRecord.objects.filter(
+            dataplane_run=restart.fields["previous_run"],
+            has_attempt=True,
+            has_outcome=False,
+            decision=AuditDecision.ALLOW,
+        ).update(has_outcome=True, outcome=AuditOutcome.UNKNOWN, completed_at=restart.at)
 
 
 def _apply(row: AuditRecord, record: ShippedRecord) -> dict[str, Any]:
@@ -77,7 +111,7 @@ def _apply(row: AuditRecord, record: ShippedRecord) -> dict[str, Any]:
     else:
         if row.has_outcome:
             return {}
-        changes["has_outcome"] = True
+        changes.update(has_outcome=True, outcome=AuditOutcome.COMPLETED)
     for name, value in changes.items():
         setattr(row, name, value)
     return changes
@@ -106,21 +140,28 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
         except RecordError as exc:
             result.rejected.append({"index": index, "id": raw_id(raw), "reason": str(exc)})
 
+    restarts = [r for _, r in parsed if r.phase == "restart"]
+    parsed = [(i, r) for i, r in parsed if r.phase != "restart"]
     with scopes_disabled():  # the data plane ships every organization's records in one batch
-        who = _attributions({r.session_id for _, r in parsed})
+        who = _attributions({r.session_id for _, r in parsed if r.session_id is not None})
+        by_lookup = _by_lookup([r for _, r in parsed])
         existing = AuditRecord.objects.in_bulk([r.id for _, r in parsed])
         now = timezone.now()
         created: dict[uuid.UUID, AuditRecord] = {}
         changed: dict[uuid.UUID, dict[str, Any]] = defaultdict(dict)
         for index, record in parsed:
-            attribution = who.get(record.session_id)
+            if record.session_id is not None:
+                attribution = who.get(record.session_id)
+            else:
+                attribution = by_lookup.get(record.fields.get("token_lookup") or "", _NOBODY)
             if attribution is None:
                 result.rejected.append({"index": index, "id": str(record.id), "reason": "unknown agent session"})
                 continue
+            session_uuid = attribution.session.pk if attribution.session is not None else None
             row = existing.get(record.id) or created.get(record.id)
             if row is None:
                 row = created[record.id] = _new_row(record, attribution, now)
-            elif row.organization_id != attribution.organization_id or row.session_uuid != record.session_id:
+            elif row.organization_id != attribution.organization_id or row.session_uuid != session_uuid:
                 # Never merge across tenants or sessions: the id is taken by someone else's request.
                 result.rejected.append(
                     {"index": index, "id": str(record.id), "reason": "this id belongs to another session's record"}
@@ -136,5 +177,7 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
         for record_id, changes in changed.items():
             AuditRecord.objects.filter(pk=record_id).update(**changes)
         _approval_outcomes([r for _, r in parsed if r.phase == "outcome"])
+        _close_runs(restarts)
+        result.accepted += len(restarts)
     result.rejected.sort(key=lambda r: int(r["index"]))
     return result

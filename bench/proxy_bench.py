@@ -1,6 +1,7 @@
 """Data plane throughput and latency beside bare mitmdump and a direct connection, same HTTPS upstream, one run.
 
     .venv/bin/python bench/proxy_bench.py [--requests 1000] [--rounds 3] [--json] [--no-pin] [--profile FILE]
+        [--baseline OTHER_CHECKOUT]
 
 Configurations, all against one local nginx HTTPS upstream (self-signed, a throwaway CA):
 
@@ -164,14 +165,18 @@ class Aileron:
 
 
 @contextmanager
-def aileron(folder: Path, upstream_port: int, upstream_ca: Path) -> Iterator[Aileron]:
-    """`aileron service` with one user, team, the GitHub connector enabled, a GitHub secret and a live session."""
+def aileron(folder: Path, upstream_port: int, upstream_ca: Path, *, code: Path | None = None) -> Iterator[Aileron]:
+    """`aileron service` with one user, team, the GitHub connector enabled, a GitHub secret and a live session.
+
+    `code`: run another checkout's code (a baseline) with this venv's packages, through PYTHONPATH."""
     env = {
         "AILERON_UPSTREAM_RESOLVE": ",".join(
             f"{h}:443=127.0.0.1:{upstream_port}" for h in (CONNECTOR_HOST, EGRESS_HOST)
         ),
         "AILERON_UPSTREAM_CA": str(upstream_ca),
     }
+    if code is not None:
+        env["PYTHONPATH"] = str(code.resolve())
     folder.mkdir(parents=True, exist_ok=True)
     with running_service(folder, extra_env=env) as service:
         cli(service.env, "init", "--org", "Acme", "--email", "bench@example.com", "--server", service.url)
@@ -470,8 +475,19 @@ def main(argv: list[str] | None = None) -> int:
         "--configs", default="direct,mitmdump,dataplane,egress", help="Comma-separated subset to run, in order."
     )
     p.add_argument("--profile", type=Path, help="After the run, py-spy the data plane under c8 load into FILE.")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="Another checkout (e.g. a `git worktree` of the previous release): its data plane runs too, as "
+        "`dp-before` and `eg-before`, interleaved with this tree's in the same rounds.",
+    )
     args = p.parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if args.baseline is not None:
+        if not (args.baseline / "dataplane" / "proxy.py").is_file():
+            p.error(f"--baseline {args.baseline}: not an Aileron checkout (no dataplane/proxy.py)")
+        renamed = {"dataplane": "dp-before", "egress": "eg-before"}
+        configs += [renamed[c] for c in configs if c in renamed]
 
     cores = os.cpu_count() or 1
     pin = not args.no_pin and cores >= 2 and shutil.which("taskset") is not None
@@ -508,6 +524,19 @@ def main(argv: list[str] | None = None) -> int:
             if "egress" in configs:
                 targets["egress"] = Target("egress", proxy, (EGRESS_HOST, 443), auth, ail.ca_file, ail.dataplane_pid)
             log(f"data plane on 127.0.0.1:{ail.proxy_port} (pid {ail.dataplane_pid})")
+        if args.baseline is not None and ("dp-before" in configs or "eg-before" in configs):
+            log(f"starting the baseline's aileron service from {args.baseline} ...")
+            before = stack.enter_context(aileron(folder / "before", upstream_port, upstream_ca, code=args.baseline))
+            if pin:
+                _pin(before.dataplane_pid, "1")
+            bauth, bproxy = f"aileron:{before.token}", ("127.0.0.1", before.proxy_port)
+            targets["dp-before"] = Target(
+                "dp-before", bproxy, (CONNECTOR_HOST, 443), bauth, before.ca_file, before.dataplane_pid
+            )
+            targets["eg-before"] = Target(
+                "eg-before", bproxy, (EGRESS_HOST, 443), bauth, before.ca_file, before.dataplane_pid
+            )
+            log(f"baseline data plane on 127.0.0.1:{before.proxy_port} (pid {before.dataplane_pid})")
         targets = {name: targets[name] for name in configs if name in targets}
 
         sent = collections.Counter[str]()  # requests through the data plane (answered ones), warm-ups included
@@ -609,6 +638,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'met' if ok_rps else 'NOT met'}), added p50 {dp['added_p50_ms']:+.2f} ms (< 1 ms: "
                 f"{'met' if ok_p50 else 'NOT met'})"
             )
+    for now_name, before_name in (("dataplane", "dp-before"), ("egress", "eg-before")):
+        for load, _ in LOADS:
+            cur, old = summary.get(now_name, {}).get(load), summary.get(before_name, {}).get(load)
+            if cur and old:
+                print(
+                    f"{now_name:<9} vs baseline {load:<10}: throughput {cur['rps'] / old['rps']:.3f}x, "
+                    f"p50 {cur['p50_ms']:.2f} vs {old['p50_ms']:.2f} ms ({cur['p50_ms'] - old['p50_ms']:+.2f} ms), "
+                    f"CPU/request {cur['proxy_cpu_us_per_request'] / old['proxy_cpu_us_per_request']:.3f}x"
+                )
     if audit:
         print(
             f"audit: {audit['records_in_control_plane']} records for the bench session reached the control plane "

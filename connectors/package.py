@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connectors.matcher import Route
+from connectors.matcher import Refused, Route, normalize_host
 from connectors.openapi import HTTP_METHODS, action_name, resolve, routes_from_openapi
 
 AUTH_SCHEMES = ("bearer", "header", "basic", "query")
@@ -231,9 +231,13 @@ def build(
     name = need("name", str)
     if not _NAME.match(name):
         raise ConnectorError(f"{where}: `name` must be lowercase letters, digits and dashes")
-    hosts = tuple(need("hosts", list))
-    if not hosts or not all(isinstance(h, str) and h for h in hosts):
+    listed = need("hosts", list)
+    if not listed or not all(isinstance(h, str) and h for h in listed):
         raise ConnectorError(f"{where}: `hosts` must list at least one host name")
+    try:  # as the data plane compares them: API.GitHub.com. and api.github.com:443 are api.github.com
+        hosts = tuple(dict.fromkeys(normalize_host(h) for h in listed))
+    except Refused as exc:
+        raise ConnectorError(f"{where}: `hosts`: {exc}") from None
     auth_meta = need("auth", dict)
     scheme = auth_meta.get("scheme")
     if scheme not in AUTH_SCHEMES:

@@ -15,7 +15,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from connectors.matcher import Router
+from connectors.conflicts import clash_message, clashes
+from connectors.matcher import Router, normalize_host
 from connectors.package import Connector, ConnectorError, load
 
 BUILTIN = Path(__file__).resolve().parent / "builtin"
@@ -31,7 +32,10 @@ def _entry_point_folders() -> list[Path]:
 
 
 def _packages(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if (p / "connector.toml").exists()) if root.is_dir() else []
+    """Package folders under ROOT; hidden ones are copies being installed, not installed yet."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and (p / "connector.toml").exists())
 
 
 def connector_folders(home: Path, extra: str | None = None) -> list[Path]:
@@ -48,7 +52,7 @@ def connector_folders(home: Path, extra: str | None = None) -> list[Path]:
     ]
 
 
-def installed(home: Path) -> list[Connector]:
+def _by_name(home: Path) -> list[Connector]:
     by_name: dict[str, Connector] = {}
     for folder in connector_folders(home):
         connector = load(folder)
@@ -56,8 +60,28 @@ def installed(home: Path) -> list[Connector]:
     return sorted(by_name.values(), key=lambda c: c.name)
 
 
+def installed(home: Path) -> list[Connector]:
+    """The installed connectors by name; ConnectorError if two of them serve one host (see connectors.conflicts)."""
+    found = _by_name(home)
+    by_host: dict[str, Connector] = {}
+    for connector in found:
+        for host in connector.hosts:
+            other = by_host.setdefault(normalize_host(host), connector)
+            if other is not connector:
+                raise ConnectorError(
+                    f"{host} is served by two connectors, {other.name} ({where(other)}) and {connector.name} "
+                    f"({where(connector)}): remove one, or make one package of both"
+                )
+    return found
+
+
 def is_builtin(connector: Connector) -> bool:
     return connector.folder is not None and connector.folder.resolve().is_relative_to(BUILTIN)
+
+
+def where(connector: Connector) -> str:
+    """Where an installed connector comes from, for messages."""
+    return "built in" if is_builtin(connector) else f"installed at {connector.folder}"
 
 
 def package_files(folder: Path) -> list[Path]:
@@ -87,8 +111,14 @@ def manifest(connectors: list[Connector]) -> dict[str, Any]:
 
 
 def install(source: Path, home: Path) -> Connector:
-    """Validate a package folder, then copy it to AILERON_HOME/connectors/<name> (replacing an older copy)."""
+    """Validate a package folder, then copy it to AILERON_HOME/connectors/<name> (replacing an older copy).
+
+    Refused when it would share a host with another installed connector (connectors.conflicts): replacing one
+    means installing a package of the same name."""
     connector = load(source)
+    refused = clashes(connector, _by_name(home))  # not installed(): installing may mend a home that clashes
+    if refused:
+        raise ConnectorError(clash_message(connector, refused[0], other_where=where(refused[0].other)))
     target = home / "connectors" / connector.name
     staging = home / "connectors" / f".{connector.name}.installing"
     shutil.rmtree(staging, ignore_errors=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 
-from aileron_site.problems import Conflict, NotFound
+from aileron_site.problems import Conflict, InvalidInput, NotFound
 from connectors.models import ConnectorEnablement
+from connectors.names import UnknownName, action_id_check, action_pattern_check, connector_name_check
 from connectors.package import Connector, ConnectorError
 from connectors.registry import installed
 from tenants.models import Membership, Team
@@ -24,6 +25,34 @@ def connector_get(*, name: str) -> Connector:
     if found is None:
         raise NotFound("No such connector installed on this server.")
     return found
+
+
+def _unknown(exc: UnknownName, pointer: str) -> InvalidInput:
+    return InvalidInput(str(exc), errors=[{"pointer": pointer, "detail": str(exc)}], suggestions=exc.suggestions)
+
+
+def catalog_connector_validate(*, name: str, pointer: str) -> None:
+    """InvalidInput (400) naming the closest installed connectors unless NAME is installed."""
+    try:
+        connector_name_check(name, connectors_installed())
+    except UnknownName as exc:
+        raise _unknown(exc, pointer) from None
+
+
+def catalog_action_validate(*, action_id: str, pointer: str, connector: str | None = None) -> None:
+    """InvalidInput (400) naming the closest installed actions unless ACTION_ID is one (of CONNECTOR if given)."""
+    try:
+        action_id_check(action_id, connectors_installed(), connector=connector)
+    except UnknownName as exc:
+        raise _unknown(exc, pointer) from None
+
+
+def catalog_pattern_validate(*, pattern: str, pointer: str) -> None:
+    """InvalidInput (400) unless PATTERN (an action id, `prefix*` or `*`) matches an installed action."""
+    try:
+        action_pattern_check(pattern, connectors_installed())
+    except UnknownName as exc:
+        raise _unknown(exc, pointer) from None
 
 
 def enablements_for(*, team: Team) -> list[str]:

@@ -39,9 +39,10 @@ from dataplane.control import ControlPlane
 from dataplane.credentials import DEFAULT_BUNDLE_TTL_SECONDS, DEFAULT_TTL_SECONDS, CredentialService
 from dataplane.guard import ResolveError, Resolver, parse_resolve_map
 from dataplane.limits import BodyBudget, Limits
-from dataplane.proxy import DEFAULT_MAX_BODY, AileronProxy, SessionTlsConfig
+from dataplane.proxy import DEFAULT_MAX_BODY, AileronProxy
 from dataplane.session_ca import SeedError, seed_load_or_create
 from dataplane.spool import AuditSpool
+from dataplane.tlsconfig import SessionTlsConfig
 from dataplane.usage import PriceTable
 from dataplane.workers import RemoteCredentials, serve_worker
 

@@ -48,7 +48,7 @@ _TOKENS = re.compile(r"ail_(?:ses|pat|svc)_[A-Za-z0-9_-]+")
 
 
 class _Sessions(Protocol):
-    async def get(self, token: str) -> Any: ...  # dataplane.proxy.Sessions: the live session, or a Refusal
+    async def get(self, token: str) -> Any: ...  # dataplane.sessions.Sessions: the live session, or a Refusal
 
 
 class _Spool(Protocol):

@@ -38,6 +38,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from difflib import get_close_matches
 from typing import Any
 
 import cedarpy
@@ -45,6 +46,9 @@ import cedarpy
 ALLOW = "allow"
 DENY = "deny"
 APPROVAL_REQUIRED = "approval_required"
+
+USER, TEAM, ACTION, CONNECTOR = "Aileron::User", "Aileron::Team", "Aileron::Action", "Aileron::Connector"
+ENTITY_TYPES = (USER, TEAM, ACTION, CONNECTOR)  # a policy about any other type can never match
 
 BUILTIN_PERMIT = "permit(principal, action, resource);"
 _BUILTIN_ID = "aileron.builtin"
@@ -131,6 +135,41 @@ def policy_validate(cedar: str, *, name: str = "") -> None:
     _statements(cedar, f'policy "{name}"' if name else "the policy")
 
 
+def _entity_refs(node: Any, out: list[tuple[str, str | None]]) -> None:
+    """Every entity a Cedar JSON policy names, in its scope or its conditions: (type, id), or (type, None) for
+    an `is TYPE` test."""
+    if isinstance(node, list):
+        for item in node:
+            _entity_refs(item, out)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        named = [value] if key in ("entity", "__entity") else value if key == "entities" else []
+        uids = isinstance(named, list) and all(isinstance(e, dict) and isinstance(e.get("type"), str) for e in named)
+        if named and uids:
+            out.extend((e["type"], str(e.get("id", ""))) for e in named)
+        elif key == "entity_type" and isinstance(value, str):
+            out.append((value, None))
+        else:
+            _entity_refs(value, out)
+
+
+def policy_references(cedar: str, *, name: str = "") -> list[tuple[str, str]]:
+    """The (type, id) of each entity CEDAR names, in order, without repeats; PolicyError for a type that is not
+    one of Aileron's (such a policy can never match). CEDAR must pass `policy_validate` first."""
+    label = f'policy "{name}"' if name else "the policy"
+    found: list[tuple[str, str | None]] = []
+    _entity_refs(json.loads(cedarpy.policies_to_json_str(cedar)).get("staticPolicies"), found)
+    for kind, _ in found:
+        if kind not in ENTITY_TYPES:
+            suffix = "::" + kind.rsplit("::", 1)[-1]
+            like = [t for t in ENTITY_TYPES if t.endswith(suffix)] or get_close_matches(kind, ENTITY_TYPES, n=1)
+            hint = f"; did you mean {like[0]}?" if like else f" ({', '.join(ENTITY_TYPES)})"
+            raise PolicyError(f"{label}: {kind} is not an entity type of Aileron, so it never matches{hint}")
+    return list(dict.fromkeys((kind, ref) for kind, ref in found if ref is not None))
+
+
 def _cedar_value(value: Any, depth: int) -> Any:
     """VALUE as Cedar can take it, or None to drop it."""
     if value is None:
@@ -206,12 +245,12 @@ class Engine:
         args: Mapping[str, Any],
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The Cedar request and entities for one action (see the module docstring)."""
-        principal = {"type": "Aileron::User", "id": user_id}
-        entities = [{"uid": principal, "attrs": {}, "parents": [{"type": "Aileron::Team", "id": t} for t in team_ids]}]
+        principal = {"type": USER, "id": user_id}
+        entities = [{"uid": principal, "attrs": {}, "parents": [{"type": TEAM, "id": t} for t in team_ids]}]
         request = {
             "principal": principal,
-            "action": {"type": "Aileron::Action", "id": action},
-            "resource": {"type": "Aileron::Connector", "id": connector},
+            "action": {"type": ACTION, "id": action},
+            "resource": {"type": CONNECTOR, "id": connector},
             "context": {"args": cedar_args(args), "agent": agent, "session": session_id, "project": project_id or ""},
         }
         return request, entities

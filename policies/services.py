@@ -6,7 +6,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from aileron_site.problems import Conflict, InvalidInput
-from policies.engine import PolicyError, egress_pattern_validate, policy_validate
+from connectors.names import UnknownName, action_id_check, connector_name_check
+from connectors.services import connectors_installed
+from policies.engine import ACTION, CONNECTOR, PolicyError, egress_pattern_validate, policy_references, policy_validate
 from policies.models import EGRESS_MAX_PATTERNS, EgressMode, EgressPolicy, Policy, ShellPolicy
 from policies.selectors import egress_get, shell_policy_get
 from policies.shell_rules import ShellRuleError, shell_rules_parse
@@ -14,10 +16,25 @@ from tenants.models import Membership, Organization, Team
 
 
 def _validated(cedar: str, name: str) -> str:
+    """CEDAR, if Aileron accepts it and every action and connector it names is installed (else it never
+    matches: `github.create-isue` is refused with `github.create-issue` as a suggestion)."""
     try:
         policy_validate(cedar, name=name)
+        references = policy_references(cedar, name=name)
     except PolicyError as exc:
         raise InvalidInput(str(exc), errors=[{"detail": str(exc), "pointer": "/cedar"}]) from None
+    connectors = connectors_installed() if any(kind in (ACTION, CONNECTOR) for kind, _ in references) else []
+    for kind, ref in references:
+        try:
+            if kind == ACTION:
+                action_id_check(ref, connectors)
+            elif kind == CONNECTOR:
+                connector_name_check(ref, connectors)
+        except UnknownName as exc:
+            detail = f'policy "{name}": {exc}'
+            raise InvalidInput(
+                detail, errors=[{"detail": detail, "pointer": "/cedar"}], suggestions=exc.suggestions
+            ) from None
     return cedar
 
 

@@ -26,6 +26,7 @@ class Received:
     headers: dict[str, str]  # names lower-cased
     body: bytes
     peer: tuple[str, int] = ("", 0)  # the connection it came on
+    fields: list[tuple[str, str]] = field(default_factory=list)  # every header line as sent, repeats included
 
 
 @dataclass
@@ -129,7 +130,8 @@ def fake_upstream(folder: Path, hosts: tuple[str, ...] = ()) -> Iterator[Upstrea
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            received = Received(self.command, self.path, headers, body, peer=self.client_address)
+            fields = list(self.headers.items())
+            received = Received(self.command, self.path, headers, body, peer=self.client_address, fields=fields)
             upstream.received.append(received)
             if "/hang" in self.path.split("?", 1)[0]:
                 upstream.release.wait(timeout=120)

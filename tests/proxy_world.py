@@ -1,6 +1,7 @@
 """A running Aileron with the data plane in front of local fake HTTPS upstreams, for the proxy's end-to-end tests.
 
-The upstreams answer as api.github.com, api.stripe.com, api.openai.com, api.anthropic.com and an uncredentialed
+The upstreams answer as every built-in connector's host (api.github.com, api.stripe.com, api.openai.com,
+api.anthropic.com, generativelanguage.googleapis.com, api.linear.app, slack.com) and an uncredentialed
 docs.example.com, all on one local port: the data plane maps those names there (AILERON_UPSTREAM_RESOLVE) and
 trusts the fake CA in addition to the public roots (AILERON_UPSTREAM_CA). Clients reach them only through the
 proxy, trusting the session's CA.
@@ -31,9 +32,11 @@ HOSTS = (
     "api.openai.com",
     "api.anthropic.com",
     "generativelanguage.googleapis.com",
+    "api.linear.app",
+    "slack.com",
     "docs.example.com",
 )
-CONNECTORS = ("github", "stripe", "openai", "anthropic", "gemini")
+CONNECTORS = ("github", "stripe", "openai", "anthropic", "gemini", "linear", "slack")
 
 
 @dataclass

@@ -13,8 +13,10 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -369,6 +371,58 @@ def test_private_loopback_and_metadata_addresses_are_refused(world: World, targe
     assert_refused_and_audited(world, mark, "private-address")
 
 
+@contextmanager
+def counting_listener() -> Iterator[tuple[int, list[tuple[str, int]]]]:
+    """A TCP port on 127.0.0.1 that records who connected to it: the proof that nothing did."""
+    accepted: list[tuple[str, int]] = []
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, peer = server.accept()
+            except TimeoutError:
+                continue
+            accepted.append(peer)
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], accepted
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "port"),
+    [
+        ("64:ff9b::7f00:1", "443"),  # NAT64 for 127.0.0.1: through a translator it reaches the proxy's host
+        ("64:ff9b::7f00:1", "listener"),
+        ("::ffff:127.0.0.1", "listener"),  # the host's own IPv4 stack takes it to 127.0.0.1
+    ],
+)
+def test_a_connect_to_an_ipv6_form_of_loopback_is_refused_and_nothing_connects(
+    world: World, host: str, port: str
+) -> None:
+    mark = len(world.upstream.received)
+    with counting_listener() as (listener_port, accepted):
+        target = f"[{host}]:{listener_port if port == 'listener' else port}"
+        status, problem = refused(world, curl(world, f"https://{target}/latest/meta-data/"))
+        time.sleep(0.5)
+    assert status == 403 and problem["type"] == "urn:aileron:problem:private-address", problem
+    assert host in str(problem["detail"])
+    assert accepted == [] and world.received_since(mark) == []
+    records = world.audit_wait(lambda rs: any(r["id"] == problem["request_id"] for r in rs))
+    [record] = [r for r in records if r["id"] == problem["request_id"]]
+    assert record["host"] == host and record["decision"] == "deny" and record["problem_type"] == "private-address"
+    assert record["upstream_status"] is None
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -527,7 +581,7 @@ def test_launch_refuses_a_bad_devcontainer_with_one_line_before_opening_a_sessio
     for sandbox in ("docker", "netns"):
         result = subprocess.run(
             [str(BIN / "aileron"), "launch", "--sandbox", sandbox, "--dir", str(project), "--", "true"],
-            env=world.service.env,
+            env={**world.service.env, "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}"},
             capture_output=True,
             timeout=60,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -94,7 +95,7 @@ def test_ctrl_c_stops_every_part_cleanly(service: Service) -> None:
 
 
 def test_a_second_service_on_a_taken_port_fails_with_one_line(service: Service) -> None:
-    result = service.aileron("service", "--api-port", str(service.port))
+    result = service.aileron("service", "--api-port", str(service.port), "--proxy-port", str(free_port()))
     assert result.returncode == 2
     assert (
         result.stderr.strip()
@@ -129,15 +130,24 @@ def test_the_cli_reports_an_unreachable_server_in_one_line(tmp_path: Path) -> No
     assert machine.returncode == 1 and json.loads(machine.stdout)["reachable"] is False
 
 
-def test_a_bad_setting_stops_the_service_with_one_line(tmp_path: Path) -> None:
+def test_a_bad_setting_stops_the_service_with_one_line_even_while_its_ports_are_taken(tmp_path: Path) -> None:
+    """The user's own `make run` may hold the ports: the setting is still the one line they read."""
     env = {**os.environ, "AILERON_HOME": str(tmp_path), "AILERON_MODE": "production", "AILERON_DEBUG": "true"}
-    result = subprocess.run(
-        [str(BIN / "aileron"), "service", "--api-port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    with socket.create_server(("127.0.0.1", 0)) as api, socket.create_server(("127.0.0.1", 0)) as proxy:
+        result = subprocess.run(
+            [
+                str(BIN / "aileron"),
+                "service",
+                "--api-port",
+                str(api.getsockname()[1]),
+                "--proxy-port",
+                str(proxy.getsockname()[1]),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 2
     assert result.stderr.strip() == "aileron: configuration error: AILERON_DEBUG must be off in production mode"
 

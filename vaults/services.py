@@ -16,6 +16,7 @@ from django.utils import timezone
 from django_scopes import scope, scopes_disabled
 
 from aileron_site.problems import Conflict, Forbidden, InvalidInput, NotFound
+from connectors.services import catalog_action_validate, catalog_connector_validate
 from tenants.models import Membership, Organization, User
 from tenants.permissions import Perm, role_has
 from vaults import crypto
@@ -352,8 +353,13 @@ def credential_add(
     ciphertext: bytes,
     action_bindings: list[str],
 ) -> CredentialMeta:
-    """Store a credential the caller's CLI encrypted under the vault's current key."""
+    """Store a credential the caller's CLI encrypted under the vault's current key.
+
+    CONNECTOR and ACTION_BINDINGS must be installed (a credential for `githb` would never be used)."""
     _require_vault_role(view, WRITE_ROLES, "add credentials")
+    catalog_connector_validate(name=connector, pointer="/connector")
+    for n, action_id in enumerate(action_bindings):
+        catalog_action_validate(action_id=action_id, connector=connector, pointer=f"/action_bindings/{n}")
     store = vault_store()
     existing = store.credentials(view.id)
     if any(c.name == name for c in existing):

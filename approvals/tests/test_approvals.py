@@ -184,6 +184,42 @@ def test_four_eyes_refuses_self_approval_and_accepts_another_approver(
     )
 
 
+@pytest.mark.parametrize(
+    "action,suggestions",
+    [
+        ("github.create-isue", ["github.create-issue"]),
+        ("githb.*", ["github.*"]),
+        ("stripe.refund*", ["stripe.*"]),
+        ("nothing.here", []),
+    ],
+)
+def test_a_rule_for_an_action_that_is_not_installed_is_refused_naming_the_closest(
+    cast: Cast, action: str, suggestions: list[str]
+) -> None:
+    """It would never apply; refused when written, with what was probably meant."""
+    rules = f"/api/v1/orgs/{cast.alice.org.pk}/approval-rules/"
+    refused = client_for(cast.alice.token).post(rules, {"action": action}, format="json")
+    assert refused.status_code == 400 and refused["Content-Type"] == "application/problem+json"
+    problem = refused.json()
+    assert problem["suggestions"] == suggestions
+    assert problem["errors"][0]["pointer"] == "/action"
+    assert repr(action) in problem["detail"]
+    if suggestions:
+        assert problem["detail"].endswith(f"Did you mean {suggestions[0]}?")
+    assert client_for(cast.alice.token).get(rules).json()["results"] == []
+
+
+def test_a_rule_may_name_an_action_a_prefix_of_installed_ones_or_everything(cast: Cast) -> None:
+    for action in ("github.create-issue", "github.create-*", "stripe.*", "*"):
+        rule(cast.alice, action=action)
+    rules = f"/api/v1/orgs/{cast.alice.org.pk}/approval-rules/"
+    made = client_for(cast.alice.token).get(rules).json()["results"]
+    changed = client_for(cast.alice.token).patch(
+        f"{rules}{made[0]['id']}/", {"action": "stripe.crate-refund"}, format="json"
+    )
+    assert changed.status_code == 400 and changed.json()["suggestions"] == ["stripe.create-refund"]
+
+
 def test_two_approvers_must_agree_and_one_cannot_vote_twice(cast: Cast, approver: Person, service_token: str) -> None:
     rule(cast.alice, action="stripe.create-refund", approvers_required=2)
     pending = claim(service_token, held(session_of(cast.bob))).json()

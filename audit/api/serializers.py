@@ -33,6 +33,8 @@ class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
             "id",
             "at",
             "session_id",
+            "session_verified",
+            "client_address",
             "user",
             "agent",
             "team",
@@ -55,6 +57,7 @@ class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
             "request_bytes",
             "response_bytes",
             "usage",
+            "outcome",
             "completed_at",
             "error",
             "ingested_at",
@@ -68,7 +71,17 @@ class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
 class ShippedRecordSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField(help_text="The data plane's request id; the attempt and the outcome share it.")
     phase = serializers.ChoiceField(choices=PHASES)
-    session_id = serializers.UUIDField()
+    session_id = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="Absent only for a refusal (kind refused, decision deny) tied to no known session.",
+    )
+    token_lookup = serializers.CharField(
+        required=False, allow_blank=True, help_text="Such a refusal's token lookup part, if it carried a token."
+    )
+    client_address = serializers.CharField(required=False, allow_blank=True, help_text="Attempt only.")
+    run = serializers.UUIDField(required=False, help_text="The spool run that wrote an attempt.")
+    previous_run = serializers.UUIDField(required=False, help_text="Restart only: the run it closes.")
     at = serializers.DateTimeField(help_text="When the request was attempted (ISO 8601 with an offset).")
     kind = serializers.ChoiceField(choices=KINDS, required=False, help_text="Attempt only.")
     connector = serializers.CharField(required=False, allow_blank=True)

@@ -13,8 +13,9 @@ from mitmproxy.test import tflow, tutils
 
 from connectors.registry import installed
 from dataplane.control import ControlPlaneError, CredentialRef, SessionContext
+from dataplane.flowstate import Tunnel
 from dataplane.guard import Resolver
-from dataplane.proxy import AileronProxy, Tunnel
+from dataplane.proxy import AileronProxy
 from dataplane.spool import SpoolError
 
 TOKEN = "ail_ses_" + "a" * 44

@@ -98,10 +98,20 @@ def test_undecodable_bytes_are_kept_as_replacement_characters(tmp_path: Path) ->
     assert record["args"]["command"] == "echo \ufffd"
 
 
-def test_a_report_without_the_session_token_is_refused_and_not_recorded(tmp_path: Path) -> None:
+def refusals_only(records: list[dict[str, Any]], slug: str) -> list[dict[str, Any]]:
+    """What a refused report leaves: no shell record, only the proxy's refusal (every refusal is audited)."""
+    assert [r["kind"] for r in records] == ["refused"]
+    assert [(r["decision"], r["problem_type"], r["host"], r["path"]) for r in records] == [
+        ("deny", slug, "aileron.proxy", "/shell-audit")
+    ]
+    return records
+
+
+def test_a_report_without_the_session_token_is_refused_and_not_recorded_as_the_shells(tmp_path: Path) -> None:
     flow = report(x_aileron_decision="deny", x_aileron_rule="", x_aileron_command="x")
     del flow.request.headers["proxy-authorization"]
-    assert served(tmp_path, flow) == []
+    [refusal] = refusals_only(served(tmp_path, flow), "proxy-auth-required")
+    assert (refusal["session_id"], refusal["token_lookup"]) == (None, "")
     assert flow.response is not None and flow.response.status_code == 407
 
 
@@ -114,7 +124,8 @@ def test_a_report_without_the_session_token_is_refused_and_not_recorded(tmp_path
 )
 def test_a_malformed_report_is_refused_with_a_problem(tmp_path: Path, headers: dict[str, str]) -> None:
     flow = report(**headers)
-    assert served(tmp_path, flow) == []
+    [refusal] = refusals_only(served(tmp_path, flow), "shell-report-invalid")
+    assert refusal["session_id"] == CONTEXT.session_id
     assert flow.response is not None and flow.response.status_code == 400
     assert flow.response.json()["type"] == "urn:aileron:problem:shell-report-invalid"
 
@@ -122,7 +133,7 @@ def test_a_malformed_report_is_refused_with_a_problem(tmp_path: Path, headers: d
 def test_only_post_is_taken(tmp_path: Path) -> None:
     flow = report(x_aileron_decision="deny", x_aileron_command="x")
     flow.request.method = "GET"
-    assert served(tmp_path, flow) == []
+    refusals_only(served(tmp_path, flow), "shell-report-invalid")
     assert flow.response is not None and flow.response.status_code == 400
 
 

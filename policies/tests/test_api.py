@@ -55,6 +55,63 @@ def test_invalid_cedar_is_refused_with_the_reason(cast: Cast) -> None:
     assert unparsable.status_code == 400 and "does not parse" in unparsable.json()["detail"]
 
 
+def test_a_policy_about_an_action_that_is_not_installed_is_refused_naming_the_closest(cast: Cast) -> None:
+    """It would never match: refused when written, not discovered when the forbid fails to apply."""
+    typo = create(cast, cedar='forbid(principal, action == Aileron::Action::"github.create-isue", resource);')
+    assert typo.status_code == 400 and typo["Content-Type"] == "application/problem+json"
+    problem = typo.json()
+    assert problem["detail"].startswith("policy \"No refunds\": No action 'github.create-isue' is installed")
+    assert problem["detail"].endswith("Did you mean github.create-issue?")
+    assert problem["suggestions"] == ["github.create-issue"]
+    assert problem["errors"] == [{"pointer": "/cedar", "detail": problem["detail"]}]
+    in_a_list = create(
+        cast,
+        cedar='forbid(principal, action in [Aileron::Action::"stripe.create-refund", Aileron::Action::"slack.post"], '
+        "resource);",
+    )
+    assert in_a_list.status_code == 400 and "'slack.post'" in in_a_list.json()["detail"]
+    in_a_condition = create(
+        cast, cedar='forbid(principal, action, resource) when { action == Aileron::Action::"stripe.refund" };'
+    )
+    assert in_a_condition.status_code == 400 and "stripe.create-refund" in in_a_condition.json()["suggestions"]
+    assert client_for(cast.alice.token).get(policies_url(cast.alice.org)).json()["results"] == []
+
+
+def test_a_policy_about_a_connector_that_is_not_installed_is_refused_naming_the_closest(cast: Cast) -> None:
+    typo = create(cast, cedar='forbid(principal, action, resource == Aileron::Connector::"githb");')
+    assert typo.status_code == 400
+    assert typo.json()["suggestions"] == ["github"]
+    assert "No connector named 'githb' is installed. Did you mean github?" in typo.json()["detail"]
+    unlike = create(cast, cedar='forbid(principal, action, resource) when { resource == Aileron::Connector::"zzzz" };')
+    assert unlike.status_code == 400 and "Installed: anthropic, gemini, github" in unlike.json()["detail"]
+    assert create(cast, cedar='forbid(principal, action, resource == Aileron::Connector::"github");').status_code == 201
+
+
+@pytest.mark.parametrize(
+    "cedar,suggested",
+    [
+        ('forbid(principal, action == Action::"stripe.create-refund", resource);', "Aileron::Action"),
+        ("forbid(principal, action, resource is Aileron::Conector);", "Aileron::Connector"),
+        ('forbid(principal in Aileron::Group::"x", action, resource);', "Aileron::User"),
+    ],
+)
+def test_a_policy_about_an_entity_type_aileron_never_uses_is_refused(cast: Cast, cedar: str, suggested: str) -> None:
+    response = create(cast, cedar=cedar)
+    assert response.status_code == 400
+    assert "is not an entity type of Aileron, so it never matches" in response.json()["detail"]
+    assert suggested in response.json()["detail"]
+
+
+def test_a_changed_policy_text_is_checked_against_the_catalog_too(cast: Cast) -> None:
+    policy_id = create(cast).json()["id"]
+    url = policies_url(cast.alice.org, policy_id)
+    alice = client_for(cast.alice.token)
+    typo = 'forbid(principal, action == Aileron::Action::"stripe.create-refnd", resource);'
+    refused = alice.patch(url, {"cedar": typo}, format="json")
+    assert refused.status_code == 400 and refused.json()["suggestions"] == ["stripe.create-refund"]
+    assert alice.get(url).json()["cedar"] == NO_REFUNDS
+
+
 def test_a_team_policy_needs_a_team_of_the_organization(cast: Cast) -> None:
     with scope(organization=cast.charlie.org):
         foreign = services.team_create(organization=cast.charlie.org, name="Theirs")

@@ -113,6 +113,39 @@ def test_grant_lets_a_member_decrypt_and_readers_cannot_write(cast: Cast) -> Non
     assert refused.status_code == 403
 
 
+def test_a_credential_for_a_connector_that_is_not_installed_is_refused_naming_the_closest(cast: Cast) -> None:
+    """Only metadata is checked (the control plane never sees the value): `githb` would never be used."""
+    give_keys(cast.alice)
+    vault = make_vault(cast.alice, secret=b"ghp_first")
+    alice = client_for(cast.alice.token)
+
+    def add(name: str, connector: str, **more: Any) -> Any:
+        cid = str(uuid.uuid4())
+        blob = crypto.credential_encrypt(
+            b"ghp_x",
+            vault.key,
+            organization_id=str(cast.alice.org.pk),
+            vault_id=vault.id,
+            credential_id=cid,
+            key_version=1,
+        )
+        body = {"id": cid, "name": name, "connector": connector, "ciphertext": crypto.b64(blob), **more}
+        return alice.post(vault_url(cast, vault.id, "credentials/"), body, format="json")
+
+    typo = add("typo", "githb")
+    assert typo.status_code == 400 and typo["Content-Type"] == "application/problem+json"
+    assert typo.json()["detail"] == "No connector named 'githb' is installed. Did you mean github?"
+    assert typo.json()["suggestions"] == ["github"]
+    assert typo.json()["errors"][0]["pointer"] == "/connector"
+    bound_elsewhere = add("bound", "github", action_bindings=["github.get-repo", "stripe.create-refund"])
+    assert bound_elsewhere.status_code == 400
+    assert bound_elsewhere.json()["errors"][0]["pointer"] == "/action_bindings/1"
+    assert "of the github connector" in bound_elsewhere.json()["detail"]
+    assert add("bound", "github", action_bindings=["github.get-repo"]).status_code == 201
+    names = {c["name"] for c in alice.get(vault_url(cast, vault.id, "credentials/")).json()}
+    assert names == {"github-token", "bound"}
+
+
 def test_revoke_marks_a_rotation_that_the_owner_completes(cast: Cast) -> None:
     give_keys(cast.alice)
     give_keys(cast.bob)

@@ -1,0 +1,107 @@
+"""Step 3's hold: an action that needs approval waits (without a thread) for people, and uses a grant once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from mitmproxy import http
+
+from dataplane import problems
+from dataplane.audit_records import redact_args
+from dataplane.control import ApprovalTicket, ControlPlane, ControlPlaneError, CredentialRef, NotFoundError
+from dataplane.flowstate import Pending
+from dataplane.problems import Refusal
+
+log = logging.getLogger("aileron.proxy")
+
+RETRY_AFTER_SECONDS = 30  # the hint an agent gets when its held request's window closed undecided
+
+
+async def hold(
+    control: ControlPlane,
+    flow: http.HTTPFlow,
+    pending: Pending,
+    ref: CredentialRef,
+    *,
+    sensitive: Sequence[str],
+    path: str,
+    query: str,
+    body: bytes,
+    why: str,
+) -> ApprovalTicket:
+    """Ask for the exact request's approval and wait up to its window; the used grant, or a Refusal."""
+    ctx_ = pending.live.context
+    held = {
+        "session_id": ctx_.session_id,
+        "request_id": pending.request_id,
+        "connector": pending.connector,
+        "action": pending.action,
+        "args": redact_args(pending.args, sensitive),
+        "method": flow.request.method,
+        "host": pending.host,
+        "path": path,
+        "query": query,
+        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "body_bytes": len(body),
+        "credential_id": ref.credential_id,
+        "reason": why[:4000],
+    }
+    ticket = await _claim(control, held)
+    if ticket.state == "pending":
+        pending.approval_id = ticket.id
+        log.info("request %s (%s) held for approval %s", pending.request_id, pending.action, ticket.id)
+        try:
+            ticket = await control.approval_wait(
+                ticket.id, timeout=float(ticket.window_seconds), request_id=pending.request_id
+            )
+        except NotFoundError:
+            gone = {"approval_id": ticket.id}
+            raise Refusal(problems.APPROVAL_LAPSED, f"approval {ticket.id} is gone", gone) from None
+        except ControlPlaneError as exc:
+            raise Refusal(problems.CONTROL_PLANE_UNAVAILABLE, f"cannot wait for the approval: {exc}") from None
+        if ticket.used_now and not flow.client_conn.connected:
+            # The agent went away while it waited: give the grant back for its identical retry.
+            try:
+                await asyncio.to_thread(control.approval_release, ticket.id, request_id=pending.request_id)
+            except ControlPlaneError:
+                log.warning("request %s: could not give back approval %s", pending.request_id, ticket.id)
+            raise Refusal(
+                problems.APPROVAL_PENDING, "the agent disconnected before the grant", {"approval_id": ticket.id}
+            )
+    if ticket.state == "granted" and ticket.used_now:
+        return ticket
+    extra: dict[str, Any] = {"approval_id": ticket.id, "action": pending.action}
+    if ticket.state == "pending":
+        raise Refusal(
+            problems.APPROVAL_PENDING,
+            f"no approver decided within {ticket.window_seconds} s; approval {ticket.id} stays pending until "
+            f"{ticket.expires_at}: send the identical request again once it is granted",
+            {**extra, "expires_at": ticket.expires_at, "retry_after_seconds": RETRY_AFTER_SECONDS},
+        )
+    if ticket.state == "rejected":
+        who = ", ".join(ticket.approvers) or "an approver"
+        raise Refusal(
+            problems.APPROVAL_REJECTED,
+            f"{who} rejected {pending.action}: {ticket.decision_reason}",
+            {**extra, "reason": ticket.decision_reason, "approvers": list(ticket.approvers)},
+        )
+    if ticket.state in ("used", "granted"):
+        raise Refusal(
+            problems.APPROVAL_LAPSED,
+            f"approval {ticket.id} was used by an identical request; send again to ask anew",
+            extra,
+        )
+    raise Refusal(problems.APPROVAL_LAPSED, f"approval {ticket.id} is {ticket.state}", extra)
+
+
+async def _claim(control: ControlPlane, held: dict[str, Any]) -> ApprovalTicket:
+    try:
+        return await asyncio.to_thread(control.approval_claim, held)
+    except NotFoundError:
+        raise Refusal(problems.PROXY_AUTH_REQUIRED, "the session ended while its request waited") from None
+    except ControlPlaneError as exc:
+        raise Refusal(problems.CONTROL_PLANE_UNAVAILABLE, f"cannot ask for approval: {exc}") from None

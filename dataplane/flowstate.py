@@ -1,0 +1,46 @@
+"""What the proxy knows about a client connection (Tunnel) and about one request between its hooks (Pending)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dataplane.guard import Target
+from dataplane.redaction import Redactor
+from dataplane.sessions import Live
+from dataplane.usage import UsageParser
+
+
+@dataclass
+class Tunnel:
+    """One client connection's CONNECT: whose it is and where it was allowed to go."""
+
+    token: str
+    host: str
+    port: int
+    target: Target | None = None
+
+
+@dataclass
+class Pending:
+    """What a flow carries between hooks (never the plaintext after the response)."""
+
+    request_id: str
+    started: float
+    live: Live
+    kind: str  # "refused" until screened, then "egress" or "credentialed"
+    host: str = ""  # the tunnel's host: the request's own host is rewritten to the pinned address
+    connector: str = ""
+    action: str = ""
+    args: dict[str, Any] = field(default_factory=dict)  # the identified action's arguments (unredacted)
+    decide_with_body: bool = False  # a bounded body is read first: decided in the `request` hook
+    decision: tuple[str, str] | None = None  # (outcome, reason) of the policy
+    approval_id: str | None = None  # the approval this request was held for
+    attempt_recorded: bool = False  # the attempt is durably in the spool: its outcome is audited too
+    secret: bytes | None = field(default=None, repr=False)
+    scheme: str = ""
+    provider: str | None = None
+    model: str | None = None
+    usage: UsageParser | None = None
+    redactor: Redactor | None = None
+    response_bytes: int = 0

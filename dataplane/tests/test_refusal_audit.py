@@ -1,0 +1,160 @@
+"""Nothing goes out unrecorded: egress waits for its attempt, and refusals outside a live session are audited."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from mitmproxy import http
+from mitmproxy.test import tflow, tutils
+
+from dataplane.control import ControlPlaneError
+from dataplane.flowstate import Tunnel
+from dataplane.guard import Resolver
+from dataplane.proxy import AileronProxy
+from dataplane.refusals import token_lookup
+from dataplane.tests.test_proxy_addon import CONTEXT, TOKEN, make_proxy
+
+
+def egress_flow(proxy: AileronProxy) -> http.HTTPFlow:
+    proxy.resolver = Resolver({("docs.example.com", 443): ("127.0.0.1", 9)})
+    request = tutils.treq(
+        host="docs.example.com",
+        port=443,
+        scheme=b"https",
+        path=b"/guide",
+        headers=http.Headers(((b"host", b"docs.example.com"),)),
+        content=b"",
+    )
+    flow = tflow.tflow(req=request)
+    flow.client_conn.sni = "docs.example.com"
+    proxy.tunnels[flow.client_conn.id] = Tunnel(TOKEN, "docs.example.com", 443)
+    return flow
+
+
+def plain_flow(*, token: str | None, method: bytes = b"GET", host: str = "example.com") -> http.HTTPFlow:
+    fields = [(b"host", host.encode())]
+    if token is not None:
+        fields.append((b"proxy-authorization", f"Bearer {token}".encode()))
+    request = tutils.treq(
+        host=host,
+        port=80 if method != b"CONNECT" else 443,
+        scheme=b"http" if method != b"CONNECT" else b"",
+        method=method,
+        path=b"/index.html?secret=1" if method != b"CONNECT" else b"",
+        authority=b"" if method != b"CONNECT" else f"{host}:443".encode(),
+        headers=http.Headers(fields),
+        content=b"",
+    )
+    flow = tflow.tflow(req=request)
+    flow.client_conn.peername = ("127.0.0.7", 50123)
+    return flow
+
+
+class DownControl:
+    def session_context(self, token: str) -> Any:
+        raise ControlPlaneError("connection refused")
+
+
+def test_egress_is_forwarded_only_after_its_attempt_is_durable(tmp_path: Path) -> None:
+    proxy, spool, events = make_proxy(tmp_path)
+    flow = egress_flow(proxy)
+    asyncio.run(proxy.requestheaders(flow))
+    assert flow.response is None
+    assert events == ["attempt"]  # awaited through record_durable, not queued behind the request
+    assert [(r["kind"], r["decision"], r["host"]) for r in spool.records] == [("egress", "allow", "docs.example.com")]
+
+
+def test_egress_whose_attempt_cannot_be_recorded_is_refused(tmp_path: Path) -> None:
+    proxy, spool, events = make_proxy(tmp_path, spool_fails=True)
+    flow = egress_flow(proxy)
+    asyncio.run(proxy.requestheaders(flow))
+    assert flow.response is not None and flow.response.status_code == 503
+    assert flow.response.json()["type"] == "urn:aileron:problem:audit-unavailable"
+    assert flow.request.stream is False
+    # the refusal itself is queued (the spool keeps it until the disk takes it)
+    assert [(r["decision"], r["problem_type"]) for r in spool.records] == [("deny", "audit-unavailable")]
+
+
+def test_a_plain_http_request_without_a_token_is_refused_and_audited_with_the_clients_address(tmp_path: Path) -> None:
+    proxy, spool, _ = make_proxy(tmp_path)
+    flow = plain_flow(token=None)
+    asyncio.run(proxy.requestheaders(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    [record] = spool.records
+    assert record["id"] == flow.response.json()["request_id"]
+    assert (record["session_id"], record["token_lookup"], record["client_address"]) == (None, "", "127.0.0.7")
+    assert (record["kind"], record["decision"], record["problem_type"]) == ("refused", "deny", "https-only")
+    assert (record["method"], record["host"], record["path"]) == ("GET", "example.com", "/index.html")
+
+
+def test_a_plain_http_request_of_a_known_session_is_attributed_to_it(tmp_path: Path) -> None:
+    proxy, spool, _ = make_proxy(tmp_path)
+    asyncio.run(proxy.sessions.get(TOKEN))
+    asyncio.run(proxy.requestheaders(plain_flow(token=TOKEN)))
+    [record] = spool.records
+    assert (record["session_id"], record["token_lookup"]) == (CONTEXT.session_id, "")
+
+
+def test_a_connect_without_a_token_is_refused_and_audited(tmp_path: Path) -> None:
+    proxy, spool, _ = make_proxy(tmp_path)
+    flow = plain_flow(token=None, method=b"CONNECT", host="api.github.com")
+    asyncio.run(proxy.http_connect(flow))
+    assert flow.response is not None and flow.response.status_code == 407
+    [record] = spool.records
+    assert (record["method"], record["host"], record["path"], record["problem_type"]) == (
+        "CONNECT",
+        "api.github.com",
+        "",
+        "proxy-auth-required",
+    )
+    assert flow.client_conn.id not in proxy.tunnels
+
+
+def test_a_connect_while_the_control_plane_is_down_is_audited_by_the_tokens_lookup(tmp_path: Path) -> None:
+    proxy, spool, _ = make_proxy(tmp_path)
+    proxy.sessions.control = DownControl()
+    flow = plain_flow(token=TOKEN, method=b"CONNECT", host="api.github.com")
+    asyncio.run(proxy.http_connect(flow))
+    assert flow.response is not None and flow.response.status_code == 503
+    [record] = spool.records
+    assert (record["session_id"], record["token_lookup"]) == (None, "a" * 12)
+    assert record["problem_type"] == "control-plane-unavailable"
+    assert TOKEN not in repr(record)
+
+
+def test_a_connect_while_the_control_plane_is_down_names_a_session_seen_live_before(tmp_path: Path) -> None:
+    proxy, spool, _ = make_proxy(tmp_path)
+    asyncio.run(proxy.sessions.get(TOKEN))
+    proxy.sessions.ttl = 0.0  # the cached state is stale: it must be checked again, and cannot be
+    proxy.sessions.control = DownControl()
+    flow = plain_flow(token=TOKEN, method=b"CONNECT", host="api.github.com")
+    asyncio.run(proxy.http_connect(flow))
+    assert flow.response is not None and flow.response.status_code == 503
+    [record] = spool.records
+    assert (record["session_id"], record["token_lookup"]) == (CONTEXT.session_id, "")
+
+
+def test_the_health_endpoint_reports_the_spool_and_answers_503_when_it_stalls(tmp_path: Path) -> None:
+    proxy, spool, _ = make_proxy(tmp_path)
+    state = {"status": "ok"}
+    spool.health = lambda: dict(state)
+    flow = plain_flow(token=None, host="aileron.proxy")
+    flow.request.path = "/healthz"
+    asyncio.run(proxy.requestheaders(flow))
+    assert flow.response is not None and flow.response.status_code == 200
+    assert flow.response.json()["audit"] == {"status": "ok"}
+    state["status"] = "degraded"
+    flow = plain_flow(token=None, host="aileron.proxy")
+    flow.request.path = "/healthz"
+    asyncio.run(proxy.requestheaders(flow))
+    assert flow.response is not None and flow.response.status_code == 503
+    assert spool.records == []  # a health probe is not a refusal
+
+
+def test_only_a_well_formed_lookup_part_is_kept() -> None:
+    assert token_lookup("ail_ses_AbC123def456" + "x" * 32) == "AbC123def456"
+    assert token_lookup("ail_pat_AbC123def456" + "x" * 32) == ""
+    assert token_lookup("ail_ses_short") == ""
+    assert token_lookup(None) == ""
