@@ -10,8 +10,9 @@ place where the bound can hold:
   closed (slowloris);
 - the request stream (`HttpStream`): a response an addon set in `requestheaders` is sent at once, with
   `Connection: close`, and the rest of the body is dropped as it arrives, never buffered (mitmproxy would read
-  the whole body into memory first, and answer `Expect: 100-continue` before it); a request forwarded upstream
-  gets `response_timeout` seconds for the first byte of the answer, then a 504;
+  the whole body into memory first, and answer `Expect: 100-continue` before it);
+- the HTTP/1 upstream connection (`Http1Client`): a request sent gets `response_timeout` seconds for the head
+  of its answer, then the flow fails with an `upstream-timeout` error (a 504 to the agent);
 - mitmproxy's own error pages (its HTML 400/502) become RFC 9457 problems, 504 for a timeout;
 - the upstream connect (`asyncio.open_connection` as mitmproxy's proxy server sees it) gets `connect_timeout`.
 
@@ -31,17 +32,18 @@ import time
 import types
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from h11._receivebuffer import ReceiveBuffer
-from mitmproxy import connection, flow, http
+from mitmproxy import connection, http
 from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy import server as proxy_server
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers.http import _http1
-from mitmproxy.proxy.layers.http._events import ErrorCode, ResponseProtocolError
-from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpRequestHeadersHook, HttpResponseHeadersHook
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
+from mitmproxy.proxy.layers.http._events import ErrorCode, RequestEndOfMessage, ResponseProtocolError
+from mitmproxy.proxy.layers.http._hooks import HttpRequestHeadersHook, HttpResponseHeadersHook
 
 from dataplane import problems
 from dataplane.problems import Refusal
@@ -204,6 +206,7 @@ def install(limits: Limits, *, on_refused: HeadRefused | None = None) -> None:
         allocate_large_blocks_apart()
         _wrap_http1_server()
         _wrap_http_stream()
+        _wrap_http1_client()
         _http1.make_error_response = _problem_error_response
         setattr(proxy_server, "asyncio", _AsyncioWithConnectTimeout())  # noqa: B010 (not exported: typed as such)
 
@@ -240,6 +243,27 @@ class _AsyncioWithConnectTimeout(types.ModuleType):
 
 
 CommandGenerator = Generator[commands.Command, Any, None]
+TICK = 1.0  # a deadline is checked at least this often: a pending wakeup keeps its layer (and what it holds) alive
+
+
+@dataclass
+class _Deadline:
+    """A deadline on a layer, kept with short wakeups so that no finished layer is held for long."""
+
+    at: float
+    wakeup: commands.RequestWakeup | None = None
+    stream_id: int | None = None
+
+    def arm(self) -> commands.RequestWakeup:
+        self.wakeup = commands.RequestWakeup(max(0.0, min(TICK, self.at - time.monotonic())))
+        return self.wakeup
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+
+def _woken(deadline: _Deadline | None, event: events.Wakeup) -> TypeGuard[_Deadline]:
+    return deadline is not None and event.command is deadline.wakeup
 
 
 def _wrap_http1_server() -> None:
@@ -249,8 +273,12 @@ def _wrap_http1_server() -> None:
     def handle_event(self: Any, event: events.Event) -> CommandGenerator:
         limits = _limits()
         if isinstance(event, events.Wakeup):
-            if event.command is getattr(self, "_aileron_head_timer", None):
-                yield from _head_timed_out(self, limits)
+            deadline: _Deadline | None = getattr(self, "_aileron_head_timer", None)
+            if _woken(deadline, event) and self.state == self.read_headers:
+                if deadline.passed():
+                    yield from _head_timed_out(self, limits)
+                else:
+                    yield deadline.arm()
             return
         if isinstance(event, events.Start):
             yield from original(self, event)
@@ -274,8 +302,8 @@ def _wrap_http1_server() -> None:
 
 
 def _start_head_timer(conn: Any, limits: Limits) -> CommandGenerator:
-    conn._aileron_head_timer = commands.RequestWakeup(limits.header_timeout)
-    yield conn._aileron_head_timer
+    conn._aileron_head_timer = _Deadline(time.monotonic() + limits.header_timeout)
+    yield conn._aileron_head_timer.arm()
 
 
 def _head_timed_out(conn: Any, limits: Limits) -> CommandGenerator:
@@ -309,7 +337,6 @@ def _refuse_head(conn: Any, refusal: Refusal) -> CommandGenerator:
 def _wrap_http_stream() -> None:
     stream = http_layers.HttpStream
     wait_for_request_headers = stream.state_wait_for_request_headers
-    handle_event = stream._handle_event
 
     def state_wait_for_request_headers(self: Any, event: Any) -> CommandGenerator:
         inner = wait_for_request_headers(self, event)
@@ -330,22 +357,7 @@ def _wrap_http_stream() -> None:
         ):
             yield from _answer_before_body(self)
 
-    def stream_handle_event(self: Any, event: events.Event) -> CommandGenerator:
-        if isinstance(event, events.Wakeup):
-            if event.command is getattr(self, "_aileron_response_timer", None):
-                yield from _response_timed_out(self)
-            return
-        yield from handle_event(self, event)
-        if (
-            self.client_state == self.state_done
-            and self.server_state == self.state_wait_for_response_headers
-            and getattr(self, "_aileron_response_timer", None) is None
-        ):
-            self._aileron_response_timer = commands.RequestWakeup(_limits().response_timeout)
-            yield self._aileron_response_timer
-
     stream.state_wait_for_request_headers = state_wait_for_request_headers  # type: ignore[method-assign]
-    stream._handle_event = stream_handle_event  # type: ignore[method-assign]
 
 
 def _answer_before_body(stream: Any) -> CommandGenerator:
@@ -367,16 +379,41 @@ def _discard_body(event: events.Event) -> CommandGenerator:
     yield from ()
 
 
-def _response_timed_out(stream: Any) -> CommandGenerator:
-    if stream.server_state != stream.state_wait_for_response_headers or stream.client_state != stream.state_done:
-        return
-    seconds = _limits().response_timeout
-    message = f"{TIMEOUT_MARK}: no response from the upstream within {seconds:g} s"
-    stream.flow.error = flow.Error(message)
-    stream.client_state = stream.server_state = stream.state_errored
-    stream.flow.live = False
-    yield commands.CloseConnection(stream.context.server)
-    yield HttpErrorHook(stream.flow)
-    yield http_layers.SendHttp(
-        ResponseProtocolError(stream.stream_id, message, ErrorCode.GENERIC_SERVER_ERROR), stream.context.client
-    )
+def _wrap_http1_client() -> None:
+    """The upstream side: from the end of the request, `response_timeout` seconds for the answer's head.
+
+    The timer belongs to the upstream connection, not to the flow: a pending wakeup keeps its owner alive, and
+    a flow would keep its whole body alive with it.
+    """
+    client = _http1.Http1Client
+    original = client._handle_event
+
+    def handle_event(self: Any, event: events.Event) -> CommandGenerator:
+        if isinstance(event, events.Wakeup):
+            deadline: _Deadline | None = getattr(self, "_aileron_response_timer", None)
+            if not _woken(deadline, event):
+                return
+            if self.stream_id != deadline.stream_id or self.response is not None or self.state != self.read_headers:
+                self._aileron_response_timer = None  # answered: the deadline is over
+            elif deadline.passed():
+                yield from _upstream_timed_out(self)
+            else:
+                yield deadline.arm()
+            return
+        yield from original(self, event)
+        if isinstance(event, RequestEndOfMessage) and self.response is None and self.stream_id is not None:
+            started = _Deadline(time.monotonic() + _limits().response_timeout, stream_id=self.stream_id)
+            self._aileron_response_timer = started
+            yield started.arm()
+
+    client._handle_event = handle_event  # type: ignore[method-assign]
+
+
+def _upstream_timed_out(conn: Any) -> CommandGenerator:
+    conn._aileron_response_timer = None
+    stream_id = conn.stream_id
+    message = f"{TIMEOUT_MARK}: no response from the upstream within {_limits().response_timeout:g} s"
+    conn.state = conn.done
+    yield commands.CloseConnection(conn.conn)
+    # As when the upstream closes without an answer: the flow gets the error, the agent a problem (a 504).
+    yield ReceiveHttp(ResponseProtocolError(stream_id, message, ErrorCode.GENERIC_SERVER_ERROR))
