@@ -187,7 +187,7 @@ def launch_unsandboxed(
 
 def end_session(api: ApiClient, organization_id: str, socket_path: Path, opened: SessionOpened) -> None:
     """Wipe the session's keys in the data plane and revoke its token; both are tried, whatever fails."""
-    from dataplane import keychannel
+    from aileron_shared import keychannel
 
     errors = []
     try:

@@ -896,7 +896,7 @@ def _follow_approvals(login: state.Login, organization_id: str, handle: Any) -> 
 @fail_cleanly
 def session_end(session_id: str) -> None:
     """End a session: the credential service wipes its keys and the token is revoked."""
-    from dataplane import keychannel
+    from aileron_shared import keychannel
 
     login = require_login()
     socket_path = _key_socket()

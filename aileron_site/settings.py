@@ -175,7 +175,7 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# Tokens are stored as HMAC-SHA256 digests under a key derived from SECRET_KEY (see tenants.tokens).
+# Tokens are stored as HMAC-SHA256 digests under a key derived from SECRET_KEY (see aileron_shared.tokens).
 AILERON_TOKEN_DEFAULT_TTL_DAYS = {"pat": 90, "ses": 1, "svc": 365}
 
 LOGGING = {

@@ -178,7 +178,8 @@ def aileron(folder: Path, upstream_port: int, upstream_ca: Path, *, code: Path |
     if code is not None:
         env["PYTHONPATH"] = str(code.resolve())
     folder.mkdir(parents=True, exist_ok=True)
-    with running_service(folder, extra_env=env) as service:
+    # `python -m` children import from their working folder first: a baseline's service starts in its checkout.
+    with running_service(folder, extra_env=env, cwd=code.resolve() if code is not None else None) as service:
         cli(service.env, "init", "--org", "Acme", "--email", "bench@example.com", "--server", service.url)
         login = json.loads((service.home / "cli.json").read_text())
         pat, org_id = login["token"], login["organization_id"]

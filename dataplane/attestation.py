@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 # What the data plane runs: its packages (with the connectors' built-in data) and the pure modules it imports.
-MEASURED_PACKAGES = ("dataplane", "connectors")
-MEASURED_FILES = ("vaults/crypto.py", "vaults/rotation.py", "tenants/tokens.py", "policies/engine.py")
+MEASURED_PACKAGES = ("dataplane", "connectors", "aileron_shared")
+MEASURED_FILES = ("vaults/crypto.py", "vaults/rotation.py", "policies/engine.py")
 _SKIPPED_PARTS = frozenset({"tests", "__pycache__", "migrations"})
 _SKIPPED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
 

@@ -68,9 +68,11 @@ def refusal_record(
     return record
 
 
-def outcome_record(flow: http.HTTPFlow, pending: Pending, usage: Usage | None) -> dict[str, Any]:
-    """The record completing an attempt: what the upstream answered, how long it took, what it cost."""
-    response = flow.response
+def outcome_record(
+    flow: http.HTTPFlow, pending: Pending, usage: Usage | None, *, response: http.Response | None
+) -> dict[str, Any]:
+    """The record completing an attempt: what the upstream answered (`response`, None when nothing was sent), how
+    long it took, what it cost, and what failed."""
     return {
         "id": pending.request_id,
         "phase": "outcome",
@@ -81,7 +83,20 @@ def outcome_record(flow: http.HTTPFlow, pending: Pending, usage: Usage | None) -
         "request_bytes": len(flow.request.raw_content or b"") if not flow.request.stream else None,
         "response_bytes": pending.response_bytes or (len(response.raw_content or b"") if response else 0),
         "usage": usage.as_dict() if usage is not None else None,
-        "error": flow.error.msg if flow.error else None,
+        "error": pending.error or (flow.error.msg if flow.error else None),
+        "completed_at": now(),
+    }
+
+
+def failed_outcome_record(pending: Pending, error: str) -> dict[str, Any]:
+    """The smallest outcome, for when building the full one failed: the attempt never stays without one."""
+    return {
+        "id": pending.request_id,
+        "phase": "outcome",
+        "session_id": pending.live.context.session_id,
+        "at": now(),
+        "upstream_status": None,
+        "error": error,
         "completed_at": now(),
     }
 

@@ -44,3 +44,6 @@ class Pending:
     usage: UsageParser | None = None
     redactor: Redactor | None = None
     response_bytes: int = 0
+    websocket: bool = False  # a WebSocket upgrade: its 101 answer may switch protocols
+    error: str | None = None  # what failed inside the proxy (described without the credential), for the outcome
+    response_failed: bool = False  # the upstream's answer is replaced by a problem before the agent sees it

@@ -37,10 +37,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import x25519
 
+from aileron_shared import tokens
+from aileron_shared.keychannel import request as request  # the client: open_session below, and callers of this module
 from dataplane import attestation
 from dataplane.control import ControlPlaneError, NotFoundError
 from dataplane.credentials import CredentialService, CredentialServiceError, SessionUnknown, WrongKey
-from tenants import tokens
 from vaults import crypto
 
 MAX_LINE = 16 * 1024
@@ -253,21 +254,6 @@ async def serve(
             await server.serve_forever()
     finally:
         task.cancel()
-
-
-def request(path: Path, body: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-    """Client side (the CLI): one request, one answer."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall(json.dumps(body).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return dict(json.loads(data))
 
 
 def open_session(

@@ -13,7 +13,8 @@ place where the bound can hold:
   the whole body into memory first, and answer `Expect: 100-continue` before it);
 - the HTTP/1 upstream connection (`Http1Client`): a request sent gets `response_timeout` seconds for the head
   of its answer, then the flow fails with an `upstream-timeout` error (a 504 to the agent);
-- mitmproxy's own error pages (its HTML 400/502) become RFC 9457 problems, 504 for a timeout;
+- a failed upstream carries TIMEOUT_MARK in its error when it timed out: dataplane.http1_strict (which makes
+  mitmproxy's own error answers RFC 9457 problems) answers those 504;
 - the upstream connect (`asyncio.open_connection` as mitmproxy's proxy server sees it) gets `connect_timeout`.
 
 `BodyBudget` bounds the memory of every buffered request body together (not only each one), and gives the
@@ -97,17 +98,6 @@ def request_line(buffered: bytes | bytearray | memoryview) -> tuple[str, str]:
     if len(parts) < 2 or not parts[0].isalpha():
         return "", ""
     return parts[0].decode("ascii", "replace")[:16], parts[1].decode("ascii", "replace")[:2048]
-
-
-def error_problem(status: int, message: str) -> tuple[problems.Kind, str]:
-    """The problem the agent gets for one of mitmproxy's own error answers (status, message)."""
-    if TIMEOUT_MARK in message:
-        return problems.UPSTREAM_TIMEOUT, message
-    if status == 502:
-        return problems.UPSTREAM_UNAVAILABLE, message
-    if status == 413:
-        return problems.BODY_TOO_LARGE, message
-    return problems.REQUEST_SMUGGLING, message  # mitmproxy's 400s: a request it could not read
 
 
 class BodyBudget:
@@ -207,7 +197,6 @@ def install(limits: Limits, *, on_refused: HeadRefused | None = None) -> None:
         _wrap_http1_server()
         _wrap_http_stream()
         _wrap_http1_client()
-        _http1.make_error_response = _problem_error_response
         setattr(proxy_server, "asyncio", _AsyncioWithConnectTimeout())  # noqa: B010 (not exported: typed as such)
 
 
@@ -218,11 +207,6 @@ def _limits() -> Limits:
 def _problem_bytes(response: http.Response) -> bytes:
     response.headers["connection"] = "close"
     return bytes(http1.assemble_response(response))  # type: ignore[no-untyped-call]
-
-
-def _problem_error_response(status_code: int, message: str = "") -> bytes:
-    kind, detail = error_problem(status_code, message)
-    return _problem_bytes(problems.response(Refusal(kind, detail[:500]), request_id=""))
 
 
 class _AsyncioWithConnectTimeout(types.ModuleType):

@@ -78,8 +78,10 @@ METHOD_OVERRIDE = Kind(
 REQUEST_SMUGGLING = Kind(
     "malformed-request",
     400,
-    "The request's framing is ambiguous",
-    "Send either Content-Length or Transfer-Encoding, not both, and a single valid Content-Length.",
+    "The request is not strict HTTP/1.1",
+    "Nothing more was read from this connection. Send one Host, either one plain Content-Length or "
+    "`Transfer-Encoding: chunked` with CRLF line ends, field values without control characters, and a path "
+    "(not an absolute URI) as the request target.",
 )
 LENGTH_REQUIRED = Kind(
     "length-required",
@@ -177,15 +179,30 @@ UPSTREAM_TIMEOUT = Kind(
 UPSTREAM_UNAVAILABLE = Kind(
     "upstream-unavailable",
     502,
-    "The upstream could not be reached or could not be trusted",
-    "The connection or its TLS verification failed, or it closed before an answer (see `detail`). Retry later; "
-    "an operator can check the upstream's certificate and reachability.",
+    "The upstream could not be reached, could not be trusted, or answered with a malformed response",
+    "The connection or its TLS verification failed, or the answer was not strict HTTP/1.1 (see `detail`). "
+    "Retry later; if it persists, an operator can check the upstream's certificate and reachability.",
 )
+PROXY_ERROR = Kind("proxy-error", 500, "The proxy could not handle the request", "Retry; report it if it persists.")
 CONTROL_PLANE_UNAVAILABLE = Kind(
     "control-plane-unavailable",
     503,
     "The control plane cannot answer",
     "Nothing was sent. Retry shortly.",
+)
+INTERNAL_ERROR = Kind(
+    "internal-error",
+    500,
+    "The proxy failed on this request",
+    "Nothing was sent and no credential was used. Retry once; if it fails again, give the request_id to an "
+    "operator (the data plane's log and the audit record say what failed).",
+)
+RESPONSE_ERROR = Kind(
+    "response-error",
+    502,
+    "The proxy failed on the upstream's answer",
+    "The request reached the upstream, but its answer could not be passed on safely. Check the effect before "
+    "retrying an action that changes something; give the request_id to an operator.",
 )
 
 
@@ -211,6 +228,8 @@ def response(refusal: Refusal, *, request_id: str) -> http.Response:
     headers = {"Content-Type": PROBLEM_CONTENT_TYPE, "Cache-Control": "no-store"}
     if "retry_after_seconds" in refusal.extra:
         headers["Retry-After"] = str(int(refusal.extra["retry_after_seconds"]))
+    if refusal.kind is REQUEST_SMUGGLING:
+        headers["Connection"] = "close"  # where the request ends is in doubt: read nothing more from it
     if refusal.kind is PROXY_AUTH_REQUIRED:
         headers["Proxy-Authenticate"] = 'Basic realm="aileron"'
     return http.Response.make(refusal.kind.status, json.dumps(body).encode(), headers)

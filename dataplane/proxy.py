@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from mitmproxy import connection, http
 from mitmproxy.certs import CertStore
@@ -34,12 +35,26 @@ from mitmproxy.proxy import server_hooks
 from connectors.identify import Catalog
 from connectors.package import Action, Connector
 from dataplane import approval_hold, health, problems, refusals, shell_audit
-from dataplane.audit_records import attempt_record, new_request_id, outcome_record, refusal_record
+from dataplane.audit_records import (
+    attempt_record,
+    failed_outcome_record,
+    new_request_id,
+    outcome_record,
+    refusal_record,
+)
 from dataplane.control import ApprovalTicket, ControlPlane
 from dataplane.decision import decide, identify, model_of
 from dataplane.destination import check_binding, norm_host, pin_request, pin_server, resolve
+from dataplane.failures import describe, frames
 from dataplane.flowstate import Pending, Tunnel
-from dataplane.framing import bounded_length, read_framing, refuse_method_override
+from dataplane.framing import (
+    BODY_ERROR,
+    Malformed,
+    bounded_length,
+    read_framing,
+    refuse_method_override,
+    screen_response,
+)
 from dataplane.guard import Resolver
 from dataplane.inject import Decryptor, decrypt, inject, strip_auth
 from dataplane.limits import BodyBudget
@@ -88,6 +103,13 @@ class AileronProxy:
     # --- connection-level hooks ---------------------------------------------------------------------------
 
     async def http_connect(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self._connect(flow)
+        except Exception as exc:
+            self.tunnels.pop(flow.client_conn.id, None)
+            self._fail(flow, exc, hook="http_connect")
+
+    async def _connect(self, flow: http.HTTPFlow) -> None:
         token = proxy_token(flow.request.headers.get("proxy-authorization", ""))
         flow.request.headers.pop("proxy-authorization", None)
         try:
@@ -124,11 +146,21 @@ class AileronProxy:
 
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Connect only to the address this proxy resolved and checked for the tunnel (no DNS rebinding)."""
-        pin_server(self.tunnels.get(data.client.id), data.server)
+        try:
+            pin_server(self.tunnels.get(data.client.id), data.server)
+        except Exception as exc:
+            log.error("checking an upstream address failed: %s\n%s", describe(exc), frames(exc))
+            data.server.error = "aileron: the destination could not be checked"
 
     # --- request hooks ------------------------------------------------------------------------------------
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self._requestheaders(flow)
+        except Exception as exc:
+            self._fail(flow, exc, hook="requestheaders")
+
+    async def _requestheaders(self, flow: http.HTTPFlow) -> None:
         request_id = new_request_id()
         started = time.perf_counter()
         tunnel = self.tunnels.get(flow.client_conn.id)
@@ -185,6 +217,12 @@ class AileronProxy:
             pin_request(flow.request, tunnel.target)
 
     async def request(self, flow: http.HTTPFlow) -> None:
+        try:
+            await self._request(flow)
+        except Exception as exc:
+            self._fail(flow, exc, hook="request")
+
+    async def _request(self, flow: http.HTTPFlow) -> None:
         pending = self.pending.get(flow.id)
         if pending is None or flow.response is not None or not pending.decide_with_body:
             return
@@ -202,9 +240,10 @@ class AileronProxy:
         if request.scheme != "https" or not flow.client_conn.tls_established:
             # Plaintext inside a CONNECT tunnel: never forwarded (and never given a credential).
             raise Refusal(problems.HTTPS_ONLY, "the tunnel carried plain HTTP; only HTTPS is forwarded")
-        # 2. destination binding, and one unambiguous body length
-        check_binding(flow, tunnel)
+        # strict HTTP/1.1 and no hop-by-hop field forwarded (before the binding reads Host), then destination binding
         framing = read_framing(request)
+        pending.websocket = framing.websocket
+        check_binding(flow, tunnel)
         connector = self.by_host.get(tunnel.host)
         if connector is None:
             await self._egress(flow, tunnel, pending)
@@ -291,12 +330,12 @@ class AileronProxy:
         finally:
             crypto.wipe(plaintext)
         connector = self.by_host[pending.host]
+        pending.secret = secret  # from here on, known to every path that must keep it out of what it writes
+        pending.scheme = connector.auth.scheme
         inject(request, connector, secret)
         if found[0].path != path:
             request.path = found[0].path + (f"?{query}" if query else "")
         request.headers["accept-encoding"] = "identity"  # so echoes can be redacted and usage read while streaming
-        pending.secret = secret
-        pending.scheme = connector.auth.scheme
         pending.provider = provider_for(pending.connector, found[0].action.split(".", 1)[-1])
         pending.model = model_of(pending.args)
 
@@ -307,10 +346,26 @@ class AileronProxy:
     # --- response hooks -----------------------------------------------------------------------------------
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._responseheaders(flow)
+        except Exception as exc:
+            self._fail_response(flow, exc)
+
+    def _responseheaders(self, flow: http.HTTPFlow) -> None:
         pending = self.pending.get(flow.id)
         response = flow.response
         if pending is None or response is None or pending.kind == "refused":
             return
+        try:
+            screened = screen_response(
+                status=response.status_code, fields=response.headers.fields, websocket=pending.websocket
+            )
+        except Malformed as exc:
+            log.warning("request %s: %s; connection closed", pending.request_id, exc)
+            flow.kill()  # type: ignore[no-untyped-call]  # never a raw pipe: its bytes would bypass every check
+            return
+        if screened is not None:
+            response.headers.fields = screened
         if pending.kind == "egress":
             response.stream = True
             return
@@ -325,21 +380,49 @@ class AileronProxy:
                 content_type=response.headers.get("content-type", ""),
                 request_model=pending.model,
             )
-        parser = pending.usage
 
         def count(chunk: bytes) -> None:
             pending.response_bytes += len(chunk)
-            if parser is not None:
-                parser.feed(chunk)
+            if pending.usage is not None:
+                try:
+                    pending.usage.feed(chunk)
+                except Exception as exc:
+                    # Usage is bookkeeping: the answer still reaches the agent, uncounted.
+                    error = describe(exc, secret=pending.secret, scheme=pending.scheme)
+                    log.error("request %s: counting usage failed: %s\n%s", pending.request_id, error, frames(exc))
+                    pending.usage = None
+
+        def stream(chunk: bytes) -> bytes:
+            try:
+                return redactor(chunk)
+            except Exception as exc:
+                # Part of the answer may have reached the agent already: end it as broken, never pass the rest.
+                pending.error = pending.error or describe(exc, secret=pending.secret, scheme=pending.scheme)
+                log.error("request %s: redacting failed: %s\n%s", pending.request_id, pending.error, frames(exc))
+                if flow.killable:
+                    flow.kill()  # type: ignore[no-untyped-call]
+                return b""
 
         redactor.on_chunk = count
         pending.redactor = redactor
-        response.stream = redactor
+        response.stream = stream
 
     def response(self, flow: http.HTTPFlow) -> None:
+        pending = self.pending.get(flow.id)
         self._finish(flow)
+        if pending is not None and pending.response_failed:
+            refusal = Refusal(
+                problems.RESPONSE_ERROR, "the proxy failed on the upstream's answer; the request was sent"
+            )
+            flow.response = problems.response(refusal, request_id=pending.request_id)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        pending = self.pending.get(flow.id)
+        if pending is not None and flow.error is not None and BODY_ERROR in flow.error.msg:
+            # The head was fine and went on; the body was not, and the upstream saw no end of it: audit the refusal.
+            refusal = Refusal(problems.REQUEST_SMUGGLING, flow.error.msg.split(BODY_ERROR, 1)[1][:300])
+            record = refusal_record(flow, pending, refusal, sensitive=())
+            self.spool.record({**record, "id": new_request_id(), "kind": "refused", "credential_id": None})
         self._finish(flow)
 
     def _finish(self, flow: http.HTTPFlow) -> None:
@@ -347,7 +430,15 @@ class AileronProxy:
         pending = self.pending.pop(flow.id, None)
         if pending is None:
             return
-        pending.secret = None
+        secret, pending.secret = pending.secret, None
+        try:
+            self._complete(flow, pending)
+        except Exception as exc:
+            error = describe(exc, secret=secret, scheme=pending.scheme)
+            log.error("request %s: recording the outcome failed: %s\n%s", pending.request_id, error, frames(exc))
+            self._record_safely(failed_outcome_record(pending, error))
+
+    def _complete(self, flow: http.HTTPFlow, pending: Pending) -> None:
         if pending.redactor is not None and pending.redactor.count:
             # Worth an operator's attention: the upstream sent the credential back (never logged itself).
             log.warning(
@@ -361,9 +452,9 @@ class AileronProxy:
         usage = pending.usage.result() if pending.usage is not None else None
         if usage is not None:
             usage.cost_usd = self.prices.cost(usage)
-        self.spool.record(outcome_record(flow, pending, usage))
+        self.spool.record(outcome_record(flow, pending, usage, response=flow.response))
 
-    # --- refusals -----------------------------------------------------------------------------------------
+    # --- refusals and failures ----------------------------------------------------------------------------
 
     def _refuse(self, flow: http.HTTPFlow, pending: Pending, refusal: Refusal) -> None:
         """Answer the agent with the problem, never forward, and audit the refusal (durably, best effort)."""
@@ -381,3 +472,54 @@ class AileronProxy:
         cached = self.sessions.cached(token) if token else None
         session_id = cached.context.session_id if cached is not None else None
         refusals.audit(self.spool, flow, refusal, request_id=request_id, session_id=session_id, token=token, host=host)
+
+    def _fail(self, flow: http.HTTPFlow, exc: Exception, *, hook: str) -> None:
+        """An unexpected exception in a request hook: the agent gets a problem, nothing is forwarded (the proxy
+        answers itself), and the attempt is audited with the error."""
+        pending = self.pending.pop(flow.id, None) or self._attributable(flow)
+        request_id = pending.request_id if pending is not None else new_request_id()
+        error = describe(exc, secret=pending.secret, scheme=pending.scheme) if pending else describe(exc)
+        log.error("request %s: the %s hook failed: %s\n%s", request_id, hook, error, frames(exc))
+        refusal = Refusal(
+            problems.INTERNAL_ERROR, f"the proxy failed on this request ({type(exc).__name__}); nothing was sent"
+        )
+        flow.request.stream = False
+        flow.response = problems.response(refusal, request_id=request_id)
+        if pending is None:
+            return  # no live session to attribute it to: the log line is all there is
+        pending.secret = None
+        pending.error = error
+        if pending.attempt_recorded:
+            # The attempt is durably "allow": complete it with the error; nothing reached the upstream.
+            self._record_safely(outcome_record(flow, pending, None, response=None))
+            return
+        record = refusal_record(flow, pending, refusal, sensitive=self._sensitive(pending))
+        record["decision"] = "error"
+        record["reason"] = error[:1000]
+        self._record_safely(record)
+
+    def _fail_response(self, flow: http.HTTPFlow, exc: Exception) -> None:
+        """An unexpected exception on the upstream's answer: it is buffered, then replaced in `response`."""
+        pending = self.pending.get(flow.id)
+        if flow.response is not None:
+            flow.response.stream = False
+        if pending is None:
+            log.error("the responseheaders hook failed: %s\n%s", describe(exc), frames(exc))
+            return
+        pending.error = describe(exc, secret=pending.secret, scheme=pending.scheme)
+        pending.response_failed = True
+        log.error("request %s: the responseheaders hook failed: %s\n%s", pending.request_id, pending.error, frames(exc))
+
+    def _attributable(self, flow: http.HTTPFlow) -> Pending | None:
+        """A record for a failure before the flow had one, when its tunnel's session is known."""
+        tunnel = self.tunnels.get(flow.client_conn.id)
+        live = self.sessions.cached(tunnel.token) if tunnel is not None else None
+        if tunnel is None or live is None:
+            return None
+        return Pending(new_request_id(), time.perf_counter(), live, kind="refused", host=tunnel.host)
+
+    def _record_safely(self, record: dict[str, Any]) -> None:
+        try:
+            self.spool.record(record)
+        except Exception as exc:
+            log.error("request %s: its audit record could not be written: %s", record.get("id"), describe(exc))

@@ -33,7 +33,7 @@ from mitmproxy.addons import core, next_layer, proxyserver
 
 from connectors.package import ConnectorError
 from connectors.registry import installed
-from dataplane import keychannel, limits
+from dataplane import http1_strict, keychannel, limits
 from dataplane.attestation import AttestationError, SoftwareProvider, dataplane_config
 from dataplane.control import ControlPlane
 from dataplane.credentials import DEFAULT_BUNDLE_TTL_SECONDS, DEFAULT_TTL_SECONDS, CredentialService
@@ -237,7 +237,8 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
         prices=prices,
         budget=BodyBudget(settings.limits.body_budget),
     )
-    limits.install(settings.limits, on_refused=proxy.refuse_head)
+    http1_strict.install()  # strict chunked bodies and problem+json where mitmproxy answers by itself
+    limits.install(settings.limits, on_refused=proxy.refuse_head)  # bounded heads, bodies, waits
     opts = options.Options()
     mitm = master.Master(opts, event_loop=asyncio.get_running_loop())
     addons: list[object] = [

@@ -10,8 +10,8 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django_scopes import scope, scopes_disabled
 
+from aileron_shared import tokens
 from aileron_site.problems import NotFound
-from tenants import tokens
 from tenants.models import (
     ApiToken,
     Invitation,

@@ -12,8 +12,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django_scopes import scope, scopes_disabled
 
+from aileron_shared import tokens
 from aileron_site.problems import Conflict, Forbidden, InvalidInput
-from tenants import tokens
 from tenants.models import (
     ApiToken,
     Invitation,

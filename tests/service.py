@@ -104,9 +104,14 @@ def isolated_redis_url() -> str | None:
 
 @contextlib.contextmanager
 def running_service(
-    folder: Path, extra_env: dict[str, str] | None = None, service_args: tuple[str, ...] = ()
+    folder: Path,
+    extra_env: dict[str, str] | None = None,
+    service_args: tuple[str, ...] = (),
+    *,
+    cwd: Path | None = None,
 ) -> Iterator[Service]:
-    """`aileron service` in its own AILERON_HOME (and, in the Postgres run, its own database)."""
+    """`aileron service` in its own AILERON_HOME (and, in the Postgres run, its own database); `cwd`: where its
+    `python -m` children start, which is where they import the project's packages from first."""
     with isolated_database_url() as database_url:
         home = folder / "home"
         port = free_port()
@@ -138,6 +143,7 @@ def running_service(
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=cwd,
             )
         svc = Service(
             url=f"http://127.0.0.1:{port}",

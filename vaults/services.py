@@ -516,7 +516,7 @@ def rotations_drive(*, vault_id: str | None = None, key_socket: Any = None) -> i
     from django.conf import settings
     from django_scopes import scopes_disabled
 
-    from dataplane.keychannel import request
+    from aileron_shared.keychannel import request
     from tenants.models import ApiToken
 
     log = logging.getLogger(__name__)

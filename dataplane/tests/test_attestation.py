@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -169,10 +170,18 @@ class RunningChannel:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         for _ in range(500):
-            if path.exists():
+            if self._listening():  # the socket file exists from bind(), before listen(): connect to be sure
                 break
             threading.Event().wait(0.01)
-        assert path.exists(), "the key channel did not start"
+        assert self._listening(), "the key channel did not start"
+
+    def _listening(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(self.path))
+            except OSError:
+                return False
+        return True
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)

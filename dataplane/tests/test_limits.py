@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dataplane import problems
-from dataplane.limits import BodyBudget, Limits, error_problem, head_problem, request_line
+from dataplane.limits import BodyBudget, Limits, head_problem, request_line
 from dataplane.server import StartupError, limits_from_environment, settings_from
 
 SMALL = Limits(max_head_bytes=200, max_header_fields=3)
@@ -47,20 +46,6 @@ def test_bare_lf_heads_are_measured_like_crlf_ones() -> None:
 def test_the_request_line_is_read_for_the_audit_record() -> None:
     assert request_line(b"POST /repos/a/b/issues HTTP/1.1\r\nHost") == ("POST", "/repos/a/b/issues")
     assert request_line(b"\x16\x03\x01garbage") == ("", "")
-
-
-@pytest.mark.parametrize(
-    ("status", "message", "kind"),
-    [
-        (502, "upstream-timeout: no connection within 10 s", problems.UPSTREAM_TIMEOUT),
-        (502, "TLS connect error: certificate verify failed", problems.UPSTREAM_UNAVAILABLE),
-        (502, "Connection failed: [Errno 111] Connection refused", problems.UPSTREAM_UNAVAILABLE),
-        (400, "Received both a Transfer-Encoding and a Content-Length header", problems.REQUEST_SMUGGLING),
-        (413, "Request body exceeds mitmproxy's body_size_limit.", problems.BODY_TOO_LARGE),
-    ],
-)
-def test_mitmproxys_own_errors_map_to_problems(status: int, message: str, kind: problems.Kind) -> None:
-    assert error_problem(status, message)[0] is kind
 
 
 def test_the_budget_bounds_bodies_together_and_is_given_back() -> None:
@@ -113,3 +98,12 @@ def test_a_bad_limit_stops_the_data_plane_with_one_line(
     )
     with pytest.raises(StartupError, match=message):
         settings_from(args)
+
+
+def test_a_timed_out_upstream_is_answered_504_and_other_upstream_failures_502() -> None:
+    from dataplane.http1_strict import problem_bytes
+
+    timed_out = problem_bytes(502, "upstream-timeout: no response from the upstream within 300 s")
+    assert timed_out.startswith(b"HTTP/1.1 504") and b"urn:aileron:problem:upstream-timeout" in timed_out
+    refused = problem_bytes(502, "Connection failed: [Errno 111] Connection refused")
+    assert refused.startswith(b"HTTP/1.1 502") and b"urn:aileron:problem:upstream-unavailable" in refused

@@ -9,8 +9,9 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_scopes import scope
 
+from aileron_shared import tokens
 from conftest import Cast, client_for
-from tenants import services, tokens
+from tenants import services
 from tenants.models import ApiToken
 from tenants.selectors import token_key
 

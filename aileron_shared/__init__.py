@@ -1,0 +1,1 @@
+"""Django-free code the control plane, the data plane and the CLI share: token format, key-channel wire."""
