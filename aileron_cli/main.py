@@ -695,6 +695,8 @@ def launch(
     proxy = launching.Proxy.parse(proxy_text)
     argv = list(command)
     plan = _sandbox_plan(sandbox, project.resolve()) if sandbox != "none" else None
+    if plan is None:
+        _refuse_strict_unsandboxed(project.resolve())
     socket_path = _key_socket()
     if not socket_path.exists():
         raise CliError(f"no data plane key channel at {socket_path} (is `aileron service` running here?)")
@@ -738,13 +740,19 @@ def launch(
             )
         else:
             from connectors.registry import manifest
-            from runtime.sandbox import backends
+            from runtime.sandbox import backends, mediation
 
             found = _connectors()
             policy = api.get(f"/api/v1/orgs/{org}/shell-policy/")
             if plan.mediation == "off" and isinstance(policy, dict) and policy.get("mode") == "enforce":
                 warn("aileron: the organization enforces its shell policy: `mediation: off` is not applied")
                 plan = replace(plan, mediation="default")
+            if plan.mediation == mediation.STRICT:
+                egress = api.get(f"/api/v1/orgs/{org}/egress/")
+                refusal = mediation.strict_organization_refusal(egress=egress, shell_policy=policy)
+                if refusal is not None:
+                    raise CliError(refusal, exit_code=2)
+                policy = mediation.strict_shell_policy(policy)
             code = launching.launch_sandboxed(
                 plan=plan,
                 backend=backends.get(plan.backend),
@@ -775,11 +783,16 @@ def _sandbox_plan(name: str, project: Path) -> Any:
     from runtime.sandbox import backends
     from runtime.sandbox.devcontainer import load_config, resolve_image
     from runtime.sandbox.image import ImageError, base_image_tag, engine, local_image
+    from runtime.sandbox.mediation import STRICT, strict_launch_refusal
 
     try:
         config = load_config(project)
     except ImageError as exc:
         raise CliError(str(exc), exit_code=2) from None
+    if config.mediation == STRICT:
+        refusal = strict_launch_refusal(sandbox=name, tier=config.tier)
+        if refusal is not None:
+            raise CliError(refusal, exit_code=2)
     backend = backends.get(name)
     reason = backend.available()
     if reason is not None:
@@ -805,6 +818,22 @@ def _sandbox_plan(name: str, project: Path) -> Any:
         project=project,
         mcps=tuple(m.as_dict() for m in config.mcps),
     )
+
+
+def _refuse_strict_unsandboxed(project: Path) -> None:
+    """`--sandbox none` in a project whose devcontainer asks for strict mediation: one line, before anything.
+    A devcontainer that does not load is not this mode's business: without a sandbox it is not used."""
+    from runtime.sandbox.devcontainer import load_config
+    from runtime.sandbox.image import ImageError
+    from runtime.sandbox.mediation import STRICT, strict_launch_refusal
+
+    try:
+        config = load_config(project)
+    except ImageError:
+        return
+    refusal = strict_launch_refusal(sandbox="none", tier=config.tier) if config.mediation == STRICT else None
+    if refusal is not None:
+        raise CliError(refusal, exit_code=2)
 
 
 def _hint(found: list[Any], *, sandboxed: bool) -> str:

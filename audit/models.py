@@ -96,6 +96,11 @@ class AuditRecord(models.Model):
     response_bytes = models.BigIntegerField(null=True, blank=True)
     usage = models.JSONField(null=True, blank=True, help_text="LLM token usage and cost, when the call had any.")
     completed_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(
+        max_length=LENGTHS["error"],
+        blank=True,
+        help_text="Why no complete answer came back (upstream-timeout, a connection or TLS failure), if so.",
+    )
     has_outcome = models.BooleanField(default=False)
     outcome = models.CharField(max_length=16, choices=AuditOutcome.choices, blank=True)
     dataplane_run = models.UUIDField(

@@ -36,6 +36,7 @@ LENGTHS = {
     "problem_type": 100,
     "client_address": 64,
     "token_lookup": 16,
+    "error": 500,
 }
 USAGE_MODEL_LENGTH = 200
 USAGE_COUNTS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
@@ -66,6 +67,7 @@ OUTCOME_FIELDS = (
     "response_bytes",
     "usage",
     "completed_at",
+    "error",
 )
 
 
@@ -212,6 +214,7 @@ def _outcome_fields(raw: dict[str, Any]) -> dict[str, Any]:
         "response_bytes": _count(raw.get("response_bytes"), "response_bytes"),
         "usage": _usage(raw.get("usage")),
         "completed_at": None if completed is None else _datetime(completed, "completed_at"),
+        "error": _text(raw.get("error"), "error"),
     }
 
 

@@ -71,7 +71,9 @@ class Catalog:
 
 
 def _content_type(headers: Mapping[str, str] | None) -> str:
-    for key, value in (headers or {}).items():
+    # Keys only, then one lookup: `.items()` on a multi-valued mapping (mitmproxy's Headers) looks every key
+    # up again, which is quadratic in the number of headers.
+    for key in headers or ():
         if key.lower() == "content-type":
-            return value.split(";", 1)[0].strip().lower()
+            return headers[key].split(";", 1)[0].strip().lower() if headers else ""
     return ""

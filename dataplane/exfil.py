@@ -151,9 +151,9 @@ def check_body(reach: Reach, session_id: str, matcher: Matcher, request: http.Re
         raise _leak(reach, session_id, matcher, found)
 
 
-def hold_body(request: http.Request, max_body: int) -> bool:
-    """Whether an egress request's body must be read before forwarding (it has one); a Refusal when it cannot be
-    bounded: a chunked body or one over `max_body`."""
+def hold_body(request: http.Request, max_body: int) -> int:
+    """The length of an egress request's body, read before forwarding (0: none to read); a Refusal when it
+    cannot be bounded: a chunked body or one over `max_body`."""
     names = {name.lower() for name, _ in request.headers.fields}
     if b"transfer-encoding" in names:
         raise Refusal(
@@ -167,7 +167,7 @@ def hold_body(request: http.Request, max_body: int) -> bool:
             f"the body is {length} bytes; at most {max_body} are scanned before sending",
             {"limit": max_body},
         )
-    return length > 0
+    return length
 
 
 def audit_fields(matcher: Matcher, record: dict[str, object]) -> None:

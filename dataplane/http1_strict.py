@@ -26,6 +26,7 @@ from mitmproxy.proxy.layers.http import _http1
 
 from dataplane import problems
 from dataplane.framing import BODY_ERROR, StrictChunkedReader
+from dataplane.limits import TIMEOUT_MARK
 
 _INSTALLED = "_aileron_strict"
 
@@ -65,6 +66,8 @@ def problem_bytes(status_code: int, message: str = "") -> bytes:
         413: problems.BODY_TOO_LARGE,
         502: problems.UPSTREAM_UNAVAILABLE,
     }.get(status_code, problems.PROXY_ERROR)
+    if TIMEOUT_MARK in message:  # an upstream connect or answer that dataplane.limits timed out
+        kind, status_code = problems.UPSTREAM_TIMEOUT, problems.UPSTREAM_TIMEOUT.status
     body = {
         "type": f"urn:aileron:problem:{kind.slug}",
         "title": kind.title,

@@ -166,11 +166,37 @@ UNSCANNABLE_BODY = Kind(
     "The request body cannot be checked for credentials",
     "Nothing was sent. Send the body uncompressed, or gzip, deflate, br or zstd encoded, within the size limit.",
 )
+HEADERS_TOO_LARGE = Kind(
+    "headers-too-large",
+    431,
+    "The request head is too large",
+    "Send fewer or shorter headers: the proxy reads a bounded request head.",
+)
+HEADER_TIMEOUT = Kind(
+    "header-timeout",
+    408,
+    "The request head did not arrive in time",
+    "Send the whole request head promptly after opening the connection; the connection was closed.",
+)
+BODY_BUDGET_EXHAUSTED = Kind(
+    "body-budget-exhausted",
+    503,
+    "The proxy holds as many request bodies as it can right now",
+    "Nothing was sent. Retry shortly; the bodies of credentialed requests are read whole before they are "
+    "decided, and their total size in flight is bounded.",
+)
+UPSTREAM_TIMEOUT = Kind(
+    "upstream-timeout",
+    504,
+    "The upstream did not answer in time",
+    "The request may or may not have taken effect upstream; check before retrying a non-idempotent action.",
+)
 UPSTREAM_UNAVAILABLE = Kind(
     "upstream-unavailable",
     502,
-    "The upstream could not be reached or answered with a malformed response",
-    "Retry later; if it persists, the destination is down or not speaking strict HTTP/1.1.",
+    "The upstream could not be reached, could not be trusted, or answered with a malformed response",
+    "The connection or its TLS verification failed, or the answer was not strict HTTP/1.1 (see `detail`). "
+    "Retry later; if it persists, an operator can check the upstream's certificate and reachability.",
 )
 PROXY_ERROR = Kind("proxy-error", 500, "The proxy could not handle the request", "Retry; report it if it persists.")
 CONTROL_PLANE_UNAVAILABLE = Kind(

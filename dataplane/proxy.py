@@ -63,6 +63,7 @@ from dataplane.framing import (
 )
 from dataplane.guard import Resolver
 from dataplane.inject import Decryptor, decrypt, inject, strip_auth
+from dataplane.limits import BodyBudget
 from dataplane.problems import Refusal
 from dataplane.sessions import CA_HOST, Sessions, proxy_token, serve_ca
 from dataplane.spool import AuditSpool, SpoolError
@@ -88,6 +89,7 @@ class AileronProxy:
         session_ttl: float = 10.0,
         max_body: int = DEFAULT_MAX_BODY,
         prices: PriceTable | None = None,
+        budget: BodyBudget | None = None,
     ) -> None:
         self.credentials = credentials
         self.spool = spool
@@ -98,6 +100,7 @@ class AileronProxy:
         self.control = control
         self.sessions = Sessions(control, seed, ttl=session_ttl)
         self.max_body = max_body
+        self.budget = budget or BodyBudget(max(max_body, 64 * 1024 * 1024))
         self.prices = prices or PriceTable.load(None)
         self.tunnels: dict[str, Tunnel] = {}
         self.pending: dict[str, Pending] = {}
@@ -123,6 +126,19 @@ class AileronProxy:
             self._refuse_unverified(flow, refusal, token=token, host=flow.request.host, request_id=new_request_id())
             return
         self.tunnels[flow.client_conn.id] = Tunnel(token, norm_host(flow.request.host), flow.request.port)
+
+    def refuse_head(self, client: connection.Client, request: http.Request, refusal: Refusal) -> http.Response:
+        """Answer a request refused while its head was read (no hook ran), audited in its tunnel's session."""
+        tunnel = self.tunnels.get(client.id)
+        live = self.sessions.cached(tunnel.token) if tunnel is not None else None
+        if tunnel is None or live is None:
+            return problems.response(refusal, request_id=new_request_id())
+        flow = http.HTTPFlow(client, connection.Server(address=None))
+        flow.request = request
+        pending = Pending(new_request_id(), time.perf_counter(), live, kind="refused", host=tunnel.host)
+        self._refuse(flow, pending, refusal)
+        assert flow.response is not None  # noqa: S101 (_refuse always answers)
+        return flow.response
 
     def client_disconnected(self, client: connection.Client) -> None:
         self.tunnels.pop(client.id, None)
@@ -258,6 +274,7 @@ class AileronProxy:
         length = bounded_length(framing, self.max_body)
         tunnel.target = tunnel.target or await resolve(self.resolver, tunnel)
         if length > 0:
+            self._reserve(flow, length)
             pending.decide_with_body = True  # buffered (not streamed): decided in `request`
             return
         await self._decide(flow, pending, body=b"")
@@ -270,11 +287,22 @@ class AileronProxy:
         tunnel.target = tunnel.target or await resolve(self.resolver, tunnel)
         if pending.scan:
             flow.request.headers["accept-encoding"] = "identity"  # so an echo of a credential can be redacted
-            if exfil.hold_body(flow.request, self.max_body):
+            length = exfil.hold_body(flow.request, self.max_body)
+            if length > 0:
+                self._reserve(flow, length)
                 pending.scan_body = True  # read, scanned and recorded in `request`, then sent
                 return
         flow.request.stream = True
         await self._record_egress(flow, pending)
+
+    def _reserve(self, flow: http.HTTPFlow, length: int) -> None:
+        """Count a body read whole before it is sent against the budget of bodies in flight, or refuse it."""
+        if not self.budget.reserve(flow.id, length):
+            raise Refusal(
+                problems.BODY_BUDGET_EXHAUSTED,
+                f"{self.budget.in_use} of {self.budget.capacity} bytes of bodies are in flight; this one has {length}",
+                {"retry_after_seconds": 2},
+            )
 
     async def _record_egress(self, flow: http.HTTPFlow, pending: Pending) -> None:
         # Like a credentialed attempt: nothing leaves before its record is on disk (the group commit shares it).
@@ -431,6 +459,7 @@ class AileronProxy:
         self._finish(flow)
 
     def _finish(self, flow: http.HTTPFlow) -> None:
+        self.budget.release(flow.id)
         pending = self.pending.pop(flow.id, None)
         if pending is None:
             return

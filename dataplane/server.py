@@ -6,7 +6,9 @@
 It talks to the control plane only over REST with its service token, so it runs unchanged on another machine.
 Settings beyond the flags come from the environment: AILERON_HOME (spool, CA seed, key channel),
 AILERON_UPSTREAM_RESOLVE / AILERON_UPSTREAM_CA (private or test upstreams), AILERON_PRICE_TABLE,
-AILERON_MAX_BODY_BYTES, AILERON_SESSION_CACHE_SECONDS. Imports no Django.
+AILERON_MAX_BODY_BYTES, AILERON_SESSION_CACHE_SECONDS, and the bounds of dataplane.limits:
+AILERON_BODY_BUDGET_BYTES, AILERON_MAX_HEADER_BYTES, AILERON_MAX_HEADER_FIELDS, AILERON_HEADER_TIMEOUT_SECONDS,
+AILERON_UPSTREAM_CONNECT_TIMEOUT_SECONDS, AILERON_UPSTREAM_RESPONSE_TIMEOUT_SECONDS. Imports no Django.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from mitmproxy.addons import core, next_layer, proxyserver
 
 from connectors.package import ConnectorError
 from connectors.registry import installed
-from dataplane import http1_strict, keychannel
+from dataplane import http1_strict, keychannel, limits
 from dataplane.attestation import AttestationError, SoftwareProvider, dataplane_config
 from dataplane.control import ControlPlane
 from dataplane.credentials import DEFAULT_BUNDLE_TTL_SECONDS, DEFAULT_TTL_SECONDS, CredentialService
 from dataplane.guard import ResolveError, Resolver, parse_resolve_map
+from dataplane.limits import BodyBudget, Limits
 from dataplane.proxy import DEFAULT_MAX_BODY, AileronProxy
 from dataplane.session_ca import SeedError, seed_load_or_create
 from dataplane.spool import AuditSpool
@@ -63,6 +66,7 @@ class Settings:
     price_table: Path | None
     max_body: int
     session_cache: float
+    limits: Limits = Limits()
     workers: int = 1
     worker_index: int = 0  # 0: the primary (credential service, key channel); 1..N-1: proxy-only workers
     credentials_fd: int | None = None  # a worker's end of its link to the primary
@@ -81,6 +85,31 @@ def _positive(name: str, default: float) -> float:
     return value
 
 
+def _above_zero(name: str, default: float) -> float:
+    value = _positive(name, default)
+    if value == 0:
+        raise StartupError(f"{name} must be more than 0")
+    return value
+
+
+def limits_from_environment(max_body: int) -> Limits:
+    """The proxy's bounds (dataplane.limits), each from its AILERON_ variable or its default."""
+    d = Limits()
+    bounds = Limits(
+        max_head_bytes=int(_above_zero("AILERON_MAX_HEADER_BYTES", d.max_head_bytes)),
+        max_header_fields=int(_above_zero("AILERON_MAX_HEADER_FIELDS", d.max_header_fields)),
+        header_timeout=_above_zero("AILERON_HEADER_TIMEOUT_SECONDS", d.header_timeout),
+        connect_timeout=_above_zero("AILERON_UPSTREAM_CONNECT_TIMEOUT_SECONDS", d.connect_timeout),
+        response_timeout=_above_zero("AILERON_UPSTREAM_RESPONSE_TIMEOUT_SECONDS", d.response_timeout),
+        body_budget=int(_above_zero("AILERON_BODY_BUDGET_BYTES", max(d.body_budget, max_body))),
+    )
+    if bounds.body_budget < max_body:
+        raise StartupError(
+            f"AILERON_BODY_BUDGET_BYTES ({bounds.body_budget}) must be at least AILERON_MAX_BODY_BYTES ({max_body})"
+        )
+    return bounds
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     home = Path(args.home or os.environ.get("AILERON_HOME") or Path.home() / ".aileron").expanduser()
     try:
@@ -95,6 +124,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if upstream_ca is not None and not upstream_ca.is_file():
         raise StartupError(f"AILERON_UPSTREAM_CA: {upstream_ca} is not a file")
     price_table = Path(os.environ["AILERON_PRICE_TABLE"]) if os.environ.get("AILERON_PRICE_TABLE") else None
+    max_body = int(_positive("AILERON_MAX_BODY_BYTES", DEFAULT_MAX_BODY))
     return Settings(
         host=args.host,
         port=args.port,
@@ -105,8 +135,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         resolve=resolve,
         upstream_ca=upstream_ca,
         price_table=price_table,
-        max_body=int(_positive("AILERON_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
+        max_body=max_body,
         session_cache=_positive("AILERON_SESSION_CACHE_SECONDS", DEFAULT_BUNDLE_TTL_SECONDS),
+        limits=limits_from_environment(max_body),
         workers=args.workers,
         worker_index=args.worker_index,
         credentials_fd=args.credentials_fd,
@@ -204,8 +235,10 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
         session_ttl=settings.session_cache,
         max_body=settings.max_body,
         prices=prices,
+        budget=BodyBudget(settings.limits.body_budget),
     )
     http1_strict.install()  # strict chunked bodies and problem+json where mitmproxy answers by itself
+    limits.install(settings.limits, on_refused=proxy.refuse_head)  # bounded heads, bodies, waits
     opts = options.Options()
     mitm = master.Master(opts, event_loop=asyncio.get_running_loop())
     addons: list[object] = [

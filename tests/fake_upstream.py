@@ -46,6 +46,8 @@ class Upstream:
     port: int = 0
     received: list[Received] = field(default_factory=list)
     responders: list[Responder] = field(default_factory=list)
+    # A request whose path has a /hang segment is received (and recorded) and never answered until this is set.
+    release: threading.Event = field(default_factory=threading.Event)
 
     def last(self) -> Received:
         assert self.received, "the upstream received nothing"
@@ -131,6 +133,10 @@ def fake_upstream(folder: Path, hosts: tuple[str, ...] = ()) -> Iterator[Upstrea
             fields = list(self.headers.items())
             received = Received(self.command, self.path, headers, body, peer=self.client_address, fields=fields)
             upstream.received.append(received)
+            if "/hang" in self.path.split("?", 1)[0]:
+                upstream.release.wait(timeout=120)
+                self.close_connection = True
+                return
             reply = next((r for r in (f(received) for f in upstream.responders) if r is not None), None)
             if reply is None:
                 echo = json.dumps({"ok": True, "method": self.command, "path": self.path}).encode()
@@ -166,5 +172,6 @@ def fake_upstream(folder: Path, hosts: tuple[str, ...] = ()) -> Iterator[Upstrea
     try:
         yield upstream
     finally:
+        upstream.release.set()
         server.shutdown()
         server.server_close()

@@ -223,12 +223,16 @@ def proxy_world(
     extra_env: dict[str, str] | None = None,
     service_args: tuple[str, ...] = (),
     imported: dict[str, tuple[Path, str]] | None = None,
+    elsewhere: dict[str, int] | None = None,
     credentials: bool = True,
 ) -> Iterator[World]:
     """`imported`: connector name -> (OpenAPI description, host), imported (bearer auth) before the service
-    starts, enabled for the team and given a canary credential like the built-in ones. `credentials=False`:
-    no canary is added, so the session reaches no credential (its egress is not scanned)."""
+    starts, enabled for the team and given a canary credential like the built-in ones.
+    `elsewhere`: host name -> a local port it resolves to instead of the fake upstream's.
+    `credentials=False`: no canary is added, so the session reaches no credential (its egress is not scanned).
+    """
     imported = imported or {}
+    elsewhere = elsewhere or {}
     hosts = (*HOSTS, *(host for _, host in imported.values()))
     with ExitStack() as stack:
         for name, (spec, host) in imported.items():
@@ -237,7 +241,9 @@ def proxy_world(
         upstream = stack.enter_context(fake_upstream(folder / "upstream", hosts=hosts))
         upstream.responders += [_llm_responder, _echo_auth]
         env = {
-            "AILERON_UPSTREAM_RESOLVE": ",".join(f"{h}:443=127.0.0.1:{upstream.port}" for h in hosts),
+            "AILERON_UPSTREAM_RESOLVE": ",".join(
+                f"{h}:443=127.0.0.1:{elsewhere.get(h, upstream.port)}" for h in (*hosts, *elsewhere.keys() - set(hosts))
+            ),
             "AILERON_UPSTREAM_CA": str(upstream.ca_file),
             "AILERON_SESSION_CACHE_SECONDS": "1",
             "AILERON_MAX_BODY_BYTES": str(256 * 1024),

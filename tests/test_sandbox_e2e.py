@@ -15,6 +15,7 @@ import select
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -612,12 +613,53 @@ def test_the_agent_writes_a_project_of_another_owner_as_that_owner(
     assert again.lines("ID ") == [f"agent {uid} {gid}"] and again.notes == []  # made once, reused
 
 
-def test_a_project_owned_by_root_is_not_made_writable_by_making_the_agent_root(
+def test_a_project_owned_by_root_is_written_as_root_by_an_agent_that_is_not_root(
     world: World, proxy_socket: Path, base_image: str, tmp_path: Path
 ) -> None:
+    """Launched as root (build machines, CI): the project is root's and not writable by others. The agent stays
+    uid 1000 without capabilities, writes the project through an idmapped mount, and its files are root's."""
     backend = backend_or_skip("docker")
     if os.getuid() != 0:
         pytest.skip("only root can make a folder owned by root here")
+    project = tmp_path / "project"
+    project.mkdir(mode=0o755)
+    (project / "README").write_text("root's project\n")
+    (project / "README").chmod(0o644)
+    mounts_before = Path("/proc/self/mountinfo").read_text()
+    script = r"""
+    echo "ID $(id -u) $(id -g) $(grep CapEff /proc/self/status | tr -d '\t')"
+    echo "SEES $(stat -c %u:%g /workspace) $(stat -c %u:%g /workspace/README)"
+    echo made > /workspace/made-inside && echo "WROTE $?"
+    mkdir /workspace/sub && touch /workspace/sub/deeper && echo "MKDIR $?"
+    echo more >> /workspace/README && echo "APPENDED $?"
+    (echo x > /etc/made-inside) 2>/dev/null; echo "SYSTEM $?"
+    """
+    ran = run_agent(world, backend, base_image, script, proxy_socket=proxy_socket, workdir=project)
+    assert ran.code == 0, ran.output
+    assert ran.lines("ID ") == ["1000 1000 CapEff:0000000000000000"], "the agent was made root or kept capabilities"
+    assert ran.lines("SEES ") == ["1000:1000 1000:1000"]
+    assert ran.lines("WROTE ") == ["0"] and ran.lines("MKDIR ") == ["0"] and ran.lines("APPENDED ") == ["0"]
+    assert ran.lines("SYSTEM ") == ["1"], "the agent could write the image's system files"
+    assert ran.notes == []
+    for path in ("made-inside", "sub", "sub/deeper", "README"):
+        made = (project / path).stat()
+        assert (made.st_uid, made.st_gid) == (0, 0), f"{path} belongs to {made.st_uid}:{made.st_gid} on the host"
+    assert (project / "made-inside").read_text() == "made\n"
+    assert (project / "README").read_text() == "root's project\nmore\n"
+    assert Path("/proc/self/mountinfo").read_text() == mounts_before, "the idmapped mount was left behind"
+    assert not list(Path(tempfile.gettempdir()).glob("aileron-workspace-*")), "its mount point was left behind"
+
+
+def test_without_root_a_root_owned_project_is_read_only_and_the_launch_says_why(
+    world: World, proxy_socket: Path, base_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where no idmapped mount can be made (here: as if not root), the agent is still not made root."""
+    from runtime.sandbox import idmap
+
+    backend = backend_or_skip("docker")
+    if os.getuid() != 0:
+        pytest.skip("only root can make a folder owned by root here")
+    monkeypatch.setattr(idmap, "unavailable", lambda: "making an idmapped mount needs root")
     project = tmp_path / "project"
     project.mkdir(mode=0o755)
     script = 'echo "ID $(id -u)"; (echo x > /workspace/made-inside) 2>/dev/null; echo "WROTE $?"'

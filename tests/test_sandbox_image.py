@@ -270,7 +270,7 @@ def test_a_dockerfile_from_the_base_is_built_offline_once_and_again_when_its_con
     assert first.image_id not in {i.id for i in docker_client.images.list(all=True)}, "the old build was left behind"
 
 
-def test_a_build_step_that_needs_the_network_fails_in_one_line_naming_the_step(
+def test_a_build_step_that_needs_the_network_fails_naming_the_step_and_showing_its_output(
     docker_client, base_image, tmp_path, made_images
 ):
     folder = project(
@@ -280,10 +280,52 @@ def test_a_build_step_that_needs_the_network_fails_in_one_line_naming_the_step(
     made_images.append(config.image)
     with pytest.raises(ImageError) as caught:
         resolve_image(config, docker_client, lambda line: None)
-    message = str(caught.value)
-    assert message.startswith(f"building {config.image} failed at Step 2/3 : RUN curl -sS https://pypi.org/:")
-    assert "(it printed: curl: (6) Could not resolve host: pypi.org)" in message
-    assert "\n" not in message
+    first, *rest = str(caught.value).split("\n")
+    assert first.startswith(f"building {config.image} failed at Step 2/3 : RUN curl -sS https://pypi.org/:")
+    assert rest == ["  its last line of output:", "  | curl: (6) Could not resolve host: pypi.org"]
+
+
+SLOW_FAILING_STEP = (
+    "RUN for i in $(seq 1 40); do echo \"counting $i\"; sleep 0.1; done; echo 'giving up now' >&2; exit 3"
+)
+
+
+def test_sandbox_build_streams_a_slow_step_live_and_shows_the_failing_steps_last_30_lines(
+    docker_client, base_image, tmp_path, made_images
+):
+    folder = project(tmp_path, {"build": {"dockerfile": "Dockerfile"}}, f"FROM {base_image}\n{SLOW_FAILING_STEP}\n")
+    made_images.append(load_config(folder).image)
+    process = subprocess.Popen(  # noqa: S603
+        [str(AILERON), "sandbox", "build", "--dir", str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    arrivals: list[tuple[float, str]] = []
+    for line in process.stderr:  # read as the CLI writes: each line with the moment it arrived
+        arrivals.append((time.monotonic(), line.rstrip("\n")))
+    process.wait(timeout=300)
+    ended = time.monotonic()
+    text = "\n".join(line for _, line in arrivals)
+
+    assert process.returncode == 1, text
+    first_count = next(at for at, line in arrivals if line.endswith("  | counting 1"))
+    last_count = next(at for at, line in arrivals if line.endswith("  | counting 40"))
+    assert last_count - first_count > 2.5, "the step's lines arrived together, not while it ran"
+    assert ended - first_count > 2.5
+
+    error_at = next(i for i, (_, line) in enumerate(arrivals) if line.startswith("aileron: building "))
+    error = [line for _, line in arrivals[error_at:]]
+    assert error[0].startswith(
+        f"aileron: building {load_config(folder).image} failed at Step 2/3 : {SLOW_FAILING_STEP}: "
+    ), error[0]
+    assert error[0].endswith("returned a non-zero code: 3")
+    assert error[1:] == [
+        "  its last 30 lines of output:",
+        *[f"  | counting {i}" for i in range(12, 41)],
+        "  | giving up now",
+    ]
 
 
 def test_a_dockerfile_from_an_image_that_is_not_here_is_refused_before_building(docker_client, tmp_path):

@@ -60,6 +60,7 @@ class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
             "usage",
             "outcome",
             "completed_at",
+            "error",
             "ingested_at",
         ]
         read_only_fields = fields
@@ -103,6 +104,7 @@ class ShippedRecordSerializer(serializers.Serializer[Any]):
     response_bytes = serializers.IntegerField(required=False, allow_null=True, min_value=0)
     usage = UsageSerializer(required=False, allow_null=True)
     completed_at = serializers.DateTimeField(required=False, allow_null=True)
+    error = serializers.CharField(required=False, allow_blank=True, allow_null=True, help_text="Outcome only.")
 
 
 class AuditBatchSerializer(serializers.Serializer[Any]):

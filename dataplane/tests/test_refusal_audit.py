@@ -13,6 +13,7 @@ from mitmproxy.test import tflow, tutils
 from dataplane.control import ControlPlaneError
 from dataplane.flowstate import Tunnel
 from dataplane.guard import Resolver
+from dataplane.limits import BodyBudget
 from dataplane.proxy import AileronProxy
 from dataplane.refusals import token_lookup
 from dataplane.tests.test_proxy_addon import CONTEXT, SECRET, TOKEN, make_proxy
@@ -207,3 +208,13 @@ def test_only_a_well_formed_lookup_part_is_kept() -> None:
     assert token_lookup("ail_pat_AbC123def456" + "x" * 32) == ""
     assert token_lookup("ail_ses_short") == ""
     assert token_lookup(None) == ""
+
+
+def test_an_egress_body_held_for_the_scan_counts_against_the_budget_of_bodies_in_flight(tmp_path: Path) -> None:
+    proxy, spool, _ = make_proxy(tmp_path)
+    proxy.budget = BodyBudget(8)
+    flow = egress_flow(proxy, body=b"more than eight bytes")
+    asyncio.run(proxy.requestheaders(flow))
+    assert flow.response is not None and flow.response.status_code == 503
+    assert flow.response.json()["type"] == "urn:aileron:problem:body-budget-exhausted"
+    assert [r["problem_type"] for r in spool.records] == ["body-budget-exhausted"]

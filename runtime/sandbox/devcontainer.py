@@ -17,11 +17,13 @@ Tiers, the first that applies wins:
 
 The `customizations.aileron` block (every key optional; any other key is an error):
 
-- `mediation`: how the mediated shell treats the agent's commands. "default": commands matching the
-  organization's deny patterns are refused, everything else runs, all audited. "strict": only commands
-  matching an allow pattern run. "off": no shell mediation. The network boundary and the proxy (credentials,
-  policy, approvals) apply in every mode; the organization's policy may refuse a weaker mode than it requires,
-  since the project folder, this file included, is writable by the agent.
+- `mediation`: how the mediated shell treats the agent's commands. "default": the organization's shell policy
+  as it is (refused commands audited; every command too when it says `record_allowed`). "strict": only commands
+  matching the organization's allow patterns run and every command is audited; it needs a sandbox, an image
+  FROM the base, an egress allow list and an enforced shell policy with an allow list, and `aileron launch`
+  refuses it in one line otherwise (runtime/sandbox/mediation.py). "off": no shell mediation. The network
+  boundary and the proxy (credentials, policy, approvals) apply in every mode; an organization that enforces
+  its shell policy does not get "off", since the project folder, this file included, is writable by the agent.
 - `approval_surface`: where the user decides held requests: "terminal" (the terminal that ran
   `aileron launch`), "web" (the approvals page), "both" (the default).
 - `image`: the bring-your-own image, above.

@@ -8,7 +8,9 @@ namespace), and the relay holds no secret. The runtime contract's files are bind
 the session CA is added to the image's own trust store (read from the image before the start). Every image
 gets the aileron toolbox (toolbox.py) read-only at /opt/aileron-toolbox, last on its PATH: the `aileron` CLI and
 the connector shims with their own Python, for BYO images that have none. When the project folder's owner is
-not the image's `agent` uid, the agent runs in a derived image where it is (user_image.py).
+not the image's `agent` uid, the agent runs in a derived image where it is (user_image.py); when it is root's
+(launched as root), the agent gets an idmapped mount of it instead (idmap.py): it writes the project as root
+without being root.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from runtime.sandbox import relay
+from runtime.sandbox import idmap, relay
 from runtime.sandbox.backends import SandboxError
 from runtime.sandbox.contract import SYSTEM_CA_BUNDLES, file_mode, with_system_trust
 from runtime.sandbox.spec import SandboxSpec
 from runtime.sandbox.toolbox import PROFILE, PROFILE_TEXT, TOOLBOX, ensure_toolbox, path_with_toolbox
-from runtime.sandbox.user_image import for_project, passwd_entry
+from runtime.sandbox.user_image import PasswdEntry, for_project, passwd_entry
 
 AGENT_USER = "agent"
 PROXY_DIR = "/run/aileron"  # the proxy socket's folder, in the relay container only
@@ -54,7 +56,16 @@ def _default_relay_image() -> str:
 class DockerRunning:
     """Running, for the agent container: its terminal is the attach stream (raw bytes, since it has a TTY)."""
 
-    def __init__(self, client: Any, agent: Any, relay_container: Any, sock: Any, folder: Path, notes: list[str]):
+    def __init__(
+        self,
+        client: Any,
+        agent: Any,
+        relay_container: Any,
+        sock: Any,
+        folder: Path,
+        notes: list[str],
+        workspace_mount: Path | None = None,
+    ):
         self.client = client
         self.agent = agent
         self.relay = relay_container
@@ -62,6 +73,7 @@ class DockerRunning:
         self.sock = getattr(sock, "_sock", sock)
         self.folder = folder
         self.notes = notes  # one-line remarks for the launcher to show (e.g. the image has no `agent` user)
+        self.workspace_mount = workspace_mount  # the idmapped mount of a root-owned project, detached at stop
         self._exit: int | None = None
         self._exited = threading.Event()
         self._stopped = False
@@ -117,6 +129,8 @@ class DockerRunning:
                 response.raw.close()
                 response.close()
             self._io.close()
+        if self.workspace_mount is not None:
+            idmap.unmount(self.workspace_mount)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -170,6 +184,7 @@ class DockerBackend:
         os.chmod(folder, 0o700)
         relay_container = agent = None
         notes: list[str] = []
+        workspace_mount: Path | None = None
         try:
             # Reading the image (its users, its trust store) and finding the toolbox (made once per base image)
             # overlap the relay's start: each takes a few 100 ms.
@@ -202,9 +217,15 @@ class DockerBackend:
                 notes.append(f"the image {spec.image} has no user `{AGENT_USER}`: the agent runs as {fallback}")
                 user = fallback
             elif spec.workdir is not None:
-                owned = for_project(client, image, spec.image, agent_entry, Path(spec.workdir).resolve())
-                run_image = owned.image
-                notes.extend([owned.note] if owned.note else [])
+                project = Path(spec.workdir).resolve()
+                why_not: str | None = None
+                if project.stat().st_uid == 0 and agent_entry.uid != 0 and idmap.unavailable() is None:
+                    workspace_mount, why_not = _idmapped_project(project, agent_entry)
+                if workspace_mount is None:
+                    owned = for_project(client, image, spec.image, agent_entry, project)
+                    run_image = owned.image
+                    note = why_not or owned.note
+                    notes.extend([note] if note else [])
             files = with_system_trust(spec.files, found.get)
             argv = list(spec.argv)
             if SHELL in found:
@@ -218,7 +239,8 @@ class DockerBackend:
             if toolbox is not None:
                 mounts.append(_bind(toolbox, TOOLBOX))
             if spec.workdir is not None:
-                mounts.append(_bind(Path(spec.workdir).resolve(), WORKSPACE, read_only=False))
+                source = workspace_mount or Path(spec.workdir).resolve()
+                mounts.append(_bind(source, WORKSPACE, read_only=False))
             agent = client.containers.create(
                 run_image,
                 entrypoint=argv[:1],
@@ -240,12 +262,14 @@ class DockerBackend:
             )
             sock = agent.attach_socket(params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             agent.start()  # attached first, so nothing the agent prints early is lost
-            running = DockerRunning(client, agent, relay_container, sock, folder, notes)
+            running = DockerRunning(client, agent, relay_container, sock, folder, notes, workspace_mount)
         except BaseException as exc:
             for container in (agent, relay_container):
                 if container is not None:
                     with contextlib.suppress(docker.errors.APIError):
                         container.remove(force=True)
+            if workspace_mount is not None:
+                idmap.unmount(workspace_mount)
             shutil.rmtree(folder, ignore_errors=True)
             if isinstance(exc, docker.errors.APIError):
                 raise SandboxError(f"docker could not start the sandbox: {_first_line(exc)}") from None
@@ -293,6 +317,17 @@ class DockerBackend:
             container.remove(force=True)
             raise
         return container
+
+
+def _idmapped_project(project: Path, agent: PasswdEntry) -> tuple[Path | None, str | None]:
+    """A root-owned project, mounted so that `agent` writes it and what it writes is root's; else None and why."""
+    try:
+        return idmap.mount_for_agent(project, uid=agent.uid, gid=agent.gid), None
+    except idmap.IdmapError as exc:
+        return None, (
+            f"the project folder {project} belongs to root and {exc}: the agent (uid {agent.uid}) can read it but "
+            f"not write it (chown it to uid {agent.uid}, or let others write it)"
+        )
 
 
 def read_image_files(client: Any, image: str, paths: list[str]) -> dict[str, bytes]:

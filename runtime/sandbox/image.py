@@ -234,7 +234,10 @@ def docker_build(
     """Build a Dockerfile with the engine's own builder; never pulls a FROM image. Returns the image id.
 
     `network="none"` (the default) runs every RUN step without a network; "host" or "default" when a RUN step
-    must download. Each `Step n/m` line goes to `progress`; a failing step becomes one ImageError line.
+    must download. Each `Step n/m` line and every line a step prints go to `progress` as they arrive, so a long
+    RUN step is not silent. A failing step is an ImageError: its first line names the step and the builder's
+    error, the next ones are the last BUILD_ERROR_LINES lines the step printed (the builder removes the step's
+    container, so they are nowhere else).
     """
     from docker.errors import APIError, BuildError
 
@@ -258,10 +261,7 @@ def docker_build(
         for chunk in stream:
             if "error" in chunk:
                 log.flush()
-                detail = str(chunk["error"]).strip().splitlines()[-1]
-                at = f" at {log.step}" if log.step else ""
-                said = f" (it printed: {log.step_output[-1][:200]})" if log.step_output else ""
-                raise ImageError(f"building {tag} failed{at}: {detail}{said}")
+                raise ImageError(build_failure_text(tag, log.step, str(chunk["error"]), log.step_output))
             log.feed(str(chunk.get("stream", "")))
     except (APIError, BuildError) as exc:
         raise ImageError(f"building {tag} failed: {_api_error_text(exc)}") from None
@@ -271,9 +271,32 @@ def docker_build(
     return str(image.id)
 
 
+BUILD_ERROR_LINES = 30  # of the failing step's output, in the error
+
+
+def build_failure_text(tag: str, step: str, error: str, output: Iterable[str]) -> str:
+    """The failure of a build: one line naming the step and the builder's error, then what the step printed last.
+
+    >>> print(build_failure_text("t", "Step 2/3 : RUN make", "returned a non-zero code: 2", ["cc -c a.c", "boom"]))
+    building t failed at Step 2/3 : RUN make: returned a non-zero code: 2
+      its last 2 lines of output:
+      | cc -c a.c
+      | boom
+    """
+    detail = error.strip().splitlines()[-1] if error.strip() else "the builder gave no reason"
+    at = f" at {step}" if step else ""
+    text = f"building {tag} failed{at}: {detail}"
+    kept = list(output)[-BUILD_ERROR_LINES:]
+    if kept:
+        count = "line" if len(kept) == 1 else f"{len(kept)} lines"
+        text += f"\n  its last {count} of output:" + "".join(f"\n  | {line}" for line in kept)
+    return text
+
+
 class _BuildLog:
     """The builder's output arrives in pieces (a RUN step's stderr a character at a time, coloured): whole lines,
-    each `Step n/m` shown, and what the current step printed kept for an error message."""
+    each shown as it completes (a step's own output indented under its `Step n/m` line), and the current step's
+    last lines kept for an error message."""
 
     _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
     _NOISE = ("---> ", "Running in ", "Removing intermediate", "Successfully ", "Using cache")
@@ -285,23 +308,24 @@ class _BuildLog:
         self.step_output: list[str] = []
 
     def feed(self, text: str) -> None:
-        self.pending += self._ANSI.sub("", text)
+        self.pending += self._ANSI.sub("", text).replace("\r\n", "\n")
         *lines, self.pending = self.pending.split("\n")
         for line in lines:
-            self._line(line.strip())
+            self._line(line.rsplit("\r", 1)[-1].rstrip())  # a progress bar's redrawn line: its last state
 
     def flush(self) -> None:
-        self._line(self.pending.strip())
+        self._line(self.pending.rsplit("\r", 1)[-1].rstrip())
         self.pending = ""
 
     def _line(self, line: str) -> None:
-        if not line:
+        if not line.strip():
             return
         if line.startswith("Step "):
             self.step, self.step_output = line, []
             self.progress(line)
-        elif not line.startswith(self._NOISE):
-            self.step_output = [*self.step_output[-20:], line]
+        elif not line.lstrip().startswith(self._NOISE):
+            self.step_output = [*self.step_output[-(BUILD_ERROR_LINES - 1) :], line]
+            self.progress(f"  | {line}")
 
 
 def _api_error_text(exc: Exception) -> str:

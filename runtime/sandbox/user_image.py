@@ -7,7 +7,9 @@ the agent's image, in which `agent` has the owner's uid and gid and owns its hom
 owner, offline, tagged aileron/sandbox-user:<image>-<uid>-<gid>.
 
 A folder owned by root is the exception: the agent is not made root (even without capabilities, uid 0 owns
-the image's system files); the launch says the agent cannot write it, unless the folder lets others write.
+the image's system files). Launched as root, the docker backend mounts such a folder idmapped instead
+(idmap.py), so the agent writes it and its files are root's; otherwise the launch says the agent cannot write
+it, unless the folder lets others write.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('audit', '0004_unattributed_refusals_and_runs'),
+        ('audit', '0005_outcome_error'),
     ]
 
     operations = [

@@ -1,0 +1,403 @@
+"""Bounds the proxy keeps below mitmproxy's hooks: request heads, body memory, slow clients, slow upstreams.
+
+mitmproxy 12 has no option for most of these, so `install()` wraps four of its internals, each at the one
+place where the bound can hold:
+
+- the HTTP/1 reader (`Http1Server`): a request head larger than `max_head_bytes` or with more than
+  `max_header_fields` lines is answered 431 before it is parsed (mitmproxy would buffer a head without end and
+  parse every header of it); a head not complete within `header_timeout` seconds of the connection opening
+  (or of its first byte, for a later request on a kept-alive connection) is answered 408 and the connection
+  closed (slowloris);
+- the request stream (`HttpStream`): a response an addon set in `requestheaders` is sent at once, with
+  `Connection: close`, and the rest of the body is dropped as it arrives, never buffered (mitmproxy would read
+  the whole body into memory first, and answer `Expect: 100-continue` before it);
+- the HTTP/1 upstream connection (`Http1Client`): a request sent gets `response_timeout` seconds for the head
+  of its answer, then the flow fails with an `upstream-timeout` error (a 504 to the agent);
+- a failed upstream carries TIMEOUT_MARK in its error when it timed out: dataplane.http1_strict (which makes
+  mitmproxy's own error answers RFC 9457 problems) answers those 504;
+- the upstream connect (`asyncio.open_connection` as mitmproxy's proxy server sees it) gets `connect_timeout`.
+
+`BodyBudget` bounds the memory of every buffered request body together (not only each one), and gives the
+memory back to the system once it is free. Imports no Django.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import re
+import threading
+import time
+import types
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from h11._receivebuffer import ReceiveBuffer
+from mitmproxy import connection, http
+from mitmproxy.net.http import http1
+from mitmproxy.proxy import commands, events
+from mitmproxy.proxy import server as proxy_server
+from mitmproxy.proxy.layers import http as http_layers
+from mitmproxy.proxy.layers.http import _http1
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
+from mitmproxy.proxy.layers.http._events import ErrorCode, RequestEndOfMessage, ResponseProtocolError
+from mitmproxy.proxy.layers.http._hooks import HttpRequestHeadersHook, HttpResponseHeadersHook
+
+from dataplane import problems
+from dataplane.problems import Refusal
+
+log = logging.getLogger("aileron.limits")
+
+MIB = 1024 * 1024
+TIMEOUT_MARK = "upstream-timeout"  # starts every message of a timed-out upstream, so the answer is a 504
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds, with defaults that suit LLM calls (a long first token, big prompts) and API clients."""
+
+    max_head_bytes: int = 64 * 1024  # request line and headers together
+    max_header_fields: int = 128  # SDKs send 10-30; Envoy refuses at 100, Node at 2,000
+    header_timeout: float = 30.0  # to receive a whole request head
+    connect_timeout: float = 10.0  # to open the TCP connection upstream
+    response_timeout: float = 300.0  # from the end of the request to the first byte of the answer
+    body_budget: int = 64 * MIB  # every buffered request body together
+
+
+# --- pure rules ---------------------------------------------------------------------------------------------
+
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+
+
+def head_problem(buffered: bytes | bytearray | memoryview, limits: Limits) -> str | None:
+    """Why the request head starting `buffered` is refused, or None (within bounds, complete or not yet).
+
+    Looks at no more than `max_head_bytes` + 2 bytes, whatever is buffered: cost bounded per call.
+    """
+    window = bytes(buffered[: limits.max_head_bytes + 2]).lstrip(b"\r\n")
+    end = _BLANK_LINE.search(window)
+    if end is None:
+        if len(window) > limits.max_head_bytes:
+            return f"the request head exceeds {limits.max_head_bytes} bytes"
+        head = window
+    else:
+        head = window[: end.start()]
+    fields = head.count(b"\n")  # lines after the request line, folded ones included
+    if fields > limits.max_header_fields:
+        return f"the request has more than {limits.max_header_fields} header fields"
+    return None
+
+
+def request_line(buffered: bytes | bytearray | memoryview) -> tuple[str, str]:
+    """The method and target of a (possibly partial) request head, for the audit record; ("", "") if none."""
+    first = bytes(buffered[:2048]).lstrip(b"\r\n").split(b"\n", 1)[0]
+    parts = first.split(b" ")
+    if len(parts) < 2 or not parts[0].isalpha():
+        return "", ""
+    return parts[0].decode("ascii", "replace")[:16], parts[1].decode("ascii", "replace")[:2048]
+
+
+class BodyBudget:
+    """Bytes of request bodies buffered at once, for all flows together; a reservation is held until release."""
+
+    def __init__(self, capacity: int, *, trim_after: int = 16 * MIB) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+        self._held: dict[str, int] = {}
+        self._released_since_trim = 0
+        self._trim_after = trim_after
+
+    def reserve(self, key: str, size: int) -> bool:
+        """Hold `size` bytes for `key`; False when the budget cannot hold them now."""
+        if size <= 0:
+            return True
+        if self.in_use + size > self.capacity:
+            return False
+        self._held[key] = self._held.get(key, 0) + size
+        self.in_use += size
+        return True
+
+    def release(self, key: str) -> None:
+        size = self._held.pop(key, 0)
+        if not size:
+            return
+        self.in_use -= size
+        self._released_since_trim += size
+        if self.in_use == 0 and self._released_since_trim >= self._trim_after:
+            self._released_since_trim = 0
+            give_back_memory()
+
+
+# --- the allocator ------------------------------------------------------------------------------------------
+
+_libc: Any = None
+M_MMAP_THRESHOLD = -3
+
+
+def _c_library() -> Any:
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _libc = ctypes.CDLL(name) if name else False
+        except OSError:
+            _libc = False
+        if _libc and not (hasattr(_libc, "malloc_trim") and hasattr(_libc, "mallopt")):
+            _libc = False  # not glibc
+    return _libc
+
+
+def allocate_large_blocks_apart(threshold: int = MIB) -> None:
+    """Have glibc map every block of `threshold` bytes or more on its own, so freeing one returns it at once.
+
+    (glibc raises this threshold after each large free, up to 32 MiB: bodies then land in the heap and stay.)
+    """
+    libc = _c_library()
+    if libc:
+        libc.mallopt(M_MMAP_THRESHOLD, threshold)
+
+
+def give_back_memory() -> None:
+    """Return the heap's free pages to the system (glibc's malloc_trim); nothing elsewhere."""
+    libc = _c_library()
+    if libc:
+        libc.malloc_trim(0)
+
+
+# --- mitmproxy internals, wrapped ---------------------------------------------------------------------------
+
+HeadRefused = Callable[[connection.Client, http.Request, Refusal], http.Response]
+
+
+@dataclass
+class _Installed:
+    limits: Limits
+    on_refused: HeadRefused | None
+
+
+_state: _Installed | None = None
+_install_lock = threading.Lock()
+
+
+def install(limits: Limits, *, on_refused: HeadRefused | None = None) -> None:
+    """Apply `limits` to every connection of this process's mitmproxy (once per process; later calls update).
+
+    `on_refused(client, request, refusal)` answers (and audits) a request refused while its head was read.
+    """
+    global _state
+    with _install_lock:
+        first = _state is None
+        _state = _Installed(limits, on_refused)
+        if not first:
+            return
+        allocate_large_blocks_apart()
+        _wrap_http1_server()
+        _wrap_http_stream()
+        _wrap_http1_client()
+        setattr(proxy_server, "asyncio", _AsyncioWithConnectTimeout())  # noqa: B010 (not exported: typed as such)
+
+
+def _limits() -> Limits:
+    return _state.limits if _state is not None else Limits()
+
+
+def _problem_bytes(response: http.Response) -> bytes:
+    response.headers["connection"] = "close"
+    return bytes(http1.assemble_response(response))  # type: ignore[no-untyped-call]
+
+
+class _AsyncioWithConnectTimeout(types.ModuleType):
+    """asyncio as mitmproxy's proxy server sees it: the same, with a deadline on opening a connection."""
+
+    def __init__(self) -> None:
+        super().__init__("asyncio")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    async def open_connection(self, *args: Any, **kwargs: Any) -> Any:
+        seconds = _limits().connect_timeout
+        try:
+            return await asyncio.wait_for(asyncio.open_connection(*args, **kwargs), seconds)
+        except TimeoutError:
+            raise TimeoutError(f"{TIMEOUT_MARK}: no connection within {seconds:g} s") from None
+
+
+CommandGenerator = Generator[commands.Command, Any, None]
+TICK = 1.0  # a deadline is checked at least this often: a pending wakeup keeps its layer (and what it holds) alive
+
+
+@dataclass
+class _Deadline:
+    """A deadline on a layer, kept with short wakeups so that no finished layer is held for long."""
+
+    at: float
+    wakeup: commands.RequestWakeup | None = None
+    stream_id: int | None = None
+
+    def arm(self) -> commands.RequestWakeup:
+        self.wakeup = commands.RequestWakeup(max(0.0, min(TICK, self.at - time.monotonic())))
+        return self.wakeup
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+
+def _woken(deadline: _Deadline | None, event: events.Wakeup) -> TypeGuard[_Deadline]:
+    return deadline is not None and event.command is deadline.wakeup
+
+
+def _wrap_http1_server() -> None:
+    server = _http1.Http1Server
+    original = server._handle_event
+
+    def handle_event(self: Any, event: events.Event) -> CommandGenerator:
+        limits = _limits()
+        if isinstance(event, events.Wakeup):
+            deadline: _Deadline | None = getattr(self, "_aileron_head_timer", None)
+            if _woken(deadline, event) and self.state == self.read_headers:
+                if deadline.passed():
+                    yield from _head_timed_out(self, limits)
+                else:
+                    yield deadline.arm()
+            return
+        if isinstance(event, events.Start):
+            yield from original(self, event)
+            yield from _start_head_timer(self, limits)
+            return
+        reading_head = self.state == self.read_headers
+        if reading_head and isinstance(event, events.DataReceived):
+            if getattr(self, "_aileron_head_timer", None) is None:
+                yield from _start_head_timer(self, limits)
+            self.buf += event.data
+            reason = head_problem(self.buf._data, limits)
+            if reason is not None:
+                yield from _refuse_head(self, Refusal(problems.HEADERS_TOO_LARGE, reason))
+                return
+            event = events.DataReceived(event.connection, b"")  # already in the buffer
+        yield from original(self, event)
+        if self.state != self.read_headers:
+            self._aileron_head_timer = None
+
+    server._handle_event = handle_event  # type: ignore[method-assign]
+
+
+def _start_head_timer(conn: Any, limits: Limits) -> CommandGenerator:
+    conn._aileron_head_timer = _Deadline(time.monotonic() + limits.header_timeout)
+    yield conn._aileron_head_timer.arm()
+
+
+def _head_timed_out(conn: Any, limits: Limits) -> CommandGenerator:
+    if conn.state != conn.read_headers or not (conn.conn.state & connection.ConnectionState.CAN_WRITE):
+        return
+    detail = f"the request head did not arrive within {limits.header_timeout:g} s"
+    yield from _refuse_head(conn, Refusal(problems.HEADER_TIMEOUT, detail))
+
+
+def _refuse_head(conn: Any, refusal: Refusal) -> CommandGenerator:
+    """Answer a request refused while its head was read, close the connection, and stop reading it."""
+    method, target = request_line(conn.buf._data)
+    request = http.Request.make(method or "GET", "http://unknown/")
+    request.path = target or "/"
+    request.host = ""
+    response: http.Response | None = None
+    if _state is not None and _state.on_refused is not None:
+        try:
+            response = _state.on_refused(conn.conn, request, refusal)
+        except Exception:  # an answer must go out whatever happened while auditing it
+            log.exception("refusing a request head")
+    if response is None:
+        response = problems.response(refusal, request_id="")
+    conn.buf = ReceiveBuffer()
+    conn.state = conn.done
+    conn._aileron_head_timer = None
+    yield commands.SendData(conn.conn, _problem_bytes(response))
+    yield commands.CloseConnection(conn.conn)
+
+
+def _wrap_http_stream() -> None:
+    stream = http_layers.HttpStream
+    wait_for_request_headers = stream.state_wait_for_request_headers
+
+    def state_wait_for_request_headers(self: Any, event: Any) -> CommandGenerator:
+        inner = wait_for_request_headers(self, event)
+        send: Any = None
+        while True:
+            try:
+                command = inner.send(send)
+            except StopIteration:
+                break
+            send = yield command
+            if isinstance(command, HttpRequestHeadersHook) and self.flow.response is not None:
+                # Refused: no "100 Continue" invites the body.
+                self.flow.request.headers.pop("expect", None)
+        if (
+            not event.end_stream
+            and self.flow.response is not None
+            and self.client_state == self.state_consume_request_body
+        ):
+            yield from _answer_before_body(self)
+
+    stream.state_wait_for_request_headers = state_wait_for_request_headers  # type: ignore[method-assign]
+
+
+def _answer_before_body(stream: Any) -> CommandGenerator:
+    """Send the response an addon set in `requestheaders` now; the body that follows is dropped unread."""
+    response = stream.flow.response
+    response.headers["connection"] = "close"
+    stream.client_state = stream.state_done  # so that sending the response ends the stream (and drops it)
+    response.timestamp_start = time.time()
+    yield HttpResponseHeadersHook(stream.flow)
+    if (yield from stream.check_killed(True)):
+        return
+    yield from stream.send_response()
+    # Body data that arrived while the hooks ran is still queued for this stream; later data, for a dropped
+    # stream, is discarded by the HTTP layer. Either way: nothing is kept.
+    stream.client_state = _discard_body
+
+
+def _discard_body(event: events.Event) -> CommandGenerator:
+    yield from ()
+
+
+def _wrap_http1_client() -> None:
+    """The upstream side: from the end of the request, `response_timeout` seconds for the answer's head.
+
+    The timer belongs to the upstream connection, not to the flow: a pending wakeup keeps its owner alive, and
+    a flow would keep its whole body alive with it.
+    """
+    client = _http1.Http1Client
+    original = client._handle_event
+
+    def handle_event(self: Any, event: events.Event) -> CommandGenerator:
+        if isinstance(event, events.Wakeup):
+            deadline: _Deadline | None = getattr(self, "_aileron_response_timer", None)
+            if not _woken(deadline, event):
+                return
+            if self.stream_id != deadline.stream_id or self.response is not None or self.state != self.read_headers:
+                self._aileron_response_timer = None  # answered: the deadline is over
+            elif deadline.passed():
+                yield from _upstream_timed_out(self)
+            else:
+                yield deadline.arm()
+            return
+        yield from original(self, event)
+        if isinstance(event, RequestEndOfMessage) and self.response is None and self.stream_id is not None:
+            started = _Deadline(time.monotonic() + _limits().response_timeout, stream_id=self.stream_id)
+            self._aileron_response_timer = started
+            yield started.arm()
+
+    client._handle_event = handle_event  # type: ignore[method-assign]
+
+
+def _upstream_timed_out(conn: Any) -> CommandGenerator:
+    conn._aileron_response_timer = None
+    stream_id = conn.stream_id
+    message = f"{TIMEOUT_MARK}: no response from the upstream within {_limits().response_timeout:g} s"
+    conn.state = conn.done
+    yield commands.CloseConnection(conn.conn)
+    # As when the upstream closes without an answer: the flow gets the error, the agent a problem (a 504).
+    yield ReceiveHttp(ResponseProtocolError(stream_id, message, ErrorCode.GENERIC_SERVER_ERROR))

@@ -1,0 +1,109 @@
+"""The proxy's bounds as pure rules: request heads, the body budget, the problem for mitmproxy's own errors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from dataplane.limits import BodyBudget, Limits, head_problem, request_line
+from dataplane.server import StartupError, limits_from_environment, settings_from
+
+SMALL = Limits(max_head_bytes=200, max_header_fields=3)
+
+
+def test_a_complete_head_within_bounds_passes() -> None:
+    assert head_problem(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-B: 2\r\n\r\nbody", SMALL) is None
+
+
+def test_a_partial_head_within_bounds_waits_for_more() -> None:
+    assert head_problem(b"GET / HTTP/1.1\r\nHost: a\r\nX-A", SMALL) is None
+
+
+def test_too_many_fields_are_refused_even_before_the_head_ends() -> None:
+    assert "more than 3 header fields" in str(
+        head_problem(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n", SMALL)
+    )
+
+
+def test_a_head_over_the_byte_limit_is_refused_whether_or_not_it_ends() -> None:
+    endless = b"GET / HTTP/1.1\r\nX-Pad: " + b"a" * 500
+    assert "exceeds 200 bytes" in str(head_problem(endless, SMALL))
+    assert "exceeds 200 bytes" in str(head_problem(endless + b"\r\n\r\n", SMALL))
+
+
+def test_the_body_after_a_head_is_never_counted_as_headers() -> None:
+    head = b"POST / HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert head_problem(head + b"\n" * 10_000, SMALL) is None
+
+
+def test_bare_lf_heads_are_measured_like_crlf_ones() -> None:
+    assert head_problem(b"GET / HTTP/1.1\nA: 1\nB: 2\n\n", SMALL) is None
+    assert head_problem(b"GET / HTTP/1.1\nA: 1\nB: 2\nC: 3\nD: 4\n\n", SMALL) is not None
+
+
+def test_the_request_line_is_read_for_the_audit_record() -> None:
+    assert request_line(b"POST /repos/a/b/issues HTTP/1.1\r\nHost") == ("POST", "/repos/a/b/issues")
+    assert request_line(b"\x16\x03\x01garbage") == ("", "")
+
+
+def test_the_budget_bounds_bodies_together_and_is_given_back() -> None:
+    budget = BodyBudget(100)
+    assert budget.reserve("a", 60)
+    assert not budget.reserve("b", 50)
+    assert budget.reserve("c", 40)
+    budget.release("a")
+    assert budget.in_use == 40
+    assert budget.reserve("b", 50)
+    budget.release("b")
+    budget.release("c")
+    budget.release("never-held")
+    assert budget.in_use == 0
+
+
+def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AILERON_UPSTREAM_RESPONSE_TIMEOUT_SECONDS", "600")
+    monkeypatch.setenv("AILERON_MAX_HEADER_FIELDS", "50")
+    limits = limits_from_environment(10)
+    assert limits.response_timeout == 600 and limits.max_header_fields == 50
+    assert limits.connect_timeout == Limits().connect_timeout
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("AILERON_UPSTREAM_CONNECT_TIMEOUT_SECONDS", "soon", "must be a number"),
+        ("AILERON_UPSTREAM_RESPONSE_TIMEOUT_SECONDS", "0", "must be more than 0"),
+        ("AILERON_HEADER_TIMEOUT_SECONDS", "-1", "must not be negative"),
+        ("AILERON_BODY_BUDGET_BYTES", "1000", "must be at least AILERON_MAX_BODY_BYTES"),
+    ],
+)
+def test_a_bad_limit_stops_the_data_plane_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("ail_svc_x")
+    monkeypatch.setenv(name, value)
+    args = argparse.Namespace(
+        home=str(tmp_path),
+        service_token_file=token,
+        host="127.0.0.1",
+        port=1,
+        api="http://x",
+        socket=None,
+        workers=1,
+        worker_index=0,
+        credentials_fd=None,
+    )
+    with pytest.raises(StartupError, match=message):
+        settings_from(args)
+
+
+def test_a_timed_out_upstream_is_answered_504_and_other_upstream_failures_502() -> None:
+    from dataplane.http1_strict import problem_bytes
+
+    timed_out = problem_bytes(502, "upstream-timeout: no response from the upstream within 300 s")
+    assert timed_out.startswith(b"HTTP/1.1 504") and b"urn:aileron:problem:upstream-timeout" in timed_out
+    refused = problem_bytes(502, "Connection failed: [Errno 111] Connection refused")
+    assert refused.startswith(b"HTTP/1.1 502") and b"urn:aileron:problem:upstream-unavailable" in refused

@@ -1,0 +1,371 @@
+"""The proxy's bounds, attacked through a real `aileron service`: huge bodies and heads, slow clients, slow and
+untrusted upstreams. Each case asserts what the agent got, what the upstream got, and the audit record."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fake_upstream import fake_upstream
+from tests.proxy_world import World, proxy_world
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+MAX_BODY = 256 * 1024  # proxy_world's AILERON_MAX_BODY_BYTES
+BUDGET = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    folder = tmp_path_factory.mktemp("limits")
+    with ExitStack() as stack:
+        # An upstream whose certificate no one trusts, and a port where connections are never accepted.
+        untrusted = stack.enter_context(fake_upstream(folder / "untrusted", hosts=("untrusted.example.com",)))
+        blackhole = stack.enter_context(_blackhole())
+        env = {
+            "AILERON_UPSTREAM_RESPONSE_TIMEOUT_SECONDS": "3",
+            "AILERON_UPSTREAM_CONNECT_TIMEOUT_SECONDS": "2",
+            "AILERON_HEADER_TIMEOUT_SECONDS": "3",
+            "AILERON_BODY_BUDGET_BYTES": str(BUDGET),
+        }
+        elsewhere = {
+            "untrusted.example.com": untrusted.port,
+            "api.stripe.com": untrusted.port,
+            "blackhole.example.com": blackhole,
+        }
+        w = stack.enter_context(proxy_world(folder, extra_env=env, elsewhere=elsewhere))
+        yield w
+
+
+@contextmanager
+def _blackhole() -> Iterator[int]:
+    """A listening socket whose backlog is full: the kernel drops further SYNs, so a connect never completes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    for _ in range(4):  # fill the accept queue (backlog 0 still queues one or two)
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    time.sleep(0.2)
+    try:
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def _tunnel(world: World, host: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
+    auth = base64.b64encode(f"aileron:{world.token}".encode()).decode()
+    sock.sendall(
+        f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode()
+    )
+    head = sock.recv(4096)
+    assert b" 200 " in head.split(b"\r\n", 1)[0], head
+    return sock
+
+
+def _tls(world: World, host: str) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(world.ca_file))
+    return context.wrap_socket(_tunnel(world, host), server_hostname=host)
+
+
+def _read_answer(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the proxy sends until it closes the connection or `timeout` passes."""
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, ssl.SSLError, OSError):
+            break
+        if not chunk:
+            break
+        data += chunk
+        head, sep, body = data.partition(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+            None,
+        )
+        if sep and length is not None and len(body) >= length:
+            break
+    return data
+
+
+def _problem(answer: bytes) -> tuple[int, dict[str, Any], str]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1])
+    assert b"content-type: application/problem+json" in head.lower(), answer[:500]
+    return status, json.loads(body), head.decode("latin-1").lower()
+
+
+def _proxy_rss_kib(world: World) -> int:
+    """Resident memory of the data plane process serving the proxy port."""
+    port = str(world.service.proxy_port)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"dataplane.server" in argv and port.encode() in argv:
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    raise AssertionError("no data plane process found")
+
+
+def _post_head(host: str, path: str, length: int, *extra: str) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json", f"Content-Length: {length}"]
+    return ("\r\n".join([*lines, *extra]) + "\r\n\r\n").encode()
+
+
+# --- bodies -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("expect", [False, True])
+def test_an_over_limit_content_length_is_refused_before_a_byte_of_its_body(world: World, expect: bool) -> None:
+    mark = len(world.upstream.received)
+    tls = _tls(world, "api.github.com")
+    extra = ("Expect: 100-continue",) if expect else ()
+    tls.sendall(_post_head("api.github.com", "/repos/acme/app/issues", 629145600, *extra))
+    started = time.monotonic()
+    answer = _read_answer(tls, timeout=5)  # no body sent at all: the answer cannot wait for it
+    tls.close()
+    assert answer, "no answer before the body"
+    assert time.monotonic() - started < 3
+    assert not answer.startswith(b"HTTP/1.1 100"), answer[:200]
+    status, problem, head = _problem(answer)
+    assert status == 413 and problem["type"] == "urn:aileron:problem:body-too-large"
+    assert "connection: close" in head
+    assert world.received_since(mark) == []
+    world.audit_wait(
+        lambda rs: any(r["problem_type"] == "body-too-large" and r["path"] == "/repos/acme/app/issues" for r in rs)
+    )
+
+
+def test_a_huge_body_sent_anyway_is_dropped_as_it_arrives_and_memory_stays_flat(world: World) -> None:
+    before = _proxy_rss_kib(world)
+    tls = _tls(world, "api.github.com")
+    tls.sendall(_post_head("api.github.com", "/repos/acme/app/issues", 629145600))
+    chunk = b"x" * (1024 * 1024)
+    sent = 0
+    with_answer = b""
+    tls.settimeout(10)
+    try:
+        for _ in range(200):  # 200 MiB of it
+            tls.sendall(chunk)
+            sent += len(chunk)
+    except OSError:
+        pass
+    peak = _proxy_rss_kib(world)
+    with_answer = _read_answer(tls, timeout=5)
+    tls.close()
+    print(f"proxy RSS: {before} KiB before, {peak} KiB after sending {sent >> 20} MiB of a refused body")
+    assert with_answer.startswith(b"HTTP/1.1 413"), with_answer[:200]
+    assert peak - before < 40 * 1024, (before, peak)
+
+
+def test_bodies_in_flight_together_are_bounded_by_a_global_budget(world: World) -> None:
+    size = 250_000  # within AILERON_MAX_BODY_BYTES; four of them fill the 1 MiB budget
+    body = json.dumps({"title": "t", "body": "b" * (size - 30)}).encode()
+    body = body + b" " * (size - len(body))
+    mark = len(world.upstream.received)
+    held = []
+    for _ in range(4):
+        tls = _tls(world, "api.github.com")
+        tls.sendall(_post_head("api.github.com", "/repos/acme/app/issues", size) + body[:1000])
+        held.append(tls)
+    time.sleep(0.5)
+    fifth = _tls(world, "api.github.com")
+    fifth.sendall(_post_head("api.github.com", "/repos/acme/app/issues", size))
+    status, problem, head = _problem(_read_answer(fifth, timeout=5))
+    fifth.close()
+    assert status == 503 and problem["type"] == "urn:aileron:problem:body-budget-exhausted"
+    assert "retry-after:" in head
+    for tls in held:  # the four held ones complete and go through
+        tls.sendall(body[1000:])
+    answers = [_read_answer(tls, timeout=10) for tls in held]
+    for tls in held:
+        tls.close()
+    assert all(a.startswith(b"HTTP/1.1 201") for a in answers), [a[:100] for a in answers]
+    assert len(world.received_since(mark)) == 4
+    assert all(len(r.body) == size for r in world.received_since(mark))
+    # the budget is given back: the next one is accepted
+    again = _tls(world, "api.github.com")
+    again.sendall(_post_head("api.github.com", "/repos/acme/app/issues", size) + body)
+    assert _read_answer(again, timeout=10).startswith(b"HTTP/1.1 201")
+    again.close()
+    world.audit_wait(lambda rs: any(r["problem_type"] == "body-budget-exhausted" for r in rs))
+
+
+def test_a_refused_request_without_a_body_keeps_its_connection_for_the_next(world: World) -> None:
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=10) as client:
+        refused = client.get("https://api.github.com/repos/acme/app", headers={"X-HTTP-Method-Override": "DELETE"})
+        assert refused.status_code == 400 and "connection" not in refused.headers
+        assert client.get("https://api.github.com/repos/acme/app").status_code == 200
+    assert b"has crashed" not in world.service.log.read_bytes()
+
+
+def test_a_request_refused_with_its_body_already_sent_is_answered_and_its_body_dropped(world: World) -> None:
+    mark = len(world.upstream.received)
+    tls = _tls(world, "api.github.com")
+    body = b'{"title": "x"}' * 1000
+    head = _post_head("api.github.com", "/repos/acme/app/issues", len(body), "X-HTTP-Method-Override: PUT")
+    tls.sendall(head + body)  # the body arrives while the request is being decided
+    status, problem, headers = _problem(_read_answer(tls, timeout=5))
+    tls.close()
+    assert status == 400 and problem["type"] == "urn:aileron:problem:method-override"
+    assert "connection: close" in headers
+    assert world.received_since(mark) == []
+    assert b"has crashed" not in world.service.log.read_bytes()
+
+
+# --- heads --------------------------------------------------------------------------------------------------
+
+
+def _many_headers(count: int) -> bytes:
+    lines = ["GET /repos/acme/app HTTP/1.1", "Host: api.github.com"]
+    lines += [f"X-Filler-{i:05d}: {'v' * 80}" for i in range(count)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("count", [2_000, 20_000])
+def test_too_many_headers_get_431_at_once_and_other_sessions_keep_flowing(world: World, count: int) -> None:
+    mark = len(world.upstream.received)
+    tls = _tls(world, "api.github.com")
+    started = time.monotonic()
+    try:
+        tls.sendall(_many_headers(count))
+    except OSError:
+        pass  # the proxy may answer and close before it has read everything
+    answer = _read_answer(tls, timeout=10)
+    elapsed = time.monotonic() - started
+    tls.close()
+    print(f"{count} headers: answered in {elapsed:.3f} s")
+    status, problem, head = _problem(answer)
+    assert status == 431 and problem["type"] == "urn:aileron:problem:headers-too-large"
+    assert elapsed < 2
+    assert world.received_since(mark) == []
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=10) as client:
+        assert client.get("https://api.github.com/repos/acme/other").status_code == 200
+    world.audit_wait(lambda rs: any(r["problem_type"] == "headers-too-large" for r in rs))
+
+
+def test_a_head_without_end_is_cut_at_the_limit_even_before_authentication(world: World) -> None:
+    sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
+    sock.sendall(b"CONNECT api.github.com:443 HTTP/1.1\r\nX-Pad: ")
+    try:
+        for _ in range(64):
+            sock.sendall(b"a" * 4096)
+    except OSError:
+        pass
+    status, problem, _ = _problem(_read_answer(sock, timeout=5))
+    sock.close()
+    assert status == 431 and problem["type"] == "urn:aileron:problem:headers-too-large"
+
+
+def test_a_trickled_head_is_closed_at_the_header_timeout(world: World) -> None:
+    sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
+    started = time.monotonic()
+    closed_at = None
+    answer = b""
+    for byte in b"CONNECT api.github.com:443 HTTP/1.1\r\nX-Slow: " + b"a" * 40:
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            closed_at = time.monotonic()
+            break
+        sock.settimeout(0.25)
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        answer += data
+        if not data or answer:
+            closed_at = time.monotonic()
+            break
+    answer += _read_answer(sock, timeout=1)
+    sock.close()
+    assert closed_at is not None, "the trickling connection was never closed"
+    assert closed_at - started < 6
+    status, problem, _ = _problem(answer)
+    assert status == 408 and problem["type"] == "urn:aileron:problem:header-timeout"
+
+
+# --- upstreams ----------------------------------------------------------------------------------------------
+
+
+def test_an_upstream_that_never_answers_gets_a_504_problem_and_an_audited_outcome(world: World) -> None:
+    mark = len(world.upstream.received)
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=30) as client:
+        started = time.monotonic()
+        reply = client.get("https://api.github.com/repos/hang/app")
+        elapsed = time.monotonic() - started
+    assert reply.status_code == 504, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.json()["type"] == "urn:aileron:problem:upstream-timeout"
+    assert 2.5 < elapsed < 10
+    received = world.received_since(mark)
+    assert [r.path for r in received] == ["/repos/hang/app"]
+    assert received[0].headers["authorization"] == f"Bearer {world.canaries['github'].decode()}"
+    records = world.audit_wait(lambda rs: any(r["path"] == "/repos/hang/app" and r["completed_at"] for r in rs))
+    record = next(r for r in records if r["path"] == "/repos/hang/app")
+    assert record["decision"] == "allow" and record["upstream_status"] is None
+    assert record["error"].startswith("upstream-timeout")
+
+
+def test_uncredentialed_egress_to_a_silent_upstream_also_times_out(world: World) -> None:
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=30) as client:
+        reply = client.get("https://docs.example.com/hang/page")
+    assert reply.status_code == 504 and reply.json()["type"] == "urn:aileron:problem:upstream-timeout"
+    records = world.audit_wait(lambda rs: any(r["path"] == "/hang/page" and r["completed_at"] for r in rs))
+    assert next(r for r in records if r["path"] == "/hang/page")["error"].startswith("upstream-timeout")
+
+
+@pytest.mark.parametrize(("host", "path"), [("untrusted.example.com", "/docs"), ("api.stripe.com", "/v1/customers")])
+def test_an_upstream_with_an_untrusted_certificate_gets_a_502_problem_and_no_credential(
+    world: World, host: str, path: str
+) -> None:
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=30) as client:
+        reply = client.get(f"https://{host}{path}")
+    assert reply.status_code == 502, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    problem = reply.json()
+    assert problem["type"] == "urn:aileron:problem:upstream-unavailable"
+    assert "certificate" in problem["detail"].lower()
+    records = world.audit_wait(
+        lambda rs: any(r["path"] == path and r["host"] == host and r["completed_at"] for r in rs)
+    )
+    record = next(r for r in records if r["path"] == path and r["host"] == host)
+    assert "certificate" in record["error"].lower() and record["upstream_status"] is None
+
+
+def test_an_upstream_that_never_accepts_the_connection_gets_a_504_at_the_connect_timeout(world: World) -> None:
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=30) as client:
+        started = time.monotonic()
+        reply = client.get("https://blackhole.example.com/x")
+        elapsed = time.monotonic() - started
+    assert reply.status_code == 504, reply.text
+    assert reply.json()["type"] == "urn:aileron:problem:upstream-timeout"
+    assert elapsed < 8
