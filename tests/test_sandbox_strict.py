@@ -18,7 +18,7 @@ from tests.service import BIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-STRICT = {"customizations": {"aileron": {"mediation": "strict"}}}
+STRICT: dict[str, object] = {"customizations": {"aileron": {"mediation": "strict"}}}
 
 
 @pytest.fixture(scope="module")
