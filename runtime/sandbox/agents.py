@@ -302,9 +302,11 @@ def missing_line(command: str, *, tier: str) -> str:
     """The one line shown when an agent's command is not in the image: the exact command that adds it."""
     agent = BY_COMMAND[command]
     if tier == "base":
-        fix = f"aileron sandbox build-base --with {agent.name}"
+        fix = f"run `aileron sandbox build-base --with {agent.name}`"
+    elif tier == "build":
+        fix = f"uncomment the {agent.name} lines in the project's Dockerfile, then run `aileron sandbox build`"
     else:
-        fix = f"uncomment the {agent.name} lines in .devcontainer/Dockerfile, then `aileron sandbox build`"
+        fix = f"install {agent.package}@{agent.version} in the project's image"
     return f"aileron: {command} is not in this sandbox image: {fix}"
 
 
