@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,11 @@ FINAL_ANSWER = "Filed octo/hello's issue through Aileron."
 TOOL_COMMAND = (
     "github create-issue --repo octo/hello --title 'From a real agent' --body 'made inside'; "
     'echo "ISSUE-EXIT $?"; p="cana""ry-"; '
-    "found=$(grep -raohE --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
-    '-e "$p[a-z]+-[0-9a-f]{24}" -e "Aileron conn""ects" / /proc/[0-9]*/environ 2>/dev/null); '
-    'echo "CREDENTIALS-FOUND $(printf "%s\\n" "$found" | grep -c "$p")"; '
-    'echo "HINT-FOUND $(printf "%s\\n" "$found" | grep -c Aileron)"'
-)
+    "grep -raohE --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
+    '-e "$p[a-z]+-[0-9a-f]{24}" -e "Aileron conn""ects" / /proc/[0-9]*/environ 2>/dev/null | '
+    'awk -v p="$p" \'index($0, p) {c++} /Aileron/ {h++} '
+    'END {print "CREDENTIALS-FOUND " c+0; print "HINT-FOUND " h+0}\''
+)  # no command substitution: Gemini CLI refuses to run one
 
 
 def _sse(events: list[dict[str, Any]]) -> Reply:
@@ -129,10 +130,118 @@ def claude_model(received: Received) -> Reply | None:
     )
 
 
+def codex_outputs(body: dict[str, Any]) -> list[str]:
+    """The output of every tool call Codex sent back (Responses API input items)."""
+    items = body.get("input")
+    outputs = [i.get("output") for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+    return [o if isinstance(o, str) else json.dumps(o) for o in outputs if o is not None]
+
+
+def _responses_sse(item: dict[str, Any], model: str) -> Reply:
+    usage = {
+        "input_tokens": 120,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 30,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 150,
+    }
+    response = {"id": "resp_1", "object": "response", "status": "in_progress", "model": model, "output": []}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": response},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {
+            "type": "response.completed",
+            "response": {**response, "status": "completed", "output": [item], "usage": usage},
+        },
+    ]
+    return _sse(events)
+
+
+CODEX_SHELL_TOOLS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "exec_command": lambda command: {"cmd": command},
+    "shell_command": lambda command: {"command": command},
+    "shell": lambda command: {"command": ["bash", "-lc", command]},
+}
+
+
+def codex_model(received: Received) -> Reply | None:
+    """OpenAI's Responses API as Codex drives it: a shell tool call first, then the final answer."""
+    if received.method != "POST" or not received.path.startswith("/v1/responses"):
+        return None
+    try:
+        body = json.loads(received.body or b"{}")
+    except ValueError:
+        return None
+    model = str(body.get("model", "gpt-4.1"))
+    if codex_outputs(body):
+        text = {"type": "output_text", "text": FINAL_ANSWER, "annotations": []}
+        item = {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [text]}
+        return _responses_sse(item, model)
+    names = [str(t.get("name")) for t in body.get("tools", []) if isinstance(t, dict)]
+    tool = next((n for n in CODEX_SHELL_TOOLS if n in names), None)
+    if tool is None:
+        return Reply(
+            400,
+            {"Content-Type": "application/json"},
+            [json.dumps({"error": {"message": f"no shell in {names}"}}).encode()],
+        )
+    arguments = json.dumps(CODEX_SHELL_TOOLS[tool](TOOL_COMMAND))
+    call = {
+        "type": "function_call",
+        "id": "fc_1",
+        "call_id": "call_1",
+        "name": tool,
+        "arguments": arguments,
+        "status": "completed",
+    }
+    return _responses_sse(call, model)
+
+
+def gemini_outputs(body: dict[str, Any]) -> list[str]:
+    """Every functionResponse Gemini CLI sent back, as JSON text."""
+    parts = [
+        p for c in body.get("contents", []) if isinstance(c, dict) for p in c.get("parts", []) if isinstance(p, dict)
+    ]
+    return [json.dumps(p["functionResponse"]) for p in parts if "functionResponse" in p]
+
+
+def gemini_model(received: Received) -> Reply | None:
+    """Gemini's streamGenerateContent as Gemini CLI drives it: a run_shell_command call, then the final answer."""
+    if ":streamGenerateContent" not in received.path:
+        return None
+    try:
+        body = json.loads(received.body or b"{}")
+    except ValueError:
+        return None
+    declared = [
+        str(f.get("name"))
+        for t in body.get("tools", [])
+        if isinstance(t, dict)
+        for f in t.get("functionDeclarations", [])
+    ]
+    if gemini_outputs(body):
+        part: dict[str, Any] = {"text": FINAL_ANSWER}
+    elif "run_shell_command" in declared:
+        part = {
+            "functionCall": {
+                "name": "run_shell_command",
+                "args": {"command": TOOL_COMMAND, "description": "File the issue"},
+            }
+        }
+    else:
+        return None  # a side request (routing, a summary): the default reply
+    event = {
+        "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 120, "candidatesTokenCount": 30, "totalTokenCount": 150},
+        "modelVersion": "gemini-2.5-flash",
+    }
+    return Reply(200, {"Content-Type": "text/event-stream"}, [f"data: {json.dumps(event)}\r\n\r\n".encode()])
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with proxy_world(tmp_path_factory.mktemp("agents")) as w:
-        w.upstream.responders.insert(0, claude_model)
+        w.upstream.responders[:0] = [claude_model, codex_model, gemini_model]
         yield w
 
 
@@ -160,23 +269,62 @@ def session_of(result: subprocess.CompletedProcess[str]) -> str:
     return result.stderr.split("aileron: session ", 1)[1].split()[0]
 
 
-def test_claude_code_files_an_issue_through_aileron_and_holds_no_credential(
-    world: World, agents_image: str, tmp_path: Path
-) -> None:
-    mark = len(world.upstream.received)
-    # A model the price table knows (Claude Code 2.1.332's default, claude-opus-5-5, has no price there yet).
-    prompt = ("claude", "--model", "claude-sonnet-4-5", "-p", "File an issue in octo/hello")
-    result = launch(world, project_folder(tmp_path), *prompt)
-    output = result.stdout.replace("\r\n", "\n")
-    assert result.returncode == 0, result.stderr + output
-    assert FINAL_ANSWER in output
+@dataclass(frozen=True)
+class Case:
+    argv: tuple[str, ...]
+    is_llm_call: Callable[[Received], bool]
+    credential_header: tuple[str, str]  # (header, connector): what the LLM upstream must get
+    outputs: Callable[[dict[str, Any]], list[str]]  # the tool outputs in a request body
+    provider: str
 
+
+PROMPT = "File an issue in octo/hello"
+# Models the price table knows (Claude Code 2.1.332's default, claude-opus-5-5, has no price there yet).
+CASES = {
+    "claude": Case(
+        ("claude", "--model", "claude-sonnet-4-5", "-p", PROMPT),
+        lambda r: r.method == "POST" and r.path.startswith("/v1/messages"),
+        ("x-api-key", "anthropic"),
+        tool_results,
+        "anthropic",
+    ),
+    "codex": Case(
+        ("codex", "exec", "-m", "gpt-4.1", PROMPT),
+        lambda r: r.method == "POST" and r.path.startswith("/v1/responses"),
+        ("authorization", "openai"),
+        codex_outputs,
+        "openai",
+    ),
+    "gemini": Case(
+        ("gemini", "-m", "gemini-2.5-flash", "-y", "-p", PROMPT),
+        lambda r: ":streamGenerateContent" in r.path,
+        ("x-goog-api-key", "gemini"),
+        gemini_outputs,
+        "gemini",
+    ),
+}
+
+
+@pytest.mark.parametrize("agent", list(CASES))
+def test_the_real_agent_files_an_issue_through_aileron_and_holds_no_credential(
+    world: World, agents_image: str, tmp_path: Path, agent: str
+) -> None:
+    case = CASES[agent]
+    mark = len(world.upstream.received)
+    result = launch(world, project_folder(tmp_path), *case.argv)
+    output = result.stdout.replace("\r\n", "\n")
     received = world.received_since(mark)
-    calls = [r for r in received if r.method == "POST" and r.path.startswith("/v1/messages")]
-    assert calls, [r.path for r in received]
-    anthropic_key = world.canaries["anthropic"].decode()
-    assert all(r.headers.get("x-api-key") == anthropic_key for r in calls)  # the proxy's, not the placeholder
-    answered = [text for r in calls for text in tool_results(json.loads(r.body))]
+    seen = [f"{r.method} {r.path}" for r in received]
+    assert result.returncode == 0, (result.stderr + output)[-4000:] + str(seen)
+    assert FINAL_ANSWER in output, output[-4000:]
+
+    calls = [r for r in received if case.is_llm_call(r)]
+    assert calls, seen
+    header, connector = case.credential_header
+    canary = world.canaries[connector].decode()
+    for call in calls:  # the proxy's credential, not the placeholder
+        assert call.headers.get(header) in (canary, f"Bearer {canary}"), (header, call.headers.get(header))
+    answered = [text for r in calls for text in case.outputs(json.loads(r.body))]
     assert any("ISSUE-EXIT 0" in text for text in answered), answered
     assert any("CREDENTIALS-FOUND 0" in text for text in answered), answered  # none in files or environments
     assert not any("HINT-FOUND 0" in text for text in answered), answered  # the search did read the files
@@ -185,17 +333,22 @@ def test_claude_code_files_an_issue_through_aileron_and_holds_no_credential(
     assert json.loads(issue.body) == {"title": "From a real agent", "body": "made inside"}
 
     session_id = session_of(result)
+
+    def llm_records(rs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in rs
+            if r["session_id"] == session_id and r["usage"] and r["action"].startswith(f"{case.provider}.")
+        ]
+
     records = world.audit_wait(
         lambda rs: (
             any(r["session_id"] == session_id and r["action"] == "github.create-issue" for r in rs)
-            and any(r["session_id"] == session_id and r["action"].startswith("anthropic.") and r["usage"] for r in rs)
+            and len(llm_records(rs)) >= 2  # the tool call, then the answer
         )
     )
-    mine = [r for r in records if r["session_id"] == session_id]
-    [filed] = [r for r in mine if r["action"] == "github.create-issue"]
+    [filed] = [r for r in records if r["session_id"] == session_id and r["action"] == "github.create-issue"]
     assert filed["upstream_status"] == 201
-    llm = [r for r in mine if r["action"].startswith("anthropic.") and r["usage"]]
-    assert len(llm) >= 2  # the tool call, then the answer
-    assert all(r["usage"]["input_tokens"] == 120 and r["usage"]["cost_usd"] > 0 for r in llm), llm
-    for name, canary in world.canaries.items():
-        assert canary.decode() not in output + result.stderr, f"the {name} credential reached the terminal"
+    assert all(r["usage"]["input_tokens"] == 120 and r["usage"]["cost_usd"] > 0 for r in llm_records(records))
+    for name, secret in world.canaries.items():
+        assert secret.decode() not in output + result.stderr, f"the {name} credential reached the terminal"

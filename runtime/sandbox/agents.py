@@ -289,7 +289,7 @@ AGENT_ENV: dict[str, dict[str, str]] = {
         "DISABLE_AUTOUPDATER": "1",
         "IS_SANDBOX": "1",  # lets --dangerously-skip-permissions run in an image whose agent is root
     },
-    "codex": {},
+    "codex": {},  # all in CODEX_OPTIONS
     "gemini": {
         "GEMINI_CLI_TRUST_WORKSPACE": "true",
         "GEMINI_CLI_NO_RELAUNCH": "true",
@@ -337,16 +337,21 @@ def launch_argv(
         mcp = ""
         if mcp_config:
             mcp = f" $(python3 -c {shlex.quote(_CODEX_MCP)} {mcp_config})"
+        # `codex exec` in /workspace, which need not be a git repository
+        skip_check = 'if [ "${1:-}" = exec ]; then shift; set -- exec --skip-git-repo-check "$@"; fi'
         run = (
-            'export CODEX_API_KEY="${CODEX_API_KEY:-${OPENAI_API_KEY:-}}"; '
-            "exec codex -c analytics.enabled=false "
-            "--disable plugins --disable api_key_model_discovery "
+            f"exec codex {' '.join(shlex.quote(option) for option in CODEX_OPTIONS)} "
             f'-c developer_instructions="$(python3 -c {shlex.quote(_TOML_STRING)} {hint_file})"{mcp} "$@"'
         )
-        return ["bash", "-c", f"{check}; {run}", name, *command[1:]]
+        return ["bash", "-c", f"{check}; {skip_check}; {run}", name, *command[1:]]
     # gemini: its instruction file and settings, written once into the agent's home
     settings = json.dumps(
-        {"privacy": {"usageStatisticsEnabled": False}, "general": {"disableAutoUpdate": True}, "mcpServers": {}}
+        {
+            "privacy": {"usageStatisticsEnabled": False},
+            "general": {"disableAutoUpdate": True},
+            "security": {"auth": {"selectedType": "gemini-api-key"}},
+            "mcpServers": {},
+        }
     )
     prepare = (
         'mkdir -p "$HOME/.gemini"; '
@@ -357,6 +362,29 @@ def launch_argv(
     return ["bash", "-c", f'{check}; {prepare}; exec gemini "$@"', name, *command[1:]]
 
 
+# Codex's documented settings (-c key=TOML) for an unattended start: the placeholder key sent as a Bearer token by
+# a provider of its own (plain OPENAI_API_KEY sends none), over HTTP rather than WebSockets (which cost ~6 s of
+# retries first); no analytics, plugins or model discovery; the Aileron sandbox instead of Codex's own, which
+# would keep its commands from the network; no approval questions, the workspace trusted.
+CODEX_OPTIONS = (
+    "-c",
+    "model_provider=aileron",
+    "-c",
+    'model_providers.aileron={name="OpenAI through Aileron",base_url="https://api.openai.com/v1",'
+    'env_key="OPENAI_API_KEY",wire_api="responses",supports_websockets=false}',
+    "-c",
+    "analytics.enabled=false",
+    "--disable",
+    "plugins",
+    "--disable",
+    "api_key_model_discovery",
+    "-c",
+    'sandbox_mode="danger-full-access"',
+    "-c",
+    'approval_policy="never"',
+    "-c",
+    'projects."/workspace".trust_level="trusted"',
+)
 # A TOML basic string of a file's text (developer_instructions="…" on Codex's -c).
 _TOML_STRING = "import json,sys; print(json.dumps(open(sys.argv[1]).read()))"
 # -c mcp_servers.NAME={command=…,args=[…]} per server of the MCP config file.
