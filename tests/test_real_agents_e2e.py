@@ -49,7 +49,7 @@ def _sse(events: list[dict[str, Any]]) -> Reply:
     return Reply(200, {"Content-Type": "text/event-stream"}, chunks)
 
 
-def _message(content_events: list[dict[str, Any]], stop_reason: str, model: str) -> Reply:
+def anthropic_reply(content_events: list[dict[str, Any]], stop_reason: str, model: str) -> Reply:
     start: dict[str, Any] = {
         "type": "message_start",
         "message": {
@@ -102,7 +102,7 @@ def claude_model(received: Received) -> Reply | None:
     model = str(body.get("model", "claude-sonnet-4-5"))
     if tool_results(body):
         text = {"type": "text", "text": ""}
-        return _message(
+        return anthropic_reply(
             [
                 {"type": "content_block_start", "index": 0, "content_block": text},
                 {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": FINAL_ANSWER}},
@@ -115,7 +115,7 @@ def claude_model(received: Received) -> Reply | None:
         return None  # a side request (a title, a summary): the default reply
     call = {"type": "tool_use", "id": "toolu_01aileron", "name": "Bash", "input": {}}
     arguments = json.dumps({"command": TOOL_COMMAND, "description": "File the issue"})
-    return _message(
+    return anthropic_reply(
         [
             {"type": "content_block_start", "index": 0, "content_block": call},
             {
@@ -137,7 +137,7 @@ def codex_outputs(body: dict[str, Any]) -> list[str]:
     return [o if isinstance(o, str) else json.dumps(o) for o in outputs if o is not None]
 
 
-def _responses_sse(item: dict[str, Any], model: str) -> Reply:
+def responses_reply(item: dict[str, Any], model: str) -> Reply:
     usage = {
         "input_tokens": 120,
         "input_tokens_details": {"cached_tokens": 0},
@@ -176,7 +176,7 @@ def codex_model(received: Received) -> Reply | None:
     if codex_outputs(body):
         text = {"type": "output_text", "text": FINAL_ANSWER, "annotations": []}
         item = {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [text]}
-        return _responses_sse(item, model)
+        return responses_reply(item, model)
     names = [str(t.get("name")) for t in body.get("tools", []) if isinstance(t, dict)]
     tool = next((n for n in CODEX_SHELL_TOOLS if n in names), None)
     if tool is None:
@@ -194,7 +194,7 @@ def codex_model(received: Received) -> Reply | None:
         "arguments": arguments,
         "status": "completed",
     }
-    return _responses_sse(call, model)
+    return responses_reply(call, model)
 
 
 def gemini_outputs(body: dict[str, Any]) -> list[str]:
@@ -230,6 +230,10 @@ def gemini_model(received: Received) -> Reply | None:
         }
     else:
         return None  # a side request (routing, a summary): the default reply
+    return gemini_reply(part)
+
+
+def gemini_reply(part: dict[str, Any]) -> Reply:
     event = {
         "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
         "usageMetadata": {"promptTokenCount": 120, "candidatesTokenCount": 30, "totalTokenCount": 150},
