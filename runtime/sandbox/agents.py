@@ -328,7 +328,8 @@ def launch_argv(
         # Aileron's policies are the permission layer, so its own prompts are off.
         onboarding = (
             '[ -e "$HOME/.claude.json" ] || printf \'{"hasCompletedOnboarding":true,"bypassPermissionsModeAccepted":'
-            'true,"customApiKeyResponses":{"approved":["%s"]}}\' "${ANTHROPIC_API_KEY: -20}" > "$HOME/.claude.json"'
+            'true,"customApiKeyResponses":{"approved":["%s"]},"projects":{"%s":{"hasTrustDialogAccepted":true}}}\' '
+            '"${ANTHROPIC_API_KEY: -20}" "$PWD" > "$HOME/.claude.json"'
         )
         mcp = f" --mcp-config {mcp_config}" if mcp_config else ""
         run = f'exec claude --dangerously-skip-permissions --append-system-prompt "$(cat {hint_file})"{mcp} "$@"'

@@ -60,7 +60,7 @@ PLACEHOLDER = "placeholder-key-0123456789abcdef"
 
 def run_script(argv: list[str], home: Path, path: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": path, "HOME": str(home), "ANTHROPIC_API_KEY": PLACEHOLDER}
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(argv, env=env, cwd=home, capture_output=True, text=True, timeout=30, check=False)
 
 
 def test_an_agent_missing_from_the_image_is_one_line_with_the_command_that_adds_it(tmp_path: Path) -> None:
@@ -102,4 +102,5 @@ def test_claude_starts_without_questions_with_the_hint_and_the_users_arguments(t
         "hasCompletedOnboarding": True,
         "bypassPermissionsModeAccepted": True,
         "customApiKeyResponses": {"approved": [PLACEHOLDER[-20:]]},  # Claude Code's own record of an accepted key
+        "projects": {str(tmp_path): {"hasTrustDialogAccepted": True}},  # the folder it starts in
     }
