@@ -249,11 +249,46 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield w
 
 
+# The project's MCP server (devcontainer.json customizations.aileron.mcps): one tool, `ping`, over stdio.
+NOTES_MCP = """\
+import json, sys
+for line in sys.stdin:
+    message = json.loads(line)
+    if "id" not in message:
+        continue
+    method, result = message.get("method"), None
+    if method == "initialize":
+        version = message.get("params", {}).get("protocolVersion", "2025-06-18")
+        info = {"name": "notes", "version": "1"}
+        result = {"protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": info}
+    elif method == "tools/list":
+        schema = {"type": "object", "properties": {}}
+        result = {"tools": [{"name": "ping", "description": "Ping the notes.", "inputSchema": schema}]}
+    reply = {"jsonrpc": "2.0", "id": message["id"]}
+    reply.update({"result": result} if result is not None else {"error": {"code": -32601, "message": method}})
+    print(json.dumps(reply), flush=True)
+"""
+
+
 def project_folder(tmp_path: Path) -> Path:
     project = tmp_path / "project"
-    project.mkdir()
+    (project / ".devcontainer").mkdir(parents=True)
     project.chmod(0o777)  # writable by the agent, whoever runs the test
+    (project / "notes_mcp.py").write_text(NOTES_MCP, encoding="utf-8")
+    mcp = {"name": "notes", "command": "python3", "args": ["/workspace/notes_mcp.py"]}
+    devcontainer = {"customizations": {"aileron": {"mcps": [mcp]}}}
+    (project / ".devcontainer" / "devcontainer.json").write_text(json.dumps(devcontainer), encoding="utf-8")
     return project
+
+
+def tool_names(body: dict[str, Any]) -> list[str]:
+    """The tools an LLM request offers the model (Anthropic and OpenAI `tools`, Gemini functionDeclarations)."""
+    names = []
+    for tool in body.get("tools", []):
+        if isinstance(tool, dict):
+            names += [str(tool["name"])] if "name" in tool else []
+            names += [str(f.get("name")) for f in tool.get("functionDeclarations", []) if isinstance(f, dict)]
+    return names
 
 
 def launch(world: World, project: Path, *command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -328,6 +363,13 @@ def test_the_real_agent_files_an_issue_through_aileron_and_holds_no_credential(
     canary = world.canaries[connector].decode()
     for call in calls:  # the proxy's credential, not the placeholder
         assert call.headers.get(header) in (canary, f"Bearer {canary}"), (header, call.headers.get(header))
+    first = json.loads(calls[0].body)
+    assert "Aileron connects you to" in calls[0].body.decode(), "the hint is not in the agent's instructions"
+    # The project's MCP server's tool is offered: Claude Code lists it deferred (mcp__notes__ping), Codex in an
+    # mcp__notes namespace, Gemini CLI as a function declaration named after the server.
+    offered = calls[0].body.decode().replace('": "', '":"')
+    names = tool_names(first)
+    assert "mcp__notes__ping" in offered or '"name":"ping"' in offered or any(n.endswith("_ping") for n in names), names
     answered = [text for r in calls for text in case.outputs(json.loads(r.body))]
     assert any("ISSUE-EXIT 0" in text for text in answered), answered
     assert any("CREDENTIALS-FOUND 0" in text for text in answered), answered  # none in files or environments

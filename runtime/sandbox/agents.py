@@ -340,11 +340,13 @@ def launch_argv(
             mcp = f" $(python3 -c {shlex.quote(_CODEX_MCP)} {mcp_config})"
         # `codex exec` in /workspace, which need not be a git repository
         skip_check = 'if [ "${1:-}" = exec ]; then shift; set -- exec --skip-git-repo-check "$@"; fi'
-        run = (
-            f"exec codex {' '.join(shlex.quote(option) for option in CODEX_OPTIONS)} "
-            f'-c developer_instructions="$(python3 -c {shlex.quote(_TOML_STRING)} {hint_file})"{mcp} "$@"'
+        # the hint as Codex's global instructions ($CODEX_HOME/AGENTS.md), which every mode reads
+        instructions = (
+            'home="${CODEX_HOME:-$HOME/.codex}"; mkdir -p "$home"; '
+            f'[ -e "$home/AGENTS.md" ] || cp {hint_file} "$home/AGENTS.md"'
         )
-        return ["bash", "-c", f"{check}; {skip_check}; {run}", name, *command[1:]]
+        run = f'exec codex {" ".join(shlex.quote(option) for option in CODEX_OPTIONS)}{mcp} "$@"'
+        return ["bash", "-c", f"{check}; {skip_check}; {instructions}; {run}", name, *command[1:]]
     # gemini: its instruction file and settings, written once into the agent's home
     settings = json.dumps(
         {
@@ -357,8 +359,11 @@ def launch_argv(
     prepare = (
         'mkdir -p "$HOME/.gemini"; '
         f'[ -e "$HOME/.gemini/GEMINI.md" ] || cp {hint_file} "$HOME/.gemini/GEMINI.md"; '
-        f'[ -e "$HOME/.gemini/settings.json" ] || python3 -c {shlex.quote(_GEMINI_SETTINGS)} '
-        f'{shlex.quote(settings)} {mcp_config or "-"} > "$HOME/.gemini/settings.json"'
+        # without python3 (a BYO image), the settings without the MCP servers
+        f'[ -e "$HOME/.gemini/settings.json" ] || {{ python3 -c {shlex.quote(_GEMINI_SETTINGS)} '
+        f'{shlex.quote(settings)} {mcp_config or "-"} > "$HOME/.gemini/settings.new" '
+        f'|| printf %s {shlex.quote(settings)} > "$HOME/.gemini/settings.new"; '
+        'mv "$HOME/.gemini/settings.new" "$HOME/.gemini/settings.json"; }'
     )
     return ["bash", "-c", f'{check}; {prepare}; exec gemini "$@"', name, *command[1:]]
 
@@ -386,8 +391,6 @@ CODEX_OPTIONS = (
     "-c",
     'projects."/workspace".trust_level="trusted"',
 )
-# A TOML basic string of a file's text (developer_instructions="…" on Codex's -c).
-_TOML_STRING = "import json,sys; print(json.dumps(open(sys.argv[1]).read()))"
 # -c mcp_servers.NAME={command=…,args=[…]} per server of the MCP config file.
 _CODEX_MCP = (
     "import json,sys\n"
