@@ -9,6 +9,8 @@ final answer, and the audit show both calls of the session; nothing inside the s
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +44,14 @@ TOOL_COMMAND = (
     'awk -v p="$p" \'index($0, p) {c++} /Aileron/ {h++} '
     'END {print "CREDENTIALS-FOUND " c+0; print "HINT-FOUND " h+0}\''
 )  # no command substitution: Gemini CLI refuses to run one
+
+
+# The held action: a Stripe refund, which the organization's approval rule holds until the user grants it.
+REFUND_CHARGE = "ch_claude_held"
+REFUND_COMMAND = (
+    "curl -sS -o /dev/null -w 'REFUND-DONE %{http_code}\\n' -X POST https://api.stripe.com/v1/refunds "
+    f"-d charge={REFUND_CHARGE} -d amount=500"
+)
 
 
 def _sse(events: list[dict[str, Any]]) -> Reply:
@@ -114,7 +124,8 @@ def claude_model(received: Received) -> Reply | None:
     if not any(isinstance(t, dict) and t.get("name") == "Bash" for t in body.get("tools", [])):
         return None  # a side request (a title, a summary): the default reply
     call = {"type": "tool_use", "id": "toolu_01aileron", "name": "Bash", "input": {}}
-    arguments = json.dumps({"command": TOOL_COMMAND, "description": "File the issue"})
+    command = REFUND_COMMAND if REFUND_CHARGE in json.dumps(body.get("messages", [])) else TOOL_COMMAND
+    arguments = json.dumps({"command": command, "description": "Do what the user asked"})
     return anthropic_reply(
         [
             {"type": "content_block_start", "index": 0, "content_block": call},
@@ -246,6 +257,12 @@ def gemini_reply(part: dict[str, Any]) -> Reply:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with proxy_world(tmp_path_factory.mktemp("agents")) as w:
         w.upstream.responders[:0] = [claude_model, codex_model, gemini_model]
+        with w.api() as api:
+            made = api.post(
+                f"/api/v1/orgs/{w.org_id}/approval-rules/",
+                json={"action": "stripe.create-refund", "window_seconds": 90},
+            )
+            assert made.status_code == 201, made.text
         yield w
 
 
@@ -398,3 +415,42 @@ def test_the_real_agent_files_an_issue_through_aileron_and_holds_no_credential(
     assert all(r["usage"]["input_tokens"] == 120 and r["usage"]["cost_usd"] > 0 for r in llm_records(records))
     for name, secret in world.canaries.items():
         assert secret.decode() not in output + result.stderr, f"the {name} credential reached the terminal"
+
+
+def test_claude_codes_held_refund_is_granted_in_the_launching_terminal_and_the_agent_carries_on(
+    world: World, agents_image: str, tmp_path: Path
+) -> None:
+    """The real agent's tool call asks for a refund; `aileron launch` shows the held request in its terminal
+    (tmux), the user's key grants it, the refund goes out with the injected key, and Claude Code finishes."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (apt-get install tmux): the terminal test drives aileron launch in it")
+    from tests.test_launch_pty import Tmux, approvals
+
+    project = project_folder(tmp_path)
+    done = tmp_path / "exit-code"
+    env = {**world.service.env, "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}", "TERM": "xterm"}
+    argv = [str(BIN / "aileron"), "launch", "--sandbox", "docker", "--dir", str(project), "--"]
+    argv += ["claude", "--model", "claude-sonnet-4-5", "-p", f"Refund charge {REFUND_CHARGE}"]
+    tmux = Tmux(f"aileron-claude-held-{int(time.time() * 1000)}")
+    mark = len(world.upstream.received)
+    tmux.start(f"{shlex.join(argv)}; echo $? > {shlex.quote(str(done))}; sleep 120", env)
+    try:
+        screen = tmux.wait_for("waiting for approval", timeout=180)
+        assert "stripe.create-refund" in screen and REFUND_CHARGE in screen
+        assert not [r for r in world.received_since(mark) if r.path.startswith("/v1/refunds")]  # held
+        tmux.keys("g")  # the user's key press, read by aileron
+        tmux.wait_for(FINAL_ANSWER, timeout=120)
+        deadline = time.monotonic() + 60
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert done.read_text().strip() == "0", tmux.screen()
+    finally:
+        tmux.kill()
+    received = world.received_since(mark)
+    [refund] = [r for r in received if r.method == "POST" and r.path == "/v1/refunds"]
+    assert refund.headers["authorization"] == f"Bearer {world.canaries['stripe'].decode()}"
+    calls = [r for r in received if r.method == "POST" and r.path.startswith("/v1/messages")]
+    assert any("REFUND-DONE 201" in text for r in calls for text in tool_results(json.loads(r.body)))
+    granted = next(a for a in approvals(world) if a["args"].get("charge") == REFUND_CHARGE)
+    assert granted["state"] == "granted"
+    assert [d["approver"] for d in granted["decisions"]] == ["alice@example.com"]
