@@ -110,8 +110,8 @@ def agents_image(request: pytest.FixtureRequest, docker_client: DockerClient) ->
             progress=lambda line: _say(request, f"[agents image {time.monotonic() - started:6.1f}s] {line}"),
         )
     except ImageError as exc:
-        if str(exc).startswith(BUILD_PREREQUISITES):
-            pytest.skip(f"the sandbox base image cannot be built here: {exc}")
+        if str(exc).startswith((*BUILD_PREREQUISITES, "npm is not installed")):
+            pytest.skip(f"the sandbox image with the agents cannot be built here: {exc}")
         pytest.fail(f"building the sandbox image with the agents failed: {exc}")
     verb = "reused" if built.cached else "built"
     _say(request, f"[agents image] {verb} {built.tag} ({built.size / 1e6:.0f} MB) in {built.seconds:.1f}s")
