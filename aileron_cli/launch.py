@@ -109,11 +109,20 @@ def agent_environment(
     return env
 
 
+def not_found(command: str) -> str:
+    """The one line for a command this host lacks: for a known agent, how to install it."""
+    from runtime.sandbox.agents import BY_COMMAND, missing_line
+
+    if command in BY_COMMAND:  # the CLI prints it after "aileron: "
+        return missing_line(command, tier="host").removeprefix("aileron: ")
+    return f"{command}: command not found"
+
+
 def run_agent(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> int:
     """Run the agent in the foreground of this terminal; Ctrl-C reaches it, and its exit code is ours."""
     executable = shutil.which(argv[0], path=env.get("PATH"))
     if executable is None:
-        raise CliError(f"{argv[0]}: command not found", exit_code=127)
+        raise CliError(not_found(argv[0]), exit_code=127)
     process = subprocess.Popen([executable, *argv[1:]], env=env, cwd=cwd)  # noqa: S603 - the user's own command
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C goes to the agent itself
     try:
@@ -173,7 +182,7 @@ def launch_unsandboxed(
             return run_agent(argv, env)  # no terminal to own: the agent inherits ours, approvals are decided elsewhere
         executable = shutil.which(argv[0], path=env.get("PATH"))
         if executable is None:
-            raise CliError(f"{argv[0]}: command not found", exit_code=127)
+            raise CliError(not_found(argv[0]), exit_code=127)
         rows, columns = terminal_size()
         spec = SandboxSpec(
             image="", argv=[executable, *argv[1:]], env=env, workdir=Path.cwd(), rows=rows, columns=columns
@@ -370,9 +379,9 @@ def launch_sandboxed(
             files[MCP_CONFIG] = mcp_file(list(plan.mcps))
             env["AILERON_MCP_CONFIG"] = MCP_CONFIG
         env.update(agent_env(argv))
-        command = agent_argv(
-            argv, hint_file=contract.HINT, mcp_config=MCP_CONFIG if plan.mcps else None, tier=plan.tier
-        )
+        # netns runs this host's system: a missing agent is installed here, not in an image
+        tier = plan.tier if plan.backend == "docker" else "host"
+        command = agent_argv(argv, hint_file=contract.HINT, mcp_config=MCP_CONFIG if plan.mcps else None, tier=tier)
         if plan.mediation != "off":
             files.update(shell_files(shell_policy, session_id=opened.session_id))
             command = shell_argv(command)

@@ -299,8 +299,11 @@ AGENT_ENV: dict[str, dict[str, str]] = {
 
 
 def missing_line(command: str, *, tier: str) -> str:
-    """The one line shown when an agent's command is not in the image: the exact command that adds it."""
+    """The one line shown when an agent's command is not in the image (or on the host, for `tier="host"`):
+    the exact command that adds it."""
     agent = BY_COMMAND[command]
+    if tier == "host":  # --sandbox none, or netns, which runs this host's system
+        return f"aileron: {command} is not installed on this host: npm install -g {agent.package}@{agent.version}"
     if tier == "base":
         fix = f"run `aileron sandbox build-base --with {agent.name}`"
     elif tier == "build":

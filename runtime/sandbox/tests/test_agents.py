@@ -73,6 +73,10 @@ def test_an_agent_missing_from_the_image_is_one_line_with_the_command_that_adds_
             f"aileron: {command} is not in this sandbox image: run `aileron sandbox build-base --with {name}`\n"
         )
     assert "uncomment the codex lines in the project's Dockerfile" in agents.missing_line("codex", tier="build")
+    assert agents.missing_line("gemini", tier="host") == (
+        "aileron: gemini is not installed on this host: "
+        f"npm install -g @google/gemini-cli@{AGENTS['gemini-cli'].version}"
+    )
     assert agents.launch_argv(["./agent.sh"], hint_file="/h") is None
 
 
