@@ -109,11 +109,20 @@ def agent_environment(
     return env
 
 
+def not_found(command: str) -> str:
+    """The one line for a command this host lacks: for a known agent, how to install it."""
+    from runtime.sandbox.agents import BY_COMMAND, missing_line
+
+    if command in BY_COMMAND:  # the CLI prints it after "aileron: "
+        return missing_line(command, tier="host").removeprefix("aileron: ")
+    return f"{command}: command not found"
+
+
 def run_agent(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> int:
     """Run the agent in the foreground of this terminal; Ctrl-C reaches it, and its exit code is ours."""
     executable = shutil.which(argv[0], path=env.get("PATH"))
     if executable is None:
-        raise CliError(f"{argv[0]}: command not found", exit_code=127)
+        raise CliError(not_found(argv[0]), exit_code=127)
     process = subprocess.Popen([executable, *argv[1:]], env=env, cwd=cwd)  # noqa: S603 - the user's own command
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C goes to the agent itself
     try:
@@ -173,7 +182,7 @@ def launch_unsandboxed(
             return run_agent(argv, env)  # no terminal to own: the agent inherits ours, approvals are decided elsewhere
         executable = shutil.which(argv[0], path=env.get("PATH"))
         if executable is None:
-            raise CliError(f"{argv[0]}: command not found", exit_code=127)
+            raise CliError(not_found(argv[0]), exit_code=127)
         rows, columns = terminal_size()
         spec = SandboxSpec(
             image="", argv=[executable, *argv[1:]], env=env, workdir=Path.cwd(), rows=rows, columns=columns
@@ -274,23 +283,28 @@ def terminal_size() -> tuple[int, int]:
 
 # --- the sandboxes: docker and netns ------------------------------------------------------------------------
 
-KNOWN_AGENTS = ("claude", "codex")
 PROXY_PORT_INSIDE = 3128  # the agent's HTTPS_PROXY, on the sandbox's own loopback
 
 
 MCP_CONFIG = "/etc/aileron/mcp.json"  # the project's MCP servers (devcontainer customizations.aileron.mcps)
 
 
-def agent_argv(command: list[str], *, hint_file: str, mcp_config: str | None = None) -> list[str]:
-    """The agent command as run in the sandbox. Known agents get the system-prompt hint (and the project's MCP
-    servers) their own way; any other command runs as given and finds them at $AILERON_HINT_FILE and
-    $AILERON_MCP_CONFIG."""
-    if command and command[0] == "claude":
-        # Claude Code: the hint joins its system prompt; the rest (a prompt, flags) is the user's.
-        mcp = f" --mcp-config {mcp_config}" if mcp_config else ""
-        script = f'exec claude --append-system-prompt "$(cat {hint_file})"{mcp} "$@"'
-        return ["bash", "-c", script, "claude", *command[1:]]
-    return list(command)
+def agent_argv(command: list[str], *, hint_file: str, mcp_config: str | None = None, tier: str = "base") -> list[str]:
+    """The agent command as run in the sandbox. Known agents (claude, codex, gemini) get the system-prompt hint,
+    the project's MCP servers and their unattended start their own way (runtime.sandbox.agents), or one line
+    saying how to add them to the image; any other command runs as given and finds the hint and the MCP servers
+    at $AILERON_HINT_FILE and $AILERON_MCP_CONFIG."""
+    from runtime.sandbox.agents import launch_argv
+
+    known = launch_argv(command, hint_file=hint_file, mcp_config=mcp_config, tier=tier)
+    return known if known is not None else list(command)
+
+
+def agent_env(command: list[str]) -> dict[str, str]:
+    """A known agent's own settings for an offline, unattended start (none for any other command)."""
+    from runtime.sandbox.agents import AGENT_ENV
+
+    return dict(AGENT_ENV.get(command[0], {})) if command else {}
 
 
 def mcp_file(servers: list[dict[str, Any]]) -> bytes:
@@ -364,7 +378,10 @@ def launch_sandboxed(
         if plan.mcps:
             files[MCP_CONFIG] = mcp_file(list(plan.mcps))
             env["AILERON_MCP_CONFIG"] = MCP_CONFIG
-        command = agent_argv(argv, hint_file=contract.HINT, mcp_config=MCP_CONFIG if plan.mcps else None)
+        env.update(agent_env(argv))
+        # netns runs this host's system: a missing agent is installed here, not in an image
+        tier = plan.tier if plan.backend == "docker" else "host"
+        command = agent_argv(argv, hint_file=contract.HINT, mcp_config=MCP_CONFIG if plan.mcps else None, tier=tier)
         if plan.mediation != "off":
             files.update(shell_files(shell_policy, session_id=opened.session_id))
             command = shell_argv(command)

@@ -62,22 +62,38 @@ def sandbox() -> None:
 @click.option("--rebuild", is_flag=True, help="Build again even if this version's image exists.")
 @click.option("--refresh-rootfs", is_flag=True, help="Also run debootstrap again instead of using its cache.")
 @click.option("--mirror", default=None, help="Debian archive URL [default: this machine's apt mirror].")
+@click.option(
+    "--with",
+    "with_agents",
+    default="",
+    metavar="AGENTS",
+    help="Agents to install, comma-separated: claude-code, codex, gemini-cli (Node.js comes with the last two).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_cleanly
-def build_base(rebuild: bool, refresh_rootfs: bool, mirror: str | None, as_json: bool) -> None:
+def build_base(rebuild: bool, refresh_rootfs: bool, mirror: str | None, with_agents: str, as_json: bool) -> None:
     """Build aileron/sandbox-base:<version> locally, from Debian packages (no image registry needed).
 
     debootstrap (as root) makes a minimal Debian root filesystem, cached for later builds; the aileron CLI and
     the connector shims are installed into it without a network. The agent runs as `agent` (uid 1000). The
     toolbox that gives bring-your-own images the CLI and the shims is made from it too (once per base image).
+    `--with claude-code,codex,gemini-cli` adds the agents (versions pinned by this aileron), fetched here with
+    npm and installed without a network; they stay in the image until `--rebuild`.
     """
     from runtime.sandbox import image
+    from runtime.sandbox.agents import parse_with
     from runtime.sandbox.toolbox import ensure_toolbox
 
+    agents = parse_with(with_agents)
     client = image.engine()
     progress = _progress()
     result = image.build_base(
-        client=client, progress=progress, rebuild=rebuild, refresh_rootfs=refresh_rootfs, mirror=mirror
+        client=client,
+        progress=progress,
+        rebuild=rebuild,
+        refresh_rootfs=refresh_rootfs,
+        mirror=mirror,
+        agents=agents,
     )
     toolbox = ensure_toolbox(client, result.tag, progress=progress)
     if as_json:

@@ -90,3 +90,29 @@ def base_image(request: pytest.FixtureRequest, docker_client: DockerClient) -> s
     verb = "reused" if built.cached else "built"
     _say(request, f"[base image] {verb} {built.tag} ({built.size / 1e6:.0f} MB) in {built.seconds:.1f}s")
     return built.tag
+
+
+# The real agent CLIs the agents' tests run: built into the base image once per session (their npm packages and
+# Node.js are cached on the host, keyed by the pinned versions, so only the first build ever downloads them).
+TEST_AGENTS = ("claude-code", "codex", "gemini-cli")
+
+
+@pytest.fixture(scope="session")
+def agents_image(request: pytest.FixtureRequest, docker_client: DockerClient) -> str:
+    """The base image with the real agents in it (`aileron sandbox build-base --with ...`)."""
+    from runtime.sandbox.image import ImageError, build_base
+
+    started = time.monotonic()
+    try:
+        built = build_base(
+            client=docker_client,
+            agents=TEST_AGENTS,
+            progress=lambda line: _say(request, f"[agents image {time.monotonic() - started:6.1f}s] {line}"),
+        )
+    except ImageError as exc:
+        if str(exc).startswith((*BUILD_PREREQUISITES, "npm is not installed")):
+            pytest.skip(f"the sandbox image with the agents cannot be built here: {exc}")
+        pytest.fail(f"building the sandbox image with the agents failed: {exc}")
+    verb = "reused" if built.cached else "built"
+    _say(request, f"[agents image] {verb} {built.tag} ({built.size / 1e6:.0f} MB) in {built.seconds:.1f}s")
+    return built.tag

@@ -573,6 +573,7 @@ SCAFFOLD = ("devcontainer.json", "Dockerfile")
 def scaffold(project: Path, *, force: bool = False, version: str | None = None) -> list[Path]:
     """Write .devcontainer/devcontainer.json and .devcontainer/Dockerfile (FROM the base image of `version`)
     into `project`; an existing file is an error unless `force`. Returns the files written."""
+    from runtime.sandbox.agents import AGENTS
     from runtime.sandbox.image import aileron_version
 
     folder = project / ".devcontainer"
@@ -587,7 +588,10 @@ def scaffold(project: Path, *, force: bool = False, version: str | None = None) 
             template = (TEMPLATES / name).read_text(encoding="utf-8")
         except OSError as exc:
             raise DevcontainerError(f"the {name} template is missing from this aileron install ({exc})") from None
-        texts.append(template.replace("{{AILERON_VERSION}}", version or aileron_version()))
+        text = template.replace("{{AILERON_VERSION}}", version or aileron_version())
+        for agent in AGENTS.values():  # the agents' pinned versions, as `build-base --with` installs them
+            text = text.replace("{{%s_VERSION}}" % agent.name.upper().replace("-", "_"), agent.version)  # noqa: UP031
+        texts.append(text)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for target, text in zip(targets, texts, strict=True):
