@@ -72,7 +72,9 @@ def test_service_init_and_status_work_together(service: Service) -> None:
     assert report["service"]["status"] == "ok"
     with_proxy = service.aileron("status", "--json", env={"AILERON_PROXY": f"127.0.0.1:{service.proxy_port}"})
     dataplane = json.loads(with_proxy.stdout)["dataplane"]
+    health_report = dataplane.pop("health")
     assert dataplane == {"proxy": f"http://127.0.0.1:{service.proxy_port}", "listening": True, "key_channel": True}
+    assert health_report["status"] == "ok" and health_report["audit"]["writer"]["state"] == "ok"
 
     human = service.aileron("status")
     assert human.returncode == 0 and "alice@example.com" in human.stdout and "acme-corp: owner" in human.stdout
