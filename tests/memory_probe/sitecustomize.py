@@ -24,8 +24,18 @@ _BIG = 1024 * 1024
 class _MallInfo2(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                     "keepcost")
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
     ]
 
 
@@ -87,7 +97,7 @@ def _report(trim: bool) -> None:
     for buffer in big[:3]:
         lines.append(f"{type(buffer).__name__} {len(buffer)}:")
         lines += _chain(buffer, 6, {id(big)})
-    del big, buffer
+    del big
     lines.append(f"gc.collect() found {gc.collect()} unreachable objects; rss_kib {_rss_kib()}")
     libc = _libc()
     if trim:
@@ -96,7 +106,10 @@ def _report(trim: bool) -> None:
     libc.mallinfo2.restype = _MallInfo2
     info = libc.mallinfo2()
     lines.append(
-        "mallinfo2 MiB: " + " ".join(f"{n}={getattr(info, n) / _BIG:.1f}" for n in ("arena", "hblkhd", "uordblks", "fordblks", "keepcost"))
+        "mallinfo2 MiB: "
+        + " ".join(
+            f"{n}={getattr(info, n) / _BIG:.1f}" for n in ("arena", "hblkhd", "uordblks", "fordblks", "keepcost")
+        )
     )
     lines.append(f"big buffers alive: {len(_big_buffers())}")
     lines += _big_buffers()
@@ -109,8 +122,16 @@ def _report(trim: bool) -> None:
         out.write("\n".join(lines) + "\n")
 
 
+def _safely(trim: bool) -> None:
+    try:
+        _report(trim)
+    except Exception as exc:  # never take the process down
+        with open(_REPORT or "/dev/stderr", "a") as out:
+            out.write(f"report failed: {exc!r}\n")
+
+
 if _REPORT and "dataplane.server" in " ".join(sys.orig_argv):
     if os.environ.get("AILERON_TEST_TRACEMALLOC"):
         tracemalloc.start(5)
-    signal.signal(signal.SIGUSR1, lambda *_: _report(False))
-    signal.signal(signal.SIGUSR2, lambda *_: _report(True))
+    signal.signal(signal.SIGUSR1, lambda *_: _safely(False))
+    signal.signal(signal.SIGUSR2, lambda *_: _safely(True))
