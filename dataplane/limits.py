@@ -15,17 +15,16 @@ place where the bound can hold:
   of its answer, then the flow fails with an `upstream-timeout` error (a 504 to the agent);
 - a failed upstream carries TIMEOUT_MARK in its error when it timed out: dataplane.http1_strict (which makes
   mitmproxy's own error answers RFC 9457 problems) answers those 504;
-- the upstream connect (`asyncio.open_connection` as mitmproxy's proxy server sees it) gets `connect_timeout`.
+- the upstream connect (`asyncio.open_connection` as mitmproxy's proxy server sees it) gets `connect_timeout`;
+- TLS sends (`TLSLayer.send_data`) are encrypted 64 KiB at a time, so OpenSSL's buffers stay small.
 
-`BodyBudget` bounds the memory of every buffered request body together (not only each one), and gives the
-memory back to the system once it is free. Imports no Django.
+`BodyBudget` bounds the memory of every buffered request body together (not only each one), and has it given
+back to the system once its flows are done (dataplane.reclaim). Imports no Django.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import re
 import threading
@@ -41,6 +40,7 @@ from mitmproxy.net.http import http1
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy import server as proxy_server
 from mitmproxy.proxy.layers import http as http_layers
+from mitmproxy.proxy.layers import tls as tls_layers
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import ErrorCode, RequestEndOfMessage, ResponseProtocolError
@@ -48,6 +48,7 @@ from mitmproxy.proxy.layers.http._hooks import HttpRequestHeadersHook, HttpRespo
 
 from dataplane import problems
 from dataplane.problems import Refusal
+from dataplane.reclaim import Reclaimer, allocate_large_blocks_apart
 
 log = logging.getLogger("aileron.limits")
 
@@ -103,12 +104,11 @@ def request_line(buffered: bytes | bytearray | memoryview) -> tuple[str, str]:
 class BodyBudget:
     """Bytes of request bodies buffered at once, for all flows together; a reservation is held until release."""
 
-    def __init__(self, capacity: int, *, trim_after: int = 16 * MIB) -> None:
+    def __init__(self, capacity: int, *, reclaimer: Reclaimer | None = None) -> None:
         self.capacity = capacity
         self.in_use = 0
         self._held: dict[str, int] = {}
-        self._released_since_trim = 0
-        self._trim_after = trim_after
+        self.reclaimer = reclaimer or Reclaimer()
 
     def reserve(self, key: str, size: int) -> bool:
         """Hold `size` bytes for `key`; False when the budget cannot hold them now."""
@@ -125,46 +125,8 @@ class BodyBudget:
         if not size:
             return
         self.in_use -= size
-        self._released_since_trim += size
-        if self.in_use == 0 and self._released_since_trim >= self._trim_after:
-            self._released_since_trim = 0
-            give_back_memory()
-
-
-# --- the allocator ------------------------------------------------------------------------------------------
-
-_libc: Any = None
-M_MMAP_THRESHOLD = -3
-
-
-def _c_library() -> Any:
-    global _libc
-    if _libc is None:
-        name = ctypes.util.find_library("c")
-        try:
-            _libc = ctypes.CDLL(name) if name else False
-        except OSError:
-            _libc = False
-        if _libc and not (hasattr(_libc, "malloc_trim") and hasattr(_libc, "mallopt")):
-            _libc = False  # not glibc
-    return _libc
-
-
-def allocate_large_blocks_apart(threshold: int = MIB) -> None:
-    """Have glibc map every block of `threshold` bytes or more on its own, so freeing one returns it at once.
-
-    (glibc raises this threshold after each large free, up to 32 MiB: bodies then land in the heap and stay.)
-    """
-    libc = _c_library()
-    if libc:
-        libc.mallopt(M_MMAP_THRESHOLD, threshold)
-
-
-def give_back_memory() -> None:
-    """Return the heap's free pages to the system (glibc's malloc_trim); nothing elsewhere."""
-    libc = _c_library()
-    if libc:
-        libc.malloc_trim(0)
+        # Its flow ends soon but is freed only by a cyclic collection (see dataplane.reclaim), even under load.
+        self.reclaimer.note_freed(size)
 
 
 # --- mitmproxy internals, wrapped ---------------------------------------------------------------------------
@@ -197,6 +159,7 @@ def install(limits: Limits, *, on_refused: HeadRefused | None = None) -> None:
         _wrap_http1_server()
         _wrap_http_stream()
         _wrap_http1_client()
+        _wrap_tls_send()
         setattr(proxy_server, "asyncio", _AsyncioWithConnectTimeout())  # noqa: B010 (not exported: typed as such)
 
 
@@ -401,3 +364,27 @@ def _upstream_timed_out(conn: Any) -> CommandGenerator:
     yield commands.CloseConnection(conn.conn)
     # As when the upstream closes without an answer: the flow gets the error, the agent a problem (a 504).
     yield ReceiveHttp(ResponseProtocolError(stream_id, message, ErrorCode.GENERIC_SERVER_ERROR))
+
+
+TLS_WRITE = 64 * 1024  # what OpenSSL is given at once; mitmproxy drains its output 64 KiB at a time too
+
+
+def _wrap_tls_send() -> None:
+    """Encrypt what a connection sends in slices of TLS_WRITE bytes, each drained before the next.
+
+    mitmproxy hands OpenSSL a whole request body at once: OpenSSL's output buffer grows to the body's size and
+    keeps that size for the connection's life (measured: ~9 MiB per kept-alive upstream connection after one
+    9 MiB body, outside Python's heap, never collected).
+    """
+    layer = tls_layers.TLSLayer
+    original = layer.send_data
+
+    def send_data(self: Any, data: bytes) -> CommandGenerator:
+        if len(data) <= TLS_WRITE:
+            yield from original(self, data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), TLS_WRITE):
+            yield from original(self, view[start : start + TLS_WRITE])  # type: ignore[arg-type]
+
+    layer.send_data = send_data  # type: ignore[method-assign]
