@@ -442,6 +442,8 @@ class AileronProxy:
 
     def response(self, flow: http.HTTPFlow) -> None:
         pending = self.pending.get(flow.id)
+        if pending is not None and pending.scan and flow.response is not None:
+            exfil.redact_trailers(flow.response, pending.scan)  # sent to the agent after this hook
         self._finish(flow)
         if pending is not None and pending.response_failed:
             refusal = Refusal(
