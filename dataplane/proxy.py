@@ -105,6 +105,7 @@ class AileronProxy:
         self.tunnels: dict[str, Tunnel] = {}
         self.pending: dict[str, Pending] = {}
         self.reach = exfil.Reach(functools.partial(decrypt, credentials))
+        spool.scrub = self.reach.scrub  # every audit record, whoever builds it, redacted of its session's credentials
 
     # --- connection-level hooks ---------------------------------------------------------------------------
 
