@@ -120,7 +120,7 @@ class Reach:
             self.forget(key)
 
 
-def _leak(reach: Reach, session_id: str, matcher: Matcher, found: credscan.Found) -> Refusal:
+def leak(reach: Reach, session_id: str, matcher: Matcher, found: credscan.Found) -> Refusal:
     credential_id = reach.credential_id(session_id, matcher, found.index)
     return Refusal(
         problems.CREDENTIAL_IN_REQUEST,
@@ -140,7 +140,7 @@ def check_head(reach: Reach, session_id: str, matcher: Matcher, request: http.Re
         fields=request.headers.fields,
     )
     if found is not None:
-        raise _leak(reach, session_id, matcher, found)
+        raise leak(reach, session_id, matcher, found)
 
 
 def check_body(reach: Reach, session_id: str, matcher: Matcher, request: http.Request) -> None:
@@ -156,7 +156,7 @@ def check_body(reach: Reach, session_id: str, matcher: Matcher, request: http.Re
             raise Refusal(problems.UNSCANNABLE_BODY, str(exc)) from None
     found = credscan.scan_request(matcher, body=body)
     if found is not None:
-        raise _leak(reach, session_id, matcher, found)
+        raise leak(reach, session_id, matcher, found)
 
 
 def hold_body(request: http.Request, max_body: int) -> int:
@@ -276,6 +276,7 @@ def redact_response(
     redactor = credscan.StreamRedactor(matcher, on_chunk)
     has_body = flow.request.method != "HEAD" and response.status_code >= 200 and response.status_code not in (204, 304)
     if not has_body:
+        response.stream = lambda chunk: _nonempty(redactor(chunk))  # none expected; anything that comes is read
         return redactor
     if "content-length" in response.headers:
         # Redaction may change the body's length: frame it with chunks instead.
