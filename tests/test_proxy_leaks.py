@@ -321,6 +321,7 @@ def test_an_unparsable_answer_carrying_the_credential_leaves_no_trace_of_it_in_t
 # --- 5. headers folded, nested compression ------------------------------------------------------------------
 
 
+@pytest.mark.xfail(strict=True, reason="finding 5b: a folded response header is not refused yet")
 def test_a_folded_response_header_never_reaches_the_agent(leaks: Leaks) -> None:
     world, canary = leaks.world, leaks.world.canaries["github"]
     path = f"/repos/o{uuid.uuid4().hex[:6]}/fold"
@@ -330,6 +331,7 @@ def test_a_folded_response_header_never_reaches_the_agent(leaks: Leaks) -> None:
     assert no_form_of(canary, data.replace(b"\r\n ", b""))
 
 
+@pytest.mark.xfail(strict=True, reason="finding 5a: nested compression is not read yet")
 @pytest.mark.parametrize("mode", ["gzipnested", "ctgzip"])
 def test_a_credential_inside_nested_compression_never_reaches_the_agent(leaks: Leaks, mode: str) -> None:
     world, canary = leaks.world, leaks.world.canaries["github"]
