@@ -353,22 +353,36 @@ def decode_body(data: bytes, encoding: str, *, limit: int = MAX_DECODED_BODY) ->
     return data
 
 
+def _inflate_all(data: bytes, wbits: int, limit: int) -> bytes:
+    """Every member of a gzip (or zlib, or raw deflate) body, one after the other, as a multi-member reader (Python's
+    gzip, Go's default, zcat) reads it: never only the first. Trailing bytes that are no member are undecodable,
+    except zero padding (which those readers skip)."""
+    out = bytearray()
+    rest = data
+    while rest:
+        decoder = zlib.decompressobj(wbits=wbits)
+        out += decoder.decompress(rest, limit + 1 - len(out))
+        if len(out) > limit or decoder.unconsumed_tail:
+            raise Undecodable(f"the body decodes to more than {limit} bytes")
+        if not decoder.eof:
+            break  # truncated: what it holds so far is what a reader gets
+        rest = decoder.unused_data
+        if wbits < 0 or not rest.strip(b"\0"):
+            break  # raw deflate has no member boundary a reader would cross; zeros are padding
+    return bytes(out)
+
+
 def _decode_one(data: bytes, coding: str, limit: int) -> bytes:
     if coding == "identity":
         return data
     if coding in ("gzip", "x-gzip", "deflate"):
         try:
-            decoder = zlib.decompressobj(wbits=47 if coding != "deflate" else 15)
-            out = decoder.decompress(data, limit + 1)
+            return _inflate_all(data, 47 if coding != "deflate" else 15, limit)
         except zlib.error:
             try:
-                decoder = zlib.decompressobj(wbits=-15)  # raw deflate, as some clients send it
-                out = decoder.decompress(data, limit + 1)
+                return _inflate_all(data, -15, limit)  # raw deflate, as some clients send it
             except zlib.error:
                 raise Undecodable(f"the {coding} body does not decode") from None
-        if len(out) > limit or decoder.unconsumed_tail:
-            raise Undecodable(f"the body decodes to more than {limit} bytes")
-        return out
     if coding == "br":
         import brotli
 

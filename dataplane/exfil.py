@@ -14,8 +14,9 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mitmproxy import http
 
@@ -94,6 +95,8 @@ class Reach:
         matcher = credscan.matcher_for(ids)
         if entry is not None:
             entry.matcher, entry.credential_ids = matcher, ids
+        else:  # kept, so what is audited of this session is redacted of it (its refs differ: rebuilt when asked)
+            self._entries[session_id] = _Entry((), matcher, ids, time.monotonic())
         return matcher
 
     def credential_id(self, session_id: str, matcher: Matcher, index: int) -> str | None:
@@ -101,6 +104,11 @@ class Reach:
         if entry is None or not 0 <= index < len(matcher.secrets):
             return None
         return entry.credential_ids.get(matcher.secrets[index])
+
+    def scrub(self, record: dict[str, Any]) -> dict[str, Any]:
+        """`record` redacted with its session's matcher (the one its requests were scanned and injected with)."""
+        entry = self._entries.get(str(record.get("session_id") or ""))
+        return scrub_record(entry.matcher, record) if entry is not None else record
 
     def forget(self, session_id: str) -> None:
         self._entries.pop(session_id, None)
@@ -112,7 +120,7 @@ class Reach:
             self.forget(key)
 
 
-def _leak(reach: Reach, session_id: str, matcher: Matcher, found: credscan.Found) -> Refusal:
+def leak(reach: Reach, session_id: str, matcher: Matcher, found: credscan.Found) -> Refusal:
     credential_id = reach.credential_id(session_id, matcher, found.index)
     return Refusal(
         problems.CREDENTIAL_IN_REQUEST,
@@ -132,7 +140,7 @@ def check_head(reach: Reach, session_id: str, matcher: Matcher, request: http.Re
         fields=request.headers.fields,
     )
     if found is not None:
-        raise _leak(reach, session_id, matcher, found)
+        raise leak(reach, session_id, matcher, found)
 
 
 def check_body(reach: Reach, session_id: str, matcher: Matcher, request: http.Request) -> None:
@@ -148,7 +156,7 @@ def check_body(reach: Reach, session_id: str, matcher: Matcher, request: http.Re
             raise Refusal(problems.UNSCANNABLE_BODY, str(exc)) from None
     found = credscan.scan_request(matcher, body=body)
     if found is not None:
-        raise _leak(reach, session_id, matcher, found)
+        raise leak(reach, session_id, matcher, found)
 
 
 def hold_body(request: http.Request, max_body: int) -> int:
@@ -174,32 +182,101 @@ def audit_fields(matcher: Matcher, record: dict[str, object]) -> None:
     """Redact what an audit record repeats of the request (host, path, reason) so it never holds the value."""
     for name in ("host", "path", "reason"):
         value = record.get(name)
-        if not isinstance(value, str) or not value:
-            continue
-        redacted, count = matcher.redact(value.encode("utf-8", errors="surrogateescape"))
-        if credscan.scan_request(matcher, host=redacted if name == "host" else b"", body=redacted) is not None:
-            record[name] = credscan.MARK.decode()  # still there when read decoded or across labels: all of it
-        elif count:
-            record[name] = redacted.decode("utf-8", errors="replace")
+        if isinstance(value, str) and value:
+            record[name] = _redact_text(matcher, value, host=name == "host")
+
+
+def scrub_record(matcher: Matcher, record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an audit record with every text in it (values and keys, nested ones too) redacted of every form
+    of every credential of `matcher`: no field, present or future, can carry one to the spool."""
+    if not matcher:
+        return record
+    return {_redact_text(matcher, str(k)): _scrub(matcher, v, key=str(k)) for k, v in record.items()}
+
+
+def _scrub(matcher: Matcher, value: Any, *, key: str, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _redact_text(matcher, value, host=key == "host") if value else value
+    if depth > 8:
+        return value if isinstance(value, int | float | bool | None) else credscan.MARK.decode()
+    if isinstance(value, dict):
+        return {
+            _redact_text(matcher, str(k)): _scrub(matcher, v, key=str(k), depth=depth + 1) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(matcher, v, key=key, depth=depth + 1) for v in value]
+    if isinstance(value, int | float | bool | None):
+        return value
+    return _redact_text(matcher, str(value))  # written as its text: checked as its text
+
+
+def _redact_text(matcher: Matcher, text: str, *, host: bool = False) -> str:
+    raw = text.encode("utf-8", errors="surrogateescape")
+    redacted, count = redact_value(matcher, raw, host=host)
+    return redacted.decode("utf-8", errors="replace") if count else text
+
+
+def redact_value(matcher: Matcher, data: bytes, *, host: bool = False) -> tuple[bytes, int]:
+    """`data` with every form of every credential replaced; all of it replaced when a credential is still there
+    once the rest is read decoded (a mix of escaped and plain characters) or, for a host, across labels."""
+    redacted, count = matcher.redact(data)
+    if credscan.scan_request(matcher, host=redacted if host else b"", body=redacted) is not None:
+        return credscan.MARK, count + 1
+    return redacted, count
+
+
+def _redact_fields(
+    matcher: Matcher, fields: Iterable[tuple[bytes, bytes]]
+) -> tuple[tuple[tuple[bytes, bytes], ...], int]:
+    out = []
+    count = 0
+    for name, value in fields:
+        name, n = redact_value(matcher, name)
+        value, v = redact_value(matcher, value)
+        out.append((name, value))
+        count += n + v
+    return tuple(out), count
+
+
+def redact_trailers(response: http.Response, matcher: Matcher) -> int:
+    """Redact a response's trailer fields (sent to the agent after the body); how many places were replaced."""
+    if not matcher or not response.trailers:
+        return 0
+    try:
+        fields, count = _redact_fields(matcher, response.trailers.fields)
+    except Exception as exc:  # never sent unread: dropped (the message may quote them, so only its type is logged)
+        log.error("response: its trailers could not be redacted (%s); dropped", type(exc).__name__)
+        response.trailers = None
+        return 0
+    if count:
+        response.trailers.fields = fields
+        log.warning("response: a credential in its trailers was redacted")
+    return count
 
 
 def redact_response(
     flow: http.HTTPFlow, matcher: Matcher, on_chunk: Callable[[bytes], None] | None
 ) -> credscan.StreamRedactor:
-    """Redact every response header (names and values) now and stream the body through a redactor.
+    """Redact the status line's reason phrase and every response header (names and values) now, and stream the
+    body through a redactor (trailers are redacted by `redact_trailers` once they arrived).
 
     A body in a content encoding is decoded on the way (the agent gets it as identity), so a compressed echo is
     redacted too; an encoding that cannot be decoded here is withheld.
     """
     response = flow.response
     assert response is not None  # noqa: S101
-    fields, count = credscan.redact_headers(matcher, response.headers.fields)
+    reason, in_reason = redact_value(matcher, response.data.reason)
+    if in_reason:
+        response.data.reason = reason
+    fields, count = _redact_fields(matcher, response.headers.fields)
     if count:
         response.headers.fields = fields
-        log.warning("response to %s: a credential in its headers was redacted", flow.id)
+    if count or in_reason:
+        log.warning("response to %s: a credential in its status line or headers was redacted", flow.id)
     redactor = credscan.StreamRedactor(matcher, on_chunk)
-    has_body = flow.request.method != "HEAD" and response.status_code not in (204, 304)
+    has_body = flow.request.method != "HEAD" and response.status_code >= 200 and response.status_code not in (204, 304)
     if not has_body:
+        response.stream = lambda chunk: _nonempty(redactor(chunk))  # none expected; anything that comes is read
         return redactor
     if "content-length" in response.headers:
         # Redaction may change the body's length: frame it with chunks instead.

@@ -237,6 +237,9 @@ def screen_request(
     return Framing(names, content_length, chunked, websocket), tuple(kept)
 
 
+_UNSAFE_IN_FIELD = re.compile(rb"[\r\n\x00]")
+
+
 def screen_response(
     *, status: int, fields: tuple[tuple[bytes, bytes], ...], websocket: bool
 ) -> tuple[tuple[bytes, bytes], ...] | None:
@@ -244,6 +247,11 @@ def screen_response(
 
     `websocket`: the request was a WebSocket upgrade (its 101 keeps `Upgrade: websocket`).
     """
+    for name, value in fields:
+        if _UNSAFE_IN_FIELD.search(name) or _UNSAFE_IN_FIELD.search(value):
+            # an obs-fold (kept by the parser as CR LF SP) or a bare CR, LF or NUL: a value split so that no
+            # redactor sees it whole, or a field smuggled into the agent's head; the answer is not passed on
+            raise Malformed("the upstream's answer has a header folded over lines or holding CR, LF or NUL")
     connection = [value for name, value in fields if name.lower() == b"connection"]
     tokens = _connection_tokens(connection) if connection else set()
     upgrading = status == 101

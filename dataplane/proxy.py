@@ -40,7 +40,7 @@ from mitmproxy.proxy import server_hooks
 
 from connectors.identify import Catalog
 from connectors.package import Action, Connector
-from dataplane import approval_hold, exfil, health, problems, refusals, shell_audit
+from dataplane import approval_hold, exfil, health, problems, refusals, shell_audit, ws_messages
 from dataplane.audit_records import (
     attempt_record,
     failed_outcome_record,
@@ -104,7 +104,9 @@ class AileronProxy:
         self.prices = prices or PriceTable.load(None)
         self.tunnels: dict[str, Tunnel] = {}
         self.pending: dict[str, Pending] = {}
+        self.sockets: dict[str, ws_messages.Socket] = {}  # WebSockets of sessions holding credentials, by flow
         self.reach = exfil.Reach(functools.partial(decrypt, credentials))
+        spool.scrub = self.reach.scrub  # every audit record, whoever builds it, redacted of its session's credentials
 
     # --- connection-level hooks ---------------------------------------------------------------------------
 
@@ -442,6 +444,10 @@ class AileronProxy:
 
     def response(self, flow: http.HTTPFlow) -> None:
         pending = self.pending.get(flow.id)
+        if pending is not None and pending.scan and flow.response is not None:
+            exfil.redact_trailers(flow.response, pending.scan)  # sent to the agent after this hook
+            if flow.websocket is not None:  # a 101 follows: its messages are screened with the same matcher
+                self.sockets[flow.id] = ws_messages.Socket(pending, pending.scan)
         self._finish(flow)
         if pending is not None and pending.response_failed:
             refusal = Refusal(
@@ -449,7 +455,33 @@ class AileronProxy:
             )
             flow.response = problems.response(refusal, request_id=pending.request_id)
 
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        socket = self.sockets.get(flow.id)
+        if socket is None or flow.websocket is None:
+            return
+        message = flow.websocket.messages[-1]
+        try:
+            refusal = ws_messages.screen(self.reach, socket, message)
+        except Exception as exc:
+            message.drop()  # type: ignore[no-untyped-call]  # never passed unread
+            socket.refused = True
+            log.error("request %s: screening a WebSocket message failed: %s", socket.pending.request_id, describe(exc))
+            ws_messages.close(flow)
+            return
+        if refusal is None:
+            return
+        log.warning(
+            "request %s: refused as %s (%s)", socket.pending.request_id, refusal.kind.slug, refusal.kind.severity
+        )
+        record = refusal_record(flow, socket.pending, refusal, sensitive=())
+        self._record_safely({**record, "id": new_request_id()})
+        ws_messages.close(flow)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self.sockets.pop(flow.id, None)
+
     def error(self, flow: http.HTTPFlow) -> None:
+        self.sockets.pop(flow.id, None)
         pending = self.pending.get(flow.id)
         if pending is not None and flow.error is not None and BODY_ERROR in flow.error.msg:
             # The head was fine and went on; the body was not, and the upstream saw no end of it: audit the refusal.

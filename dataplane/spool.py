@@ -51,6 +51,25 @@ SYNC_EVERY = 1.0
 MAX_BACKOFF_SECONDS = 5.0
 HELD_RECORDS = 10_000  # records nobody waited for, kept in memory while the disk refuses them
 _STOP = object()
+# What a record keeps when it could not be scrubbed: identifiers and outcomes the proxy itself chose, no text.
+_SCRUB_SAFE = frozenset(
+    {
+        "id",
+        "phase",
+        "session_id",
+        "at",
+        "kind",
+        "connector",
+        "decision",
+        "problem_type",
+        "severity",
+        "credential_id",
+        "upstream_status",
+        "latency_ms",
+        "completed_at",
+        "run",
+    }
+)
 
 
 class SpoolError(RuntimeError):
@@ -78,6 +97,8 @@ class AuditSpool:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._written = threading.Condition()
         self._stopping = threading.Event()
+        # Applied to every record before it is written: the data plane redacts credentials here, in one place.
+        self.scrub: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self._threads: list[threading.Thread] = []
         self._fd = -1
         self._size = 0  # the open segment's length up to its last whole line
@@ -184,6 +205,16 @@ class AuditSpool:
         self._queue.put((_line(self._stamped(record)), None, None))
 
     def _stamped(self, record: dict[str, Any]) -> dict[str, Any]:
+        if self.scrub is not None:
+            try:
+                record = self.scrub(record)
+            except Exception as exc:
+                # Never write what could not be checked: keep what identifies the record, drop every text in it.
+                log.error(
+                    "audit record %s could not be checked for credentials: %s", record.get("id"), type(exc).__name__
+                )
+                record = {k: v for k, v in record.items() if k in _SCRUB_SAFE}
+                record["error"] = "the record could not be checked for credentials; its details were dropped"
         if record.get("phase") == "attempt" and "run" not in record:
             record["run"] = self.run_id
         return record

@@ -256,3 +256,21 @@ def test_a_body_that_decodes_beyond_the_limit_or_in_an_unknown_encoding_is_undec
         credscan.decode_body(b"whatever", "compress")
     with pytest.raises(credscan.Undecodable):
         credscan.decode_body(b"not gzip", "gzip")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [("gzip", gzip.compress), ("x-gzip", gzip.compress), ("deflate", zlib.compress)],
+)
+def test_every_member_of_a_multi_member_body_is_scanned_not_only_the_first(encoding, encode):
+    # Python's gzip, Go's compress/gzip and zcat read every member: so does the scan.
+    body = credscan.decode_body(encode(b"hi ") + encode(b"x" * 10) + encode(SECRET), encoding)
+    assert scan_request(Matcher([SECRET]), body=body) == credscan.Found(0, "body")
+
+
+def test_many_members_are_still_bounded_and_trailing_garbage_is_undecodable():
+    with pytest.raises(credscan.Undecodable):
+        credscan.decode_body(gzip.compress(b"\0" * 600) + gzip.compress(b"\0" * 600), "gzip", limit=1000)
+    with pytest.raises(credscan.Undecodable):
+        credscan.decode_body(gzip.compress(b"hi") + b"not a member", "gzip")
+    assert credscan.decode_body(gzip.compress(b"hi") + b"\0" * 8, "gzip") == b"hi"

@@ -220,3 +220,9 @@ def test_a_body_cut_short_is_refused_at_eof() -> None:
     assert isinstance(reader(buf), h11.Data)
     with pytest.raises(h11.RemoteProtocolError):
         reader.read_eof()
+
+
+@pytest.mark.parametrize("value", [b"first\r\n second", b"a\rb", b"a\nb", b"a\x00b"])
+def test_a_response_header_folded_or_holding_cr_lf_or_nul_is_malformed(value: bytes) -> None:
+    with pytest.raises(Malformed):
+        screen_response(status=200, fields=((b"X-Fold", value),), websocket=False)

@@ -14,6 +14,7 @@ from mitmproxy.proxy import server_hooks
 from mitmproxy.test import tflow, tutils
 
 import dataplane.credscan
+import dataplane.exfil
 import dataplane.proxy
 import dataplane.usage
 from dataplane.flowstate import Tunnel
@@ -119,7 +120,7 @@ def test_an_exception_on_the_response_headers_never_passes_the_upstreams_answer_
     proxy, spool, _ = make_proxy(tmp_path)
     flow = github_flow(proxy)
     asyncio.run(proxy.requestheaders(flow))
-    monkeypatch.setattr(dataplane.credscan, "redact_headers", boom("header", RuntimeError))
+    monkeypatch.setattr(dataplane.exfil, "redact_value", boom("header", RuntimeError))
     flow.response = tutils.tresp(headers=http.Headers(((b"x-echo", SECRET),)), content=b'{"token": "' + SECRET + b'"}')
     proxy.responseheaders(flow)
     assert not flow.response.stream  # buffered, so it can still be replaced before the agent sees any of it

@@ -277,3 +277,37 @@ def test_records_nobody_waits_for_are_written_at_once_but_synced_at_most_once_a_
     finally:
         os.fdatasync = real
     spool.stop()
+
+
+def test_every_record_the_spool_writes_passes_its_scrub_and_one_that_fails_it_keeps_no_text(tmp_path: Path) -> None:
+    from dataplane import exfil
+    from dataplane.credscan import MARK, Matcher
+
+    secret = b"canary-spool-0123456789abcdef"
+    matcher = Matcher([secret])
+    spool = AuditSpool(tmp_path / "spool", FlakyControlPlane().ship)
+    spool.scrub = lambda record: exfil.scrub_record(matcher, record)
+    spool.start()
+    asyncio.run(
+        spool.record_durable(
+            {
+                "id": "a",
+                "phase": "outcome",
+                "error": "Bad HTTP response line: b'HTTP/1.1 2x0 " + secret.decode() + "'",
+                "args": {"q": [secret.hex()], secret.decode(): 1},
+                "reason": "%63" + secret.decode()[1:],  # escaped in part: still the credential, read decoded
+            }
+        )
+    )
+
+    def broken(record: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError(secret.decode())
+
+    spool.scrub = broken
+    asyncio.run(spool.record_durable({"id": "b", "phase": "outcome", "error": secret.decode(), "upstream_status": 200}))
+    spool.stop(ship_timeout=0.1)
+    written = b"".join(p.read_bytes() for p in (tmp_path / "spool").glob("*.jsonl"))
+    assert matcher.first(written) is None and secret not in written
+    first, second = (json.loads(line) for line in written.splitlines() if b'"id":"a"' in line or b'"id":"b"' in line)
+    assert first["error"].endswith(MARK.decode() + "'") and first["reason"] == MARK.decode()
+    assert second["upstream_status"] == 200 and "dropped" in second["error"]
