@@ -159,12 +159,34 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
+MAX_JSON_DEPTH = 128  # API bodies nest a handful of levels; deeper ones only serve to exhaust a recursive reader
+
+
 def parse_json_body(body: bytes) -> Any:
-    """A JSON body; duplicate keys anywhere are refused."""
+    """A JSON body; duplicate keys anywhere, and nesting deeper than MAX_JSON_DEPTH, are refused."""
     try:
-        return json.loads(body, object_pairs_hook=_no_duplicates)
+        data = json.loads(body, object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise Refused("the body is not valid JSON") from None
+    except RecursionError:
+        raise Refused(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    if _depth_exceeds(data, MAX_JSON_DEPTH):
+        raise Refused(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep")
+    return data
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    """Whether `data` nests arrays and objects more than `limit` deep (iteratively: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            if depth >= limit:
+                return True
+            stack.extend((item, depth + 1) for item in value if isinstance(item, dict | list))
+    return False
 
 
 def parse_form_body(body: bytes) -> dict[str, str]:

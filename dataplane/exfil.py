@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,8 @@ from vaults import crypto
 log = logging.getLogger("aileron.proxy")
 
 DEFAULT_TTL = 60.0  # how long a session's set of plaintexts is reused before it is decrypted afresh
+MAX_DECODED_RESPONSE = 64 * 1024 * 1024  # a compressed answer decoding to more is cut off (a decompression bomb)
+DECODE_PIECE = 1024 * 1024  # a compressed answer is decoded (and redacted) at most this much at a time
 EMPTY = Matcher(())
 
 Decrypt = Callable[[str, str, str], Awaitable[bytearray]]  # (session_id, vault_id, credential_id) -> plaintext
@@ -254,14 +256,23 @@ def redact_trailers(response: http.Response, matcher: Matcher) -> int:
     return count
 
 
+class DecodedTooLarge(Exception):
+    """A compressed answer decodes to more than the proxy reads of one: the rest of it is not passed on."""
+
+
 def redact_response(
-    flow: http.HTTPFlow, matcher: Matcher, on_chunk: Callable[[bytes], None] | None
+    flow: http.HTTPFlow,
+    matcher: Matcher,
+    on_chunk: Callable[[bytes], None] | None,
+    *,
+    max_decoded: int = MAX_DECODED_RESPONSE,
 ) -> credscan.StreamRedactor:
     """Redact the status line's reason phrase and every response header (names and values) now, and stream the
     body through a redactor (trailers are redacted by `redact_trailers` once they arrived).
 
     A body in a content encoding is decoded on the way (the agent gets it as identity), so a compressed echo is
-    redacted too; an encoding that cannot be decoded here is withheld.
+    redacted too; an encoding that cannot be decoded here is withheld. Decoding stops with DecodedTooLarge past
+    `max_decoded` bytes (the caller ends the flow as broken).
     """
     response = flow.response
     assert response is not None  # noqa: S101
@@ -286,15 +297,21 @@ def redact_response(
     if encoding and encoding != "identity":
         del response.headers["content-encoding"]
         decoder = _stream_decoder(encoding)
+        total = 0
 
         def decoded(chunk: bytes) -> list[bytes]:
+            nonlocal total
             if decoder is None:
                 return []  # withheld: it cannot be read for credentials here
-            if chunk:
-                data = decoder(chunk)
-                return _nonempty(redactor(data)) if data else []  # an empty chunk would end the redactor's stream
-            tail = decoder(b"")
-            return _nonempty((redactor(tail) if tail else b"") + redactor(b""))
+            out: list[bytes] = []
+            for data in decoder(chunk):
+                total += len(data)
+                if total > max_decoded:
+                    raise DecodedTooLarge(f"the answer decodes to more than {max_decoded} bytes; it was cut off")
+                out += _nonempty(redactor(data))  # never an empty chunk: it would end the redactor's stream
+            if not chunk:
+                out += _nonempty(redactor(b""))
+            return out
 
         response.stream = decoded
         return redactor
@@ -307,16 +324,28 @@ def _nonempty(data: bytes) -> list[bytes]:
     return [data] if data else []
 
 
-def _stream_decoder(encoding: str) -> Callable[[bytes], bytes] | None:
-    """A chunk-by-chunk decoder for a response's Content-Encoding (b"" flushes); None for one it cannot read."""
+def _stream_decoder(encoding: str) -> Callable[[bytes], Iterator[bytes]] | None:
+    """A chunk-by-chunk decoder for a response's Content-Encoding (b"" flushes), yielding pieces of about
+    DECODE_PIECE bytes (two at most; never empty ones); None for an encoding it cannot read."""
     if encoding in ("gzip", "x-gzip", "deflate"):
         inflater = zlib.decompressobj(wbits=47 if encoding != "deflate" else 15)
 
-        def inflate(chunk: bytes) -> bytes:
+        def inflate(chunk: bytes) -> Iterator[bytes]:
             try:
-                return inflater.decompress(chunk) if chunk else inflater.flush()
+                data = inflater.unconsumed_tail + chunk
+                while data and not inflater.eof:
+                    piece = inflater.decompress(data, DECODE_PIECE)
+                    data = inflater.unconsumed_tail
+                    if piece:
+                        yield piece
+                    elif not data:
+                        break
+                if not chunk and not inflater.eof:
+                    tail = inflater.flush(DECODE_PIECE)
+                    if tail:
+                        yield tail
             except zlib.error:
-                return b""  # corrupt: nothing more of it reaches the agent
+                return  # corrupt: nothing more of it reaches the agent
 
         return inflate
     if encoding == "br":
@@ -324,11 +353,18 @@ def _stream_decoder(encoding: str) -> Callable[[bytes], bytes] | None:
 
         unbrotli_state = brotli.Decompressor()
 
-        def unbrotli(chunk: bytes) -> bytes:
+        def unbrotli(chunk: bytes) -> Iterator[bytes]:
+            # The output limit is approximate (a buffer stops growing once past it), and what is left over is only
+            # given back by later calls with no input: drain those until one gives nothing.
             try:
-                return bytes(unbrotli_state.process(chunk)) if chunk else b""
+                piece = bytes(unbrotli_state.process(chunk, output_buffer_limit=DECODE_PIECE)) if chunk else b""
+                while piece:
+                    yield piece
+                    if unbrotli_state.is_finished():
+                        break
+                    piece = bytes(unbrotli_state.process(b"", output_buffer_limit=DECODE_PIECE))
             except brotli.error:
-                return b""
+                return
 
         return unbrotli
     return None

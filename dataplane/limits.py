@@ -12,7 +12,9 @@ place where the bound can hold:
   `Connection: close`, and the rest of the body is dropped as it arrives, never buffered (mitmproxy would read
   the whole body into memory first, and answer `Expect: 100-continue` before it);
 - the HTTP/1 upstream connection (`Http1Client`): a request sent gets `response_timeout` seconds for the head
-  of its answer, then the flow fails with an `upstream-timeout` error (a 504 to the agent);
+  of its answer, then the flow fails with an `upstream-timeout` error (a 504 to the agent); an answer head
+  over `max_response_head_bytes` or `max_response_header_fields` closes the connection and fails the flow
+  (a 502, `upstream-unavailable`) before mitmproxy buffers more of it;
 - a failed upstream carries TIMEOUT_MARK in its error when it timed out: dataplane.http1_strict (which makes
   mitmproxy's own error answers RFC 9457 problems) answers those 504;
 - the upstream connect (`asyncio.open_connection` as mitmproxy's proxy server sees it) gets `connect_timeout`;
@@ -62,6 +64,8 @@ class Limits:
 
     max_head_bytes: int = 64 * 1024  # request line and headers together
     max_header_fields: int = 128  # SDKs send 10-30; Envoy refuses at 100, Node at 2,000
+    max_response_head_bytes: int = 64 * 1024  # an upstream's status line and headers together
+    max_response_header_fields: int = 256
     header_timeout: float = 30.0  # to receive a whole request head
     connect_timeout: float = 10.0  # to open the TCP connection upstream
     response_timeout: float = 300.0  # from the end of the request to the first byte of the answer
@@ -78,17 +82,26 @@ def head_problem(buffered: bytes | bytearray | memoryview, limits: Limits) -> st
 
     Looks at no more than `max_head_bytes` + 2 bytes, whatever is buffered: cost bounded per call.
     """
-    window = bytes(buffered[: limits.max_head_bytes + 2]).lstrip(b"\r\n")
+    return _head_problem(buffered, limits.max_head_bytes, limits.max_header_fields, "request")
+
+
+def response_head_problem(buffered: bytes | bytearray | memoryview, limits: Limits) -> str | None:
+    """Why the response head an upstream is sending is refused, or None (within bounds, complete or not yet)."""
+    return _head_problem(buffered, limits.max_response_head_bytes, limits.max_response_header_fields, "response")
+
+
+def _head_problem(buffered: bytes | bytearray | memoryview, max_bytes: int, max_fields: int, what: str) -> str | None:
+    window = bytes(buffered[: max_bytes + 2]).lstrip(b"\r\n")
     end = _BLANK_LINE.search(window)
     if end is None:
-        if len(window) > limits.max_head_bytes:
-            return f"the request head exceeds {limits.max_head_bytes} bytes"
+        if len(window) > max_bytes:
+            return f"the {what} head exceeds {max_bytes} bytes"
         head = window
     else:
         head = window[: end.start()]
-    fields = head.count(b"\n")  # lines after the request line, folded ones included
-    if fields > limits.max_header_fields:
-        return f"the request has more than {limits.max_header_fields} header fields"
+    fields = head.count(b"\n")  # lines after the first line, folded ones included
+    if fields > max_fields:
+        return f"the {what} has more than {max_fields} header fields"
     return None
 
 
@@ -347,6 +360,18 @@ def _wrap_http1_client() -> None:
             else:
                 yield deadline.arm()
             return
+        if (
+            isinstance(event, events.DataReceived)
+            and self.state == self.read_headers
+            and self.request is not None
+            and self.stream_id is not None
+        ):
+            self.buf += event.data
+            reason = response_head_problem(self.buf._data, _limits())
+            if reason is not None:
+                yield from _refuse_response_head(self, reason)
+                return
+            event = events.DataReceived(event.connection, b"")  # already in the buffer
         yield from original(self, event)
         if isinstance(event, RequestEndOfMessage) and self.response is None and self.stream_id is not None:
             started = _Deadline(time.monotonic() + _limits().response_timeout, stream_id=self.stream_id)
@@ -354,6 +379,18 @@ def _wrap_http1_client() -> None:
             yield started.arm()
 
     client._handle_event = handle_event  # type: ignore[method-assign]
+
+
+def _refuse_response_head(conn: Any, reason: str) -> CommandGenerator:
+    """An upstream's answer head is too large: drop it, close the connection, fail the flow (a 502 to the agent)."""
+    conn._aileron_response_timer = None
+    stream_id = conn.stream_id
+    conn.buf = ReceiveBuffer()
+    conn.state = conn.done
+    yield commands.CloseConnection(conn.conn)
+    yield ReceiveHttp(
+        ResponseProtocolError(stream_id, f"the upstream's answer was refused: {reason}", ErrorCode.GENERIC_SERVER_ERROR)
+    )
 
 
 def _upstream_timed_out(conn: Any) -> CommandGenerator:

@@ -261,6 +261,7 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
         # which credentialed requests may not use) before the decision; an HTTP/2 body need not.
         http2=False,
         stream_large_bodies=None,
+        rawtcp=False,  # bytes in a tunnel that do not look like HTTP are refused as HTTP, never piped unchecked
     )
     spool.start()
     background: list[asyncio.Task[Any]] = []

@@ -354,6 +354,14 @@ def test_the_http2_preface_over_http1_is_refused(attack: Attack) -> None:
     refused_and_closed(answer)
 
 
+def test_bytes_that_are_not_http_inside_the_tunnel_are_refused_never_piped_raw(attack: Attack) -> None:
+    # mitmproxy would hand these to its raw TCP layer, where no check and no audit runs.
+    marker = uuid.uuid4().hex.encode()
+    answer = exchange(attack.world, EGRESS, b"\x00\x01\x02" + marker + b"\r\n\r\n")
+    refused_and_closed(answer)
+    assert marker not in attack.upstream.raw()
+
+
 def test_the_tunnel_never_negotiates_http2(attack: Attack) -> None:
     sock = socket.create_connection(("127.0.0.1", attack.world.service.proxy_port), timeout=10)
     auth = base64.b64encode(f"aileron:{attack.world.token}".encode()).decode()

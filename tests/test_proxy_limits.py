@@ -13,10 +13,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import brotli
 import httpx
 import pytest
 
-from tests.fake_upstream import fake_upstream
+from tests.fake_upstream import Received, Reply, fake_upstream
 from tests.proxy_world import World, proxy_world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -369,3 +370,49 @@ def test_an_upstream_that_never_accepts_the_connection_gets_a_504_at_the_connect
     assert reply.status_code == 504, reply.text
     assert reply.json()["type"] == "urn:aileron:problem:upstream-timeout"
     assert elapsed < 8
+
+
+# --- answers ------------------------------------------------------------------------------------------------
+
+
+def _bomb(received: Received) -> Reply | None:
+    if received.path.startswith("/repos/bomb/"):
+        body = brotli.compress(b"\0" * (512 * 1024 * 1024), quality=5)  # a few hundred bytes
+        return Reply(200, {"Content-Type": "application/json", "Content-Encoding": "br"}, [body])
+    return None
+
+
+def test_a_compressed_answer_that_decodes_without_end_is_cut_off_and_audited(world: World) -> None:
+    world.upstream.responders.insert(0, _bomb)
+    before = _proxy_rss_kib(world)
+    got = 0
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=60) as client:
+        with pytest.raises(httpx.HTTPError):  # the answer is broken off, never ended cleanly
+            with client.stream("GET", "https://api.github.com/repos/bomb/app") as reply:
+                assert reply.status_code == 200
+                for chunk in reply.iter_raw():
+                    got += len(chunk)
+    peak = _proxy_rss_kib(world)
+    print(f"proxy RSS: {before} KiB before, {peak} KiB after a 512 MiB brotli bomb; the agent got {got} bytes")
+    assert got <= 64 * 1024 * 1024
+    assert peak - before < 200 * 1024
+    records = world.audit_wait(lambda rs: any(r["path"] == "/repos/bomb/app" and r["completed_at"] for r in rs))
+    record = next(r for r in records if r["path"] == "/repos/bomb/app")
+    assert "DecodedTooLarge" in record["error"], record
+
+
+def _endless_head(received: Received) -> Reply | None:
+    if received.path.startswith("/repos/endless/"):
+        return Reply(200, {f"X-Field-{n}": "a" * 100 for n in range(20_000)}, [b"{}"])
+    return None
+
+
+def test_an_upstream_answer_head_without_end_is_cut_at_the_limit_and_answered_502(world: World) -> None:
+    world.upstream.responders.insert(0, _endless_head)
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=30) as client:
+        reply = client.get("https://api.github.com/repos/endless/app")
+    assert reply.status_code == 502, reply.text
+    assert reply.json()["type"] == "urn:aileron:problem:upstream-unavailable"
+    records = world.audit_wait(lambda rs: any(r["path"] == "/repos/endless/app" and r["completed_at"] for r in rs))
+    record = next(r for r in records if r["path"] == "/repos/endless/app")
+    assert record["upstream_status"] is None and "header fields" in record["error"], record

@@ -196,3 +196,18 @@ def test_adversarial_variants_match_the_same_action_or_nothing(github: tuple[lis
             with pytest.raises(Refused):
                 router.match(host="api.github.com", method=route.method, path=refused)
     assert checked > 5000
+
+
+@pytest.mark.parametrize("depth", [129, 5_000, 200_000])
+def test_a_json_body_nested_too_deeply_is_refused_not_a_crash(depth: int) -> None:
+    with pytest.raises(Refused, match="nested"):
+        parse_json_body(b'{"title":' + b"[" * depth + b"]" * depth + b"}")
+    with pytest.raises(Refused, match="nested"):
+        parse_json_body(b'{"a":' * depth + b"1" + b"}" * depth)
+
+
+def test_a_json_body_nested_within_the_bound_is_read() -> None:
+    value: list[object] = []
+    for _ in range(126):
+        value = [value]
+    assert parse_json_body(b'{"a":' + b"[" * 127 + b"]" * 127 + b"}") == {"a": value}

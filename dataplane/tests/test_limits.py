@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.limits import BodyBudget, Limits, head_problem, request_line
+from dataplane.limits import BodyBudget, Limits, head_problem, request_line, response_head_problem
 from dataplane.server import StartupError, limits_from_environment, settings_from
 
 SMALL = Limits(max_head_bytes=200, max_header_fields=3)
@@ -107,3 +107,44 @@ def test_a_timed_out_upstream_is_answered_504_and_other_upstream_failures_502() 
     assert timed_out.startswith(b"HTTP/1.1 504") and b"urn:aileron:problem:upstream-timeout" in timed_out
     refused = problem_bytes(502, "Connection failed: [Errno 111] Connection refused")
     assert refused.startswith(b"HTTP/1.1 502") and b"urn:aileron:problem:upstream-unavailable" in refused
+
+
+def test_a_response_head_over_the_bounds_is_refused_before_it_ends() -> None:
+    limits = Limits(max_response_head_bytes=1000, max_response_header_fields=8)
+    assert response_head_problem(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n" + b"x" * 5000, limits) is None
+    assert response_head_problem(b"HTTP/1.1 200 OK\r\n" + b"A: b\r\n" * 9, limits) is not None
+    assert response_head_problem(b"HTTP/1.1 200 OK\r\nA: " + b"b" * 1000, limits) is not None
+
+
+def test_an_upstream_sending_an_endless_head_gets_its_connection_closed_and_the_flow_a_502() -> None:
+    from mitmproxy import options
+    from mitmproxy.proxy import commands, context, events
+    from mitmproxy.proxy.layers.http._base import ReceiveHttp
+    from mitmproxy.proxy.layers.http._events import RequestEndOfMessage, RequestHeaders, ResponseProtocolError
+    from mitmproxy.proxy.layers.http._http1 import Http1Client
+    from mitmproxy.test import tflow, tutils
+
+    from dataplane import limits as limits_module
+    from dataplane.http1_strict import problem_bytes
+
+    limits_module.install(Limits())
+    ctx = context.Context(tflow.tclient_conn(), options.Options())
+    ctx.server = tflow.tserver_conn()
+    client = Http1Client(ctx)
+    list(client.handle_event(events.Start()))
+    list(client.handle_event(RequestHeaders(1, tutils.treq(), False)))
+    list(client.handle_event(RequestEndOfMessage(1)))
+    sent = 0
+    out: list[object] = []
+    line = b"X-Endless: " + b"a" * 100 + b"\r\n"
+    data = b"HTTP/1.1 200 OK\r\n"
+    while sent < 1024 * 1024 and not out:
+        out = [c for c in client.handle_event(events.DataReceived(ctx.server, data)) if not isinstance(c, commands.Log)]
+        sent += len(data)
+        data = line
+    assert sent < 80 * 1024  # refused soon after the bound (64 KiB), not buffered on
+    assert isinstance(out[0], commands.CloseConnection) and out[0].connection is ctx.server
+    assert isinstance(out[1], ReceiveHttp) and isinstance(out[1].event, ResponseProtocolError)
+    assert len(client.buf) == 0
+    answer = problem_bytes(502, out[1].event.message)
+    assert answer.startswith(b"HTTP/1.1 502") and b"urn:aileron:problem:upstream-unavailable" in answer

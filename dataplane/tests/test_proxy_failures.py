@@ -102,16 +102,16 @@ def test_an_exception_after_the_credential_was_injected_keeps_the_request_and_th
     assert proxy.pending == {}
 
 
-def test_a_body_nested_too_deep_to_parse_is_a_problem_and_an_audited_error(tmp_path: Path) -> None:
+def test_a_body_nested_too_deep_to_parse_is_refused_and_audited(tmp_path: Path) -> None:
     proxy, spool, events = make_proxy(tmp_path)
     flow = create_issue_flow(proxy, b'{"title": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
     asyncio.run(proxy.requestheaders(flow))
     assert flow.response is None  # a bounded body: decided in `request`
     asyncio.run(proxy.request(flow))
-    assert_problem(flow, 500, "internal-error")
+    assert_problem(flow, 400, "ambiguous-request")
     assert events == ["decrypt"]  # the outbound scan's read only
     [record] = spool.records
-    assert record["decision"] == "error" and "RecursionError" in record["reason"]
+    assert record["decision"] == "deny" and "nested more than 128 levels" in record["reason"], record
 
 
 def test_an_exception_on_the_response_headers_never_passes_the_upstreams_answer_on(
