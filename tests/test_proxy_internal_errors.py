@@ -58,7 +58,8 @@ def test_an_exception_while_stripping_the_agents_auth_is_a_problem_and_an_audite
     assert "Addon error" not in log and world.canaries["github"].decode() not in log
 
 
-def test_a_body_nested_too_deep_to_parse_is_a_problem_and_an_audited_error(world: World) -> None:
+def test_a_body_nested_too_deep_to_parse_is_refused_as_ambiguous_and_audited(world: World) -> None:
+    """Once an internal error (a RecursionError in the matcher), now a refusal of its own: the depth is bounded."""
     mark = len(world.upstream.received)
     body = b'{"title": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with agent(world) as client:
@@ -67,5 +68,11 @@ def test_a_body_nested_too_deep_to_parse_is_a_problem_and_an_audited_error(world
             content=body,
             headers={"Content-Type": "application/json"},
         )
-    assert_internal_error(world, response, mark, "RecursionError")
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert problem["type"] == "urn:aileron:problem:ambiguous-request"
+    assert world.received_since(mark) == [], "the upstream received a request the proxy refused"
+    records = world.audit_wait(lambda rs: any(r["id"] == problem["request_id"] for r in rs))
+    [record] = [r for r in records if r["id"] == problem["request_id"]]
+    assert record["decision"] == "deny" and record["problem_type"] == "ambiguous-request"
     assert "Addon error" not in world.service.log.read_text(errors="replace")
