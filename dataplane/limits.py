@@ -32,6 +32,7 @@ import re
 import threading
 import time
 import types
+import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -45,7 +46,12 @@ from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers import tls as tls_layers
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
-from mitmproxy.proxy.layers.http._events import ErrorCode, RequestEndOfMessage, ResponseProtocolError
+from mitmproxy.proxy.layers.http._events import (
+    ErrorCode,
+    RequestEndOfMessage,
+    RequestProtocolError,
+    ResponseProtocolError,
+)
 from mitmproxy.proxy.layers.http._hooks import HttpRequestHeadersHook, HttpResponseHeadersHook
 
 from dataplane import problems
@@ -56,6 +62,36 @@ log = logging.getLogger("aileron.limits")
 
 MIB = 1024 * 1024
 TIMEOUT_MARK = "upstream-timeout"  # starts every message of a timed-out upstream, so the answer is a 504
+BODY_TIMEOUT_MARK = "body-timeout"  # starts the flow error of a request body cut for being too slow
+
+
+def body_timeout_error(request_id: str, detail: str) -> str:
+    """The flow error of a body cut for slowness: names the request id its problem answer carried."""
+    return f"{BODY_TIMEOUT_MARK} {request_id}: {detail}"
+
+
+def parse_body_timeout(message: str) -> tuple[str, str] | None:
+    """(request id, detail) of a flow error made by `body_timeout_error`, else None."""
+    if not message.startswith(BODY_TIMEOUT_MARK + " "):
+        return None
+    request_id, _, detail = message[len(BODY_TIMEOUT_MARK) + 1 :].partition(": ")
+    return request_id, detail
+
+
+def body_too_slow(*, now: float, started: float, last: float, received: int, limits: Limits) -> str | None:
+    """Why a request body still arriving is cut, or None: a gap longer than body_timeout, or, once the body is
+    older than body_timeout, fewer than min_body_rate bytes a second on average since then."""
+    if now - last >= limits.body_timeout:
+        return f"no byte of the request body arrived for {limits.body_timeout:g} s"
+    late = now - started - limits.body_timeout
+    if late > 0 and received <= limits.min_body_rate * late:
+        return f"the request body arrived slower than {limits.min_body_rate} bytes a second"
+    return None
+
+
+def body_next_check(*, started: float, last: float, received: int, limits: Limits) -> float:
+    """When `body_too_slow` may first say yes, if no more bytes arrive."""
+    return min(last + limits.body_timeout, started + limits.body_timeout + received / limits.min_body_rate)
 
 
 @dataclass(frozen=True)
@@ -70,6 +106,11 @@ class Limits:
     connect_timeout: float = 10.0  # to open the TCP connection upstream
     response_timeout: float = 300.0  # from the end of the request to the first byte of the answer
     body_budget: int = 64 * MIB  # every buffered request body together
+    session_body_share: int = 16 * MIB  # what one session's bodies may hold of it at once
+    body_timeout: float = 30.0  # the longest wait for the next byte of a request body (nginx: 60)
+    min_body_rate: int = 16 * 1024  # bytes/s a body must average once it is older than body_timeout
+    max_connections: int = 4096  # client connections open at once (each may hold one upstream connection too)
+    session_connections: int = 256  # tunnels one session may hold open at once
 
 
 # --- pure rules ---------------------------------------------------------------------------------------------
@@ -115,29 +156,52 @@ def request_line(buffered: bytes | bytearray | memoryview) -> tuple[str, str]:
 
 
 class BodyBudget:
-    """Bytes of request bodies buffered at once, for all flows together; a reservation is held until release."""
+    """Bytes of request bodies buffered at once, for all flows together; a reservation is held until release.
 
-    def __init__(self, capacity: int, *, reclaimer: Reclaimer | None = None) -> None:
+    No owner (a session) may hold more than `share` of it at once: one session's stalled uploads cannot refuse
+    every other session's bodies (they are also cut by the body timeouts, which give their bytes back).
+    """
+
+    def __init__(self, capacity: int, *, share: int | None = None, reclaimer: Reclaimer | None = None) -> None:
         self.capacity = capacity
+        self.share = min(capacity, share) if share else capacity
         self.in_use = 0
-        self._held: dict[str, int] = {}
+        self._held: dict[str, tuple[str, int]] = {}  # flow -> (owner, bytes)
+        self._by_owner: dict[str, int] = {}
         self.reclaimer = reclaimer or Reclaimer()
 
-    def reserve(self, key: str, size: int) -> bool:
-        """Hold `size` bytes for `key`; False when the budget cannot hold them now."""
+    def admit(self, key: str, size: int, *, owner: str = "") -> str | None:
+        """Hold `size` bytes for `key` (owned by `owner`); None when held, else why the budget cannot hold them."""
         if size <= 0:
-            return True
+            return None
+        owned = self._by_owner.get(owner, 0)
+        if owned + size > self.share:
+            return f"this session has {owned} of its {self.share} bytes of bodies in flight; this one has {size}"
         if self.in_use + size > self.capacity:
-            return False
-        self._held[key] = self._held.get(key, 0) + size
+            return f"{self.in_use} of {self.capacity} bytes of bodies are in flight; this one has {size}"
+        held_owner, held = self._held.get(key, (owner, 0))
+        self._held[key] = (held_owner, held + size)
+        self._by_owner[held_owner] = self._by_owner.get(held_owner, 0) + size
         self.in_use += size
-        return True
+        return None
+
+    def reserve(self, key: str, size: int, *, owner: str = "") -> bool:
+        """Hold `size` bytes for `key`; False when the budget (or the owner's share of it) cannot hold them now."""
+        return self.admit(key, size, owner=owner) is None
+
+    def owned(self, owner: str) -> int:
+        return self._by_owner.get(owner, 0)
 
     def release(self, key: str) -> None:
-        size = self._held.pop(key, 0)
+        owner, size = self._held.pop(key, ("", 0))
         if not size:
             return
         self.in_use -= size
+        left = self._by_owner.get(owner, 0) - size
+        if left > 0:
+            self._by_owner[owner] = left
+        else:
+            self._by_owner.pop(owner, None)
         # Its flow ends soon but is freed only by a cyclic collection (see dataplane.reclaim), even under load.
         self.reclaimer.note_freed(size)
 
@@ -226,6 +290,16 @@ def _woken(deadline: _Deadline | None, event: events.Wakeup) -> TypeGuard[_Deadl
     return deadline is not None and event.command is deadline.wakeup
 
 
+@dataclass
+class _BodyClock:
+    """How a request body is arriving: when it started, its last byte, and how many bytes so far."""
+
+    started: float
+    last: float
+    received: int = 0
+    deadline: _Deadline | None = None
+
+
 def _wrap_http1_server() -> None:
     server = _http1.Http1Server
     original = server._handle_event
@@ -239,6 +313,9 @@ def _wrap_http1_server() -> None:
                     yield from _head_timed_out(self, limits)
                 else:
                     yield deadline.arm()
+            clock: _BodyClock | None = getattr(self, "_aileron_body_clock", None)
+            if clock is not None and _woken(clock.deadline, event):
+                yield from _check_body(self, clock, limits)
             return
         if isinstance(event, events.Start):
             yield from original(self, event)
@@ -254,11 +331,57 @@ def _wrap_http1_server() -> None:
                 yield from _refuse_head(self, Refusal(problems.HEADERS_TOO_LARGE, reason))
                 return
             event = events.DataReceived(event.connection, b"")  # already in the buffer
+        elif self.state == self.read_body and isinstance(event, events.DataReceived) and event.data:
+            clock = getattr(self, "_aileron_body_clock", None)
+            if clock is not None:
+                clock.last = time.monotonic()
+                clock.received += len(event.data)
         yield from original(self, event)
         if self.state != self.read_headers:
             self._aileron_head_timer = None
+        if self.state == self.read_body:
+            if getattr(self, "_aileron_body_clock", None) is None:
+                now = time.monotonic()
+                clock = self._aileron_body_clock = _BodyClock(started=now, last=now, received=len(self.buf))
+                yield from _arm_body_clock(clock, limits)
+        else:
+            self._aileron_body_clock = None
 
     server._handle_event = handle_event  # type: ignore[method-assign]
+
+
+def _arm_body_clock(clock: _BodyClock, limits: Limits) -> CommandGenerator:
+    at = body_next_check(started=clock.started, last=clock.last, received=clock.received, limits=limits)
+    clock.deadline = _Deadline(at)
+    yield clock.deadline.arm()
+
+
+def _check_body(conn: Any, clock: _BodyClock, limits: Limits) -> CommandGenerator:
+    if conn.state != conn.read_body:
+        conn._aileron_body_clock = None
+        return
+    reason = body_too_slow(
+        now=time.monotonic(), started=clock.started, last=clock.last, received=clock.received, limits=limits
+    )
+    if reason is None:
+        yield from _arm_body_clock(clock, limits)
+        return
+    yield from _cut_body(conn, reason)
+
+
+def _cut_body(conn: Any, reason: str) -> CommandGenerator:
+    """A request body too slow: answer 408 (unless an answer has begun), close, and fail its flow (audited)."""
+    request_id = str(uuid.uuid4())
+    conn._aileron_body_clock = None
+    conn.buf = ReceiveBuffer()
+    conn.state = conn.done
+    if conn.response is None and conn.conn.state & connection.ConnectionState.CAN_WRITE:
+        refusal = Refusal(problems.BODY_TIMEOUT, reason)
+        yield commands.SendData(conn.conn, _problem_bytes(problems.response(refusal, request_id=request_id)))
+    yield commands.CloseConnection(conn.conn)
+    yield ReceiveHttp(
+        RequestProtocolError(conn.stream_id, body_timeout_error(request_id, reason), ErrorCode.GENERIC_CLIENT_ERROR)
+    )
 
 
 def _start_head_timer(conn: Any, limits: Limits) -> CommandGenerator:

@@ -178,12 +178,25 @@ HEADER_TIMEOUT = Kind(
     "The request head did not arrive in time",
     "Send the whole request head promptly after opening the connection; the connection was closed.",
 )
+BODY_TIMEOUT = Kind(
+    "body-timeout",
+    408,
+    "The request body arrived too slowly",
+    "The connection was closed and the request not completed upstream. Send the body promptly after the head: "
+    "the proxy waits a bounded time for each part of a body, and for the whole of it at a minimum rate.",
+)
+TOO_MANY_CONNECTIONS = Kind(
+    "too-many-connections",
+    429,
+    "This session holds as many connections through the proxy as it may",
+    "Reuse open connections (keep-alive) or close idle ones, then retry.",
+)
 BODY_BUDGET_EXHAUSTED = Kind(
     "body-budget-exhausted",
     503,
     "The proxy holds as many request bodies as it can right now",
     "Nothing was sent. Retry shortly; the bodies of credentialed requests are read whole before they are "
-    "decided, and their total size in flight is bounded.",
+    "decided, and their total size in flight is bounded, for each session and for all of them together.",
 )
 UPSTREAM_TIMEOUT = Kind(
     "upstream-timeout",

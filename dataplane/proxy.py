@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,7 +64,7 @@ from dataplane.framing import (
 )
 from dataplane.guard import Resolver
 from dataplane.inject import Decryptor, decrypt, inject, strip_auth
-from dataplane.limits import BodyBudget
+from dataplane.limits import BodyBudget, parse_body_timeout
 from dataplane.problems import Refusal
 from dataplane.sessions import CA_HOST, Sessions, proxy_token, serve_ca
 from dataplane.spool import AuditSpool, SpoolError
@@ -90,6 +91,7 @@ class AileronProxy:
         max_body: int = DEFAULT_MAX_BODY,
         prices: PriceTable | None = None,
         budget: BodyBudget | None = None,
+        session_connections: int = 256,
     ) -> None:
         self.credentials = credentials
         self.spool = spool
@@ -103,6 +105,8 @@ class AileronProxy:
         self.budget = budget or BodyBudget(max(max_body, 64 * 1024 * 1024))
         self.prices = prices or PriceTable.load(None)
         self.tunnels: dict[str, Tunnel] = {}
+        self.session_connections = session_connections
+        self.tunnels_of: Counter[str] = Counter()  # open tunnels by session token
         self.pending: dict[str, Pending] = {}
         self.sockets: dict[str, ws_messages.Socket] = {}  # WebSockets of sessions holding credentials, by flow
         self.reach = exfil.Reach(functools.partial(decrypt, credentials))
@@ -114,7 +118,7 @@ class AileronProxy:
         try:
             await self._connect(flow)
         except Exception as exc:
-            self.tunnels.pop(flow.client_conn.id, None)
+            self._drop_tunnel(flow.client_conn.id)
             self._fail(flow, exc, hook="http_connect")
 
     async def _connect(self, flow: http.HTTPFlow) -> None:
@@ -124,10 +128,19 @@ class AileronProxy:
             if token is None:
                 raise Refusal(problems.PROXY_AUTH_REQUIRED, "the CONNECT carried no session token")
             await self.sessions.get(token)
+            if self.tunnels_of[token] >= self.session_connections:
+                raise Refusal(
+                    problems.TOO_MANY_CONNECTIONS,
+                    f"this session has {self.tunnels_of[token]} connections open through the proxy, "
+                    f"its limit is {self.session_connections}",
+                    {"retry_after_seconds": 5},
+                )
         except Refusal as refusal:
             self._refuse_unverified(flow, refusal, token=token, host=flow.request.host, request_id=new_request_id())
             return
+        self._drop_tunnel(flow.client_conn.id)
         self.tunnels[flow.client_conn.id] = Tunnel(token, norm_host(flow.request.host), flow.request.port)
+        self.tunnels_of[token] += 1
 
     def refuse_head(self, client: connection.Client, request: http.Request, refusal: Refusal) -> http.Response:
         """Answer a request refused while its head was read (no hook ran), audited in its tunnel's session."""
@@ -143,7 +156,15 @@ class AileronProxy:
         return flow.response
 
     def client_disconnected(self, client: connection.Client) -> None:
-        self.tunnels.pop(client.id, None)
+        self._drop_tunnel(client.id)
+
+    def _drop_tunnel(self, client_id: str) -> None:
+        tunnel = self.tunnels.pop(client_id, None)
+        if tunnel is None:
+            return
+        self.tunnels_of[tunnel.token] -= 1
+        if self.tunnels_of[tunnel.token] <= 0:
+            del self.tunnels_of[tunnel.token]
 
     def certstore_for(self, client_id: str) -> CertStore:
         tunnel = self.tunnels.get(client_id)
@@ -276,7 +297,7 @@ class AileronProxy:
         length = bounded_length(framing, self.max_body)
         tunnel.target = tunnel.target or await resolve(self.resolver, tunnel)
         if length > 0:
-            self._reserve(flow, length)
+            self._reserve(flow, pending, length)
             pending.decide_with_body = True  # buffered (not streamed): decided in `request`
             return
         await self._decide(flow, pending, body=b"")
@@ -291,20 +312,18 @@ class AileronProxy:
             flow.request.headers["accept-encoding"] = "identity"  # so an echo of a credential can be redacted
             length = exfil.hold_body(flow.request, self.max_body)
             if length > 0:
-                self._reserve(flow, length)
+                self._reserve(flow, pending, length)
                 pending.scan_body = True  # read, scanned and recorded in `request`, then sent
                 return
         flow.request.stream = True
         await self._record_egress(flow, pending)
 
-    def _reserve(self, flow: http.HTTPFlow, length: int) -> None:
-        """Count a body read whole before it is sent against the budget of bodies in flight, or refuse it."""
-        if not self.budget.reserve(flow.id, length):
-            raise Refusal(
-                problems.BODY_BUDGET_EXHAUSTED,
-                f"{self.budget.in_use} of {self.budget.capacity} bytes of bodies are in flight; this one has {length}",
-                {"retry_after_seconds": 2},
-            )
+    def _reserve(self, flow: http.HTTPFlow, pending: Pending, length: int) -> None:
+        """Count a body read whole before it is sent against the budget of bodies in flight (the session's share
+        of it, and all of it), or refuse it."""
+        reason = self.budget.admit(flow.id, length, owner=pending.live.context.session_id)
+        if reason is not None:
+            raise Refusal(problems.BODY_BUDGET_EXHAUSTED, reason, {"retry_after_seconds": 2})
 
     async def _record_egress(self, flow: http.HTTPFlow, pending: Pending) -> None:
         # Like a credentialed attempt: nothing leaves before its record is on disk (the group commit shares it).
@@ -483,7 +502,14 @@ class AileronProxy:
     def error(self, flow: http.HTTPFlow) -> None:
         self.sockets.pop(flow.id, None)
         pending = self.pending.get(flow.id)
-        if pending is not None and flow.error is not None and BODY_ERROR in flow.error.msg:
+        cut = parse_body_timeout(flow.error.msg) if flow.error is not None else None
+        if pending is not None and cut is not None:
+            # The body came too slowly: the agent was answered 408 with this request id; nothing was completed.
+            request_id, detail = cut
+            record = refusal_record(flow, pending, Refusal(problems.BODY_TIMEOUT, detail[:300]), sensitive=())
+            record.update(id=request_id or new_request_id(), kind="refused", credential_id=None)
+            self.spool.record(record)
+        elif pending is not None and flow.error is not None and BODY_ERROR in flow.error.msg:
             # The head was fine and went on; the body was not, and the upstream saw no end of it: audit the refusal.
             refusal = Refusal(problems.REQUEST_SMUGGLING, flow.error.msg.split(BODY_ERROR, 1)[1][:300])
             record = refusal_record(flow, pending, refusal, sensitive=())

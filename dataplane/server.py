@@ -7,8 +7,10 @@ It talks to the control plane only over REST with its service token, so it runs 
 Settings beyond the flags come from the environment: AILERON_HOME (spool, CA seed, key channel),
 AILERON_UPSTREAM_RESOLVE / AILERON_UPSTREAM_CA (private or test upstreams), AILERON_PRICE_TABLE,
 AILERON_MAX_BODY_BYTES, AILERON_SESSION_CACHE_SECONDS, and the bounds of dataplane.limits:
-AILERON_BODY_BUDGET_BYTES, AILERON_MAX_HEADER_BYTES, AILERON_MAX_HEADER_FIELDS, AILERON_HEADER_TIMEOUT_SECONDS,
-AILERON_UPSTREAM_CONNECT_TIMEOUT_SECONDS, AILERON_UPSTREAM_RESPONSE_TIMEOUT_SECONDS. Imports no Django.
+AILERON_BODY_BUDGET_BYTES, AILERON_SESSION_BODY_SHARE_BYTES, AILERON_BODY_TIMEOUT_SECONDS,
+AILERON_MIN_BODY_RATE_BYTES, AILERON_MAX_HEADER_BYTES, AILERON_MAX_HEADER_FIELDS, AILERON_HEADER_TIMEOUT_SECONDS,
+AILERON_UPSTREAM_CONNECT_TIMEOUT_SECONDS, AILERON_UPSTREAM_RESPONSE_TIMEOUT_SECONDS, and of dataplane.connections:
+AILERON_MAX_CONNECTIONS, AILERON_SESSION_MAX_CONNECTIONS. Imports no Django.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from connectors.package import ConnectorError
 from connectors.registry import installed
 from dataplane import http1_strict, keychannel, limits
 from dataplane.attestation import AttestationError, SoftwareProvider, dataplane_config
+from dataplane.connections import ConnectionGuard, quiet_accept_errors, raise_open_files
 from dataplane.control import ControlPlane
 from dataplane.credentials import DEFAULT_BUNDLE_TTL_SECONDS, DEFAULT_TTL_SECONDS, CredentialService
 from dataplane.guard import ResolveError, Resolver, parse_resolve_map
@@ -48,6 +51,7 @@ from dataplane.usage import PriceTable
 from dataplane.workers import RemoteCredentials, serve_worker
 
 DEFAULT_PORT = 8480
+FIRST_REQUEST_GRACE = 5.0  # seconds beyond the header timeout for a connection's first request head
 
 
 class StartupError(RuntimeError):
@@ -96,17 +100,28 @@ def _above_zero(name: str, default: float) -> float:
 def limits_from_environment(max_body: int) -> Limits:
     """The proxy's bounds (dataplane.limits), each from its AILERON_ variable or its default."""
     d = Limits()
+    budget = int(_above_zero("AILERON_BODY_BUDGET_BYTES", max(d.body_budget, max_body)))
     bounds = Limits(
         max_head_bytes=int(_above_zero("AILERON_MAX_HEADER_BYTES", d.max_head_bytes)),
         max_header_fields=int(_above_zero("AILERON_MAX_HEADER_FIELDS", d.max_header_fields)),
         header_timeout=_above_zero("AILERON_HEADER_TIMEOUT_SECONDS", d.header_timeout),
         connect_timeout=_above_zero("AILERON_UPSTREAM_CONNECT_TIMEOUT_SECONDS", d.connect_timeout),
         response_timeout=_above_zero("AILERON_UPSTREAM_RESPONSE_TIMEOUT_SECONDS", d.response_timeout),
-        body_budget=int(_above_zero("AILERON_BODY_BUDGET_BYTES", max(d.body_budget, max_body))),
+        body_budget=budget,
+        session_body_share=int(_above_zero("AILERON_SESSION_BODY_SHARE_BYTES", max(budget // 4, max_body))),
+        body_timeout=_above_zero("AILERON_BODY_TIMEOUT_SECONDS", d.body_timeout),
+        min_body_rate=int(_above_zero("AILERON_MIN_BODY_RATE_BYTES", d.min_body_rate)),
+        max_connections=int(_above_zero("AILERON_MAX_CONNECTIONS", d.max_connections)),
+        session_connections=int(_above_zero("AILERON_SESSION_MAX_CONNECTIONS", d.session_connections)),
     )
     if bounds.body_budget < max_body:
         raise StartupError(
             f"AILERON_BODY_BUDGET_BYTES ({bounds.body_budget}) must be at least AILERON_MAX_BODY_BYTES ({max_body})"
+        )
+    if not max_body <= bounds.session_body_share <= bounds.body_budget:
+        raise StartupError(
+            f"AILERON_SESSION_BODY_SHARE_BYTES ({bounds.session_body_share}) must be between AILERON_MAX_BODY_BYTES "
+            f"({max_body}) and AILERON_BODY_BUDGET_BYTES ({bounds.body_budget})"
         )
     return bounds
 
@@ -236,16 +251,32 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
         session_ttl=settings.session_cache,
         max_body=settings.max_body,
         prices=prices,
-        budget=BodyBudget(settings.limits.body_budget),
+        budget=BodyBudget(settings.limits.body_budget, share=settings.limits.session_body_share),
+        session_connections=settings.limits.session_connections,
     )
     http1_strict.install()  # strict chunked bodies and problem+json where mitmproxy answers by itself
     limits.install(settings.limits, on_refused=proxy.refuse_head)  # bounded heads, bodies, waits
+    # Every client connection may hold an upstream one too, plus what the process keeps open itself.
+    open_files = raise_open_files(2 * settings.limits.max_connections + 256)
+    if open_files < 2 * settings.limits.max_connections + 64:
+        print(
+            f"data plane: warning: {open_files} open files allowed; AILERON_MAX_CONNECTIONS "
+            f"({settings.limits.max_connections}) needs about {2 * settings.limits.max_connections + 256}",
+            file=sys.stderr,
+            flush=True,
+        )
+    quiet_accept_errors(asyncio.get_running_loop())
     opts = options.Options()
     mitm = master.Master(opts, event_loop=asyncio.get_running_loop())
     addons: list[object] = [
         core.Core(),
         proxyserver.Proxyserver(),  # type: ignore[no-untyped-call]
         next_layer.NextLayer(),
+        ConnectionGuard(
+            max_connections=settings.limits.max_connections,
+            # later than the head timer, whose 408 answer is clearer where it runs
+            first_request_timeout=settings.limits.header_timeout + FIRST_REQUEST_GRACE,
+        ),
         proxy,
         SessionTlsConfig(proxy),  # replaces mitmproxy's TlsConfig: certificates come from each session's CA
     ]

@@ -4,12 +4,14 @@ untrusted upstreams. Each case asserts what the agent got, what the upstream got
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import ssl
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,14 @@ import httpx
 import pytest
 
 from tests.fake_upstream import Received, Reply, fake_upstream
-from tests.proxy_world import World, proxy_world
+from tests.proxy_world import World, cli, proxy_world, session_ca
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 MAX_BODY = 256 * 1024  # proxy_world's AILERON_MAX_BODY_BYTES
 BUDGET = 1024 * 1024
+SHARE = 512 * 1024  # of the budget, for one session
+BODY_TIMEOUT = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +42,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "AILERON_UPSTREAM_CONNECT_TIMEOUT_SECONDS": "2",
             "AILERON_HEADER_TIMEOUT_SECONDS": "3",
             "AILERON_BODY_BUDGET_BYTES": str(BUDGET),
+            "AILERON_SESSION_BODY_SHARE_BYTES": str(SHARE),
+            "AILERON_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
         }
         elsewhere = {
             "untrusted.example.com": untrusted.port,
@@ -73,9 +79,25 @@ def _blackhole() -> Iterator[int]:
         listener.close()
 
 
-def _tunnel(world: World, host: str) -> socket.socket:
+@dataclass(frozen=True)
+class Agent:
+    """Another session of the same user: its own token and its own session CA."""
+
+    token: str
+    ca_file: Path
+
+
+def _another_session(world: World, folder: Path) -> Agent:
+    started = json.loads(cli(world.service.env, "session", "start", "--json").stdout)
+    ca_file = folder / f"ca-{started['session_id']}.pem"
+    ca_file.write_bytes(session_ca(world.service.proxy_port, started["token"]))
+    return Agent(started["token"], ca_file)
+
+
+def _tunnel(world: World, host: str, agent: Agent | None = None) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
-    auth = base64.b64encode(f"aileron:{world.token}".encode()).decode()
+    token = agent.token if agent is not None else world.token
+    auth = base64.b64encode(f"aileron:{token}".encode()).decode()
     sock.sendall(
         f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode()
     )
@@ -84,9 +106,9 @@ def _tunnel(world: World, host: str) -> socket.socket:
     return sock
 
 
-def _tls(world: World, host: str) -> ssl.SSLSocket:
-    context = ssl.create_default_context(cafile=str(world.ca_file))
-    return context.wrap_socket(_tunnel(world, host), server_hostname=host)
+def _tls(world: World, host: str, agent: Agent | None = None) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(agent.ca_file if agent is not None else world.ca_file))
+    return context.wrap_socket(_tunnel(world, host, agent), server_hostname=host)
 
 
 def _read_answer(sock: socket.socket, timeout: float) -> bytes:
@@ -187,22 +209,28 @@ def test_a_huge_body_sent_anyway_is_dropped_as_it_arrives_and_memory_stays_flat(
     assert peak - before < 40 * 1024, (before, peak)
 
 
-def test_bodies_in_flight_together_are_bounded_by_a_global_budget(world: World) -> None:
-    size = 250_000  # within AILERON_MAX_BODY_BYTES; four of them fill the 1 MiB budget
+def _issue_body(size: int) -> bytes:
     body = json.dumps({"title": "t", "body": "b" * (size - 30)}).encode()
-    body = body + b" " * (size - len(body))
+    return body + b" " * (size - len(body))
+
+
+def test_bodies_in_flight_together_are_bounded_by_a_global_budget(world: World, tmp_path: Path) -> None:
+    size = 250_000  # within AILERON_MAX_BODY_BYTES; two fill a session's share, four the 1 MiB budget
+    body = _issue_body(size)
     mark = len(world.upstream.received)
     held = []
-    for _ in range(4):
-        tls = _tls(world, "api.github.com")
+    agents = [_another_session(world, tmp_path) for _ in range(3)]
+    for agent in (agents[0], agents[0], agents[1], agents[1]):
+        tls = _tls(world, "api.github.com", agent)
         tls.sendall(_post_head("api.github.com", "/repos/acme/app/issues", size) + body[:1000])
         held.append(tls)
     time.sleep(0.5)
-    fifth = _tls(world, "api.github.com")
+    fifth = _tls(world, "api.github.com", agents[2])  # a session that holds nothing: the whole budget is full
     fifth.sendall(_post_head("api.github.com", "/repos/acme/app/issues", size))
     status, problem, head = _problem(_read_answer(fifth, timeout=5))
     fifth.close()
     assert status == 503 and problem["type"] == "urn:aileron:problem:body-budget-exhausted"
+    assert f"of {BUDGET} bytes of bodies are in flight" in problem["detail"]
     assert "retry-after:" in head
     for tls in held:  # the four held ones complete and go through
         tls.sendall(body[1000:])
@@ -213,11 +241,88 @@ def test_bodies_in_flight_together_are_bounded_by_a_global_budget(world: World) 
     assert len(world.received_since(mark)) == 4
     assert all(len(r.body) == size for r in world.received_since(mark))
     # the budget is given back: the next one is accepted
-    again = _tls(world, "api.github.com")
+    again = _tls(world, "api.github.com", agents[2])
     again.sendall(_post_head("api.github.com", "/repos/acme/app/issues", size) + body)
     assert _read_answer(again, timeout=10).startswith(b"HTTP/1.1 201")
     again.close()
     world.audit_wait(lambda rs: any(r["problem_type"] == "body-budget-exhausted" for r in rs))
+
+
+def test_one_sessions_stalled_uploads_never_refuse_another_sessions_bodies(world: World, tmp_path: Path) -> None:
+    size = 250_000
+    body = _issue_body(size)
+    stalling = _another_session(world, tmp_path)
+    mark = len(world.upstream.received)
+    stalled = []
+    for _ in range(2):  # its whole share, then it stops sending
+        tls = _tls(world, "api.github.com", stalling)
+        tls.sendall(_post_head("api.github.com", "/repos/stall/app/issues", size) + body[:1000])
+        stalled.append(tls)
+    time.sleep(0.3)
+    third = _tls(world, "api.github.com", stalling)
+    third.sendall(_post_head("api.github.com", "/repos/stall/app/issues", size))
+    status, problem, _ = _problem(_read_answer(third, timeout=5))
+    third.close()
+    assert status == 503 and problem["type"] == "urn:aileron:problem:body-budget-exhausted"
+    assert f"this session has {2 * size} of its {SHARE} bytes" in problem["detail"]
+    # The other session (the world's) is not refused meanwhile: its bodies fit in the rest of the budget.
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=10) as client:
+        for _ in range(2):
+            reply = client.post(
+                "https://api.github.com/repos/acme/app/issues",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+            assert reply.status_code == 201, reply.text
+    # The stalled bodies are cut at the body timeout: a 408 problem, the connection closed, nothing sent upstream.
+    started = time.monotonic()
+    answers = [_read_answer(tls, timeout=BODY_TIMEOUT + 6) for tls in stalled]
+    waited = time.monotonic() - started
+    for tls in stalled:
+        tls.close()
+    for answer in answers:
+        status, problem, head = _problem(answer)
+        assert status == 408 and problem["type"] == "urn:aileron:problem:body-timeout", problem
+        assert "connection: close" in head
+    assert waited < BODY_TIMEOUT + 4
+    assert [r.path for r in world.received_since(mark)] == ["/repos/acme/app/issues"] * 2
+    ids = {_problem(a)[1]["request_id"] for a in answers}
+    records = world.audit_wait(lambda rs: ids <= {r["id"] for r in rs if r["problem_type"] == "body-timeout"})
+    record = next(r for r in records if r["id"] in ids)
+    assert record["path"] == "/repos/stall/app/issues" and record["decision"] == "deny"
+    assert record["upstream_status"] is None and record["method"] == "POST"
+    # and its share is given back: the stalling session can send again
+    again = _tls(world, "api.github.com", stalling)
+    again.sendall(_post_head("api.github.com", "/repos/stall/app/issues", size) + body)
+    assert _read_answer(again, timeout=10).startswith(b"HTTP/1.1 201")
+    again.close()
+
+
+def test_a_body_trickled_below_the_minimum_rate_is_cut(world: World) -> None:
+    mark = len(world.upstream.received)
+    tls = _tls(world, "api.github.com")
+    tls.sendall(_post_head("api.github.com", "/repos/trickle/app/issues", 200_000))
+    started = time.monotonic()
+    answer = b""
+    tls.settimeout(0.5)
+    while time.monotonic() - started < BODY_TIMEOUT + 8:  # a byte every half second: never idle for long
+        try:
+            tls.sendall(b" ")
+            chunk = tls.recv(65536)
+        except TimeoutError:
+            continue
+        except (ssl.SSLError, OSError):
+            break
+        if not chunk:
+            break
+        answer += chunk
+    elapsed = time.monotonic() - started
+    tls.close()
+    status, problem, _ = _problem(answer)
+    assert status == 408 and problem["type"] == "urn:aileron:problem:body-timeout"
+    assert "bytes a second" in problem["detail"]
+    assert BODY_TIMEOUT - 0.5 < elapsed < BODY_TIMEOUT + 4
+    assert world.received_since(mark) == []
 
 
 def test_a_refused_request_without_a_body_keeps_its_connection_for_the_next(world: World) -> None:
@@ -312,6 +417,38 @@ def test_a_trickled_head_is_closed_at_the_header_timeout(world: World) -> None:
     assert closed_at - started < 6
     status, problem, _ = _problem(answer)
     assert status == 408 and problem["type"] == "urn:aileron:problem:header-timeout"
+
+
+def _half_client_hello(host: str) -> bytes:
+    """The first bytes of a real TLS ClientHello for `host`: a handshake begun and never finished."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname=host)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    return hello[: len(hello) // 2]
+
+
+@pytest.mark.parametrize("stage", ["nothing", "after-connect", "half-tls", "after-tls"])
+def test_a_connection_that_never_sends_a_request_is_closed_at_the_header_timeout(world: World, stage: str) -> None:
+    if stage == "nothing":
+        sock: socket.socket = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
+    elif stage == "after-tls":
+        sock = _tls(world, "api.github.com")  # a tunnel and a session certificate, then silence
+    else:
+        sock = _tunnel(world, "api.github.com")
+        if stage == "half-tls":
+            sock.sendall(_half_client_hello("api.github.com"))
+    started = time.monotonic()
+    sock.settimeout(15)
+    try:
+        while sock.recv(65536):  # a TLS alert may come first
+            pass
+    except (TimeoutError, ssl.SSLError, OSError) as exc:
+        assert not isinstance(exc, TimeoutError), f"{stage}: still open after 15 s"
+    closed = time.monotonic() - started
+    sock.close()
+    assert closed < 3 + 5 + 3, f"{stage}: closed after {closed:.1f} s"  # the header timeout + 5 s
 
 
 # --- upstreams ----------------------------------------------------------------------------------------------

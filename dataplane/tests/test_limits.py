@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from dataplane.limits import BodyBudget, Limits, head_problem, request_line, response_head_problem
+from dataplane.limits import (
+    BodyBudget,
+    Limits,
+    body_next_check,
+    body_timeout_error,
+    body_too_slow,
+    head_problem,
+    parse_body_timeout,
+    request_line,
+    response_head_problem,
+)
 from dataplane.server import StartupError, limits_from_environment, settings_from
 
 SMALL = Limits(max_head_bytes=200, max_header_fields=3)
@@ -60,6 +70,57 @@ def test_the_budget_bounds_bodies_together_and_is_given_back() -> None:
     budget.release("c")
     budget.release("never-held")
     assert budget.in_use == 0
+
+
+def test_one_owner_holds_no_more_than_its_share_and_others_keep_the_rest() -> None:
+    budget = BodyBudget(100, share=40)
+    assert budget.admit("a1", 30, owner="s1") is None
+    refused = budget.admit("a2", 20, owner="s1")
+    assert refused is not None and "this session has 30 of its 40 bytes" in refused
+    assert budget.admit("b1", 40, owner="s2") is None  # another session is not refused meanwhile
+    assert budget.admit("c1", 30, owner="s3") is None
+    full = budget.admit("d1", 10, owner="s4")
+    assert full is not None and "100 of 100 bytes" in full  # the whole budget still bounds them all
+    budget.release("a1")
+    assert budget.owned("s1") == 0 and budget.in_use == 70
+    assert budget.admit("a2", 20, owner="s1") is None
+
+
+def test_a_share_larger_than_the_budget_is_the_budget() -> None:
+    assert BodyBudget(100, share=1000).share == 100
+    assert BodyBudget(100).share == 100
+
+
+BODY = Limits(body_timeout=10.0, min_body_rate=1000)
+
+
+def test_a_body_arriving_steadily_is_never_cut() -> None:
+    assert body_too_slow(now=100.0, started=0.0, last=99.5, received=200_000, limits=BODY) is None
+
+
+def test_a_body_silent_for_the_body_timeout_is_cut() -> None:
+    assert "no byte" in str(body_too_slow(now=10.0, started=0.0, last=0.0, received=0, limits=BODY))
+    assert body_too_slow(now=9.9, started=0.0, last=0.0, received=0, limits=BODY) is None
+
+
+def test_a_body_trickled_below_the_minimum_rate_is_cut_once_older_than_the_body_timeout() -> None:
+    # a byte every second is never silent for long, but 20 s in it has 20 bytes where 10 000 were due
+    assert "bytes a second" in str(body_too_slow(now=20.0, started=0.0, last=19.5, received=20, limits=BODY))
+    assert body_too_slow(now=9.0, started=0.0, last=8.5, received=9, limits=BODY) is None
+
+
+def test_the_next_check_is_when_the_body_would_first_be_too_slow() -> None:
+    assert body_next_check(started=0.0, last=5.0, received=0, limits=BODY) == 10.0
+    assert body_next_check(started=0.0, last=12.0, received=3000, limits=BODY) == 13.0
+    at = body_next_check(started=0.0, last=12.0, received=3000, limits=BODY)
+    assert body_too_slow(now=at - 0.01, started=0.0, last=12.0, received=3000, limits=BODY) is None
+    assert body_too_slow(now=at, started=0.0, last=12.0, received=3000, limits=BODY) is not None
+
+
+def test_a_cut_body_names_its_request_id_in_the_flow_error() -> None:
+    message = body_timeout_error("3f0c", "no byte of the request body arrived for 30 s")
+    assert parse_body_timeout(message) == ("3f0c", "no byte of the request body arrived for 30 s")
+    assert parse_body_timeout("malformed chunked body: x") is None
 
 
 def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
