@@ -141,7 +141,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.api.permissions.IsUserToken"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["aileron_site.api.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "aileron_site.api.Pagination",
     "DEFAULT_FILTER_BACKENDS": [
         "aileron_site.api.ScopedFilterBackend",

@@ -43,6 +43,8 @@ _PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}")
 # Only what a credential (ASCII) can be escaped as: \u0000-\u007f, \/ and \\. Ordinary JSON text (\n, \", \u00e9)
 # rarely has these, so the JSON reading stays cheap on the large bodies LLM calls send.
 _JSON_ESCAPE = re.compile(rb"\\u00([0-7][0-9A-Fa-f])|\\([/\\])")
+CLEAN_MEMO = 4096  # small inputs remembered as clean, per matcher (then forgotten all at once)
+CLEAN_MAX = 2048  # bytes: longer inputs are never remembered
 FEW_FORMS = 24  # up to this many forms, `in` (C's fast search, one pass per form) beats one automaton pass
 
 
@@ -124,6 +126,20 @@ class Matcher:
             self._automaton.make_automaton()
         if len(self._automaton) <= FEW_FORMS:
             self._few = [(key.encode("latin-1"), int(value[1])) for key, value in self._automaton.items()]
+        # Inputs read whole (every reading of them) and found clean: the same header blocks, hosts and audit
+        # fields come back request after request. Keyed by the bytes themselves (equality, not a hash alone).
+        self._clean: dict[bytes, None] = {}
+
+    def known_clean(self, data: bytes) -> bool:
+        """Whether `data` was found, read every way, to hold no form of any credential of this set."""
+        return data in self._clean
+
+    def note_clean(self, data: bytes) -> None:
+        if len(data) > CLEAN_MAX:
+            return
+        if len(self._clean) >= CLEAN_MEMO:
+            self._clean.clear()
+        self._clean[data] = None
 
     def __bool__(self) -> bool:
         return self.longest > 0
@@ -322,6 +338,8 @@ def scan_request(
         (body, "body"),
     )
     for data, where in parts:
+        if not data or matcher.known_clean(data):
+            continue
         for reading in _decoded(data):
             index = matcher.first(reading)
             if index is None:
@@ -329,6 +347,7 @@ def scan_request(
             if where == "headers":
                 where = _which_header(matcher, fields)
             return Found(index, where)
+        matcher.note_clean(data)
     return None
 
 

@@ -221,9 +221,14 @@ def _redact_text(matcher: Matcher, text: str, *, host: bool = False) -> str:
 def redact_value(matcher: Matcher, data: bytes, *, host: bool = False) -> tuple[bytes, int]:
     """`data` with every form of every credential replaced; all of it replaced when a credential is still there
     once the rest is read decoded (a mix of escaped and plain characters) or, for a host, across labels."""
+    # The same header values and audit fields come back request after request: each is read once.
+    if matcher.known_clean(data) and (not host or matcher.known_clean(data.lower().replace(b".", b""))):
+        return data, 0
     redacted, count = matcher.redact(data)
     if credscan.scan_request(matcher, host=redacted if host else b"", body=redacted) is not None:
         return credscan.MARK, count + 1
+    if not count:
+        matcher.note_clean(data)  # read plain, decoded, and (for a host) across labels: nothing
     return redacted, count
 
 

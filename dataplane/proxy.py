@@ -65,6 +65,7 @@ from dataplane.framing import (
 from dataplane.guard import Resolver
 from dataplane.inject import Decryptor, decrypt, inject, strip_auth
 from dataplane.limits import BodyBudget, parse_body_timeout
+from dataplane.nested import NestedCredential, NestedScan
 from dataplane.problems import Refusal
 from dataplane.sessions import CA_HOST, Sessions, proxy_token, serve_ca
 from dataplane.spool import AuditSpool, SpoolError
@@ -447,10 +448,22 @@ class AileronProxy:
         pending.redactor = exfil.redact_response(flow, pending.scan or exfil.EMPTY, count)
         redact = response.stream
         assert callable(redact)  # noqa: S101
+        # compressed data inside a credentialed answer is read too (gzip in gzip, application/gzip, ...)
+        inside = NestedScan(pending.scan) if pending.kind == "credentialed" and pending.scan else None
 
         def stream(chunk: bytes) -> Iterable[bytes] | bytes:
             try:
-                return redact(chunk)
+                out = redact(chunk)
+                if inside is None:
+                    return out
+                released = [piece for part in ([out] if isinstance(out, bytes) else out) for piece in inside(part)]
+                return released + (inside(b"") if not chunk else [])
+            except NestedCredential as exc:
+                pending.error = pending.error or f"nested: {exc}; the answer was cut off"
+                log.warning("request %s: %s; the answer was cut off", pending.request_id, exc)
+                if flow.killable:
+                    flow.kill()  # type: ignore[no-untyped-call]
+                return []
             except Exception as exc:
                 # Part of the answer may have reached the agent already: end it as broken, never pass the rest.
                 pending.error = pending.error or describe(exc, scan=pending.scan)

@@ -19,6 +19,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -334,6 +335,34 @@ def test_a_credential_in_a_trailer_never_reaches_the_agent(leaks: Leaks) -> None
     world, canary = leaks.world, leaks.world.canaries["github"]
     data = fetch(world, GITHUB, f"/repos/o{uuid.uuid4().hex[:6]}/trailer")
     assert no_form_of(canary, data), data
+
+
+def _as_the_agent_decompresses(data: bytes) -> bytes:
+    """Every level of gzip the agent could undo, partial data included, joined with what it came from."""
+    seen = data
+    for _ in range(4):
+        if not data.startswith(b"\x1f\x8b"):
+            break
+        decoder = zlib.decompressobj(wbits=31)
+        try:
+            data = decoder.decompress(data)
+        except zlib.error:
+            break
+        seen += data
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["gzipnested", "ctgzip"])
+def test_a_credential_in_compressed_data_inside_the_answer_never_reaches_the_agent(leaks: Leaks, mode: str) -> None:
+    world, canary = leaks.world, leaks.world.canaries["github"]
+    path = f"/repos/o{uuid.uuid4().hex[:6]}/{mode}"
+    data = fetch(world, GITHUB, path)
+    assert b"Bearer " + canary in leaks.upstream.heads[-1], "the credential was not injected"
+    body = unchunked(data.partition(b"\r\n\r\n")[2])
+    assert no_form_of(canary, _as_the_agent_decompresses(body)), body[:200]
+    [record] = completed(world, path)
+    assert "nested: a credential inside" in record["error"], record
+    assert no_form_of(canary, json.dumps(record).encode())
 
 
 # --- 2, 3. WebSocket messages ------------------------------------------------------------------------------

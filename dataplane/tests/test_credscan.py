@@ -274,3 +274,25 @@ def test_many_members_are_still_bounded_and_trailing_garbage_is_undecodable():
     with pytest.raises(credscan.Undecodable):
         credscan.decode_body(gzip.compress(b"hi") + b"not a member", "gzip")
     assert credscan.decode_body(gzip.compress(b"hi") + b"\0" * 8, "gzip") == b"hi"
+
+
+def test_inputs_remembered_clean_never_hide_a_credential_and_the_memory_is_bounded() -> None:
+    from dataplane import credscan, exfil
+
+    secret = b"sk-remembered-" + b"q7" * 12
+    matcher = credscan.Matcher([secret])
+    assert exfil.redact_value(matcher, b"accept: application/json") == (b"accept: application/json", 0)
+    assert matcher.known_clean(b"accept: application/json")
+    assert exfil.redact_value(matcher, b"accept: application/json") == (b"accept: application/json", 0)
+    redacted, count = exfil.redact_value(matcher, b"accept: application/json " + secret)
+    assert count and secret not in redacted
+    # a host read once as text is still read across its labels when it is a host
+    split = secret[:10] + b"." + secret[10:]
+    exfil.redact_value(matcher, split)
+    assert exfil.redact_value(matcher, split, host=True)[0] == credscan.MARK
+    for n in range(credscan.CLEAN_MEMO + 10):
+        matcher.note_clean(b"value %d" % n)
+    assert len(matcher._clean) <= credscan.CLEAN_MEMO
+    matcher.note_clean(b"x" * (credscan.CLEAN_MAX + 1))
+    assert not matcher.known_clean(b"x" * (credscan.CLEAN_MAX + 1))
+    assert credscan.scan_request(matcher, target=b"/a?" + secret) is not None

@@ -35,6 +35,8 @@ BAD_BODIES: list[tuple[str, str]] = [
     ("json array", "[1, 2]"),
     ("json scalar", "42"),
     ("json null", "null"),
+    ("nested too deep", "[" * 100_000 + "]" * 100_000),
+    ("nested too deep in an object", '{"name": ' + '{"a": ' * 50_000 + "1" + "}" * 50_000 + "}"),
     ("wrong types", json.dumps(WRONG_TYPES)),
     ("nul bytes", json.dumps({k: "a\u0000b" for k in WRONG_TYPES})),
     ("huge strings", json.dumps({k: "x" * 5000 for k in WRONG_TYPES})),
