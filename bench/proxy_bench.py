@@ -477,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--profile", type=Path, help="After the run, py-spy the data plane under c8 load into FILE.")
     p.add_argument(
+        "--profile-target",
+        default="dataplane",
+        help="Which configuration --profile samples: dataplane, egress, dp-before or eg-before [dataplane].",
+    )
+    p.add_argument(
         "--baseline",
         type=Path,
         help="Another checkout (e.g. a `git worktree` of the previous release): its data plane runs too, as "
@@ -590,8 +595,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"audit: {total} records for the session in the control plane, {expected} requests sent")
 
         profile: dict[str, Any] = {}
-        if args.profile is not None and ail is not None and "dataplane" in targets:
-            profile = profile_dataplane(ail.dataplane_pid, targets["dataplane"], args.profile, max(args.requests, 1500))
+        profiled = targets.get(args.profile_target)
+        if args.profile is not None and profiled is not None and profiled.pid is not None:
+            profile = profile_dataplane(profiled.pid, profiled, args.profile, max(args.requests, 1500))
 
     summary = summarize(results)
     meta = {

@@ -51,7 +51,7 @@ class _Throttled:
 
 
 class ConnectionGuard:
-    """The mitmproxy addon bounding client connections (see the module)."""
+    """Bounds client connections (see the module); its hooks are called by the proxy addon's own."""
 
     def __init__(self, *, max_connections: int, first_request_timeout: float) -> None:
         self.max_connections = max_connections

@@ -35,7 +35,7 @@ import types
 import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 from h11._receivebuffer import ReceiveBuffer
 from mitmproxy import connection, http
@@ -270,24 +270,38 @@ CommandGenerator = Generator[commands.Command, Any, None]
 TICK = 1.0  # a deadline is checked at least this often: a pending wakeup keeps its layer (and what it holds) alive
 
 
-@dataclass
-class _Deadline:
-    """A deadline on a layer, kept with short wakeups so that no finished layer is held for long."""
+class _Ticker:
+    """The wakeups a layer has asked for and not yet received, with when each comes.
 
-    at: float
-    wakeup: commands.RequestWakeup | None = None
-    stream_id: int | None = None
+    One pending wakeup (at most TICK away) serves every deadline of the layer: each wakeup checks them all and
+    asks for the next one only while one is still running. A connection serving request after request asks for
+    one wakeup a second, not one per request (each is an asyncio task in mitmproxy).
+    """
 
-    def arm(self) -> commands.RequestWakeup:
-        self.wakeup = commands.RequestWakeup(max(0.0, min(TICK, self.at - time.monotonic())))
-        return self.wakeup
+    __slots__ = ("pending",)
 
-    def passed(self) -> bool:
-        return time.monotonic() >= self.at
+    def __init__(self) -> None:
+        self.pending: dict[commands.RequestWakeup, float] = {}
 
 
-def _woken(deadline: _Deadline | None, event: events.Wakeup) -> TypeGuard[_Deadline]:
-    return deadline is not None and event.command is deadline.wakeup
+def _tick(conn: Any, at: float) -> CommandGenerator:
+    """Have `conn` woken by `at`, or within TICK if that is sooner, unless a pending wakeup comes by then."""
+    ticker: _Ticker | None = getattr(conn, "_aileron_ticker", None)
+    if ticker is None:
+        ticker = conn._aileron_ticker = _Ticker()
+    now = time.monotonic()
+    due = now + max(0.0, min(TICK, at - now))
+    if ticker.pending and min(ticker.pending.values()) <= due + 0.01:
+        return
+    wakeup = commands.RequestWakeup(due - now)
+    ticker.pending[wakeup] = due
+    yield wakeup
+
+
+def _ours(conn: Any, event: events.Wakeup) -> bool:
+    """Whether `event` answers a wakeup `_tick` asked for (and it is no longer pending)."""
+    ticker: _Ticker | None = getattr(conn, "_aileron_ticker", None)
+    return ticker is not None and ticker.pending.pop(event.command, None) is not None
 
 
 @dataclass
@@ -297,7 +311,6 @@ class _BodyClock:
     started: float
     last: float
     received: int = 0
-    deadline: _Deadline | None = None
 
 
 def _wrap_http1_server() -> None:
@@ -307,15 +320,10 @@ def _wrap_http1_server() -> None:
     def handle_event(self: Any, event: events.Event) -> CommandGenerator:
         limits = _limits()
         if isinstance(event, events.Wakeup):
-            deadline: _Deadline | None = getattr(self, "_aileron_head_timer", None)
-            if _woken(deadline, event) and self.state == self.read_headers:
-                if deadline.passed():
-                    yield from _head_timed_out(self, limits)
-                else:
-                    yield deadline.arm()
-            clock: _BodyClock | None = getattr(self, "_aileron_body_clock", None)
-            if clock is not None and _woken(clock.deadline, event):
-                yield from _check_body(self, clock, limits)
+            if _ours(self, event):
+                yield from _check_server(self, limits)
+            else:
+                yield from original(self, event)
             return
         if isinstance(event, events.Start):
             yield from original(self, event)
@@ -323,8 +331,6 @@ def _wrap_http1_server() -> None:
             return
         reading_head = self.state == self.read_headers
         if reading_head and isinstance(event, events.DataReceived):
-            if getattr(self, "_aileron_head_timer", None) is None:
-                yield from _start_head_timer(self, limits)
             self.buf += event.data
             reason = head_problem(self.buf._data, limits)
             if reason is not None:
@@ -332,41 +338,49 @@ def _wrap_http1_server() -> None:
                 return
             event = events.DataReceived(event.connection, b"")  # already in the buffer
         elif self.state == self.read_body and isinstance(event, events.DataReceived) and event.data:
-            clock = getattr(self, "_aileron_body_clock", None)
+            clock: _BodyClock | None = getattr(self, "_aileron_body_clock", None)
             if clock is not None:
                 clock.last = time.monotonic()
                 clock.received += len(event.data)
         yield from original(self, event)
-        if self.state != self.read_headers:
-            self._aileron_head_timer = None
+        if self.state == self.read_headers:
+            if reading_head and getattr(self, "_aileron_head_at", None) is None:
+                # A later request's head on a kept-alive connection, begun and not complete: its timer starts
+                # now (a head that arrives whole, the usual case, needs none).
+                yield from _start_head_timer(self, limits)
+        else:
+            self._aileron_head_at = None
         if self.state == self.read_body:
             if getattr(self, "_aileron_body_clock", None) is None:
                 now = time.monotonic()
                 clock = self._aileron_body_clock = _BodyClock(started=now, last=now, received=len(self.buf))
-                yield from _arm_body_clock(clock, limits)
+                yield from _tick(self, body_next_check(started=now, last=now, received=clock.received, limits=limits))
         else:
             self._aileron_body_clock = None
 
     server._handle_event = handle_event  # type: ignore[method-assign]
 
 
-def _arm_body_clock(clock: _BodyClock, limits: Limits) -> CommandGenerator:
-    at = body_next_check(started=clock.started, last=clock.last, received=clock.received, limits=limits)
-    clock.deadline = _Deadline(at)
-    yield clock.deadline.arm()
-
-
-def _check_body(conn: Any, clock: _BodyClock, limits: Limits) -> CommandGenerator:
-    if conn.state != conn.read_body:
-        conn._aileron_body_clock = None
-        return
-    reason = body_too_slow(
-        now=time.monotonic(), started=clock.started, last=clock.last, received=clock.received, limits=limits
-    )
-    if reason is None:
-        yield from _arm_body_clock(clock, limits)
-        return
-    yield from _cut_body(conn, reason)
+def _check_server(conn: Any, limits: Limits) -> CommandGenerator:
+    """A wakeup: the head timer and the body clock, each cut when passed; the next wakeup while one runs."""
+    now = time.monotonic()
+    next_at: float | None = None
+    head_at: float | None = getattr(conn, "_aileron_head_at", None)
+    if head_at is not None and conn.state == conn.read_headers:
+        if now >= head_at:
+            yield from _head_timed_out(conn, limits)
+            return
+        next_at = head_at
+    clock: _BodyClock | None = getattr(conn, "_aileron_body_clock", None)
+    if clock is not None and conn.state == conn.read_body:
+        reason = body_too_slow(now=now, started=clock.started, last=clock.last, received=clock.received, limits=limits)
+        if reason is not None:
+            yield from _cut_body(conn, reason)
+            return
+        at = body_next_check(started=clock.started, last=clock.last, received=clock.received, limits=limits)
+        next_at = at if next_at is None else min(next_at, at)
+    if next_at is not None:
+        yield from _tick(conn, next_at)
 
 
 def _cut_body(conn: Any, reason: str) -> CommandGenerator:
@@ -385,8 +399,8 @@ def _cut_body(conn: Any, reason: str) -> CommandGenerator:
 
 
 def _start_head_timer(conn: Any, limits: Limits) -> CommandGenerator:
-    conn._aileron_head_timer = _Deadline(time.monotonic() + limits.header_timeout)
-    yield conn._aileron_head_timer.arm()
+    conn._aileron_head_at = time.monotonic() + limits.header_timeout
+    yield from _tick(conn, conn._aileron_head_at)
 
 
 def _head_timed_out(conn: Any, limits: Limits) -> CommandGenerator:
@@ -412,7 +426,7 @@ def _refuse_head(conn: Any, refusal: Refusal) -> CommandGenerator:
         response = problems.response(refusal, request_id="")
     conn.buf = ReceiveBuffer()
     conn.state = conn.done
-    conn._aileron_head_timer = None
+    conn._aileron_head_at = None
     yield commands.SendData(conn.conn, _problem_bytes(response))
     yield commands.CloseConnection(conn.conn)
 
@@ -473,15 +487,19 @@ def _wrap_http1_client() -> None:
 
     def handle_event(self: Any, event: events.Event) -> CommandGenerator:
         if isinstance(event, events.Wakeup):
-            deadline: _Deadline | None = getattr(self, "_aileron_response_timer", None)
-            if not _woken(deadline, event):
+            if not _ours(self, event):
+                yield from original(self, event)
                 return
-            if self.stream_id != deadline.stream_id or self.response is not None or self.state != self.read_headers:
+            timer: tuple[int, float] | None = getattr(self, "_aileron_response_timer", None)
+            if timer is None:
+                return
+            stream_id, at = timer
+            if self.stream_id != stream_id or self.response is not None or self.state != self.read_headers:
                 self._aileron_response_timer = None  # answered: the deadline is over
-            elif deadline.passed():
+            elif time.monotonic() >= at:
                 yield from _upstream_timed_out(self)
             else:
-                yield deadline.arm()
+                yield from _tick(self, at)
             return
         if (
             isinstance(event, events.DataReceived)
@@ -497,9 +515,9 @@ def _wrap_http1_client() -> None:
             event = events.DataReceived(event.connection, b"")  # already in the buffer
         yield from original(self, event)
         if isinstance(event, RequestEndOfMessage) and self.response is None and self.stream_id is not None:
-            started = _Deadline(time.monotonic() + _limits().response_timeout, stream_id=self.stream_id)
-            self._aileron_response_timer = started
-            yield started.arm()
+            at = time.monotonic() + _limits().response_timeout
+            self._aileron_response_timer = (self.stream_id, at)
+            yield from _tick(self, at)
 
     client._handle_event = handle_event  # type: ignore[method-assign]
 

@@ -49,6 +49,7 @@ from dataplane.audit_records import (
     outcome_record,
     refusal_record,
 )
+from dataplane.connections import ConnectionGuard
 from dataplane.control import ApprovalTicket, ControlPlane
 from dataplane.decision import decide, identify, model_of
 from dataplane.destination import check_binding, norm_host, pin_request, pin_server, resolve
@@ -93,6 +94,7 @@ class AileronProxy:
         prices: PriceTable | None = None,
         budget: BodyBudget | None = None,
         session_connections: int = 256,
+        connections: ConnectionGuard | None = None,
     ) -> None:
         self.credentials = credentials
         self.spool = spool
@@ -107,6 +109,7 @@ class AileronProxy:
         self.prices = prices or PriceTable.load(None)
         self.tunnels: dict[str, Tunnel] = {}
         self.session_connections = session_connections
+        self.connections = connections  # its hooks are called from these (one addon: one dispatch per hook)
         self.tunnels_of: Counter[str] = Counter()  # open tunnels by session token
         self.pending: dict[str, Pending] = {}
         self.sockets: dict[str, ws_messages.Socket] = {}  # WebSockets of sessions holding credentials, by flow
@@ -156,7 +159,13 @@ class AileronProxy:
         assert flow.response is not None  # noqa: S101 (_refuse always answers)
         return flow.response
 
+    def client_connected(self, client: connection.Client) -> None:
+        if self.connections is not None:
+            self.connections.client_connected(client)
+
     def client_disconnected(self, client: connection.Client) -> None:
+        if self.connections is not None:
+            self.connections.client_disconnected(client)
         self._drop_tunnel(client.id)
 
     def _drop_tunnel(self, client_id: str) -> None:
@@ -185,6 +194,8 @@ class AileronProxy:
     # --- request hooks ------------------------------------------------------------------------------------
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if self.connections is not None:
+            self.connections.requestheaders(flow)
         try:
             await self._requestheaders(flow)
         except Exception as exc:

@@ -253,6 +253,11 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
         prices=prices,
         budget=BodyBudget(settings.limits.body_budget, share=settings.limits.session_body_share),
         session_connections=settings.limits.session_connections,
+        connections=ConnectionGuard(
+            max_connections=settings.limits.max_connections,
+            # later than the head timer, whose 408 answer is clearer where it runs
+            first_request_timeout=settings.limits.header_timeout + FIRST_REQUEST_GRACE,
+        ),
     )
     http1_strict.install()  # strict chunked bodies and problem+json where mitmproxy answers by itself
     limits.install(settings.limits, on_refused=proxy.refuse_head)  # bounded heads, bodies, waits
@@ -272,11 +277,6 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
         core.Core(),
         proxyserver.Proxyserver(),  # type: ignore[no-untyped-call]
         next_layer.NextLayer(),
-        ConnectionGuard(
-            max_connections=settings.limits.max_connections,
-            # later than the head timer, whose 408 answer is clearer where it runs
-            first_request_timeout=settings.limits.header_timeout + FIRST_REQUEST_GRACE,
-        ),
         proxy,
         SessionTlsConfig(proxy),  # replaces mitmproxy's TlsConfig: certificates come from each session's CA
     ]

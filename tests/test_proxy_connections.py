@@ -36,7 +36,20 @@ def _connect(world: World) -> tuple[socket.socket, bytes]:
     sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
     auth = base64.b64encode(f"aileron:{world.token}".encode()).decode()
     sock.sendall(f"CONNECT api.github.com:443 HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode())
-    return sock, sock.recv(65536)
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return sock, answer
+
+
+def _length(answer: bytes) -> int:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0
 
 
 def _is_closed(sock: socket.socket) -> bool:
