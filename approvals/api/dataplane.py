@@ -125,7 +125,7 @@ async def _wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
         return _problem(403, "forbidden", "Forbidden", "This endpoint is for the data plane's service token.")
     try:
         body = json.loads(request.body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes
         return _problem(400, "bad-request", "Bad request", "The body is not JSON.")
     form = s.WaitSerializer(data=body if isinstance(body, dict) else {})
     if not form.is_valid():
