@@ -342,7 +342,14 @@ def _wrap_http1_server() -> None:
             if clock is not None:
                 clock.last = time.monotonic()
                 clock.received += len(event.data)
-        yield from original(self, event)
+        if reading_head:
+            head = bytes(self.buf._data[:2048])
+            if (yield from _unparsed_head_refused(original(self, event), self)):
+                # mitmproxy answered 400 to a request line or header it could not parse, before any hook ran:
+                # the refusal is audited in its tunnel's session like one refused here.
+                _audit_unparsed(self, head)
+        else:
+            yield from original(self, event)
         if self.state == self.read_headers:
             if reading_head and getattr(self, "_aileron_head_at", None) is None:
                 # A later request's head on a kept-alive connection, begun and not complete: its timer starts
@@ -359,6 +366,37 @@ def _wrap_http1_server() -> None:
             self._aileron_body_clock = None
 
     server._handle_event = handle_event  # type: ignore[method-assign]
+
+
+def _unparsed_head_refused(inner: CommandGenerator, conn: Any) -> Generator[commands.Command, Any, bool]:
+    """Pass `inner`'s commands on; True when it answered a head with a 400 of its own and passed no request on."""
+    answered = passed_on = False
+    sent: Any = None
+    while True:
+        try:
+            command = inner.send(sent)
+        except StopIteration:
+            break
+        if isinstance(command, commands.SendData) and command.data.startswith(b"HTTP/1.1 400"):
+            answered = True
+        elif isinstance(command, ReceiveHttp):
+            passed_on = True
+        sent = yield command
+    return answered and not passed_on and conn.state == conn.done
+
+
+def _audit_unparsed(conn: Any, head: bytes) -> None:
+    if _state is None or _state.on_refused is None:
+        return
+    method, target = request_line(head)
+    request = http.Request.make(method or "GET", "http://unknown/")
+    request.path = target or "/"
+    request.host = ""
+    refusal = Refusal(problems.REQUEST_SMUGGLING, "the request line or a header line could not be parsed")
+    try:
+        _state.on_refused(conn.conn, request, refusal)
+    except Exception:  # the answer is already out; the audit is best effort here
+        log.exception("auditing an unparsable request head")
 
 
 def _check_server(conn: Any, limits: Limits) -> CommandGenerator:

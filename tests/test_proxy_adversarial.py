@@ -339,14 +339,25 @@ def test_a_malformed_head_is_a_400_problem_never_forwarded_and_audited_as_refuse
         b"GET /adv/version HTTP/2.0",
         b"GET /adv/version HTTP/1.2",
         b"GET /adv/fragment#x HTTP/1.1",
+        b"GET /adv/two spaces HTTP/1.1",
+        b"GET /adv/no-version",
+        b"GET /adv/colonless HTTP/1.1\r\nX-No-Colon-Here",
+        b"GET /adv/bad-name HTTP/1.1\r\nX Bad Name: v",
     ],
 )
 def test_request_lines_a_strict_server_refuses_are_refused(attack: Attack, line: bytes) -> None:
     marker = uuid.uuid4().hex.encode()
+    line = line.replace(b"/adv/", b"/adv/" + marker[:8] + b"/")
     raw = line + b"\r\nHost: docs.example.com\r\nX-Marker: " + marker + b"\r\n\r\n"
     answer = exchange(attack.world, EGRESS, raw)
     refused_and_closed(answer)
     assert marker not in attack.upstream.raw()
+    # refused by the HTTP/1 parser before any hook ran, and still in the session's audit trail
+    records = attack.world.audit_wait(
+        lambda rs: any(marker[:8].decode() in r["path"] and r["problem_type"] == "malformed-request" for r in rs)
+    )
+    record = next(r for r in records if marker[:8].decode() in r["path"])
+    assert record["decision"] == "deny" and record["session_id"] == attack.world.session_id, record
 
 
 def test_the_http2_preface_over_http1_is_refused(attack: Attack) -> None:
