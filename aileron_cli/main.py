@@ -306,9 +306,14 @@ def _dataplane_health(proxy_url: str) -> dict[str, Any]:
     """The data plane's own report (http://aileron.proxy/healthz through the proxy): is the audit flowing?"""
     import httpx
 
+    headers = {}
+    try:  # the full report is for the operator: the service token `aileron service` keeps in AILERON_HOME
+        headers["Authorization"] = "Bearer " + (state.home() / "dataplane" / "service-token").read_text().strip()
+    except OSError:
+        pass  # another user's or another machine's data plane: its status alone
     try:
         with httpx.Client(proxy=proxy_url, timeout=3, trust_env=False) as client:
-            response = client.get("http://aileron.proxy/healthz")
+            response = client.get("http://aileron.proxy/healthz", headers=headers)
         report: Any = response.json()
     except (httpx.HTTPError, ValueError) as exc:
         return {"status": "unknown", "error": f"no health report from the proxy ({exc.__class__.__name__})"}
@@ -322,6 +327,8 @@ def _audit_line(health: dict[str, Any]) -> str:
     audit = health.get("audit")
     if not isinstance(audit, dict):
         return str(health.get("error", "unknown"))
+    if "writer" not in audit:  # the status alone: this user cannot read the data plane's service token
+        return f"{audit.get('status', 'unknown')} (details need the data plane's service token)"
     writer, shipper = audit["writer"], audit["shipper"]
     queued = f"{audit['queued_records']} record(s) queued"
     last = f"last shipped {shipper['last_success_at'] or 'never (since start)'}"

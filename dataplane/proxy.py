@@ -95,6 +95,7 @@ class AileronProxy:
         budget: BodyBudget | None = None,
         session_connections: int = 256,
         connections: ConnectionGuard | None = None,
+        operator_token: str = "",
     ) -> None:
         self.credentials = credentials
         self.spool = spool
@@ -110,6 +111,7 @@ class AileronProxy:
         self.tunnels: dict[str, Tunnel] = {}
         self.session_connections = session_connections
         self.connections = connections  # its hooks are called from these (one addon: one dispatch per hook)
+        self.operator_token = operator_token  # what opens the health endpoint's full report
         self.tunnels_of: Counter[str] = Counter()  # open tunnels by session token
         self.pending: dict[str, Pending] = {}
         self.sockets: dict[str, ws_messages.Socket] = {}  # WebSockets of sessions holding credentials, by flow
@@ -209,7 +211,7 @@ class AileronProxy:
             if tunnel is None:
                 if flow.request.scheme == "http" and norm_host(flow.request.pretty_host) == CA_HOST:
                     if flow.request.path.split("?", 1)[0] == health.PATH:
-                        health.serve(flow, self.spool)
+                        health.serve(flow, self.spool, operator_token=self.operator_token)
                         return
                     if flow.request.path.split("?", 1)[0] == shell_audit.PATH:
                         # the sandbox's mediated shell reporting a command it ran or refused

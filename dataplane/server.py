@@ -258,6 +258,7 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
             # later than the head timer, whose 408 answer is clearer where it runs
             first_request_timeout=settings.limits.header_timeout + FIRST_REQUEST_GRACE,
         ),
+        operator_token=settings.token,
     )
     http1_strict.install()  # strict chunked bodies and problem+json where mitmproxy answers by itself
     limits.install(settings.limits, on_refused=proxy.refuse_head)  # bounded heads, bodies, waits

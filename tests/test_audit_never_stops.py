@@ -136,7 +136,15 @@ class DataPlane:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         with httpx.Client(proxy=f"http://127.0.0.1:{self.port}", trust_env=False, timeout=10) as client:
-            response = client.get("http://aileron.proxy/healthz")
+            response = client.get(
+                "http://aileron.proxy/healthz",
+                headers={"Authorization": f"Bearer {self.token_file.read_text().strip()}"},
+            )
+        return response.status_code, response.json()
+
+    def health_without_token(self) -> tuple[int, dict[str, Any]]:
+        with httpx.Client(proxy=f"http://127.0.0.1:{self.port}", trust_env=False, timeout=10) as client:
+            response = client.get("http://aileron.proxy/healthz", headers={"Authorization": "Bearer wrong"})
         return response.status_code, response.json()
 
     def status(self) -> dict[str, Any]:
@@ -214,6 +222,8 @@ def test_a_full_spool_disk_stops_every_request_and_the_audit_catches_up_without_
             assert code == 503
             assert health["audit"]["status"] == "degraded"
             assert "No space left on device" in json.dumps(health)
+            # an agent reaching the proxy learns the status, not the report behind it
+            assert dataplane.health_without_token() == (503, {"status": "degraded", "audit": {"status": "degraded"}})
             status = dataplane.status()["dataplane"]["health"]
             assert status["audit"]["status"] == "degraded"
 

@@ -203,6 +203,23 @@ def test_the_health_endpoint_reports_the_spool_and_answers_503_when_it_stalls(tm
     assert spool.records == []  # a health probe is not a refusal
 
 
+def test_the_health_report_behind_the_status_needs_the_service_token(tmp_path: Path) -> None:
+    proxy, spool, _ = make_proxy(tmp_path)
+    proxy.operator_token = "svc-token-123"
+    spool.health = lambda: {"status": "degraded", "writer": {"last_error": "No space left on device"}}
+    answers = []
+    for given in ("", "Bearer wrong", "Bearer svc-token-123"):
+        flow = plain_flow(token=None, host="aileron.proxy")
+        flow.request.path = "/healthz"
+        if given:
+            flow.request.headers["authorization"] = given
+        asyncio.run(proxy.requestheaders(flow))
+        assert flow.response is not None and flow.response.status_code == 503
+        answers.append(flow.response.json())
+    assert answers[0] == answers[1] == {"status": "degraded", "audit": {"status": "degraded"}}
+    assert answers[2]["audit"]["writer"]["last_error"] == "No space left on device" and "pid" in answers[2]
+
+
 def test_only_a_well_formed_lookup_part_is_kept() -> None:
     assert token_lookup("ail_ses_AbC123def456" + "x" * 32) == "AbC123def456"
     assert token_lookup("ail_pat_AbC123def456" + "x" * 32) == ""
