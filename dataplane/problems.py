@@ -191,6 +191,12 @@ TOO_MANY_CONNECTIONS = Kind(
     "This session holds as many connections through the proxy as it may",
     "Reuse open connections (keep-alive) or close idle ones, then retry.",
 )
+SESSION_CHECKS_BUSY = Kind(
+    "session-checks-busy",
+    503,
+    "The proxy is asked to check more unknown session tokens than it checks at once",
+    "Nothing was sent. Retry shortly with your session token; tokens already checked are not affected.",
+)
 BODY_BUDGET_EXHAUSTED = Kind(
     "body-budget-exhausted",
     503,

@@ -112,6 +112,7 @@ class AileronProxy:
         self.session_connections = session_connections
         self.connections = connections  # its hooks are called from these (one addon: one dispatch per hook)
         self.operator_token = operator_token  # what opens the health endpoint's full report
+        self.unverified = refusals.Unverified(spool)
         self.tunnels_of: Counter[str] = Counter()  # open tunnels by session token
         self.pending: dict[str, Pending] = {}
         self.sockets: dict[str, ws_messages.Socket] = {}  # WebSockets of sessions holding credentials, by flow
@@ -591,7 +592,7 @@ class AileronProxy:
         flow.response = problems.response(refusal, request_id=request_id)
         cached = self.sessions.cached(token) if token else None
         session_id = cached.context.session_id if cached is not None else None
-        refusals.audit(self.spool, flow, refusal, request_id=request_id, session_id=session_id, token=token, host=host)
+        self.unverified.audit(flow, refusal, request_id=request_id, session_id=session_id, token=token, host=host)
 
     def _fail(self, flow: http.HTTPFlow, exc: Exception, *, hook: str) -> None:
         """An unexpected exception in a request hook: the agent gets a problem, nothing is forwarded (the proxy

@@ -13,11 +13,15 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.certs import CertStore
 
+from aileron_shared import tokens
 from dataplane import problems, session_ca
 from dataplane.control import ControlPlane, ControlPlaneError, NotFoundError, SessionContext
 from dataplane.problems import Refusal
+from dataplane.refusals import Bucket
 from policies.engine import Engine, PolicyDoc, PolicyError
 
+LOOKUPS_PER_SECOND = 50.0  # control-plane checks of tokens not seen live, on average
+LOOKUP_BURST = 500.0  # and at once: every agent reconnecting after a restart of the data plane
 CA_HOST = "aileron.proxy"  # /ca.pem: the session CA; /shell-audit: dataplane.shell_audit; /healthz: dataplane.health
 
 
@@ -42,6 +46,7 @@ class Sessions:
         self._live: dict[str, Live] = {}
         self._inflight: dict[str, asyncio.Future[Live]] = {}
         self._refused: dict[str, float] = {}  # tokens the control plane just refused: not asked again at once
+        self.lookups = Bucket(LOOKUPS_PER_SECOND, LOOKUP_BURST)  # checks of tokens not seen live
         self.dhparams: Any = None
 
     def cached(self, token: str) -> Live | None:
@@ -59,6 +64,16 @@ class Sessions:
         pending = self._inflight.get(token)
         if pending is not None:
             return await asyncio.shield(pending)
+        if found is None:
+            # A token not seen live: only a well-formed session token is worth a call to the control plane, and
+            # only so many a second (a flood of made-up tokens must not become a flood of lookups).
+            try:
+                if tokens.parse(token).kind != "ses":
+                    raise tokens.MalformedToken("not a session token")
+            except tokens.MalformedToken:
+                raise Refusal(problems.PROXY_AUTH_REQUIRED, "that is not a session token") from None
+            if not self.lookups.take():
+                raise Refusal(problems.SESSION_CHECKS_BUSY, "too many unknown session tokens to check right now")
         future: asyncio.Future[Live] = asyncio.get_running_loop().create_future()
         self._inflight[token] = future
         try:

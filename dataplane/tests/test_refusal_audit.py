@@ -235,3 +235,55 @@ def test_an_egress_body_held_for_the_scan_counts_against_the_budget_of_bodies_in
     assert flow.response is not None and flow.response.status_code == 503
     assert flow.response.json()["type"] == "urn:aileron:problem:body-budget-exhausted"
     assert [r["problem_type"] for r in spool.records] == ["body-budget-exhausted"]
+
+
+class CountingControl(DownControl):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def session_context(self, token: str) -> Any:
+        self.calls += 1
+        from dataplane.control import NotFoundError
+
+        raise NotFoundError("unknown")
+
+
+def _connect_with(proxy: AileronProxy, token: str) -> http.HTTPFlow:
+    flow = plain_flow(token=token, method=b"CONNECT", host="api.github.com")
+    asyncio.run(proxy.http_connect(flow))
+    assert flow.response is not None
+    return flow
+
+
+def test_a_token_that_is_not_a_session_token_is_refused_without_asking_the_control_plane(tmp_path: Path) -> None:
+    proxy, spool, _ = make_proxy(tmp_path)
+    control = CountingControl()
+    proxy.sessions.control = control
+    for token in ("x" * 48, "ail_pat_" + "a" * 44, "ail_ses_short", "ail_ses_" + "!" * 44):
+        assert _connect_with(proxy, token).response.status_code == 407  # type: ignore[union-attr]
+    assert control.calls == 0
+    assert len(spool.records) == 4 and all(r["problem_type"] == "proxy-auth-required" for r in spool.records)
+
+
+def test_a_flood_of_made_up_session_tokens_costs_a_bounded_number_of_lookups_and_audit_rows(tmp_path: Path) -> None:
+    import secrets
+    import string
+
+    from dataplane.refusals import Bucket
+
+    proxy, spool, _ = make_proxy(tmp_path)
+    control = CountingControl()
+    proxy.sessions.control = control
+    proxy.sessions.lookups = Bucket(rate=0.001, burst=30)
+    proxy.unverified.bucket = Bucket(rate=0.001, burst=10)
+    alphabet = string.ascii_letters + string.digits
+    statuses = []
+    for _ in range(100):
+        token = "ail_ses_" + "".join(secrets.choice(alphabet) for _ in range(44))
+        statuses.append(_connect_with(proxy, token).response.status_code)  # type: ignore[union-attr]
+    assert control.calls == 30  # the burst, then no more lookups
+    assert statuses.count(407) == 30 and statuses.count(503) == 70
+    assert len(spool.records) == 10  # the audit rows are bounded too
+    proxy.unverified.bucket = Bucket(rate=0.001, burst=1)  # room again: the next one says what was not recorded
+    _connect_with(proxy, "ail_ses_" + "b" * 44)
+    assert "90 similar refusals before it were counted" in spool.records[-1]["reason"]
