@@ -20,7 +20,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from dataplane import credscan, problems
+from dataplane import credscan, nested, problems
 from dataplane.control import SessionContext
 from dataplane.credscan import Matcher
 from dataplane.problems import Refusal
@@ -333,22 +333,11 @@ def _stream_decoder(encoding: str) -> Callable[[bytes], Iterator[bytes]] | None:
     """A chunk-by-chunk decoder for a response's Content-Encoding (b"" flushes), yielding pieces of about
     DECODE_PIECE bytes (two at most; never empty ones); None for an encoding it cannot read."""
     if encoding in ("gzip", "x-gzip", "deflate"):
-        inflater = zlib.decompressobj(wbits=47 if encoding != "deflate" else 15)
+        decode = nested.zlib_decoder(47 if encoding != "deflate" else 15)
 
         def inflate(chunk: bytes) -> Iterator[bytes]:
             try:
-                data = inflater.unconsumed_tail + chunk
-                while data and not inflater.eof:
-                    piece = inflater.decompress(data, DECODE_PIECE)
-                    data = inflater.unconsumed_tail
-                    if piece:
-                        yield piece
-                    elif not data:
-                        break
-                if not chunk and not inflater.eof:
-                    tail = inflater.flush(DECODE_PIECE)
-                    if tail:
-                        yield tail
+                yield from decode(chunk)
             except zlib.error:
                 return  # corrupt: nothing more of it reaches the agent
 

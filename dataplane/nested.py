@@ -35,7 +35,8 @@ class NestedCredential(Exception):
 Decoder = Callable[[bytes], Iterator[bytes]]  # b"" flushes
 
 
-def _zlib_like(wbits: int) -> Decoder:
+def zlib_decoder(wbits: int) -> Decoder:
+    """gzip (31), zlib (15) or either (47), member after member; b"" flushes; raises zlib.error when corrupt."""
     state = {"obj": zlib.decompressobj(wbits=wbits)}
 
     def decode(chunk: bytes) -> Iterator[bytes]:
@@ -101,7 +102,7 @@ def _zstd() -> Decoder | None:
 def decoder_for(start: bytes) -> tuple[str, Decoder] | None:
     """The format whose signature `start` begins with, and a decoder for it; None for anything else."""
     if start.startswith(b"\x1f\x8b"):
-        return "gzip", _zlib_like(31)
+        return "gzip", zlib_decoder(31)
     if start.startswith(b"\x28\xb5\x2f\xfd"):
         zstd = _zstd()
         return ("zstd", zstd) if zstd is not None else None
@@ -110,7 +111,7 @@ def decoder_for(start: bytes) -> tuple[str, Decoder] | None:
     if start.startswith(b"\xfd7zXZ\x00"):
         return "xz", _incremental(lzma.LZMADecompressor)
     if len(start) >= 2 and start[0] & 0x0F == 8 and start[0] >> 4 <= 7 and (start[0] << 8 | start[1]) % 31 == 0:
-        return "zlib", _zlib_like(15)
+        return "zlib", zlib_decoder(15)
     return None
 
 

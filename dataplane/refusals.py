@@ -128,17 +128,3 @@ class Unverified:
             entry["reason"] = f"{entry['reason']} ({self.untold} similar refusals before it were counted, not recorded)"
             self.untold = 0
         self.spool.record(entry)
-
-
-def audit(
-    spool: Spool,
-    flow: http.HTTPFlow,
-    refusal: Refusal,
-    *,
-    request_id: str,
-    session_id: str | None,
-    token: str | None,
-    host: str,
-) -> None:
-    """Queue the refusal's record (not waited for: nothing is forwarded either way)."""
-    spool.record(record(flow, refusal, request_id=request_id, session_id=session_id, token=token, host=host))
