@@ -242,12 +242,26 @@ class Result:
     statuses: dict[int, int]
     stalled: bool = False  # a request timed out: the run was cut short
     proxy_cpu_seconds: float | None = None  # user + system time of the proxy process (all threads) in the run
+    proxy_sys_seconds: float | None = None  # of which system (kernel) time
+    proxy_faults: int | None = None  # minor page faults of the proxy process in the run
 
     @property
     def cpu_us_per_request(self) -> float:
         if self.proxy_cpu_seconds is None or not self.latencies_ms:
             return float("nan")
         return self.proxy_cpu_seconds / len(self.latencies_ms) * 1e6
+
+    @property
+    def sys_us_per_request(self) -> float:
+        if self.proxy_sys_seconds is None or not self.latencies_ms:
+            return float("nan")
+        return self.proxy_sys_seconds / len(self.latencies_ms) * 1e6
+
+    @property
+    def faults_per_request(self) -> float:
+        if self.proxy_faults is None or not self.latencies_ms:
+            return float("nan")
+        return self.proxy_faults / len(self.latencies_ms)
 
     @property
     def rps(self) -> float:
@@ -324,14 +338,32 @@ def run_load(target: Target, workers: int, requests: int, warmup_per_worker: int
         t.start()
     ready.wait()
     cpu0 = _cpu_seconds(target.pid)
+    counters0 = _counters(target.pid)
     t0 = time.perf_counter()
     start_gate.set()
     for t in threads:
         t.join()
     seconds = time.perf_counter() - t0
     cpu1 = _cpu_seconds(target.pid)
+    counters1 = _counters(target.pid)
     cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
-    return Result(seconds, [x for xs in latencies for x in xs], sum(errors), dict(statuses), stalled.is_set(), cpu)
+    sys_s, faults = (
+        (counters1[0] - counters0[0], counters1[1] - counters0[1]) if counters0 and counters1 else (None, None)
+    )
+    return Result(
+        seconds, [x for xs in latencies for x in xs], sum(errors), dict(statuses), stalled.is_set(), cpu, sys_s, faults
+    )
+
+
+def _counters(pid: int | None) -> tuple[float, int] | None:
+    """System CPU seconds and minor page faults of a process (from /proc)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK"), int(fields[7])
 
 
 def _cpu_seconds(pid: int | None) -> float | None:
@@ -436,6 +468,8 @@ def summarize(results: dict[str, dict[str, list[Result]]]) -> dict[str, dict[str
                 "errors": float(sum(r.errors for r in runs)),
                 "requests": float(sum(len(r.latencies_ms) for r in runs)),
                 "proxy_cpu_us_per_request": median([r.cpu_us_per_request for r in runs]),
+                "proxy_sys_us_per_request": median([r.sys_us_per_request for r in runs]),
+                "proxy_faults_per_request": median([r.faults_per_request for r in runs]),
             }
     base = out.get("mitmdump", {})
     for figures_by_load in out.values():
@@ -652,7 +686,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{now_name:<9} vs baseline {load:<10}: throughput {cur['rps'] / old['rps']:.3f}x, "
                     f"p50 {cur['p50_ms']:.2f} vs {old['p50_ms']:.2f} ms ({cur['p50_ms'] - old['p50_ms']:+.2f} ms), "
-                    f"CPU/request {cur['proxy_cpu_us_per_request'] / old['proxy_cpu_us_per_request']:.3f}x"
+                    f"CPU/request {cur['proxy_cpu_us_per_request'] / old['proxy_cpu_us_per_request']:.3f}x "
+                    f"(system {cur['proxy_sys_us_per_request']:.0f} vs {old['proxy_sys_us_per_request']:.0f} us, "
+                    f"page faults {cur['proxy_faults_per_request']:.1f} vs {old['proxy_faults_per_request']:.1f})"
                 )
     if audit:
         print(
