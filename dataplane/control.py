@@ -78,6 +78,7 @@ class SessionContext:
     policies: tuple[dict[str, str], ...]
     egress_mode: str
     egress_allow: tuple[str, ...]
+    egress_plain_http: tuple[str, ...] = ()  # hosts reachable over plain HTTP (package mirrors)
     shell_policy: ShellRules = ShellRules()  # what the sandbox's mediated shell was told to enforce
 
 
@@ -178,6 +179,7 @@ class ControlPlane:
                 ),
                 egress_mode=str(egress.get("mode", "open")),
                 egress_allow=tuple(str(a) for a in egress.get("allow", [])),
+                egress_plain_http=tuple(str(a) for a in egress.get("plain_http", [])),
                 shell_policy=shell_rules_parse(body.get("shell_policy")),
             )
         except (KeyError, TypeError, AttributeError, ShellRuleError) as exc:

@@ -19,6 +19,7 @@ class Tunnel:
     host: str
     port: int
     target: Target | None = None
+    plain: bool = False  # not a CONNECT: one plain-HTTP request's destination (package mirrors)
 
 
 @dataclass

@@ -52,7 +52,7 @@ from dataplane.audit_records import (
 from dataplane.connections import ConnectionGuard
 from dataplane.control import ApprovalTicket, ControlPlane
 from dataplane.decision import decide, identify, model_of
-from dataplane.destination import check_binding, norm_host, pin_request, pin_server, resolve
+from dataplane.destination import check_binding, norm_host, pin_request, pin_server, resolve, split_authority
 from dataplane.failures import describe, frames
 from dataplane.flowstate import Pending, Tunnel
 from dataplane.framing import (
@@ -109,6 +109,7 @@ class AileronProxy:
         self.budget = budget or BodyBudget(max(max_body, 64 * 1024 * 1024))
         self.prices = prices or PriceTable.load(None)
         self.tunnels: dict[str, Tunnel] = {}
+        self.plain: dict[str, Tunnel] = {}  # the destination of a connection's current plain-HTTP request
         self.session_connections = session_connections
         self.connections = connections  # its hooks are called from these (one addon: one dispatch per hook)
         self.operator_token = operator_token  # what opens the health endpoint's full report
@@ -172,6 +173,7 @@ class AileronProxy:
         self._drop_tunnel(client.id)
 
     def _drop_tunnel(self, client_id: str) -> None:
+        self.plain.pop(client_id, None)
         tunnel = self.tunnels.pop(client_id, None)
         if tunnel is None:
             return
@@ -189,7 +191,7 @@ class AileronProxy:
     async def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         """Connect only to the address this proxy resolved and checked for the tunnel (no DNS rebinding)."""
         try:
-            pin_server(self.tunnels.get(data.client.id), data.server)
+            pin_server(self.tunnels.get(data.client.id) or self.plain.get(data.client.id), data.server)
         except Exception as exc:
             log.error("checking an upstream address failed: %s\n%s", describe(exc), frames(exc))
             data.server.error = "aileron: the destination could not be checked"
@@ -223,7 +225,7 @@ class AileronProxy:
                         return
                     await serve_ca(flow, self.sessions)
                     return
-                raise Refusal(problems.HTTPS_ONLY, "plain HTTP is not forwarded; use https:// through CONNECT")
+                tunnel = self._plain_tunnel(flow)  # a package mirror over plain HTTP, or a Refusal
             live = await self.sessions.get(tunnel.token)
         except Refusal as refusal:
             stale = self.sessions.cached(tunnel.token) if tunnel is not None else None
@@ -256,7 +258,10 @@ class AileronProxy:
             # what the agent sent, before anything is stripped or injected: no credential it could have obtained
             pending.scan = await self.reach.matcher(live.context)
             exfil.check_head(self.reach, live.context.session_id, pending.scan, flow.request, tunnel.host)
-            await self._screen(flow, tunnel, pending)
+            if tunnel.plain:
+                await self._screen_plain(flow, tunnel, pending)
+            else:
+                await self._screen(flow, tunnel, pending)
         except Refusal as refusal:
             self._refuse(flow, pending, refusal)
             return
@@ -317,10 +322,47 @@ class AileronProxy:
             return
         await self._decide(flow, pending, body=b"")
 
-    async def _egress(self, flow: http.HTTPFlow, tunnel: Tunnel, pending: Pending) -> None:
+    def _plain_tunnel(self, flow: http.HTTPFlow) -> Tunnel:
+        """A plain-HTTP request to the proxy (absolute form, no CONNECT): the destination it names, for a session,
+        as a tunnel of its own (this connection's next request may name another); Refusal if none can be."""
+        request = flow.request
+        token = proxy_token(request.headers.get("proxy-authorization", ""))
+        if request.scheme != "http" or not request.host or token is None:
+            raise Refusal(problems.HTTPS_ONLY, "plain HTTP is not forwarded; use https:// through CONNECT")
+        tunnel = Tunnel(token, norm_host(request.host), request.port, plain=True)
+        self.plain[flow.client_conn.id] = tunnel
+        return tunnel
+
+    async def _screen_plain(self, flow: http.HTTPFlow, tunnel: Tunnel, pending: Pending) -> None:
+        """Plain HTTP goes only to the organization's listed hosts (package mirrors), on port 80, uncredentialed."""
+        context = pending.live.context
+        if tunnel.host in self.by_host or not egress_allows(context.egress_plain_http, tunnel.host):
+            raise Refusal(
+                problems.HTTPS_ONLY,
+                f"plain HTTP to {tunnel.host} is not forwarded; use https://, or have an admin add the host to "
+                "the organization's plain-HTTP egress hosts (package mirrors)"
+                if tunnel.host not in self.by_host
+                else f"{tunnel.host} is a connector's host: it is reached over HTTPS only",
+            )
+        if tunnel.port != 80:
+            raise Refusal(problems.HTTPS_ONLY, f"plain HTTP is forwarded to port 80 only, not {tunnel.port}")
+        framing = read_framing(flow.request)  # strict HTTP/1.1; Proxy-Authorization and hop-by-hop fields removed
+        if framing.websocket:
+            raise Refusal(problems.HTTPS_ONLY, "no WebSocket over plain HTTP")
+        host_header = flow.request.host_header or ""
+        if split_authority(host_header, default_port=80) != (tunnel.host, 80):
+            raise Refusal(
+                problems.DESTINATION_MISMATCH,
+                f"the request goes to {tunnel.host} but its Host header names {host_header or 'no host'}",
+            )
+        await self._egress(flow, tunnel, pending, listed=True)
+
+    async def _egress(self, flow: http.HTTPFlow, tunnel: Tunnel, pending: Pending, *, listed: bool = False) -> None:
         live = pending.live
         pending.kind = "egress"
-        if live.context.egress_mode == "allowlist" and not egress_allows(live.context.egress_allow, tunnel.host):
+        # `listed`: named by the organization for this use (plain HTTP): its own allowlist
+        allowlist = live.context.egress_mode == "allowlist" and not listed
+        if allowlist and not egress_allows(live.context.egress_allow, tunnel.host):
             raise Refusal(problems.EGRESS_DENIED, f"{tunnel.host} is not on your organization's egress allowlist")
         tunnel.target = tunnel.target or await resolve(self.resolver, tunnel)
         if pending.scan:

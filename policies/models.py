@@ -60,6 +60,9 @@ class EgressPolicy(models.Model):
     organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="+")
     mode = models.CharField(max_length=16, choices=EgressMode.choices, default=EgressMode.OPEN)
     allow = models.JSONField(default=list, blank=True)
+    # Hosts reachable over plain HTTP (package mirrors: apt's default sources are http://), uncredentialed and
+    # audited; none by default. Patterns as in `allow`; never a connector's host.
+    plain_http = models.JSONField(default=list, blank=True)
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -67,6 +67,7 @@ class SessionContext:
     policies: list[Policy]
     egress_mode: str
     egress_allow: list[str] = field(default_factory=list)
+    egress_plain_http: list[str] = field(default_factory=list)
     shell_policy: dict[str, Any] = field(default_factory=dict)  # policies.shell_rules.ShellRules.as_dict()
 
 
@@ -117,6 +118,7 @@ def session_context(*, session_token: str) -> SessionContext:
         policies=policies,
         egress_mode=egress.mode,
         egress_allow=list(egress.allow),
+        egress_plain_http=list(egress.plain_http),
         shell_policy={
             "mode": shell.mode,
             "deny": list(shell.deny),

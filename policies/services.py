@@ -115,22 +115,30 @@ def policy_delete(*, policy: Policy) -> None:
     policy.delete()
 
 
-@transaction.atomic
-def egress_set(*, acting: Membership, mode: str, allow: list[str]) -> EgressPolicy:
-    """Replace the organization's egress mode and allow list (patterns are stored lower-case, deduplicated)."""
-    if mode not in EgressMode.values:
-        raise InvalidInput(f"mode must be one of {', '.join(EgressMode.values)}.")
-    if len(allow) > EGRESS_MAX_PATTERNS:
+def _egress_patterns(given: list[str], *, field: str) -> list[str]:
+    if len(given) > EGRESS_MAX_PATTERNS:
         raise InvalidInput(f"At most {EGRESS_MAX_PATTERNS} egress patterns.")
     patterns: list[str] = []
-    for n, pattern in enumerate(allow):
+    for n, pattern in enumerate(given):
         try:
             egress_pattern_validate(pattern)
         except PolicyError as exc:
-            raise InvalidInput(str(exc), errors=[{"detail": str(exc), "pointer": f"/allow/{n}"}]) from None
+            raise InvalidInput(str(exc), errors=[{"detail": str(exc), "pointer": f"/{field}/{n}"}]) from None
         if pattern.lower() not in patterns:
             patterns.append(pattern.lower())
+    return patterns
+
+
+@transaction.atomic
+def egress_set(*, acting: Membership, mode: str, allow: list[str], plain_http: list[str] | None = None) -> EgressPolicy:
+    """Replace the organization's egress mode, allow list and plain-HTTP hosts (patterns are stored lower-case,
+    deduplicated). `plain_http` None keeps the current list."""
+    if mode not in EgressMode.values:
+        raise InvalidInput(f"mode must be one of {', '.join(EgressMode.values)}.")
+    patterns = _egress_patterns(allow, field="allow")
     egress = egress_get(organization=acting.organization)
+    if plain_http is not None:
+        egress.plain_http = _egress_patterns(plain_http, field="plain_http")
     egress.mode = mode
     egress.allow = patterns
     egress.updated_by = acting.user

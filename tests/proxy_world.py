@@ -224,12 +224,14 @@ def proxy_world(
     service_args: tuple[str, ...] = (),
     imported: dict[str, tuple[Path, str]] | None = None,
     elsewhere: dict[str, int] | None = None,
+    plain_http: dict[str, int] | None = None,
     credentials: bool = True,
 ) -> Iterator[World]:
     """`imported`: connector name -> (OpenAPI description, host), imported (bearer auth) before the service
     starts, enabled for the team and given a canary credential like the built-in ones.
     `elsewhere`: host name -> a local port it resolves to instead of the fake upstream's.
     `credentials=False`: no canary is added, so the session reaches no credential (its egress is not scanned).
+    `plain_http`: host name -> a local port its plain HTTP (port 80) resolves to.
     """
     imported = imported or {}
     elsewhere = elsewhere or {}
@@ -242,7 +244,13 @@ def proxy_world(
         upstream.responders += [_llm_responder, _echo_auth]
         env = {
             "AILERON_UPSTREAM_RESOLVE": ",".join(
-                f"{h}:443=127.0.0.1:{elsewhere.get(h, upstream.port)}" for h in (*hosts, *elsewhere.keys() - set(hosts))
+                [
+                    *(
+                        f"{h}:443=127.0.0.1:{elsewhere.get(h, upstream.port)}"
+                        for h in (*hosts, *elsewhere.keys() - set(hosts))
+                    ),
+                    *(f"{h}:80=127.0.0.1:{port}" for h, port in (plain_http or {}).items()),
+                ]
             ),
             "AILERON_UPSTREAM_CA": str(upstream.ca_file),
             "AILERON_SESSION_CACHE_SECONDS": "1",

@@ -142,9 +142,16 @@ def test_a_plain_http_request_without_a_token_is_refused_and_audited_with_the_cl
 def test_a_plain_http_request_of_a_known_session_is_attributed_to_it(tmp_path: Path) -> None:
     proxy, spool, _ = make_proxy(tmp_path)
     asyncio.run(proxy.sessions.get(TOKEN))
-    asyncio.run(proxy.requestheaders(plain_flow(token=TOKEN)))
+    flow = plain_flow(token=TOKEN)
+    asyncio.run(proxy.requestheaders(flow))
+    assert flow.response is not None and flow.response.status_code == 403
+    assert "plain-HTTP egress hosts" in flow.response.json()["detail"]  # not listed: what an admin can do
     [record] = spool.records
-    assert (record["session_id"], record["token_lookup"]) == (CONTEXT.session_id, "")
+    assert (record["session_id"], record["kind"], record["problem_type"]) == (
+        CONTEXT.session_id,
+        "refused",
+        "https-only",
+    )
 
 
 def test_a_connect_without_a_token_is_refused_and_audited(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ class SessionPolicySerializer(serializers.Serializer[Any]):
 class SessionEgressSerializer(serializers.Serializer[Any]):
     mode = serializers.ChoiceField(choices=EgressMode.choices)
     allow = serializers.ListField(child=serializers.CharField())
+    plain_http = serializers.ListField(child=serializers.CharField())
 
 
 class SessionShellPolicySerializer(serializers.Serializer[Any]):
@@ -80,7 +81,7 @@ class SessionContextView(APIView):
             "connectors": found.connectors,
             "credentials": found.credentials,
             "policies": found.policies,
-            "egress": {"mode": found.egress_mode, "allow": found.egress_allow},
+            "egress": {"mode": found.egress_mode, "allow": found.egress_allow, "plain_http": found.egress_plain_http},
             "shell_policy": found.shell_policy,
         }
         return Response(SessionContextSerializer(body).data)

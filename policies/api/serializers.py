@@ -64,10 +64,19 @@ class EgressSerializer(serializers.ModelSerializer[EgressPolicy]):
         default=list,
         help_text='Host patterns: "example.com" exactly, "*.example.com" any subdomain (not the apex).',
     )
+    plain_http = serializers.ListField(
+        child=serializers.CharField(max_length=255, trim_whitespace=False),
+        max_length=EGRESS_MAX_PATTERNS,
+        allow_empty=True,
+        required=False,
+        default=list,
+        help_text="Host patterns (as in `allow`) reachable over plain HTTP, uncredentialed and audited: package "
+        'mirrors such as "deb.debian.org". None by default; a connector\'s host never.',
+    )
 
     class Meta:
         model = EgressPolicy
-        fields = ["mode", "allow", "updated_at"]
+        fields = ["mode", "allow", "plain_http", "updated_at"]
         read_only_fields = ["updated_at"]
 
 

@@ -90,7 +90,10 @@ class EgressViewSet(OrgScopedViewSet):
         data = s.EgressSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         egress = services.egress_set(
-            acting=self.membership, mode=data.validated_data["mode"], allow=data.validated_data.get("allow", [])
+            acting=self.membership,
+            mode=data.validated_data["mode"],
+            allow=data.validated_data.get("allow", []),
+            plain_http=data.validated_data.get("plain_http", []),
         )
         return Response(s.EgressSerializer(egress).data)
 

@@ -82,7 +82,7 @@ def test_it_describes_the_session_user_and_organization(world: World, cast: Cast
     assert body["project_id"] is None
     assert body["team_ids"] == [str(world.payments.pk)]
     assert body["expires_at"]
-    assert body["egress"] == {"mode": "open", "allow": []}
+    assert body["egress"] == {"mode": "open", "allow": [], "plain_http": []}
 
 
 def test_it_gives_the_org_policies_and_the_users_teams_policies_only(world: World) -> None:
@@ -98,8 +98,17 @@ def test_it_gives_the_connectors_enabled_for_the_users_teams(world: World) -> No
 
 def test_it_reflects_the_egress_setting(world: World, cast: Cast) -> None:
     with scope(organization=cast.alice.org):
-        policy_services.egress_set(acting=cast.alice.membership, mode="allowlist", allow=["*.PyPI.org"])
-    assert context(world).json()["egress"] == {"mode": "allowlist", "allow": ["*.pypi.org"]}
+        policy_services.egress_set(
+            acting=cast.alice.membership, mode="allowlist", allow=["*.PyPI.org"], plain_http=["Deb.Debian.org"]
+        )
+    assert context(world).json()["egress"] == {
+        "mode": "allowlist",
+        "allow": ["*.pypi.org"],
+        "plain_http": ["deb.debian.org"],
+    }
+    with scope(organization=cast.alice.org):  # left out: kept as it is
+        policy_services.egress_set(acting=cast.alice.membership, mode="open", allow=[])
+    assert context(world).json()["egress"]["plain_http"] == ["deb.debian.org"]
 
 
 def test_credentials_come_only_from_the_users_vaults_personal_first(world: World, cast: Cast) -> None:
