@@ -110,6 +110,7 @@ class Limits:
     body_timeout: float = 30.0  # the longest wait for the next byte of a request body (nginx: 60)
     min_body_rate: int = 16 * 1024  # bytes/s a body must average once it is older than body_timeout
     max_connections: int = 4096  # client connections open at once (each may hold one upstream connection too)
+    idle_timeout: float = 60.0  # a client connection with no request in flight this long is closed
     session_connections: int = 256  # tunnels one session may hold open at once
 
 

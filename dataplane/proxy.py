@@ -565,7 +565,13 @@ class AileronProxy:
         self._record_safely({**record, "id": new_request_id()})
         ws_messages.close(flow)
 
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        if self.connections is not None:
+            self.connections.websocket_start(flow)
+
     def websocket_end(self, flow: http.HTTPFlow) -> None:
+        if self.connections is not None:
+            self.connections.flow_done(flow)
         self.sockets.pop(flow.id, None)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -586,6 +592,8 @@ class AileronProxy:
         self._finish(flow)
 
     def _finish(self, flow: http.HTTPFlow) -> None:
+        if self.connections is not None:
+            self.connections.flow_done(flow)
         self.budget.release(flow.id)
         pending = self.pending.pop(flow.id, None)
         if pending is None:

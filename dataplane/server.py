@@ -10,7 +10,7 @@ AILERON_MAX_BODY_BYTES, AILERON_SESSION_CACHE_SECONDS, and the bounds of datapla
 AILERON_BODY_BUDGET_BYTES, AILERON_SESSION_BODY_SHARE_BYTES, AILERON_BODY_TIMEOUT_SECONDS,
 AILERON_MIN_BODY_RATE_BYTES, AILERON_MAX_HEADER_BYTES, AILERON_MAX_HEADER_FIELDS, AILERON_HEADER_TIMEOUT_SECONDS,
 AILERON_UPSTREAM_CONNECT_TIMEOUT_SECONDS, AILERON_UPSTREAM_RESPONSE_TIMEOUT_SECONDS, and of dataplane.connections:
-AILERON_MAX_CONNECTIONS, AILERON_SESSION_MAX_CONNECTIONS. Imports no Django.
+AILERON_MAX_CONNECTIONS, AILERON_IDLE_TIMEOUT_SECONDS, AILERON_SESSION_MAX_CONNECTIONS. Imports no Django.
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ def limits_from_environment(max_body: int) -> Limits:
         body_timeout=_above_zero("AILERON_BODY_TIMEOUT_SECONDS", d.body_timeout),
         min_body_rate=int(_above_zero("AILERON_MIN_BODY_RATE_BYTES", d.min_body_rate)),
         max_connections=int(_above_zero("AILERON_MAX_CONNECTIONS", d.max_connections)),
+        idle_timeout=_above_zero("AILERON_IDLE_TIMEOUT_SECONDS", d.idle_timeout),
         session_connections=int(_above_zero("AILERON_SESSION_MAX_CONNECTIONS", d.session_connections)),
     )
     if bounds.body_budget < max_body:
@@ -257,6 +258,7 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
             max_connections=settings.limits.max_connections,
             # later than the head timer, whose 408 answer is clearer where it runs
             first_request_timeout=settings.limits.header_timeout + FIRST_REQUEST_GRACE,
+            idle_timeout=settings.limits.idle_timeout,
         ),
         operator_token=settings.token,
     )

@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 MAX_CONNECTIONS = 40
 SESSION_CONNECTIONS = 6
+IDLE = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         "AILERON_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
         "AILERON_SESSION_MAX_CONNECTIONS": str(SESSION_CONNECTIONS),
         "AILERON_HEADER_TIMEOUT_SECONDS": "30",  # idle ones are not closed by their deadline during a test
+        "AILERON_IDLE_TIMEOUT_SECONDS": str(IDLE),
+        "AILERON_UPSTREAM_RESPONSE_TIMEOUT_SECONDS": "8",
     }
     with proxy_world(tmp_path_factory.mktemp("connections"), extra_env=env) as w:
         yield w
@@ -117,3 +120,46 @@ def test_a_session_opens_no_more_tunnels_than_its_limit(world: World) -> None:
     records = world.audit_wait(lambda rs: any(r["problem_type"] == "too-many-connections" for r in rs))
     record = next(r for r in records if r["problem_type"] == "too-many-connections")
     assert record["session_id"] == world.session_id and record["decision"] == "deny"
+
+
+def _healthz(world: World) -> socket.socket:
+    """A connection that sent one request (no token needed) and got its answer: kept alive, idle."""
+    sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
+    sock.sendall(b"GET http://aileron.proxy/healthz HTTP/1.1\r\nHost: aileron.proxy\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
+        answer += sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    return sock
+
+
+def test_a_table_full_of_kept_alive_idle_connections_never_locks_out_an_agent(world: World) -> None:
+    idle = [_healthz(world) for _ in range(MAX_CONNECTIONS)]
+    try:
+        with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=10) as client:
+            for _ in range(3):
+                assert client.get("https://api.github.com/repos/acme/app").status_code == 200
+        time.sleep(0.5)
+        closed = sum(_is_closed(s) for s in idle)
+    finally:
+        for sock in idle:
+            sock.close()
+    assert closed >= 1  # the idle ones made room, the agent was served
+
+
+def test_a_connection_idle_between_requests_is_closed_and_one_waiting_for_its_answer_is_not(world: World) -> None:
+    idle = _healthz(world)
+    context = ssl.create_default_context(cafile=str(world.ca_file))
+    sock, answer = _connect(world)
+    assert b" 200 " in answer.split(b"\r\n", 1)[0], answer
+    waiting = context.wrap_socket(sock, server_hostname="api.github.com")
+    waiting.sendall(b"GET /repos/hang/app HTTP/1.1\r\nHost: api.github.com\r\n\r\n")  # never answered upstream
+    started = time.monotonic()
+    waiting.settimeout(20)
+    reply = waiting.recv(65536)  # the proxy's 504 at the response timeout (8 s), long after IDLE
+    waited = time.monotonic() - started
+    waiting.close()
+    assert reply.startswith(b"HTTP/1.1 504"), reply[:200]
+    assert waited > 2 * IDLE
+    assert _is_closed(idle), "a connection idle for longer than the idle timeout is still open"
+    idle.close()

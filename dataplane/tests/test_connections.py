@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from typing import Any
 
 import pytest
 from mitmproxy import connection
+from mitmproxy.test import tflow
 
 from dataplane import connections
 from dataplane.connections import ConnectionGuard, quiet_accept_errors, raise_open_files
@@ -15,6 +17,12 @@ from dataplane.connections import ConnectionGuard, quiet_accept_errors, raise_op
 
 def _client() -> connection.Client:
     return connection.Client(peername=("127.0.0.1", 40000), sockname=("127.0.0.1", 8480), timestamp_start=0.0)
+
+
+def _flow(client: connection.Client) -> Any:
+    flow = tflow.tflow()
+    flow.client_conn = client
+    return flow
 
 
 class _Closed(list[str]):
@@ -40,22 +48,38 @@ def closed(monkeypatch: pytest.MonkeyPatch) -> _Closed:
     return seen
 
 
-def test_a_full_table_closes_the_oldest_idle_connection_then_refuses_when_none_is_idle(closed: _Closed) -> None:
+def test_a_full_table_closes_the_connection_doing_least_and_refuses_only_when_all_are_busy(closed: _Closed) -> None:
     async def scenario() -> None:
         guard = ConnectionGuard(max_connections=2, first_request_timeout=60)
-        a, b, c, d = _client(), _client(), _client(), _client()
+        a, b, c, d, e = (_client() for _ in range(5))
         guard.client_connected(a)
         guard.client_connected(b)
         guard.client_connected(c)  # full: a, the oldest waiting for a request, is closed for it
         assert closed == [a.id] and guard.open == {b.id, c.id} and c.error is None
-        guard._served(b.id)
-        guard._served(c.id)
-        guard.client_connected(d)  # full, and nobody idle: the new one is refused
-        assert d.error is not None and guard.refused == 1 and d.id not in guard.open
-        guard.client_disconnected(b)
-        e = _client()
-        guard.client_connected(e)
-        assert e.error is None and guard.open == {c.id, e.id}
+        guard.requestheaders(_flow(b))  # b has a request in flight
+        guard.requestheaders(_flow(c))
+        guard.flow_done(_flow(c))  # c answered, idle since
+        guard.client_connected(d)  # full: c, idle between requests, is closed; b is busy
+        assert closed == [a.id, c.id] and guard.open == {b.id, d.id}
+        guard.requestheaders(_flow(d))
+        guard.client_connected(e)  # full, and every connection has a request in flight: refused
+        assert e.error is not None and guard.refused == 1 and e.id not in guard.open
+
+    asyncio.run(scenario())
+
+
+def test_of_idle_connections_the_one_idle_longest_is_closed_first(closed: _Closed) -> None:
+    async def scenario() -> None:
+        guard = ConnectionGuard(max_connections=3, first_request_timeout=60)
+        old, recent, busy = _client(), _client(), _client()
+        for client in (old, recent, busy):
+            guard.client_connected(client)
+            guard.requestheaders(_flow(client))
+        guard.flow_done(_flow(old))
+        await asyncio.sleep(0.01)
+        guard.flow_done(_flow(recent))
+        guard.client_connected(_client())
+        assert closed == [old.id]
 
     asyncio.run(scenario())
 
@@ -66,9 +90,28 @@ def test_a_connection_without_a_request_in_time_is_closed_and_one_with_a_request
         idle, busy = _client(), _client()
         guard.client_connected(idle)
         guard.client_connected(busy)
-        guard._served(busy.id)
+        guard.requestheaders(_flow(busy))
         await asyncio.sleep(0.15)
         assert closed == [idle.id] and guard.closed_idle == 1 and guard.open == {busy.id}
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_idle_between_requests_is_closed_but_never_one_with_a_request_or_websocket_open(
+    closed: _Closed,
+) -> None:
+    async def scenario() -> None:
+        guard = ConnectionGuard(max_connections=10, first_request_timeout=60, idle_timeout=0.2)
+        idle, held, socket = _client(), _client(), _client()
+        for client in (idle, held, socket):
+            guard.client_connected(client)
+            guard.requestheaders(_flow(client))
+        guard.flow_done(_flow(idle))  # answered, then nothing
+        guard.flow_done(_flow(socket))  # the 101 answer...
+        guard.websocket_start(_flow(socket))  # ...and its WebSocket stays open
+        await asyncio.sleep(1.2)
+        assert closed == [idle.id]
+        assert guard.open == {held.id, socket.id}  # a held approval, a long answer, an open WebSocket
 
     asyncio.run(scenario())
 
