@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from dataplane.problems import Refusal
 log = logging.getLogger("aileron.proxy")
 
 RETRY_AFTER_SECONDS = 30  # the hint an agent gets when its held request's window closed undecided
+DISCONNECT_CHECK_SECONDS = 1.0  # how often a held request checks that its agent is still there
 
 
 async def hold(
@@ -55,9 +57,7 @@ async def hold(
         pending.approval_id = ticket.id
         log.info("request %s (%s) held for approval %s", pending.request_id, pending.action, ticket.id)
         try:
-            ticket = await control.approval_wait(
-                ticket.id, timeout=float(ticket.window_seconds), request_id=pending.request_id
-            )
+            ticket = await _wait_while_connected(control, flow, ticket, pending.request_id)
         except NotFoundError:
             gone = {"approval_id": ticket.id}
             raise Refusal(problems.APPROVAL_LAPSED, f"approval {ticket.id} is gone", gone) from None
@@ -96,6 +96,33 @@ async def hold(
             extra,
         )
     raise Refusal(problems.APPROVAL_LAPSED, f"approval {ticket.id} is {ticket.state}", extra)
+
+
+async def _wait_while_connected(
+    control: ControlPlane, flow: http.HTTPFlow, ticket: ApprovalTicket, request_id: str
+) -> ApprovalTicket:
+    """The decision, or a Refusal as soon as the agent disconnects: what its request holds (its body, in the
+    budget of bodies in flight) is given back then, not at the end of the window."""
+    wait = asyncio.ensure_future(
+        control.approval_wait(ticket.id, timeout=float(ticket.window_seconds), request_id=request_id)
+    )
+    try:
+        while True:
+            done, _ = await asyncio.wait({wait}, timeout=DISCONNECT_CHECK_SECONDS)
+            if done:
+                return wait.result()
+            if not flow.client_conn.connected:
+                raise Refusal(
+                    problems.APPROVAL_PENDING,
+                    f"the agent disconnected while its request waited; approval {ticket.id} stays pending: send the "
+                    "identical request again once it is granted",
+                    {"approval_id": ticket.id},
+                )
+    finally:
+        if not wait.done():
+            wait.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await wait
 
 
 async def _claim(control: ControlPlane, held: dict[str, Any]) -> ApprovalTicket:

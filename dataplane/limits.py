@@ -159,52 +159,74 @@ def request_line(buffered: bytes | bytearray | memoryview) -> tuple[str, str]:
 class BodyBudget:
     """Bytes of request bodies buffered at once, for all flows together; a reservation is held until release.
 
-    No owner (a session) may hold more than `share` of it at once: one session's stalled uploads cannot refuse
-    every other session's bodies (they are also cut by the body timeouts, which give their bytes back).
+    No session may hold more than `share` of it at once, nor the sessions of one user together more than
+    `user_share` (twice a session's, by default): one agent's stalled uploads, or one user's many sessions,
+    cannot refuse every other session's bodies. Stalled uploads are also cut by the body timeouts, and a body
+    held for approval is given back when its agent disconnects.
     """
 
-    def __init__(self, capacity: int, *, share: int | None = None, reclaimer: Reclaimer | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        share: int | None = None,
+        user_share: int | None = None,
+        reclaimer: Reclaimer | None = None,
+    ) -> None:
         self.capacity = capacity
         self.share = min(capacity, share) if share else capacity
+        self.user_share = min(capacity, user_share or 2 * self.share)
         self.in_use = 0
-        self._held: dict[str, tuple[str, int]] = {}  # flow -> (owner, bytes)
-        self._by_owner: dict[str, int] = {}
+        self._held: dict[str, tuple[str, str, int]] = {}  # flow -> (session, user, bytes)
+        self._by_owner: dict[str, int] = {}  # by session and by user ("user:" keys)
         self.reclaimer = reclaimer or Reclaimer()
 
-    def admit(self, key: str, size: int, *, owner: str = "") -> str | None:
-        """Hold `size` bytes for `key` (owned by `owner`); None when held, else why the budget cannot hold them."""
+    def admit(self, key: str, size: int, *, owner: str = "", user: str = "") -> str | None:
+        """Hold `size` bytes for `key` (of session `owner`, of `user`); None when held, else why it cannot be."""
         if size <= 0:
             return None
         owned = self._by_owner.get(owner, 0)
         if owned + size > self.share:
             return f"this session has {owned} of its {self.share} bytes of bodies in flight; this one has {size}"
+        users = self._by_owner.get("user:" + user, 0) if user else 0
+        if user and users + size > self.user_share:
+            return (
+                f"your sessions have {users} of their {self.user_share} bytes of bodies in flight; this one has {size}"
+            )
         if self.in_use + size > self.capacity:
             return f"{self.in_use} of {self.capacity} bytes of bodies are in flight; this one has {size}"
-        held_owner, held = self._held.get(key, (owner, 0))
-        self._held[key] = (held_owner, held + size)
-        self._by_owner[held_owner] = self._by_owner.get(held_owner, 0) + size
+        held_owner, held_user, held = self._held.get(key, (owner, user, 0))
+        self._held[key] = (held_owner, held_user, held + size)
+        self._add(held_owner, size)
+        if held_user:
+            self._add("user:" + held_user, size)
         self.in_use += size
         return None
 
-    def reserve(self, key: str, size: int, *, owner: str = "") -> bool:
-        """Hold `size` bytes for `key`; False when the budget (or the owner's share of it) cannot hold them now."""
-        return self.admit(key, size, owner=owner) is None
+    def reserve(self, key: str, size: int, *, owner: str = "", user: str = "") -> bool:
+        """Hold `size` bytes for `key`; False when the budget (or a share of it) cannot hold them now."""
+        return self.admit(key, size, owner=owner, user=user) is None
 
     def owned(self, owner: str) -> int:
         return self._by_owner.get(owner, 0)
 
     def release(self, key: str) -> None:
-        owner, size = self._held.pop(key, ("", 0))
+        owner, user, size = self._held.pop(key, ("", "", 0))
         if not size:
             return
         self.in_use -= size
-        left = self._by_owner.get(owner, 0) - size
+        self._add(owner, -size)
+        if user:
+            self._add("user:" + user, -size)
+        # Its flow ends soon but is freed only by a cyclic collection (see dataplane.reclaim), even under load.
+        self.reclaimer.note_freed(size)
+
+    def _add(self, owner: str, size: int) -> None:
+        left = self._by_owner.get(owner, 0) + size
         if left > 0:
             self._by_owner[owner] = left
         else:
             self._by_owner.pop(owner, None)
-        # Its flow ends soon but is freed only by a cyclic collection (see dataplane.reclaim), even under load.
-        self.reclaimer.note_freed(size)
 
 
 # --- mitmproxy internals, wrapped ---------------------------------------------------------------------------

@@ -378,7 +378,8 @@ class AileronProxy:
     def _reserve(self, flow: http.HTTPFlow, pending: Pending, length: int) -> None:
         """Count a body read whole before it is sent against the budget of bodies in flight (the session's share
         of it, and all of it), or refuse it."""
-        reason = self.budget.admit(flow.id, length, owner=pending.live.context.session_id)
+        context = pending.live.context
+        reason = self.budget.admit(flow.id, length, owner=context.session_id, user=context.user_id)
         if reason is not None:
             raise Refusal(problems.BODY_BUDGET_EXHAUSTED, reason, {"retry_after_seconds": 2})
 

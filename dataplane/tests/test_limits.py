@@ -86,6 +86,18 @@ def test_one_owner_holds_no_more_than_its_share_and_others_keep_the_rest() -> No
     assert budget.admit("a2", 20, owner="s1") is None
 
 
+def test_one_users_sessions_together_hold_no_more_than_the_users_share() -> None:
+    budget = BodyBudget(100, share=20)  # a user's share: twice a session's
+    assert budget.user_share == 40
+    for n in range(2):
+        assert budget.admit(f"s{n}", 20, owner=f"session-{n}", user="mallory") is None
+    refused = budget.admit("s2", 20, owner="session-2", user="mallory")  # a third session of the same user
+    assert refused is not None and "your sessions have 40 of their 40 bytes" in refused
+    assert budget.admit("a", 20, owner="alice-session", user="alice") is None  # everyone else keeps the rest
+    budget.release("s0")
+    assert budget.owned("user:mallory") == 20 and budget.admit("s2", 20, owner="session-2", user="mallory") is None
+
+
 def test_a_share_larger_than_the_budget_is_the_budget() -> None:
     assert BodyBudget(100, share=1000).share == 100
     assert BodyBudget(100).share == 100
