@@ -18,6 +18,7 @@ import json
 from collections.abc import Generator
 from typing import Any
 
+import h11
 from h11._readers import ChunkedReader
 from mitmproxy import http, version
 from mitmproxy.net.http import http1
@@ -57,6 +58,40 @@ def install() -> None:
     setattr(read_body, _INSTALLED, True)
     server.read_body = read_body
     _http1.make_error_response = problem_bytes
+    _drop_response_trailers()
+
+
+class _WithoutTrailers:
+    """A chunked body reader whose end carries no trailer fields: mitmproxy's HTTP/1 layer does not implement
+    trailers and would crash the connection on them (the agent getting headers and no body)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.dropped = 0
+
+    def __call__(self, buf: Any) -> Any:
+        event = self.inner(buf)
+        if isinstance(event, h11.EndOfMessage) and event.headers:
+            self.dropped = len(event.headers)
+            return h11.EndOfMessage()
+        return event
+
+    def read_eof(self) -> Any:
+        return self.inner.read_eof()
+
+
+def _drop_response_trailers() -> None:
+    """An upstream's chunked answer may end with trailer fields: they are dropped (after the body, nothing the
+    agent needs; a credential in them can no longer reach it either), and the answer completes."""
+    client: Any = _http1.Http1Client
+    original = client.read_body
+
+    def read_body(self: Any, event: events.Event) -> Generator[commands.Command, Any, None]:
+        if type(self.body_reader) is ChunkedReader:
+            self.body_reader = _WithoutTrailers(self.body_reader)
+        yield from original(self, event)
+
+    client.read_body = read_body
 
 
 def problem_bytes(status_code: int, message: str = "") -> bytes:

@@ -569,6 +569,8 @@ def _wrap_http1_client() -> None:
             and self.stream_id is not None
         ):
             self.buf += event.data
+            if self.buf._data.startswith(_INTERIM_STARTS):
+                _drop_interim_heads(self)
             reason = response_head_problem(self.buf._data, _limits())
             if reason is not None:
                 yield from _refuse_response_head(self, reason)
@@ -581,6 +583,23 @@ def _wrap_http1_client() -> None:
             yield from _tick(self, at)
 
     client._handle_event = handle_event  # type: ignore[method-assign]
+
+
+_INTERIM_STARTS = (b"HTTP/1.1 1", b"HTTP/1.0 1")
+_INTERIM = re.compile(rb"HTTP/1\.[01] 1(?!01)[0-9]{2}[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\n")
+
+
+def _drop_interim_heads(conn: Any) -> None:
+    """Drop the complete interim (1xx, not 101) answers at the start of the buffer: mitmproxy would take the first
+    for the answer and the agent would never get the final one. Interim answers are hints; none is passed on."""
+    data = bytes(conn.buf._data[: 2 * _limits().max_response_head_bytes])
+    at = 0
+    while (found := _INTERIM.match(data, at)) is not None:
+        at = found.end()
+    if at:
+        rest = bytes(conn.buf._data[at:])
+        conn.buf = ReceiveBuffer()
+        conn.buf += rest
 
 
 def _refuse_response_head(conn: Any, reason: str) -> CommandGenerator:

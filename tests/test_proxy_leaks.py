@@ -96,6 +96,10 @@ def _answer(mode: str, cred: bytes) -> bytes:
         "fold": lambda: plain(b"ok", extra=b"X-Fold: " + cred[:10] + b"\r\n " + cred[10:] + b"\r\n"),
         "gzipnested": lambda: plain(gzip.compress(gzip.compress(b"echo " + cred)), extra=b"Content-Encoding: gzip\r\n"),
         "ctgzip": lambda: plain(gzip.compress(b"echo " + cred)).replace(b"text/plain", b"application/gzip"),
+        "interim": lambda: (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+            + plain(b"final")
+        ),
         "badline": lambda: b"HTTP/1.1 2x0 " + cred + b"\r\n\r\n",
         "badhdr": lambda: b"HTTP/1.1 200 OK\r\n" + cred + b"\r\n\r\n",
         "garbage": lambda: cred + b"\r\n",
@@ -333,8 +337,25 @@ def test_a_folded_response_header_never_reaches_the_agent(leaks: Leaks) -> None:
 
 def test_a_credential_in_a_trailer_never_reaches_the_agent(leaks: Leaks) -> None:
     world, canary = leaks.world, leaks.world.canaries["github"]
-    data = fetch(world, GITHUB, f"/repos/o{uuid.uuid4().hex[:6]}/trailer")
+    path = f"/repos/o{uuid.uuid4().hex[:6]}/trailer"
+    data = fetch(world, GITHUB, path)
     assert no_form_of(canary, data), data
+    # the answer itself arrives whole (its trailer dropped), and nothing crashed on the way
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    assert unchunked(data.partition(b"\r\n\r\n")[2]) == b"body"
+    assert b"has crashed" not in world.service.log.read_bytes()
+    [record] = completed(world, path)
+    assert record["upstream_status"] == 200 and not record["error"], record
+
+
+def test_interim_answers_from_the_upstream_never_hide_the_final_one(leaks: Leaks) -> None:
+    world = leaks.world
+    path = f"/repos/o{uuid.uuid4().hex[:6]}/interim"
+    data = fetch(world, GITHUB, path)
+    assert data.startswith(b"HTTP/1.1 200"), data[:300]
+    assert unchunked(data.partition(b"\r\n\r\n")[2]) == b"final"
+    [record] = completed(world, path)
+    assert record["upstream_status"] == 200, record
 
 
 def _as_the_agent_decompresses(data: bytes) -> bytes:
