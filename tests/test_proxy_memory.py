@@ -27,6 +27,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     env = {
         "AILERON_MAX_BODY_BYTES": str(10 * MIB),
         "AILERON_BODY_BUDGET_BYTES": str(CONCURRENT * 10 * MIB),  # all of them at once
+        "AILERON_SESSION_BODY_SHARE_BYTES": str(CONCURRENT * 10 * MIB),  # from one session (its share is 1/4)
     }
     with proxy_world(tmp_path_factory.mktemp("memory"), extra_env=env) as w:
         yield w

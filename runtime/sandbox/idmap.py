@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import subprocess
 import sys
@@ -69,6 +70,25 @@ def unavailable() -> str | None:
         return "making an idmapped mount needs root"
     if not hasattr(os, "unshare"):
         return "this Python has no os.unshare (3.12 or later is needed)"
+    return _kernel_refuses()
+
+
+@functools.cache
+def _kernel_refuses() -> str | None:
+    """Why this kernel (or the container around it) refuses what an idmapped mount needs: a new user namespace,
+    and a detached clone of a mount (open_tree); None when both work. Asked once per process."""
+    made = subprocess.run(  # noqa: S603 - this Python, fixed code
+        [sys.executable, "-I", "-S", "-c", "import os; os.unshare(os.CLONE_NEWUSER)"],
+        capture_output=True,
+        timeout=30,
+    )
+    if made.returncode != 0:
+        return "user namespaces are not available here (disabled, or refused by the container's seccomp profile)"
+    libc = ctypes.CDLL(None, use_errno=True)
+    tree = libc.syscall(_SYS_OPEN_TREE, _AT_FDCWD, os.fsencode(tempfile.gettempdir()), _OPEN_TREE_CLONE | os.O_CLOEXEC)
+    if tree < 0:
+        return f"cloning a mount is refused here (open_tree: {_errno_text(ctypes.get_errno())}; in a container?)"
+    os.close(tree)
     return None
 
 

@@ -38,6 +38,7 @@ def main() -> None:
     print("ready", flush=True)
     while True:
         rotate_once(store, vault_id, org, owner, bytes.fromhex(private_hex))
+        print("rotated", flush=True)
 
 
 if __name__ == "__main__":
