@@ -28,6 +28,7 @@ addon only orders them on mitmproxy's hooks.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -77,6 +78,7 @@ from vaults import crypto
 log = logging.getLogger("aileron.proxy")
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+SCAN_OFF_LOOP_BYTES = 256 * 1024  # bodies this large are scanned in a worker thread
 
 
 class AileronProxy:
@@ -114,6 +116,7 @@ class AileronProxy:
         self.connections = connections  # its hooks are called from these (one addon: one dispatch per hook)
         self.operator_token = operator_token  # what opens the health endpoint's full report
         self.unverified = refusals.Unverified(spool)
+        self.scan_slots: dict[str, asyncio.Lock] = {}  # per session: one large body scanned off the loop at a time
         self.tunnels_of: Counter[str] = Counter()  # open tunnels by session token
         self.pending: dict[str, Pending] = {}
         self.sockets: dict[str, ws_messages.Socket] = {}  # WebSockets of sessions holding credentials, by flow
@@ -280,7 +283,7 @@ class AileronProxy:
             return
         if pending.scan_body:  # an egress body, read before anything is forwarded
             try:
-                exfil.check_body(self.reach, pending.live.context.session_id, pending.scan or exfil.EMPTY, flow.request)
+                await self._check_body(flow, pending)
                 await self._record_egress(flow, pending)
             except Refusal as refusal:
                 self._refuse(flow, pending, refusal)
@@ -288,7 +291,7 @@ class AileronProxy:
         if not pending.decide_with_body:
             return
         try:
-            exfil.check_body(self.reach, pending.live.context.session_id, pending.scan or exfil.EMPTY, flow.request)
+            await self._check_body(flow, pending)
             await self._decide(flow, pending, body=flow.request.raw_content or b"")
         except Refusal as refusal:
             self._refuse(flow, pending, refusal)
@@ -296,6 +299,22 @@ class AileronProxy:
         tunnel = self.tunnels.get(flow.client_conn.id)
         if tunnel is not None and tunnel.target is not None:
             pin_request(flow.request, tunnel.target)
+
+    async def _check_body(self, flow: http.HTTPFlow, pending: Pending) -> None:
+        """The outbound scan of a read body. A large one is read (decoded every way) off the event loop, one at a
+        time per session: one session's megabytes of percent-escapes must not stall every other session."""
+        session_id = pending.live.context.session_id
+        matcher = pending.scan or exfil.EMPTY
+        if not matcher or len(flow.request.raw_content or b"") < SCAN_OFF_LOOP_BYTES:
+            exfil.check_body(self.reach, session_id, matcher, flow.request)
+            return
+        slot = self.scan_slots.get(session_id)
+        if slot is None:
+            if len(self.scan_slots) > 10_000:  # forget the idle ones
+                self.scan_slots = {k: v for k, v in self.scan_slots.items() if v.locked()}
+            slot = self.scan_slots[session_id] = asyncio.Lock()
+        async with slot:
+            await asyncio.to_thread(exfil.check_body, self.reach, session_id, matcher, flow.request)
 
     async def _screen(self, flow: http.HTTPFlow, tunnel: Tunnel, pending: Pending) -> None:
         request = flow.request
