@@ -1,20 +1,24 @@
 """Compressed data inside an answer's body: read it for credentials before the agent can.
 
 `exfil.redact_response` decodes the answer's Content-Encoding and redacts what it reads. A body can still carry
-compressed bytes of its own (gzip inside gzip, or `application/gzip` with no Content-Encoding): the redactor
-sees only the compressed form, and the agent decompresses the echo of a credential by itself. `NestedScan`
-sits after the redactor on a credentialed answer: when the body begins with a compression format's signature
-(gzip, zlib, zstd, bzip2, xz), it decompresses a shadow copy as the bytes pass, nested formats too (a few levels),
-and looks for every form of every credential the session can reach. The compressed bytes are passed on
-unchanged, but only once everything they decompress to has been read and holds no part of a credential; a
-credential found ends the answer (`NestedCredential`), as does a shadow that cannot be read. A format with no
-signature (raw deflate, brotli) cannot be told from other bytes and is not recognized. Imports no Django.
+compressed bytes of its own (gzip inside gzip, `application/gzip` with no Content-Encoding, a zip archive): the
+redactor sees only the compressed form, and the agent decompresses the echo of a credential by itself.
+`NestedScan` sits after the redactor on a credentialed answer: when the body begins with a compression format's
+signature (gzip, zstd, bzip2, xz, zip), it decompresses a shadow copy as the bytes pass, nested formats
+too (a few levels; each member of a zip archive from its own start), and looks for every form of every
+credential the session can reach. The compressed bytes are passed on unchanged, but only once everything they
+decompress to has been read and holds no part of a credential; a credential found ends the answer
+(`NestedCredential`), as does a shadow that cannot be read. Compressed data that does not start the body, or is
+itself encoded (base64 of gzip), or a format without a signature that text cannot have (zlib's two bytes, raw
+deflate, brotli) is not recognized: an
+upstream that hides its own credential on purpose can still hand it over. Imports no Django.
 """
 
 from __future__ import annotations
 
 import bz2
 import lzma
+import struct
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,7 +28,7 @@ from dataplane.credscan import Matcher, StreamRedactor
 MAX_DEPTH = 3  # compressed inside compressed inside compressed: deeper is refused
 MAX_SHADOW = 256 * 1024 * 1024  # bytes decompressed for reading, all levels together
 PIECE = 1024 * 1024
-SNIFF = 6  # bytes needed to recognize every signature below
+SNIFF = 10  # bytes needed to recognize every signature below
 MAX_HELD = 4 * 1024 * 1024  # compressed bytes held back while a credential's beginning may be pending
 
 
@@ -99,19 +103,112 @@ def _zstd() -> Decoder | None:
     return _incremental(zstd.ZstdDecompressor)
 
 
+MEMBER_END = object()  # what the zip decoder yields between two members of an archive
+
+
+class _Zip:
+    """A zip archive read as it streams: each member's content (stored or deflated, sizes in the local header or
+    in a data descriptor after a deflated member), MEMBER_END after each; the central directory ends it."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.state = "header"
+        self.remaining = 0
+        self.method = 0
+        self.descriptor = False
+        self.inflater: Any = None
+        self.done = False
+
+    def __call__(self, chunk: bytes) -> Iterator[Any]:
+        self.buf += chunk
+        while not self.done:
+            if self.state == "header":
+                if len(self.buf) < 30:
+                    if self.buf[:4] in (b"PK\x01\x02", b"PK\x05\x06", b"PK\x06\x06"):
+                        self.done = True
+                    break
+                signature = self.buf[:4]
+                if signature in (b"PK\x01\x02", b"PK\x05\x06", b"PK\x06\x06"):
+                    self.done = True  # the central directory: every member was read
+                    break
+                if signature != b"PK\x03\x04":
+                    raise ValueError("a zip member does not start with a local header")
+                flags, method, size, name_length, extra_length = struct.unpack("<2xHH8xI4xHH", self.buf[4:30])
+                end = 30 + name_length + extra_length
+                if len(self.buf) < end:
+                    break
+                if size == 0xFFFFFFFF:
+                    size = _zip64_size(self.buf[30 + name_length : end])
+                self.buf = self.buf[end:]
+                if method not in (0, 8):
+                    raise ValueError(f"zip compression method {method}")
+                self.descriptor = bool(flags & 0x08)
+                if method == 0 and self.descriptor:
+                    raise ValueError("a stored zip member of unknown size")
+                self.method, self.remaining = method, size
+                self.inflater = zlib.decompressobj(-15) if method == 8 else None
+                self.state = "data"
+            elif self.state == "data":
+                if self.method == 8 and self.descriptor:  # a deflate stream of unknown length: to its end
+                    yield from self._inflate(self.buf)
+                    if not self.inflater.eof:
+                        self.buf = b""
+                        break
+                    self.buf, self.state = self.inflater.unused_data, "descriptor"
+                    yield MEMBER_END
+                    continue
+                take, self.buf = self.buf[: self.remaining], self.buf[self.remaining :]
+                self.remaining -= len(take)
+                if self.method == 8:
+                    yield from self._inflate(take)
+                elif take:
+                    yield take
+                if self.remaining:
+                    break
+                self.state = "descriptor" if self.descriptor else "header"
+                yield MEMBER_END
+            else:  # a data descriptor: its signature is optional
+                need = 16 if self.buf[:4] == b"PK\x07\x08" else 12
+                if len(self.buf) < need:
+                    break
+                self.buf, self.state = self.buf[need:], "header"
+        if not chunk and not self.done and (self.state != "header" or self.buf):
+            raise ValueError("the zip archive ends inside a member")
+
+    def _inflate(self, data: bytes) -> Iterator[bytes]:
+        while data and not self.inflater.eof:
+            piece = self.inflater.decompress(data, PIECE)
+            data = self.inflater.unconsumed_tail
+            if piece:
+                yield piece
+            elif not data:
+                break
+
+
+def _zip64_size(extra: bytes) -> int:
+    at = 0
+    while at + 4 <= len(extra):
+        tag, length = struct.unpack("<HH", extra[at : at + 4])
+        if tag == 0x0001 and length >= 16:
+            return int(struct.unpack("<Q", extra[at + 12 : at + 20])[0])  # after the uncompressed size
+        at += 4 + length
+    raise ValueError("a zip64 member without its sizes")
+
+
 def decoder_for(start: bytes) -> tuple[str, Decoder] | None:
     """The format whose signature `start` begins with, and a decoder for it; None for anything else."""
+    if start.startswith(b"PK\x03\x04"):
+        return "zip", _Zip()
     if start.startswith(b"\x1f\x8b"):
         return "gzip", zlib_decoder(31)
     if start.startswith(b"\x28\xb5\x2f\xfd"):
         zstd = _zstd()
         return ("zstd", zstd) if zstd is not None else None
-    if start.startswith(b"BZh") and start[3:4] in b"123456789":
+    if start.startswith(b"BZh") and start[3:4] in b"123456789" and start[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
         return "bzip2", _incremental(bz2.BZ2Decompressor)
     if start.startswith(b"\xfd7zXZ\x00"):
         return "xz", _incremental(lzma.LZMADecompressor)
-    if len(start) >= 2 and start[0] & 0x0F == 8 and start[0] >> 4 <= 7 and (start[0] << 8 | start[1]) % 31 == 0:
-        return "zlib", zlib_decoder(15)
+    # zlib's two-byte header is not sniffed: one text in about 500 starts like one ("80…", "x^…")
     return None
 
 
@@ -159,6 +256,10 @@ class _Level:
         assert self.decoder is not None and self.inner is not None  # noqa: S101
         try:
             for piece in self.decoder(data):
+                if piece is MEMBER_END:  # the next member of an archive is read from its own start
+                    self.inner.feed(b"")
+                    self.inner = _Level(self.matcher, self.depth + 1, self.budget)
+                    continue
                 self.budget[0] -= len(piece)
                 if self.budget[0] < 0:
                     raise NestedCredential(
