@@ -117,7 +117,8 @@ class AileronProxy:
         self.operator_token = operator_token  # what opens the health endpoint's full report
         self.unverified = refusals.Unverified(spool)
         self.scan_slots: dict[str, asyncio.Lock] = {}  # per session: one large body scanned off the loop at a time
-        self.tunnels_of: Counter[str] = Counter()  # open tunnels by session token
+        self.held: dict[str, tuple[str, str]] = {}  # client connection -> (session token, user) it counts for
+        self.tunnels_of: Counter[str] = Counter()  # connections held, by session token and by "user:" id
         self.pending: dict[str, Pending] = {}
         self.sockets: dict[str, ws_messages.Socket] = {}  # WebSockets of sessions holding credentials, by flow
         self.reach = exfil.Reach(functools.partial(decrypt, credentials))
@@ -138,20 +139,34 @@ class AileronProxy:
         try:
             if token is None:
                 raise Refusal(problems.PROXY_AUTH_REQUIRED, "the CONNECT carried no session token")
-            await self.sessions.get(token)
-            if self.tunnels_of[token] >= self.session_connections:
-                raise Refusal(
-                    problems.TOO_MANY_CONNECTIONS,
-                    f"this session has {self.tunnels_of[token]} connections open through the proxy, "
-                    f"its limit is {self.session_connections}",
-                    {"retry_after_seconds": 5},
-                )
+            live = await self.sessions.get(token)
+            self._drop_tunnel(flow.client_conn.id)
+            self._hold_connection(flow.client_conn.id, token, live.context.user_id)
         except Refusal as refusal:
             self._refuse_unverified(flow, refusal, token=token, host=flow.request.host, request_id=new_request_id())
             return
-        self._drop_tunnel(flow.client_conn.id)
         self.tunnels[flow.client_conn.id] = Tunnel(token, norm_host(flow.request.host), flow.request.port)
-        self.tunnels_of[token] += 1
+
+    def _hold_connection(self, client_id: str, token: str, user_id: str) -> None:
+        """Count a client connection (a tunnel, or plain-HTTP requests) for its session and its user, or refuse
+        it beyond either's limit: one session, or one user's many sessions, cannot fill the connection table."""
+        if client_id in self.held:
+            return
+        user = "user:" + user_id
+        if self.tunnels_of[token] >= self.session_connections:
+            held, limit, whose = self.tunnels_of[token], self.session_connections, "this session has"
+        elif self.tunnels_of[user] >= 2 * self.session_connections:
+            held, limit, whose = self.tunnels_of[user], 2 * self.session_connections, "your sessions have"
+        else:
+            self.held[client_id] = (token, user)
+            self.tunnels_of[token] += 1
+            self.tunnels_of[user] += 1
+            return
+        raise Refusal(
+            problems.TOO_MANY_CONNECTIONS,
+            f"{whose} {held} connections open through the proxy, the limit is {limit}",
+            {"retry_after_seconds": 5},
+        )
 
     def refuse_head(self, client: connection.Client, request: http.Request, refusal: Refusal) -> http.Response:
         """Answer a request refused while its head was read (no hook ran), audited in its tunnel's session."""
@@ -177,12 +192,11 @@ class AileronProxy:
 
     def _drop_tunnel(self, client_id: str) -> None:
         self.plain.pop(client_id, None)
-        tunnel = self.tunnels.pop(client_id, None)
-        if tunnel is None:
-            return
-        self.tunnels_of[tunnel.token] -= 1
-        if self.tunnels_of[tunnel.token] <= 0:
-            del self.tunnels_of[tunnel.token]
+        self.tunnels.pop(client_id, None)
+        for key in self.held.pop(client_id, ()):
+            self.tunnels_of[key] -= 1
+            if self.tunnels_of[key] <= 0:
+                del self.tunnels_of[key]
 
     def certstore_for(self, client_id: str) -> CertStore:
         tunnel = self.tunnels.get(client_id)
@@ -365,6 +379,8 @@ class AileronProxy:
             )
         if tunnel.port != 80:
             raise Refusal(problems.HTTPS_ONLY, f"plain HTTP is forwarded to port 80 only, not {tunnel.port}")
+        # counted like a tunnel, for the session of its first request
+        self._hold_connection(flow.client_conn.id, tunnel.token, context.user_id)
         framing = read_framing(flow.request)  # strict HTTP/1.1; Proxy-Authorization and hop-by-hop fields removed
         if framing.websocket:
             raise Refusal(problems.HTTPS_ONLY, "no WebSocket over plain HTTP")

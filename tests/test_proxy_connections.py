@@ -104,7 +104,7 @@ def test_a_session_opens_no_more_tunnels_than_its_limit(world: World) -> None:
         assert head.startswith(b"HTTP/1.1 429"), answer[:300]
         problem = json.loads(body)
         assert problem["type"] == "urn:aileron:problem:too-many-connections"
-        assert f"its limit is {SESSION_CONNECTIONS}" in problem["detail"]
+        assert f"the limit is {SESSION_CONNECTIONS}" in problem["detail"]
         held.pop().close()
         deadline = time.monotonic() + 5
         while True:  # the closed tunnel is given back as soon as the proxy sees it close

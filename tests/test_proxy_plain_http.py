@@ -4,7 +4,10 @@ curl and with apt itself, whose default Debian sources are http://."""
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -17,11 +20,12 @@ from typing import Any
 
 import pytest
 
-from tests.proxy_world import World, proxy_world
+from tests.proxy_world import World, cli, proxy_world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 MIRROR = "mirror.example.org"
+SESSION_CONNECTIONS = 4
 PACKAGES = b"Package: hello-aileron\nVersion: 1.0\nArchitecture: all\nFilename: pool/h/hello.deb\nSize: 1\n\n"
 
 
@@ -46,6 +50,9 @@ def mirror() -> Iterator[Mirror]:
                 body = b"Origin: aileron-test\nSuite: stable\nCodename: stable\nComponents: main\nArchitectures: all\n"
             elif path.endswith("/binary-all/Packages"):
                 body = PACKAGES
+            elif path.startswith("/hang"):
+                time.sleep(6)  # an answer that takes its time: the connection stays busy meanwhile
+                body = b"late"
             elif path.startswith("/files/"):
                 body = b"mirror file " + path.encode() + state.echo
             else:
@@ -74,7 +81,9 @@ def mirror() -> Iterator[Mirror]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, mirror: Mirror) -> Iterator[World]:
     with proxy_world(
-        tmp_path_factory.mktemp("plain"), plain_http={MIRROR: mirror.port, "api.github.com": mirror.port}
+        tmp_path_factory.mktemp("plain"),
+        plain_http={MIRROR: mirror.port, "api.github.com": mirror.port},
+        extra_env={"AILERON_SESSION_MAX_CONNECTIONS": str(SESSION_CONNECTIONS)},
     ) as w:
         yield w
 
@@ -200,3 +209,53 @@ def test_the_plain_http_hosts_are_validated_like_the_allow_list(world: World) ->
         assert reply.headers["content-type"] == "application/problem+json"
         kept = api.get(f"/api/v1/orgs/{world.org_id}/egress/").json()
     assert "http://x/" not in kept["plain_http"]
+
+
+def _busy_plain(world: World, token: str) -> tuple[socket.socket, bytes]:
+    """A connection sending a plain-HTTP request whose answer takes seconds; what came back within 0.5 s."""
+    sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
+    auth = base64.b64encode(f"aileron:{token}".encode()).decode()
+    sock.sendall(
+        f"GET http://{MIRROR}/hang HTTP/1.1\r\nHost: {MIRROR}\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode()
+    )
+    sock.settimeout(0.5)
+    early = b""
+    try:
+        while b"\r\n\r\n" not in early or len(early.partition(b"\r\n\r\n")[2]) < _length(early):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            early += chunk
+    except TimeoutError:
+        pass
+    return sock, early
+
+
+def _length(answer: bytes) -> int:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0
+
+
+def test_plain_http_connections_count_against_the_session_and_user_limits(world: World) -> None:
+    _set_plain_http(world, [MIRROR])
+    tokens = [json.loads(cli(world.service.env, "session", "start", "--json").stdout)["token"] for _ in range(3)]
+    held: list[socket.socket] = []
+    try:
+        for token in tokens[:2]:  # two sessions of one user, each at its limit with answers in flight
+            for _ in range(SESSION_CONNECTIONS):
+                sock, early = _busy_plain(world, token)
+                assert early == b"", early[:200]
+                held.append(sock)
+        sock, refused = _busy_plain(world, tokens[0])  # one more for a full session
+        sock.close()
+        assert b" 429 " in refused.split(b"\r\n", 1)[0] and b"too-many-connections" in refused, refused[:300]
+        assert b"this session has" in refused
+        sock, refused = _busy_plain(world, tokens[2])  # a third session of the same user: the user's limit
+        sock.close()
+        assert b" 429 " in refused.split(b"\r\n", 1)[0], refused[:300]
+        assert f"your sessions have {2 * SESSION_CONNECTIONS}".encode() in refused
+    finally:
+        for sock in held:
+            sock.close()
