@@ -33,10 +33,12 @@ def attempt_record(
 ) -> dict[str, Any]:
     """The record of what the agent asked for and what was decided, written before anything is sent."""
     request = flow.request
+    peer = flow.client_conn.peername
     return {
         "id": pending.request_id,
         "phase": "attempt",
         "session_id": pending.live.context.session_id,
+        "client_address": str(peer[0])[:64] if peer else "",  # where the agent's connection came from
         "at": now(),
         "kind": pending.kind,
         "connector": pending.connector,
