@@ -355,26 +355,26 @@ def run_load(target: Target, workers: int, requests: int, warmup_per_worker: int
     )
 
 
-def _counters(pid: int | None) -> tuple[float, int] | None:
-    """System CPU seconds and minor page faults of a process (from /proc)."""
+def _stat(pid: int | None) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (field 3 onwards), or None."""
     if pid is None:
         return None
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(fields[12]) / os.sysconf("SC_CLK_TCK"), int(fields[7])
+
+
+def _counters(pid: int | None) -> tuple[float, int] | None:
+    """System CPU seconds and minor page faults of a process."""
+    fields = _stat(pid)
+    return (int(fields[12]) / os.sysconf("SC_CLK_TCK"), int(fields[7])) if fields else None
 
 
 def _cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time of a process, all its threads (from /proc)."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process, all its threads."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else None
 
 
 def probe_keepalive(target: Target, count: int = 20) -> int:

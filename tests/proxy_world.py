@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import ssl
 import subprocess
 import time
@@ -298,3 +299,21 @@ def proxy_world(
             pat=pat,
             outputs=outputs,
         )
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One HTTP answer framed by Content-Length (or none), read to its end or until the socket closes."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _content_length(answer):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def _content_length(answer: bytes) -> int:
+    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.proxy_world import World, proxy_world
+from tests.proxy_world import World, proxy_world, read_answer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -39,20 +39,7 @@ def _connect(world: World) -> tuple[socket.socket, bytes]:
     sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
     auth = base64.b64encode(f"aileron:{world.token}".encode()).decode()
     sock.sendall(f"CONNECT api.github.com:443 HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode())
-    answer = b""
-    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        answer += chunk
-    return sock, answer
-
-
-def _length(answer: bytes) -> int:
-    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return int(line.split(b":", 1)[1])
-    return 0
+    return sock, read_answer(sock)
 
 
 def _is_closed(sock: socket.socket) -> bool:
@@ -126,9 +113,7 @@ def _healthz(world: World) -> socket.socket:
     """A connection that sent one request (no token needed) and got its answer: kept alive, idle."""
     sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
     sock.sendall(b"GET http://aileron.proxy/healthz HTTP/1.1\r\nHost: aileron.proxy\r\n\r\n")
-    answer = b""
-    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < _length(answer):
-        answer += sock.recv(65536)
+    answer = read_answer(sock)
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     return sock
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.proxy_world import World, cli, proxy_world
+from tests.proxy_world import World, cli, proxy_world, read_answer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -219,23 +219,10 @@ def _busy_plain(world: World, token: str) -> tuple[socket.socket, bytes]:
         f"GET http://{MIRROR}/hang HTTP/1.1\r\nHost: {MIRROR}\r\nProxy-Authorization: Basic {auth}\r\n\r\n".encode()
     )
     sock.settimeout(0.5)
-    early = b""
     try:
-        while b"\r\n\r\n" not in early or len(early.partition(b"\r\n\r\n")[2]) < _length(early):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            early += chunk
+        return sock, read_answer(sock)
     except TimeoutError:
-        pass
-    return sock, early
-
-
-def _length(answer: bytes) -> int:
-    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return int(line.split(b":", 1)[1])
-    return 0
+        return sock, b""  # nothing yet: the answer is in flight
 
 
 def test_plain_http_connections_count_against_the_session_and_user_limits(world: World) -> None:

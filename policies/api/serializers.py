@@ -51,27 +51,26 @@ class PolicyUpdateSerializer(serializers.Serializer[Any]):
         return super().to_internal_value(data)
 
 
+def _host_patterns(help_text: str) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(max_length=255, trim_whitespace=False),
+        max_length=EGRESS_MAX_PATTERNS,
+        allow_empty=True,
+        required=False,
+        default=list,
+        help_text=help_text,
+    )
+
+
 class EgressSerializer(serializers.ModelSerializer[EgressPolicy]):
     mode = serializers.ChoiceField(
         choices=EgressMode.choices,
         help_text="open: uncredentialed HTTPS to other hosts is forwarded and logged; allowlist: only `allow`.",
     )
-    allow = serializers.ListField(
-        child=serializers.CharField(max_length=255, trim_whitespace=False),
-        max_length=EGRESS_MAX_PATTERNS,
-        allow_empty=True,
-        required=False,
-        default=list,
-        help_text='Host patterns: "example.com" exactly, "*.example.com" any subdomain (not the apex).',
-    )
-    plain_http = serializers.ListField(
-        child=serializers.CharField(max_length=255, trim_whitespace=False),
-        max_length=EGRESS_MAX_PATTERNS,
-        allow_empty=True,
-        required=False,
-        default=list,
-        help_text="Host patterns (as in `allow`) reachable over plain HTTP, uncredentialed and audited: package "
-        'mirrors such as "deb.debian.org". None by default; a connector\'s host never.',
+    allow = _host_patterns('Host patterns: "example.com" exactly, "*.example.com" any subdomain (not the apex).')
+    plain_http = _host_patterns(
+        "Host patterns (as in `allow`) reachable over plain HTTP, uncredentialed and audited: package mirrors such "
+        'as "deb.debian.org". None by default; a connector\'s host never.'
     )
 
     class Meta:
