@@ -83,11 +83,6 @@ class ConnectionGuard:
     def open(self) -> set[str]:
         return set(self.conns)
 
-    @property
-    def waiting(self) -> list[str]:
-        """Connections that have not sent a request yet, oldest first."""
-        return [cid for cid, c in self.conns.items() if not c.served]
-
     def client_connected(self, client: connection.Client) -> None:
         if len(self.conns) >= self.max_connections:
             # Full: make room by closing the connection that does least: one that has sent no request yet (a
