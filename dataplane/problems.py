@@ -166,6 +166,12 @@ UNSCANNABLE_BODY = Kind(
     "The request body cannot be checked for credentials",
     "Nothing was sent. Send the body uncompressed, or gzip, deflate, br or zstd encoded, within the size limit.",
 )
+SCAN_UNAVAILABLE = Kind(
+    "scan-unavailable",
+    503,
+    "The proxy could not check the request body for credentials",
+    "Nothing was sent. Retry; the worker that scans large bodies stopped and is being restarted.",
+)
 HEADERS_TOO_LARGE = Kind(
     "headers-too-large",
     431,

@@ -42,7 +42,7 @@ from mitmproxy.proxy import server_hooks
 
 from connectors.identify import Catalog
 from connectors.package import Action, Connector
-from dataplane import approval_hold, exfil, health, problems, refusals, shell_audit, ws_messages
+from dataplane import approval_hold, credscan, exfil, health, problems, refusals, shell_audit, ws_messages
 from dataplane.audit_records import (
     attempt_record,
     failed_outcome_record,
@@ -69,6 +69,7 @@ from dataplane.inject import Decryptor, decrypt, inject, strip_auth
 from dataplane.limits import BodyBudget, parse_body_timeout
 from dataplane.nested import NestedCredential, NestedScan
 from dataplane.problems import Refusal
+from dataplane.scanpool import OFF_LOOP_BYTES, ScanPool, ScanUnavailable
 from dataplane.sessions import CA_HOST, Sessions, proxy_token, serve_ca
 from dataplane.spool import AuditSpool, SpoolError
 from dataplane.usage import PriceTable, UsageParser, provider_for
@@ -78,7 +79,6 @@ from vaults import crypto
 log = logging.getLogger("aileron.proxy")
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
-SCAN_OFF_LOOP_BYTES = 256 * 1024  # bodies this large are scanned in a worker thread
 
 
 class AileronProxy:
@@ -98,6 +98,7 @@ class AileronProxy:
         session_connections: int = 256,
         connections: ConnectionGuard | None = None,
         operator_token: str = "",
+        scans: ScanPool | None = None,
     ) -> None:
         self.credentials = credentials
         self.spool = spool
@@ -116,7 +117,8 @@ class AileronProxy:
         self.connections = connections  # its hooks are called from these (one addon: one dispatch per hook)
         self.operator_token = operator_token  # what opens the health endpoint's full report
         self.unverified = refusals.Unverified(spool)
-        self.scan_slots: dict[str, asyncio.Lock] = {}  # per session: one large body scanned off the loop at a time
+        self.scans = scans or ScanPool()  # large bodies are scanned in worker processes
+        self.scan_slots: dict[str, asyncio.Lock] = {}  # per session: one large body scanned at a time
         self.held: dict[str, tuple[str, str]] = {}  # client connection -> (session token, user) it counts for
         self.tunnels_of: Counter[str] = Counter()  # connections held, by session token and by "user:" id
         self.pending: dict[str, Pending] = {}
@@ -315,11 +317,13 @@ class AileronProxy:
             pin_request(flow.request, tunnel.target)
 
     async def _check_body(self, flow: http.HTTPFlow, pending: Pending) -> None:
-        """The outbound scan of a read body. A large one is read (decoded every way) off the event loop, one at a
-        time per session: one session's megabytes of percent-escapes must not stall every other session."""
+        """The outbound scan of a read body. A large one is read (decoded every way) in a worker process, one at a
+        time per session: no session's megabytes of percent-escapes may hold the lock every session's requests
+        need (dataplane.scanpool)."""
         session_id = pending.live.context.session_id
         matcher = pending.scan or exfil.EMPTY
-        if not matcher or len(flow.request.raw_content or b"") < SCAN_OFF_LOOP_BYTES:
+        body = flow.request.raw_content or b""
+        if not matcher or len(body) < OFF_LOOP_BYTES:
             exfil.check_body(self.reach, session_id, matcher, flow.request)
             return
         slot = self.scan_slots.get(session_id)
@@ -328,7 +332,14 @@ class AileronProxy:
                 self.scan_slots = {k: v for k, v in self.scan_slots.items() if v.locked()}
             slot = self.scan_slots[session_id] = asyncio.Lock()
         async with slot:
-            await asyncio.to_thread(exfil.check_body, self.reach, session_id, matcher, flow.request)
+            try:
+                found = await self.scans.scan(matcher, body, flow.request.headers.get("content-encoding", ""))
+            except credscan.Undecodable as exc:
+                raise Refusal(problems.UNSCANNABLE_BODY, str(exc)) from None
+            except ScanUnavailable as exc:
+                raise Refusal(problems.SCAN_UNAVAILABLE, str(exc)) from None
+        if found is not None:
+            raise exfil.leak(self.reach, session_id, matcher, found)
 
     async def _screen(self, flow: http.HTTPFlow, tunnel: Tunnel, pending: Pending) -> None:
         request = flow.request

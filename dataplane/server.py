@@ -10,7 +10,8 @@ AILERON_MAX_BODY_BYTES, AILERON_SESSION_CACHE_SECONDS, and the bounds of datapla
 AILERON_BODY_BUDGET_BYTES, AILERON_SESSION_BODY_SHARE_BYTES, AILERON_BODY_TIMEOUT_SECONDS,
 AILERON_MIN_BODY_RATE_BYTES, AILERON_MAX_HEADER_BYTES, AILERON_MAX_HEADER_FIELDS, AILERON_HEADER_TIMEOUT_SECONDS,
 AILERON_UPSTREAM_CONNECT_TIMEOUT_SECONDS, AILERON_UPSTREAM_RESPONSE_TIMEOUT_SECONDS, and of dataplane.connections:
-AILERON_MAX_CONNECTIONS, AILERON_IDLE_TIMEOUT_SECONDS, AILERON_SESSION_MAX_CONNECTIONS. Imports no Django.
+AILERON_MAX_CONNECTIONS, AILERON_IDLE_TIMEOUT_SECONDS, AILERON_SESSION_MAX_CONNECTIONS, and AILERON_SCAN_WORKERS
+(dataplane.scanpool). Imports no Django.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from mitmproxy.addons import core, next_layer, proxyserver
 
 from connectors.package import ConnectorError
 from connectors.registry import installed
-from dataplane import http1_strict, keychannel, limits
+from dataplane import http1_strict, keychannel, limits, scanpool
 from dataplane.attestation import AttestationError, SoftwareProvider, dataplane_config
 from dataplane.connections import ConnectionGuard, quiet_accept_errors, raise_open_files
 from dataplane.control import ControlPlane
@@ -73,6 +74,7 @@ class Settings:
     session_cache: float
     limits: Limits = Limits()
     workers: int = 1
+    scan_workers: int = 1  # processes that scan large request bodies for credentials (dataplane.scanpool)
     worker_index: int = 0  # 0: the primary (credential service, key channel); 1..N-1: proxy-only workers
     credentials_fd: int | None = None  # a worker's end of its link to the primary
 
@@ -142,6 +144,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise StartupError(f"AILERON_UPSTREAM_CA: {upstream_ca} is not a file")
     price_table = Path(os.environ["AILERON_PRICE_TABLE"]) if os.environ.get("AILERON_PRICE_TABLE") else None
     max_body = int(_positive("AILERON_MAX_BODY_BYTES", DEFAULT_MAX_BODY))
+    try:
+        scan_workers = scanpool.default_workers()
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
     return Settings(
         host=args.host,
         port=args.port,
@@ -156,6 +162,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         session_cache=_positive("AILERON_SESSION_CACHE_SECONDS", DEFAULT_BUNDLE_TTL_SECONDS),
         limits=limits_from_environment(max_body),
         workers=args.workers,
+        scan_workers=scan_workers,
         worker_index=args.worker_index,
         credentials_fd=args.credentials_fd,
     )
@@ -261,6 +268,7 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
             idle_timeout=settings.limits.idle_timeout,
         ),
         operator_token=settings.token,
+        scans=scanpool.ScanPool(workers=settings.scan_workers),
     )
     http1_strict.install()  # strict chunked bodies and problem+json where mitmproxy answers by itself
     limits.install(settings.limits, on_refused=proxy.refuse_head)  # bounded heads, bodies, waits
@@ -298,6 +306,7 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
         rawtcp=False,  # bytes in a tunnel that do not look like HTTP are refused as HTTP, never piped unchecked
     )
     spool.start()
+    proxy.scans.start()
     background: list[asyncio.Task[Any]] = []
     workers: list[tuple[subprocess.Popen[bytes], socket.socket]] = []
     loop = asyncio.get_running_loop()
@@ -336,6 +345,7 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
             with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(process.wait, 10)
         await asyncio.to_thread(spool.stop)
+        proxy.scans.close()
         credentials.close_all()
         control.close()
         if primary:
