@@ -161,8 +161,12 @@ class BodyBudget:
 
     No session may hold more than `share` of it at once, nor the sessions of one user together more than
     `user_share` (twice a session's, by default): one agent's stalled uploads, or one user's many sessions,
-    cannot refuse every other session's bodies. Stalled uploads are also cut by the body timeouts, and a body
-    held for approval is given back when its agent disconnects.
+    cannot refuse every other session's bodies. Stalled uploads are also cut by the body timeouts.
+
+    A body held for people's approval (minutes, up to an hour) moves to a pool of its own (`hold`), as large as
+    this one by default, where one user's held bodies may take a quarter (or a session's share, if larger): held
+    bodies never starve the bodies being sent, and one or two users cannot fill the pool for everyone else's. A held body is given back
+    when its agent disconnects or the hold ends.
     """
 
     def __init__(
@@ -171,6 +175,7 @@ class BodyBudget:
         *,
         share: int | None = None,
         user_share: int | None = None,
+        held: int | None = None,
         reclaimer: Reclaimer | None = None,
     ) -> None:
         self.capacity = capacity
@@ -180,6 +185,11 @@ class BodyBudget:
         self._held: dict[str, tuple[str, str, int]] = {}  # flow -> (session, user, bytes)
         self._by_owner: dict[str, int] = {}  # by session and by user ("user:" keys)
         self.reclaimer = reclaimer or Reclaimer()
+        self.waiting: BodyBudget | None = None  # the pool of bodies held for approval
+        if held != 0:
+            size = held or capacity
+            each = min(size, max(size // 4, self.share))  # one user's: a quarter, or a session's share if larger
+            self.waiting = BodyBudget(size, share=each, user_share=each, held=0, reclaimer=self.reclaimer)
 
     def admit(self, key: str, size: int, *, owner: str = "", user: str = "") -> str | None:
         """Hold `size` bytes for `key` (of session `owner`, of `user`); None when held, else why it cannot be."""
@@ -207,10 +217,27 @@ class BodyBudget:
         """Hold `size` bytes for `key`; False when the budget (or a share of it) cannot hold them now."""
         return self.admit(key, size, owner=owner, user=user) is None
 
+    def hold(self, key: str) -> str | None:
+        """Move `key`'s reservation to the pool of bodies held for approval; None when moved (or nothing was
+        reserved), else why the pool cannot take it (the reservation then stays here)."""
+        owner, user, size = self._held.get(key, ("", "", 0))
+        if not size or self.waiting is None:
+            return None
+        reason = self.waiting.admit(key, size, owner=owner, user=user)
+        if reason is not None:
+            return reason.replace("in flight", "held for approval")
+        self._drop(key, freed=False)
+        return None
+
     def owned(self, owner: str) -> int:
         return self._by_owner.get(owner, 0)
 
     def release(self, key: str) -> None:
+        self._drop(key, freed=True)
+        if self.waiting is not None:
+            self.waiting.release(key)
+
+    def _drop(self, key: str, *, freed: bool) -> None:
         owner, user, size = self._held.pop(key, ("", "", 0))
         if not size:
             return
@@ -218,8 +245,9 @@ class BodyBudget:
         self._add(owner, -size)
         if user:
             self._add("user:" + user, -size)
-        # Its flow ends soon but is freed only by a cyclic collection (see dataplane.reclaim), even under load.
-        self.reclaimer.note_freed(size)
+        if freed:
+            # Its flow ends soon but is freed only by a cyclic collection (see dataplane.reclaim), even under load.
+            self.reclaimer.note_freed(size)
 
     def _add(self, owner: str, size: int) -> None:
         left = self._by_owner.get(owner, 0) + size

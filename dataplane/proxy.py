@@ -451,7 +451,11 @@ class AileronProxy:
             raise Refusal(problems.NO_CREDENTIAL, f"none of your vaults holds a credential for {pending.connector}")
         approval: ApprovalTicket | None = None
         if outcome == "approval_required":
-            # Held until people decide (other traffic keeps flowing: this only awaits).
+            # Held until people decide (other traffic keeps flowing: this only awaits), its body in the pool of
+            # held ones: bodies being sent never wait for people's decisions.
+            held = self.budget.hold(flow.id)
+            if held is not None:
+                raise Refusal(problems.BODY_BUDGET_EXHAUSTED, held, {"retry_after_seconds": 30})
             approval = await approval_hold.hold(
                 self.control,
                 flow,

@@ -18,6 +18,7 @@ from dataplane.limits import (
     request_line,
     response_head_problem,
 )
+from dataplane.reclaim import Reclaimer
 from dataplane.server import StartupError, limits_from_environment, settings_from
 
 SMALL = Limits(max_head_bytes=200, max_header_fields=3)
@@ -96,6 +97,42 @@ def test_one_users_sessions_together_hold_no_more_than_the_users_share() -> None
     assert budget.admit("a", 20, owner="alice-session", user="alice") is None  # everyone else keeps the rest
     budget.release("s0")
     assert budget.owned("user:mallory") == 20 and budget.admit("s2", 20, owner="session-2", user="mallory") is None
+
+
+def test_bodies_held_for_approval_leave_the_budget_of_bodies_being_sent() -> None:
+    budget = BodyBudget(100, share=25)
+    assert budget.waiting is not None and budget.waiting.capacity == 100 and budget.waiting.user_share == 25
+    assert budget.admit("m1", 25, owner="mallory-1", user="mallory") is None
+    assert budget.hold("m1") is None  # waits for people: counted in the pool of held bodies only
+    assert budget.in_use == 0 and budget.waiting.in_use == 25 and budget.owned("user:mallory") == 0
+    assert budget.admit("m2", 25, owner="mallory-1", user="mallory") is None
+    refused = budget.hold("m2")  # a user's held bodies take at most a quarter of the pool
+    assert refused is not None and "held for approval" in refused
+    assert budget.in_use == 25  # the refused one stays counted where it was until its flow ends
+    for user in ("trent", "victor", "walter"):  # four users fill the held pool
+        assert budget.admit(user, 25, owner=user, user=user) is None and budget.hold(user) is None
+    assert budget.waiting.in_use == 100 and budget.hold("m2") is not None
+    # and still every other user's bodies being sent fit: the held ones never take their budget
+    budget.release("m2")
+    for user in ("alice", "bob", "carol", "dave"):
+        assert budget.admit(user + "-body", 25, owner=user + "-1", user=user) is None
+    for key in ("m1", "trent", "victor", "walter", "alice-body", "bob-body", "carol-body", "dave-body"):
+        budget.release(key)
+    assert budget.in_use == 0 and budget.waiting.in_use == 0
+
+
+def test_a_release_gives_back_what_a_flow_held_wherever_it_is() -> None:
+    freed: list[int] = []
+
+    class Counting(Reclaimer):
+        def note_freed(self, size: int) -> None:
+            freed.append(size)
+
+    budget = BodyBudget(100, share=25, reclaimer=Counting())
+    assert budget.admit("a", 20) is None and budget.hold("a") is None
+    assert budget.hold("never-reserved") is None and budget.hold("a") is None  # nothing (more) to move
+    budget.release("a")
+    assert budget.waiting is not None and budget.waiting.in_use == 0 and freed == [20]
 
 
 def test_a_share_larger_than_the_budget_is_the_budget() -> None:
