@@ -165,8 +165,8 @@ class BodyBudget:
 
     A body held for people's approval (minutes, up to an hour) moves to a pool of its own (`hold`), as large as
     this one by default, where one user's held bodies may take a quarter (or a session's share, if larger): held
-    bodies never starve the bodies being sent, and one or two users cannot fill the pool for everyone else's. A held body is given back
-    when its agent disconnects or the hold ends.
+    bodies never starve the bodies being sent, and one or two users cannot fill the pool for everyone else's. A
+    held body is given back when its agent disconnects or the hold ends.
     """
 
     def __init__(
