@@ -11,6 +11,7 @@ any credential is injected. Egress bodies of such sessions are therefore read (b
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import zlib
@@ -193,7 +194,26 @@ def scrub_record(matcher: Matcher, record: dict[str, Any]) -> dict[str, Any]:
     of every credential of `matcher`: no field, present or future, can carry one to the spool."""
     if not matcher:
         return record
+    if _clean_whole(matcher, record):
+        return record
     return {_redact_text(matcher, str(k)): _scrub(matcher, v, key=str(k)) for k, v in record.items()}
+
+
+def _clean_whole(matcher: Matcher, record: dict[str, Any]) -> bool:
+    """Whether the record, read whole, holds no form of a credential: one pass instead of one per text in it.
+
+    Its JSON text holds every key and text of it verbatim when no character in them needed escaping (no
+    backslash in the line), so every form a field-by-field read would find, plain or decoded, is found here;
+    and the line lowered, with and without dots, is what a field-by-field read checks a host as. A form found
+    across two fields only sends the record the field-by-field way."""
+    try:
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+        data = line.encode("utf-8", errors="surrogateescape")
+    except (TypeError, ValueError, RecursionError, UnicodeError):
+        return False
+    if b"\\" in data:
+        return False
+    return credscan.scan_request(matcher, host=data, body=data) is None
 
 
 def _scrub(matcher: Matcher, value: Any, *, key: str, depth: int = 0) -> Any:
@@ -235,6 +255,10 @@ def redact_value(matcher: Matcher, data: bytes, *, host: bool = False) -> tuple[
 def _redact_fields(
     matcher: Matcher, fields: Iterable[tuple[bytes, bytes]]
 ) -> tuple[tuple[tuple[bytes, bytes], ...], int]:
+    fields = tuple(fields)
+    # Read together first (the usual answer: nothing): no escape reads across the NUL between two of them.
+    if credscan.scan_request(matcher, body=b"\0".join(part for field in fields for part in field)) is None:
+        return fields, 0
     out = []
     count = 0
     for name, value in fields:

@@ -247,11 +247,10 @@ def screen_response(
 
     `websocket`: the request was a WebSocket upgrade (its 101 keeps `Upgrade: websocket`).
     """
-    for name, value in fields:
-        if _UNSAFE_IN_FIELD.search(name) or _UNSAFE_IN_FIELD.search(value):
-            # an obs-fold (kept by the parser as CR LF SP) or a bare CR, LF or NUL: a value split so that no
-            # redactor sees it whole, or a field smuggled into the agent's head; the answer is not passed on
-            raise Malformed("the upstream's answer has a header folded over lines or holding CR, LF or NUL")
+    if _UNSAFE_IN_FIELD.search(b":".join(part for field in fields for part in field)):  # one search for all
+        # an obs-fold (kept by the parser as CR LF SP) or a bare CR, LF or NUL: a value split so that no
+        # redactor sees it whole, or a field smuggled into the agent's head; the answer is not passed on
+        raise Malformed("the upstream's answer has a header folded over lines or holding CR, LF or NUL")
     connection = [value for name, value in fields if name.lower() == b"connection"]
     tokens = _connection_tokens(connection) if connection else set()
     upgrading = status == 101

@@ -296,3 +296,87 @@ def test_inputs_remembered_clean_never_hide_a_credential_and_the_memory_is_bound
     matcher.note_clean(b"x" * (credscan.CLEAN_MAX + 1))
     assert not matcher.known_clean(b"x" * (credscan.CLEAN_MAX + 1))
     assert credscan.scan_request(matcher, target=b"/a?" + secret) is not None
+
+
+# --- audit records ------------------------------------------------------------------------------------------
+
+_texts = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["api.github.com", "/repos/a/b", "%2F", "\\u0041", 'say "hi"', "a.b.c"]),
+)
+
+
+def _record_st(secret: bytes) -> st.SearchStrategy[dict[str, object]]:
+    forms = [v.decode("latin-1") for v in encodings(secret, b"k=", b"&").values()]
+    split_host = secret.hex()[:20] + "." + secret.hex()[20:] + ".example.com"
+    leaf = st.one_of(_texts, st.sampled_from([*forms, split_host]), st.integers(), st.none(), st.booleans())
+    values = st.recursive(
+        leaf,
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_texts, inner, max_size=3)),
+        max_leaves=8,
+    )
+    keys = st.one_of(st.sampled_from(["host", "path", "reason", "args", "error"]), _texts)
+    return st.dictionaries(keys, values, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_an_audit_record_read_whole_is_scrubbed_exactly_as_field_by_field(data: st.DataObject) -> None:
+    from dataplane import exfil
+
+    record = data.draw(_record_st(SECRET))
+    matcher = Matcher([SECRET, OTHER])
+    field_by_field = {
+        exfil._redact_text(matcher, str(k)): exfil._scrub(matcher, v, key=str(k))  # noqa: SLF001
+        for k, v in record.items()
+    }
+    assert exfil.scrub_record(matcher, record) == field_by_field
+    if exfil._clean_whole(matcher, record):  # noqa: SLF001 - the fast path found nothing: nor did the slow one
+        assert field_by_field == {str(k): v for k, v in record.items()} or any(not isinstance(k, str) for k in record)
+
+
+def _split_host(secret: bytes) -> str:
+    return secret.hex()[:20] + "." + secret.hex()[20:] + ".example.com"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"host": _split_host(SECRET)},  # only a host is read across its labels
+        {"args": {"host": _split_host(SECRET)}, "path": "/x"},
+        {"reason": f"%{SECRET[0]:02X}" + SECRET.decode()[1:]},  # escaped in part
+        {"error": 'said "' + SECRET.decode() + '"'},  # a quote: the line is not verbatim
+        {"args": {SECRET.hex(): 1}},  # a key
+        {"args": [[[[[[[[[[{"deep": base64.b64encode(b"u:" + SECRET).decode()}]]]]]]]]]]},
+    ],
+)
+def test_an_audit_record_holding_a_credential_is_redacted_wherever_it_is(record: dict[str, object]) -> None:
+    from dataplane import exfil
+
+    matcher = Matcher([SECRET])
+    assert not exfil._clean_whole(matcher, record)  # noqa: SLF001
+    scrubbed = json.dumps(exfil.scrub_record(matcher, record)).encode()
+    assert matcher.first(scrubbed) is None and MARK.decode() in scrubbed.decode()
+    clean = {"host": "api.github.com", "path": "/repos/a/b", "args": {"q": ["x"]}, "reason": "%41 ok"}
+    assert exfil._clean_whole(matcher, clean) and exfil.scrub_record(matcher, clean) is clean  # noqa: SLF001
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_headers_read_together_are_redacted_exactly_as_one_by_one(data: st.DataObject) -> None:
+    from dataplane import exfil
+
+    forms = list(encodings(SECRET, b"k=", b"&").values())
+    part = st.one_of(st.binary(max_size=20), st.sampled_from([*forms, b"%", b"\\u00", b"\\", b"%4"]))
+    field = st.tuples(part, st.lists(part, max_size=3).map(b"".join))
+    fields = data.draw(st.lists(field, max_size=6))
+    matcher = Matcher([SECRET, OTHER])
+    one_by_one = []
+    count = 0
+    for name, value in fields:
+        name, n = exfil.redact_value(matcher, name)
+        value, v = exfil.redact_value(matcher, value)
+        one_by_one.append((name, value))
+        count += n + v
+    together, found = exfil._redact_fields(matcher, fields)  # noqa: SLF001
+    assert list(together) == one_by_one and found == count
