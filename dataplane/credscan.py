@@ -45,7 +45,11 @@ _PERCENT = re.compile(rb"%[0-9A-Fa-f]{2}")
 _JSON_ESCAPE = re.compile(rb"\\u00([0-7][0-9A-Fa-f])|\\([/\\])")
 CLEAN_MEMO = 4096  # small inputs remembered as clean, per matcher (then forgotten all at once)
 CLEAN_MAX = 2048  # bytes: longer inputs are never remembered
-FEW_FORMS = 24  # up to this many forms, `in` (C's fast search, one pass per form) beats one automaton pass
+# Up to this many forms, on data longer than FEW_BYTES_PER_FORM bytes per form, `in` (C's fast search, one pass
+# per form) beats one automaton pass; on shorter data (headers, audit records) the automaton wins: each `in` costs
+# some 0.4 us before it reads a byte (measured on CPython 3.13: 10 forms, 600 bytes: 6.5 us `in`, 2.4 us one pass).
+FEW_FORMS = 24
+FEW_BYTES_PER_FORM = 100
 
 
 def base64_cores(secret: bytes) -> list[bytes]:
@@ -116,6 +120,7 @@ class Matcher:
         self.longest = 0
         self._starts: set[str] = set()
         self._few: list[tuple[bytes, int]] = []
+        self._few_forms: tuple[bytes, ...] = ()
         for index, secret in enumerate(self._secrets):
             for form in secret_forms(secret):
                 key = form.decode("latin-1")  # bytes <-> str one to one: the automaton is built for str
@@ -126,6 +131,7 @@ class Matcher:
             self._automaton.make_automaton()
         if len(self._automaton) <= FEW_FORMS:
             self._few = [(key.encode("latin-1"), int(value[1])) for key, value in self._automaton.items()]
+            self._few_forms = tuple(form for form, _ in self._few)
         # Inputs read whole (every reading of them) and found clean: the same header blocks, hosts and audit
         # fields come back request after request. Keyed by the bytes themselves (equality, not a hash alone).
         self._clean: dict[bytes, None] = {}
@@ -161,7 +167,9 @@ class Matcher:
         """The index (in the set) of a credential found in `data`, or None."""
         if not self.longest or not data:
             return None
-        if self._few:
+        if self._few and len(data) > FEW_BYTES_PER_FORM * len(self._few):
+            if not any(map(data.__contains__, self._few_forms)):  # the usual answer, without a Python loop
+                return None
             return next((index for form, index in self._few if form in data), None)
         for _end, (_length, index) in self._automaton.iter(data.decode("latin-1")):
             return int(index)
