@@ -1,7 +1,7 @@
 """Data plane throughput and latency beside bare mitmdump and a direct connection, same HTTPS upstream, one run.
 
     .venv/bin/python bench/proxy_bench.py [--requests 1000] [--rounds 3] [--json] [--no-pin] [--profile FILE]
-        [--baseline OTHER_CHECKOUT]
+        [--baseline OTHER_CHECKOUT [--pairs N] [--pair-requests 400]]
 
 Configurations, all against one local nginx HTTPS upstream (self-signed, a throwaway CA):
 
@@ -18,6 +18,9 @@ data plane, mitmdump's CA for mitmdump). The load client is Python (http.client,
 the same for every configuration, so the ratios are fair; `hey` is not used because it never verifies TLS.
 Each configuration is warmed up, then the rounds interleave the configurations; the figures are medians over
 rounds. By default each proxy is pinned to core 1 and everything else (client, nginx, API, worker) to core 0.
+On a shared machine the rounds of one configuration can run several percent apart; with --pairs, each change is
+also run back to back with its baseline many times (ABBA order) and the medians of those paired ratios are
+printed, which cancels drift that a ratio of medians keeps.
 """
 
 from __future__ import annotations
@@ -509,6 +512,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--configs", default="direct,mitmdump,dataplane,egress", help="Comma-separated subset to run, in order."
     )
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="With --baseline: after the rounds, N paired runs of each change against its baseline (order ABBA, "
+        "--pair-requests each, sequential and c8); the medians of the paired ratios cancel the machine's drift [0].",
+    )
+    p.add_argument("--pair-requests", type=int, default=400, help="Requests per run of a pair [400].")
     p.add_argument("--profile", type=Path, help="After the run, py-spy the data plane under c8 load into FILE.")
     p.add_argument(
         "--profile-target",
@@ -606,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"round {round_no + 1}/{args.rounds} {name:<9} {load:<10} {result.rps:7.0f} req/s "
                         f"p50 {result.pct(50):6.2f} ms  p99 {result.pct(99):6.2f} ms  errors {result.errors}"
                     )
+        paired = run_pairs(targets, args.pairs, args.pair_requests, sent)
         elapsed = time.monotonic() - started
 
         audit: dict[str, Any] = {}
@@ -646,7 +658,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(
             json.dumps(
-                {"meta": meta, "figures": summary, "failed": failed, "audit": audit, "profile": profile}, indent=1
+                {
+                    "meta": meta,
+                    "figures": summary,
+                    "paired": paired,
+                    "failed": failed,
+                    "audit": audit,
+                    "profile": profile,
+                },
+                indent=1,
             )
         )
         return 0
@@ -690,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"(system {cur['proxy_sys_us_per_request']:.0f} vs {old['proxy_sys_us_per_request']:.0f} us, "
                     f"page faults {cur['proxy_faults_per_request']:.1f} vs {old['proxy_faults_per_request']:.1f})"
                 )
+    for line in paired_lines(paired):
+        print(line)
     if audit:
         print(
             f"audit: {audit['records_in_control_plane']} records for the bench session reached the control plane "
@@ -704,6 +726,64 @@ def main(argv: list[str] | None = None) -> int:
         for line in profile["top_inclusive_ours"][:15]:
             print(f"  {line}")
     return 0
+
+
+PAIRS = (("dataplane", "dp-before"), ("egress", "eg-before"))
+
+
+def run_pairs(
+    targets: dict[str, Target], pairs: int, requests: int, sent: collections.Counter[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each change against its baseline, run back to back `pairs` times per load (ABBA: the order alternates),
+    as paired ratios: what the machine does meanwhile (other tenants, frequency) hits both runs of a pair."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for now_name, before_name in PAIRS:
+        if pairs <= 0 or now_name not in targets or before_name not in targets:
+            continue
+        for load, workers in LOADS[:2]:
+            rps: list[float] = []
+            cpu: list[float] = []
+            for n in range(pairs):
+                order = (now_name, before_name) if n % 2 == 0 else (before_name, now_name)
+                got: dict[str, Result] = {}
+                for name in order:
+                    got[name] = run_load(targets[name], workers, requests)
+                    sent[name] += sum(got[name].statuses.values()) + workers * 3
+                cur, old = got[now_name], got[before_name]
+                rps.append(cur.rps / old.rps)
+                if cur.proxy_cpu_seconds and old.proxy_cpu_seconds:
+                    cpu.append(cur.cpu_us_per_request / old.cpu_us_per_request)
+                log(f"pair {n + 1}/{pairs} {now_name} vs {before_name} {load}: {rps[-1]:.3f}x")
+            out.setdefault(now_name, {})[load] = {
+                "baseline": before_name,
+                "pairs": pairs,
+                "rps_ratio_median": median(rps),
+                "rps_ratio_quartiles": _quartiles(rps),
+                "cpu_ratio_median": median(cpu) if cpu else None,
+                "cpu_ratio_quartiles": _quartiles(cpu) if cpu else None,
+            }
+    return out
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 4], ordered[(3 * len(ordered)) // 4]
+
+
+def paired_lines(paired: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    lines = []
+    for now_name, loads in paired.items():
+        for load, f in loads.items():
+            low, high = f["rps_ratio_quartiles"]
+            line = (
+                f"paired {now_name:<9} vs {f['baseline']:<9} {load:<10}: throughput {f['rps_ratio_median']:.3f}x "
+                f"(quartiles {low:.3f}-{high:.3f}, {f['pairs']} pairs)"
+            )
+            if f["cpu_ratio_median"] is not None:
+                clow, chigh = f["cpu_ratio_quartiles"]
+                line += f", CPU/request {f['cpu_ratio_median']:.3f}x (quartiles {clow:.3f}-{chigh:.3f})"
+            lines.append(line)
+    return lines
 
 
 def profile_dataplane(pid: int, target: Target, out: Path, requests: int) -> dict[str, Any]:
