@@ -22,6 +22,7 @@ class AuditKind(models.TextChoices):
     EGRESS = "egress", "Egress (allowed without a credential)"
     REFUSED = "refused", "Refused by the proxy"
     SHELL = "shell", "A command the sandbox's mediated shell ran or refused"
+    TCP = "tcp", "Raw TCP (SSH, a database) carried under the organization's host:port rules"
 
 
 class AuditDecision(models.TextChoices):

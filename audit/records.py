@@ -18,7 +18,7 @@ MAX_RECORDS_PER_BATCH = 1000
 MAX_ARGS_BYTES = 64 * 1024
 MAX_APPROVERS = 10
 
-KINDS = ("credentialed", "egress", "refused", "shell")
+KINDS = ("credentialed", "egress", "refused", "shell", "tcp")
 DECISIONS = ("allow", "deny", "approval_required", "error")
 # A restart record closes the previous run of a data plane's spool: its attempts without outcome are unknown.
 PHASES = ("attempt", "outcome", "restart")

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import connection, ctx, http
+from mitmproxy import flow as mflow
 
 log = logging.getLogger("aileron.connections")
 
@@ -104,7 +105,7 @@ class ConnectionGuard:
         if self._sweeper is None:
             self._sweeper = loop.call_later(self._sweep_every, self._sweep)
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: mflow.Flow) -> None:
         conn = self.conns.get(flow.client_conn.id)
         if conn is None:
             return
@@ -114,8 +115,8 @@ class ConnectionGuard:
         conn.served = True
         conn.busy += 1
 
-    def flow_done(self, flow: http.HTTPFlow) -> None:
-        """A request's answer was sent (or it failed), or a WebSocket ended: the connection may be idle now."""
+    def flow_done(self, flow: mflow.Flow) -> None:
+        """A request's answer was sent (or it failed), or a WebSocket or raw TCP relay ended: it may be idle now."""
         conn = self.conns.get(flow.client_conn.id)
         if conn is not None and conn.busy > 0:
             conn.busy -= 1

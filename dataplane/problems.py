@@ -166,6 +166,13 @@ UNSCANNABLE_BODY = Kind(
     "The request body cannot be checked for credentials",
     "Nothing was sent. Send the body uncompressed, or gzip, deflate, br or zstd encoded, within the size limit.",
 )
+TCP_NOT_ALLOWED = Kind(
+    "tcp-not-allowed",
+    403,
+    "No rule of your organization allows raw TCP to this host and port",
+    "Nothing was opened. An admin can allow it as a `host:port` TCP rule (PUT /api/v1/orgs/<org>/egress/, `tcp`); "
+    "HTTP and HTTPS go through the proxy as usual.",
+)
 SCAN_UNAVAILABLE = Kind(
     "scan-unavailable",
     503,

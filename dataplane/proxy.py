@@ -36,13 +36,13 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from mitmproxy import connection, http
+from mitmproxy import connection, http, tcp
 from mitmproxy.certs import CertStore
 from mitmproxy.proxy import server_hooks
 
 from connectors.identify import Catalog
 from connectors.package import Action, Connector
-from dataplane import approval_hold, credscan, exfil, health, problems, refusals, shell_audit, ws_messages
+from dataplane import approval_hold, credscan, exfil, health, problems, rawtcp, refusals, shell_audit, ws_messages
 from dataplane.audit_records import (
     attempt_record,
     failed_outcome_record,
@@ -73,7 +73,7 @@ from dataplane.scanpool import OFF_LOOP_BYTES, ScanPool, ScanUnavailable
 from dataplane.sessions import CA_HOST, Sessions, proxy_token, serve_ca
 from dataplane.spool import AuditSpool, SpoolError
 from dataplane.usage import PriceTable, UsageParser, provider_for
-from policies.engine import egress_allows
+from policies.engine import TCP_PORTS_OF_THE_PROXY, egress_allows, tcp_allows
 from vaults import crypto
 
 log = logging.getLogger("aileron.proxy")
@@ -121,6 +121,7 @@ class AileronProxy:
         self.scan_slots: dict[str, asyncio.Lock] = {}  # per session: one large body scanned at a time
         self.held: dict[str, tuple[str, str]] = {}  # client connection -> (session token, user) it counts for
         self.tunnels_of: Counter[str] = Counter()  # connections held, by session token and by "user:" id
+        self.raw: dict[str, rawtcp.RawTunnel] = {}  # raw TCP tunnels (organization rules), by client connection
         self.pending: dict[str, Pending] = {}
         self.sockets: dict[str, ws_messages.Socket] = {}  # WebSockets of sessions holding credentials, by flow
         self.reach = exfil.Reach(functools.partial(decrypt, credentials))
@@ -147,7 +148,33 @@ class AileronProxy:
         except Refusal as refusal:
             self._refuse_unverified(flow, refusal, token=token, host=flow.request.host, request_id=new_request_id())
             return
-        self.tunnels[flow.client_conn.id] = Tunnel(token, norm_host(flow.request.host), flow.request.port)
+        tunnel = Tunnel(token, norm_host(flow.request.host), flow.request.port)
+        wants_raw = flow.request.headers.pop("x-aileron-tunnel", "").strip().lower() == "tcp"  # the sandbox relay
+        rule = None
+        if tunnel.port not in TCP_PORTS_OF_THE_PROXY and tunnel.host not in self.by_host:
+            rule = tcp_allows(live.context.egress_tcp, tunnel.host, tunnel.port)
+        if rule is not None or wants_raw:
+            try:
+                if rule is None:
+                    raise Refusal(problems.TCP_NOT_ALLOWED, f"no TCP rule allows {tunnel.host}:{tunnel.port}")
+                await self._open_raw(flow, tunnel, live.context.session_id, rule)
+            except Refusal as refusal:
+                self._drop_tunnel(flow.client_conn.id)
+                self._refuse_unverified(flow, refusal, token=token, host=tunnel.host, request_id=new_request_id())
+                return
+        self.tunnels[flow.client_conn.id] = tunnel
+
+    async def _open_raw(self, flow: http.HTTPFlow, tunnel: Tunnel, session_id: str, rule: str) -> None:
+        """A CONNECT a TCP rule allows: its checked address, its durable attempt record, then a raw relay."""
+        tunnel.target = await resolve(self.resolver, tunnel)
+        raw = rawtcp.RawTunnel(new_request_id(), session_id, rule, tunnel.host, tunnel.port, time.perf_counter())
+        peer = flow.client_conn.peername
+        try:
+            await self.spool.record_durable(rawtcp.attempt_record(raw, client_address=str(peer[0]) if peer else ""))
+        except SpoolError as exc:
+            raise Refusal(problems.AUDIT_UNAVAILABLE, str(exc)) from None
+        self.raw[flow.client_conn.id] = raw
+        flow.metadata[rawtcp.METADATA_KEY] = (tunnel.target.address, tunnel.target.port)
 
     def _hold_connection(self, client_id: str, token: str, user_id: str) -> None:
         """Count a client connection (a tunnel, or plain-HTTP requests) for its session and its user, or refuse
@@ -190,7 +217,36 @@ class AileronProxy:
     def client_disconnected(self, client: connection.Client) -> None:
         if self.connections is not None:
             self.connections.client_disconnected(client)
+        self._end_raw(client.id, error=None)
         self._drop_tunnel(client.id)
+
+    # --- raw TCP tunnels (dataplane.rawtcp) ---------------------------------------------------------------
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        if self.connections is not None:
+            self.connections.requestheaders(flow)  # in use for as long as it relays
+
+    def tcp_message(self, flow: tcp.TCPFlow) -> None:
+        raw = self.raw.get(flow.client_conn.id)
+        if raw is not None:  # (a TCP layer runs only in a raw tunnel: mitmproxy's rawtcp is off)
+            rawtcp.count(raw, flow)
+        else:
+            flow.messages.clear()
+
+    def tcp_end(self, flow: tcp.TCPFlow) -> None:
+        if self.connections is not None:
+            self.connections.flow_done(flow)
+        self._end_raw(flow.client_conn.id, error=None)
+
+    def tcp_error(self, flow: tcp.TCPFlow) -> None:
+        if self.connections is not None:
+            self.connections.flow_done(flow)
+        self._end_raw(flow.client_conn.id, error=flow.error.msg if flow.error else "the connection failed")
+
+    def _end_raw(self, client_id: str, *, error: str | None) -> None:
+        raw = self.raw.pop(client_id, None)
+        if raw is not None:
+            self._record_safely(rawtcp.outcome_record(raw, error=error))
 
     def _drop_tunnel(self, client_id: str) -> None:
         self.plain.pop(client_id, None)

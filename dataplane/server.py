@@ -37,7 +37,7 @@ from mitmproxy.addons import core, next_layer, proxyserver
 
 from connectors.package import ConnectorError
 from connectors.registry import installed
-from dataplane import http1_strict, keychannel, limits, scanpool
+from dataplane import http1_strict, keychannel, limits, rawtcp, scanpool
 from dataplane.attestation import AttestationError, SoftwareProvider, dataplane_config
 from dataplane.connections import ConnectionGuard, quiet_accept_errors, raise_open_files
 from dataplane.control import ControlPlane
@@ -271,6 +271,7 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
         scans=scanpool.ScanPool(workers=settings.scan_workers),
     )
     http1_strict.install()  # strict chunked bodies and problem+json where mitmproxy answers by itself
+    rawtcp.install()  # a CONNECT under an organization's TCP rule relays raw bytes at once
     limits.install(settings.limits, on_refused=proxy.refuse_head)  # bounded heads, bodies, waits
     # Every client connection may hold an upstream one too, plus what the process keeps open itself.
     open_files = raise_open_files(2 * settings.limits.max_connections + 256)

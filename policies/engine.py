@@ -374,6 +374,42 @@ def egress_pattern_validate(pattern: str) -> None:
         raise PolicyError(f"egress pattern {shown!r} is too broad: name at least a domain under a top-level one")
 
 
+# Ports a TCP rule may not name: HTTP and HTTPS go through the proxy's own checks (actions, credentials, scans).
+TCP_PORTS_OF_THE_PROXY = frozenset({80, 443})
+
+
+def tcp_rule_parse(rule: str) -> tuple[str, int]:
+    """(host pattern, port) of a rule ``host.example:22`` or ``*.host.example:5432``; PolicyError otherwise."""
+    if not isinstance(rule, str) or not rule:
+        raise PolicyError("a TCP rule must be host:port, e.g. github.com:22")
+    shown = rule[:80]
+    host, sep, port_text = rule.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not port_text.isascii():
+        raise PolicyError(f"TCP rule {shown!r} must be host:port, e.g. github.com:22 or *.db.example.com:5432")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise PolicyError(f"TCP rule {shown!r}: the port must be between 1 and 65535")
+    if port in TCP_PORTS_OF_THE_PROXY:
+        raise PolicyError(
+            f"TCP rule {shown!r}: ports 80 and 443 carry HTTP, which goes through the proxy's own checks "
+            "(use the egress allow list, or plain_http for package mirrors)"
+        )
+    try:
+        egress_pattern_validate(host)
+    except PolicyError as exc:
+        raise PolicyError(f"TCP rule {shown!r}: {exc}") from None
+    return host.lower(), port
+
+
+def tcp_allows(rules: Sequence[str], host: str, port: int) -> str | None:
+    """The first rule of RULES that lets a raw TCP connection reach HOST:PORT, or None (denied by default)."""
+    for rule in rules:
+        pattern, _, port_text = rule.rpartition(":")
+        if port_text.isdigit() and int(port_text) == port and egress_allows((pattern,), host):
+            return rule
+    return None
+
+
 def egress_allows(patterns: Sequence[str], host: str) -> bool:
     """Whether HOST matches one of PATTERNS: ``example.com`` exactly, ``*.example.com`` any subdomain of it
     (not the apex). Case-insensitive; a trailing dot on HOST is ignored."""

@@ -63,6 +63,9 @@ class EgressPolicy(models.Model):
     # Hosts reachable over plain HTTP (package mirrors: apt's default sources are http://), uncredentialed and
     # audited; none by default. Patterns as in `allow`; never a connector's host.
     plain_http = models.JSONField(default=list, blank=True)
+    # Raw TCP (SSH to a git host, a database port) as "host:port" rules, carried by the sandbox relay through the
+    # proxy and audited; denied by default. Never ports 80 or 443, never a connector's host.
+    tcp = models.JSONField(default=list, blank=True)
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -68,6 +68,7 @@ class SessionContext:
     egress_mode: str
     egress_allow: list[str] = field(default_factory=list)
     egress_plain_http: list[str] = field(default_factory=list)
+    egress_tcp: list[str] = field(default_factory=list)
     shell_policy: dict[str, Any] = field(default_factory=dict)  # policies.shell_rules.ShellRules.as_dict()
 
 
@@ -119,6 +120,7 @@ def session_context(*, session_token: str) -> SessionContext:
         egress_mode=egress.mode,
         egress_allow=list(egress.allow),
         egress_plain_http=list(egress.plain_http),
+        egress_tcp=list(egress.tcp),
         shell_policy={
             "mode": shell.mode,
             "deny": list(shell.deny),

@@ -8,7 +8,15 @@ from django.utils import timezone
 from aileron_site.problems import Conflict, InvalidInput
 from connectors.names import UnknownName, action_id_check, connector_name_check
 from connectors.services import connectors_installed
-from policies.engine import ACTION, CONNECTOR, PolicyError, egress_pattern_validate, policy_references, policy_validate
+from policies.engine import (
+    ACTION,
+    CONNECTOR,
+    PolicyError,
+    egress_pattern_validate,
+    policy_references,
+    policy_validate,
+    tcp_rule_parse,
+)
 from policies.models import EGRESS_MAX_PATTERNS, EgressMode, EgressPolicy, Policy, ShellPolicy
 from policies.selectors import egress_get, shell_policy_get
 from policies.shell_rules import ShellRuleError, shell_rules_parse
@@ -129,16 +137,39 @@ def _egress_patterns(given: list[str], *, field: str) -> list[str]:
     return patterns
 
 
+def _tcp_rules(given: list[str]) -> list[str]:
+    if len(given) > EGRESS_MAX_PATTERNS:
+        raise InvalidInput(f"At most {EGRESS_MAX_PATTERNS} TCP rules.")
+    rules: list[str] = []
+    for n, rule in enumerate(given):
+        try:
+            host, port = tcp_rule_parse(rule)
+        except PolicyError as exc:
+            raise InvalidInput(str(exc), errors=[{"detail": str(exc), "pointer": f"/tcp/{n}"}]) from None
+        if f"{host}:{port}" not in rules:
+            rules.append(f"{host}:{port}")
+    return rules
+
+
 @transaction.atomic
-def egress_set(*, acting: Membership, mode: str, allow: list[str], plain_http: list[str] | None = None) -> EgressPolicy:
-    """Replace the organization's egress mode, allow list and plain-HTTP hosts (patterns are stored lower-case,
-    deduplicated). `plain_http` None keeps the current list."""
+def egress_set(
+    *,
+    acting: Membership,
+    mode: str,
+    allow: list[str],
+    plain_http: list[str] | None = None,
+    tcp: list[str] | None = None,
+) -> EgressPolicy:
+    """Replace the organization's egress mode, allow list, plain-HTTP hosts and TCP rules (stored lower-case,
+    deduplicated). `plain_http` or `tcp` None keeps the current list."""
     if mode not in EgressMode.values:
         raise InvalidInput(f"mode must be one of {', '.join(EgressMode.values)}.")
     patterns = _egress_patterns(allow, field="allow")
     egress = egress_get(organization=acting.organization)
     if plain_http is not None:
         egress.plain_http = _egress_patterns(plain_http, field="plain_http")
+    if tcp is not None:
+        egress.tcp = _tcp_rules(tcp)
     egress.mode = mode
     egress.allow = patterns
     egress.updated_by = acting.user

@@ -226,6 +226,7 @@ def proxy_world(
     imported: dict[str, tuple[Path, str]] | None = None,
     elsewhere: dict[str, int] | None = None,
     plain_http: dict[str, int] | None = None,
+    tcp: dict[str, int] | None = None,
     credentials: bool = True,
 ) -> Iterator[World]:
     """`imported`: connector name -> (OpenAPI description, host), imported (bearer auth) before the service
@@ -233,6 +234,7 @@ def proxy_world(
     `elsewhere`: host name -> a local port it resolves to instead of the fake upstream's.
     `credentials=False`: no canary is added, so the session reaches no credential (its egress is not scanned).
     `plain_http`: host name -> a local port its plain HTTP (port 80) resolves to.
+    `tcp`: "host:port" -> a local port it resolves to (raw TCP under the organization's rules).
     """
     imported = imported or {}
     elsewhere = elsewhere or {}
@@ -251,6 +253,7 @@ def proxy_world(
                         for h in (*hosts, *elsewhere.keys() - set(hosts))
                     ),
                     *(f"{h}:80=127.0.0.1:{port}" for h, port in (plain_http or {}).items()),
+                    *(f"{dest}=127.0.0.1:{port}" for dest, port in (tcp or {}).items()),
                 ]
             ),
             "AILERON_UPSTREAM_CA": str(upstream.ca_file),

@@ -36,6 +36,7 @@ class SessionEgressSerializer(serializers.Serializer[Any]):
     mode = serializers.ChoiceField(choices=EgressMode.choices)
     allow = serializers.ListField(child=serializers.CharField())
     plain_http = serializers.ListField(child=serializers.CharField())
+    tcp = serializers.ListField(child=serializers.CharField())
 
 
 class SessionShellPolicySerializer(serializers.Serializer[Any]):
@@ -81,7 +82,12 @@ class SessionContextView(APIView):
             "connectors": found.connectors,
             "credentials": found.credentials,
             "policies": found.policies,
-            "egress": {"mode": found.egress_mode, "allow": found.egress_allow, "plain_http": found.egress_plain_http},
+            "egress": {
+                "mode": found.egress_mode,
+                "allow": found.egress_allow,
+                "plain_http": found.egress_plain_http,
+                "tcp": found.egress_tcp,
+            },
             "shell_policy": found.shell_policy,
         }
         return Response(SessionContextSerializer(body).data)

@@ -73,9 +73,20 @@ class EgressSerializer(serializers.ModelSerializer[EgressPolicy]):
         'as "deb.debian.org". None by default; a connector\'s host never.'
     )
 
+    tcp = serializers.ListField(
+        child=serializers.CharField(max_length=300, trim_whitespace=False),
+        max_length=EGRESS_MAX_PATTERNS,
+        allow_empty=True,
+        required=False,
+        default=list,
+        help_text='Raw TCP destinations as "host:port" ("github.com:22", "*.db.example.com:5432"): carried by the '
+        "sandbox relay through the proxy, audited, uncredentialed. None by default; never ports 80 or 443, never a "
+        "connector's host.",
+    )
+
     class Meta:
         model = EgressPolicy
-        fields = ["mode", "allow", "plain_http", "updated_at"]
+        fields = ["mode", "allow", "plain_http", "tcp", "updated_at"]
         read_only_fields = ["updated_at"]
 
 

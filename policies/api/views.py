@@ -94,6 +94,7 @@ class EgressViewSet(OrgScopedViewSet):
             mode=data.validated_data["mode"],
             allow=data.validated_data.get("allow", []),
             plain_http=data.validated_data.get("plain_http", []),
+            tcp=data.validated_data.get("tcp", []),
         )
         return Response(s.EgressSerializer(egress).data)
 

@@ -6,6 +6,11 @@ inside relay (`python3 relay.py --listen 127.0.0.1:PORT --socket /run/aileron/pr
 sandbox's own loopback, where HTTPS_PROXY points, and relays each connection to that socket. Bytes are relayed
 as they are: TLS and the proxy's authentication stay end to end between the agent's client and the proxy.
 
+`relay.py --connect HOST:PORT` is the other way out, for raw TCP the organization allows as a `host:port` rule
+(SSH to a git host, a database): it asks the proxy named by HTTPS_PROXY for a tunnel to HOST:PORT, with the
+session's token, and relays its standard input and output through it, as ssh's ProxyCommand expects. The proxy
+decides and audits; without a rule it refuses, and this prints its reason in one line and exits 1.
+
 Standard library only, and Python 3.9+ syntax at run time: the backends run this very file inside the sandbox
 with whatever python3 is there (the base image's, or the host's for the netns backend).
 """
@@ -14,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import json
 import os
 import signal
 import socket
 import sys
 import threading
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -173,12 +181,107 @@ def _detach() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+class TunnelRefused(Exception):
+    """The proxy did not open the tunnel; the text says why, in one line."""
+
+
+def open_tunnel(destination: str, proxy_url: str, *, timeout: float = 30.0) -> socket.socket:
+    """A socket through the proxy to DESTINATION (host:port), the session's token taken from PROXY_URL."""
+    proxy = urllib.parse.urlsplit(proxy_url)
+    if not proxy.hostname or proxy.scheme not in ("http", ""):
+        raise TunnelRefused(f"HTTPS_PROXY is not an http:// proxy URL: {proxy_url[:80]!r}")
+    user = urllib.parse.unquote(proxy.username or "aileron")
+    token = urllib.parse.unquote(proxy.password or "")
+    try:
+        sock = socket.create_connection((proxy.hostname, proxy.port or 80), timeout=timeout)
+    except OSError as exc:
+        raise TunnelRefused(f"cannot reach the proxy at {proxy.hostname}:{proxy.port}: {exc.strerror or exc}") from None
+    auth = base64.b64encode(f"{user}:{token}".encode()).decode()
+    sock.sendall(
+        f"CONNECT {destination} HTTP/1.1\r\nHost: {destination}\r\nProxy-Authorization: Basic {auth}\r\n"
+        "X-Aileron-Tunnel: tcp\r\n\r\n".encode()  # raw TCP asked for: without a rule, a refusal, not a TLS tunnel
+    )
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        chunk = sock.recv(1)  # one byte at a time: nothing of the tunnel itself is read past the head
+        if not chunk or len(head) > 65536:
+            sock.close()
+            raise TunnelRefused("the proxy closed the connection before answering")
+        head += chunk
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status_line.split(" ", 2)
+    if len(parts) >= 2 and parts[1].startswith("2"):
+        sock.settimeout(None)
+        return sock
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            length = min(int(value), 65536)
+    body = b""
+    with contextlib.suppress(OSError):
+        while len(body) < length:
+            chunk = sock.recv(length - len(body))
+            if not chunk:
+                break
+            body += chunk
+    sock.close()
+    try:
+        problem = json.loads(body)
+        why = str(problem.get("detail") or problem.get("title") or "")
+    except ValueError:
+        why = ""
+    raise TunnelRefused(f"the proxy refused {destination}: {status_line[9:].strip()}" + (f" ({why})" if why else ""))
+
+
+def connect_stdio(destination: str, proxy_url: str) -> int:
+    """Relay standard input and output through a tunnel to DESTINATION (ssh's ProxyCommand); its exit code."""
+    try:
+        sock = open_tunnel(destination, proxy_url)
+    except TunnelRefused as exc:
+        print(f"aileron: {exc}", file=sys.stderr)
+        return 1
+
+    def upstream() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                data = os.read(0, CHUNK)
+                if not data:
+                    break
+                sock.sendall(data)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+
+    threading.Thread(target=upstream, daemon=True).start()
+    with contextlib.suppress(OSError):
+        while True:
+            data = sock.recv(CHUNK)
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                view = view[os.write(1, view) :]
+    sock.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relay.py", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--listen", required=True, help="HOST:PORT on the sandbox's loopback")
-    parser.add_argument("--socket", required=True, help="the proxy's unix socket, mounted into the sandbox")
+    parser.add_argument("--listen", help="HOST:PORT on the sandbox's loopback")
+    parser.add_argument("--socket", help="the proxy's unix socket, mounted into the sandbox")
+    parser.add_argument(
+        "--connect", metavar="HOST:PORT", help="relay standard input and output through the proxy to HOST:PORT"
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND...: run it once listening")
     args = parser.parse_args(argv)
+    if args.connect:
+        proxy_url = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or ""
+        if not proxy_url:
+            print("aileron: HTTPS_PROXY is not set: run this inside an aileron session", file=sys.stderr)
+            return 2
+        return connect_stdio(args.connect, proxy_url)
+    if not args.listen or not args.socket:
+        parser.error("--listen and --socket are required (or --connect HOST:PORT)")
     host, _, port = args.listen.rpartition(":")
     listener = inside_listener(host, int(port))
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
