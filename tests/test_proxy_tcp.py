@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -195,7 +196,7 @@ def test_the_sandbox_relay_connects_ssh_style_through_the_proxy(world: World, se
     got = b""
     deadline = time.monotonic() + 20
     while got != BANNER + b"SELECT 1;\n" and time.monotonic() < deadline:
-        got += relayed.stdout.read1(65536)  # what the server sent first, then its answer
+        got += os.read(relayed.stdout.fileno(), 65536)  # what the server sent first, then its answer
     relayed.stdin.close()  # as ssh does when its session ends: the relay finishes
     assert relayed.wait(timeout=20) == 0, relayed.stderr.read() if relayed.stderr else b""
     assert got == BANNER + b"SELECT 1;\n"
