@@ -15,6 +15,7 @@ page of its own, before any addon hook runs. `install()` changes both, once per 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Generator
 from typing import Any
 
@@ -124,7 +125,14 @@ def problem_bytes(status_code: int, message: str = "") -> bytes:
     return raw
 
 
+_QUOTED_FROM = re.compile(r"""b?['"`\[{(<]""")  # where a message starts quoting what it could not parse
+_TOKEN_LIKE = re.compile(r"[A-Za-z0-9_+/=.~-]{16,}")  # a run long enough to be a credential
+
+
 def _safe_detail(message: str) -> str:
-    """The reason without the bytes that caused it (they may hold a token the agent should not see echoed)."""
-    head = message.split("b'", 1)[0].split('b"', 1)[0].split("[", 1)[0].rstrip(" :,")
-    return (head or "the request could not be parsed")[:300]
+    """The reason without the bytes that caused it: they may hold a credential (an upstream that puts the one
+    it was sent into a header it breaks). Whatever the message quotes, in any quoting, is cut; what is left may
+    not hold a long token-like run either."""
+    head = _QUOTED_FROM.split(message, maxsplit=1)[0]
+    head = _TOKEN_LIKE.sub("…", head).rstrip(" :,")
+    return (head or "the message could not be parsed")[:300]

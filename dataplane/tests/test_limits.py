@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,25 @@ def test_an_upstream_sending_an_endless_head_gets_its_connection_closed_and_the_
     assert len(client.buf) == 0
     answer = problem_bytes(502, out[1].event.message)
     assert answer.startswith(b"HTTP/1.1 502") and b"urn:aileron:problem:upstream-unavailable" in answer
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Cannot parse HTTP response: invalid content-length header: '{token}'",
+        'Bad HTTP response line: b"HTTP/1.1 2x0 {token}"',
+        "Received invalid Content-Length: `{token}`",
+        "Invalid header value {token}",
+        "Malformed chunk size: ({token})",
+    ],
+)
+def test_an_answer_the_proxy_writes_itself_never_repeats_what_it_could_not_parse(message: str) -> None:
+    """An upstream that puts the credential it was sent into a header it breaks (finding of an outside attack):
+    the 502 the agent gets names the fault, never the bytes."""
+    from dataplane.http1_strict import problem_bytes
+
+    token = "ghp_AttackFiveSecretToken1234567890abcd"
+    answer = problem_bytes(502, message.format(token=token))
+    assert token.encode() not in answer and b"AttackFive" not in answer
+    body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert body["detail"] and len(body["detail"]) <= 300
