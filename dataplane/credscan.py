@@ -368,6 +368,16 @@ def _which_header(matcher: Matcher, fields: tuple[tuple[bytes, bytes], ...]) -> 
     return "headers"  # across two headers: still a finding
 
 
+def scan_body(matcher: Matcher, body: bytes, encoding: str, *, limit: int = MAX_DECODED_BODY) -> Found | None:
+    """The first credential of `matcher` in a request body: in its bytes as sent (a container's header fields,
+    padding and skippable frames carry bytes no decoder returns), then decoded from `encoding` as the upstream
+    reads it. Undecodable for a body in an encoding that cannot be read, or that decodes beyond `limit`."""
+    found = scan_request(matcher, body=body)
+    if found is not None or encoding.strip().lower() in ("", "identity"):
+        return found
+    return scan_request(matcher, body=decode_body(body, encoding, limit=limit))
+
+
 class Undecodable(ValueError):
     """A body in a content encoding this module cannot read (or one that decodes beyond the limit)."""
 
@@ -394,8 +404,12 @@ def _inflate_all(data: bytes, wbits: int, limit: int) -> bytes:
         if not decoder.eof:
             break  # truncated: what it holds so far is what a reader gets
         rest = decoder.unused_data
-        if wbits < 0 or not rest.strip(b"\0"):
-            break  # raw deflate has no member boundary a reader would cross; zeros are padding
+        if not rest.strip(b"\0"):
+            break  # zeros after the last member are padding
+        if wbits < 0:
+            # Raw deflate has no member boundary a reader would cross: bytes after its end are no part of what
+            # the upstream reads, and nothing should ride there unread.
+            raise Undecodable("the deflate body has bytes after its end")
     return bytes(out)
 
 
@@ -424,12 +438,19 @@ def _decode_one(data: bytes, coding: str, limit: int) -> bytes:
     if coding == "zstd":
         from backports import zstd
 
+        # Every frame, as zstd's own readers decode them (skippable frames give nothing): never only the first.
+        frames = bytearray()
+        rest = data
         try:
-            zstd_decoder = zstd.ZstdDecompressor()
-            out = zstd_decoder.decompress(data, max_length=limit + 1)
+            while rest:
+                zstd_decoder = zstd.ZstdDecompressor()
+                frames += zstd_decoder.decompress(rest, max_length=limit + 1 - len(frames))
+                if len(frames) > limit or (not zstd_decoder.eof and zstd_decoder.needs_input is False):
+                    raise Undecodable(f"the body decodes to more than {limit} bytes")
+                if not zstd_decoder.eof:
+                    raise Undecodable("the zstd body is cut short")
+                rest = zstd_decoder.unused_data
         except zstd.ZstdError:
             raise Undecodable("the zstd body does not decode") from None
-        if len(out) > limit or not zstd_decoder.eof:
-            raise Undecodable(f"the body decodes to more than {limit} bytes")
-        return out
+        return bytes(frames)
     raise Undecodable(f"the {coding} content encoding cannot be scanned")

@@ -151,13 +151,10 @@ def check_body(reach: Reach, session_id: str, matcher: Matcher, request: http.Re
     body = request.raw_content or b""
     if not matcher or not body:
         return
-    encoding = request.headers.get("content-encoding", "")
-    if encoding:
-        try:
-            body = credscan.decode_body(body, encoding)
-        except credscan.Undecodable as exc:
-            raise Refusal(problems.UNSCANNABLE_BODY, str(exc)) from None
-    found = credscan.scan_request(matcher, body=body)
+    try:
+        found = credscan.scan_body(matcher, body, request.headers.get("content-encoding", ""))
+    except credscan.Undecodable as exc:
+        raise Refusal(problems.UNSCANNABLE_BODY, str(exc)) from None
     if found is not None:
         raise leak(reach, session_id, matcher, found)
 

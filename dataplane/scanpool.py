@@ -133,10 +133,8 @@ def _scan(secrets: tuple[bytes, ...], body: bytes, encoding: str) -> tuple[int, 
             _matchers.popitem(last=False)
     else:
         _matchers.move_to_end(secrets)
-    if encoding:
-        try:
-            body = credscan.decode_body(body, encoding)
-        except credscan.Undecodable as exc:
-            return str(exc)
-    found = credscan.scan_request(matcher, body=body)
+    try:
+        found = credscan.scan_body(matcher, body, encoding)
+    except credscan.Undecodable as exc:
+        return str(exc)
     return None if found is None else (found.index, found.where)

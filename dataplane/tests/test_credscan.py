@@ -380,3 +380,45 @@ def test_headers_read_together_are_redacted_exactly_as_one_by_one(data: st.DataO
         count += n + v
     together, found = exfil._redact_fields(matcher, fields)  # noqa: SLF001
     assert list(together) == one_by_one and found == count
+
+
+def _gzip_with(*, name: bytes = b"", comment: bytes = b"", extra: bytes = b"", data: bytes = b"{}") -> bytes:
+    flags = (0x04 if extra else 0) | (0x08 if name else 0) | (0x10 if comment else 0)
+    head = b"\x1f\x8b\x08" + bytes([flags]) + b"\0\0\0\0\0\xff"
+    if extra:
+        head += len(extra).to_bytes(2, "little") + extra
+    if name:
+        head += name + b"\0"
+    if comment:
+        head += comment + b"\0"
+    deflate = zlib.compressobj(wbits=-15)
+    body = deflate.compress(data) + deflate.flush()
+    return head + body + (zlib.crc32(data)).to_bytes(4, "little") + len(data).to_bytes(4, "little")
+
+
+def test_a_credential_riding_where_no_decoder_looks_is_found_in_the_bytes_as_sent() -> None:
+    """Outside attack: gzip's name, comment and extra fields, zstd skippable frames and a second zstd frame
+    carried a credential past a scan of the decoded body only."""
+    from backports import zstd
+
+    matcher = Matcher([SECRET])
+    skippable = b"\x50\x2a\x4d\x18" + len(SECRET).to_bytes(4, "little") + SECRET
+    carriers = {
+        "gzip name": (_gzip_with(name=SECRET), "gzip"),
+        "gzip comment": (_gzip_with(comment=SECRET), "gzip"),
+        "gzip extra": (_gzip_with(extra=SECRET), "gzip"),
+        "zstd skippable first": (skippable + zstd.compress(b"{}"), "zstd"),
+        "zstd skippable last": (zstd.compress(b"{}") + skippable, "zstd"),
+        "zstd second frame": (zstd.compress(b'{"a":') + zstd.compress(b'"' + SECRET + b'"}'), "zstd"),
+    }
+    for what, (body, encoding) in carriers.items():
+        assert gzip.decompress(body) == b"{}" if encoding == "gzip" else True
+        found = credscan.scan_body(matcher, body, encoding)
+        assert found is not None and found.where == "body", what
+    assert credscan.decode_body(carriers["zstd second frame"][0], "zstd") == b'{"a":"' + SECRET + b'"}'
+    raw = zlib.compressobj(wbits=-15)
+    deflated = raw.compress(b"{}") + raw.flush()
+    with pytest.raises(credscan.Undecodable, match="after its end"):
+        credscan.decode_body(deflated + b"anything", "deflate")
+    assert credscan.decode_body(deflated + b"\0\0", "deflate") == b"{}"  # zero padding, as readers skip it
+    assert credscan.scan_body(matcher, gzip.compress(b"clean"), "gzip") is None
