@@ -69,7 +69,7 @@ from dataplane.inject import Decryptor, decrypt, inject, strip_auth
 from dataplane.limits import BodyBudget, parse_body_timeout
 from dataplane.nested import NestedCredential, NestedScan
 from dataplane.problems import Refusal
-from dataplane.scanpool import OFF_LOOP_BYTES, ScanPool, ScanUnavailable
+from dataplane.scanpool import OFF_LOOP_BYTES, ScanPool, ScanTooLong, ScanUnavailable
 from dataplane.sessions import CA_HOST, Sessions, proxy_token, serve_ca
 from dataplane.spool import AuditSpool, SpoolError
 from dataplane.usage import PriceTable, UsageParser, provider_for
@@ -118,7 +118,7 @@ class AileronProxy:
         self.operator_token = operator_token  # what opens the health endpoint's full report
         self.unverified = refusals.Unverified(spool)
         self.scans = scans or ScanPool()  # large bodies are scanned in worker processes
-        self.scan_slots: dict[str, asyncio.Lock] = {}  # per session: one large body scanned at a time
+        self.scan_slots: dict[str, asyncio.Lock] = {}  # per user: one large body scanned at a time
         self.held: dict[str, tuple[str, str]] = {}  # client connection -> (session token, user) it counts for
         self.tunnels_of: Counter[str] = Counter()  # connections held, by session token and by "user:" id
         self.raw: dict[str, rawtcp.RawTunnel] = {}  # raw TCP tunnels (organization rules), by client connection
@@ -379,18 +379,23 @@ class AileronProxy:
         session_id = pending.live.context.session_id
         matcher = pending.scan or exfil.EMPTY
         body = flow.request.raw_content or b""
-        if not matcher or len(body) < OFF_LOOP_BYTES:
+        encoding = flow.request.headers.get("content-encoding", "").strip().lower()
+        compressed = encoding not in ("", "identity")  # a small body may decode to megabytes: never on the loop
+        if not matcher or not body or (len(body) < OFF_LOOP_BYTES and not compressed):
             exfil.check_body(self.reach, session_id, matcher, flow.request)
             return
-        slot = self.scan_slots.get(session_id)
+        # One large scan at a time per user (all their sessions together), each within the pool's deadline: no
+        # user's bodies can hold the workers for long ahead of another's.
+        user = pending.live.context.user_id
+        slot = self.scan_slots.get(user)
         if slot is None:
             if len(self.scan_slots) > 10_000:  # forget the idle ones
                 self.scan_slots = {k: v for k, v in self.scan_slots.items() if v.locked()}
-            slot = self.scan_slots[session_id] = asyncio.Lock()
+            slot = self.scan_slots[user] = asyncio.Lock()
         async with slot:
             try:
-                found = await self.scans.scan(matcher, body, flow.request.headers.get("content-encoding", ""))
-            except credscan.Undecodable as exc:
+                found = await self.scans.scan(matcher, body, encoding)
+            except (credscan.Undecodable, ScanTooLong) as exc:
                 raise Refusal(problems.UNSCANNABLE_BODY, str(exc)) from None
             except ScanUnavailable as exc:
                 raise Refusal(problems.SCAN_UNAVAILABLE, str(exc)) from None

@@ -17,6 +17,7 @@ the next scan starts a new pool. Imports neither Django nor mitmproxy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -29,12 +30,31 @@ from dataplane import credscan
 
 log = logging.getLogger("aileron.proxy")
 
-OFF_LOOP_BYTES = 256 * 1024  # bodies this large are scanned in a worker process
+OFF_LOOP_BYTES = 256 * 1024  # bodies this large are scanned in a worker process (compressed ones always)
 MATCHERS_KEPT = 64  # per worker: compiled matchers kept (one per set of credentials)
+DEFAULT_TIMEOUT = 10.0  # seconds one body's scan may take (AILERON_SCAN_TIMEOUT_SECONDS)
+DECODED_LIMIT = 32 * 1024 * 1024  # a request body may decode to this much to be scanned (more: 415)
 
 
 class ScanUnavailable(Exception):
     """The worker could not scan the body (it died, or the pool could not start): refuse, never forward."""
+
+
+class ScanTooLong(Exception):
+    """The body's scan took longer than the deadline: its worker is stopped, the request refused (415)."""
+
+
+def default_timeout() -> float:
+    raw = os.environ.get("AILERON_SCAN_TIMEOUT_SECONDS", "")
+    if not raw.strip():
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"AILERON_SCAN_TIMEOUT_SECONDS must be a number, not {raw!r}") from None
+    if not 0 < value <= 3600:
+        raise ValueError(f"AILERON_SCAN_TIMEOUT_SECONDS must be more than 0 and at most 3600, not {value}")
+    return value
 
 
 def default_workers() -> int:
@@ -54,8 +74,9 @@ def default_workers() -> int:
 class ScanPool:
     """Worker processes that scan bodies; started on first use (or `start`), restarted after a worker dies."""
 
-    def __init__(self, *, workers: int = 1) -> None:
+    def __init__(self, *, workers: int = 1, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.workers = workers
+        self.timeout = timeout  # a scan longer than this stops its worker and refuses the body
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self.restarts = 0
@@ -93,7 +114,14 @@ class ScanPool:
         except (OSError, RuntimeError) as exc:
             raise ScanUnavailable(f"the body scan workers cannot start ({type(exc).__name__})") from None
         try:
-            answer = await loop.run_in_executor(pool, _scan, matcher.secrets, body, encoding)
+            job = loop.run_in_executor(pool, _scan, matcher.secrets, body, encoding)
+            answer = await asyncio.wait_for(job, self.timeout)
+        except TimeoutError:
+            # No way to stop one job of a pool: its workers are stopped (scans under way elsewhere are refused
+            # as unavailable, and retried by their agents), the next scan starts a new pool.
+            log.warning("a body's scan took longer than %g s; its worker is stopped and the body refused", self.timeout)
+            self._kill(pool)
+            raise ScanTooLong(f"the body could not be checked for credentials within {self.timeout:g} s") from None
         except BrokenProcessPool:
             log.error("a scan worker died; the request is refused and the workers are restarted")
             self._discard(pool)
@@ -107,6 +135,13 @@ class ScanPool:
             return None
         index, where = answer
         return credscan.Found(index, where)
+
+    def _kill(self, pool: ProcessPoolExecutor) -> None:
+        processes = dict(getattr(pool, "_processes", None) or {})  # the pool offers no other way to stop a job
+        self._discard(pool)
+        for process in processes.values():
+            with contextlib.suppress(Exception):
+                process.kill()
 
     def close(self) -> None:
         with self._lock:
@@ -134,7 +169,7 @@ def _scan(secrets: tuple[bytes, ...], body: bytes, encoding: str) -> tuple[int, 
     else:
         _matchers.move_to_end(secrets)
     try:
-        found = credscan.scan_body(matcher, body, encoding)
+        found = credscan.scan_body(matcher, body, encoding, limit=DECODED_LIMIT)
     except credscan.Undecodable as exc:
         return str(exc)
     return None if found is None else (found.index, found.where)

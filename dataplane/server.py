@@ -10,8 +10,8 @@ AILERON_MAX_BODY_BYTES, AILERON_SESSION_CACHE_SECONDS, and the bounds of datapla
 AILERON_BODY_BUDGET_BYTES, AILERON_SESSION_BODY_SHARE_BYTES, AILERON_BODY_TIMEOUT_SECONDS,
 AILERON_MIN_BODY_RATE_BYTES, AILERON_MAX_HEADER_BYTES, AILERON_MAX_HEADER_FIELDS, AILERON_HEADER_TIMEOUT_SECONDS,
 AILERON_UPSTREAM_CONNECT_TIMEOUT_SECONDS, AILERON_UPSTREAM_RESPONSE_TIMEOUT_SECONDS, and of dataplane.connections:
-AILERON_MAX_CONNECTIONS, AILERON_IDLE_TIMEOUT_SECONDS, AILERON_SESSION_MAX_CONNECTIONS, and AILERON_SCAN_WORKERS
-(dataplane.scanpool). Imports no Django.
+AILERON_MAX_CONNECTIONS, AILERON_IDLE_TIMEOUT_SECONDS, AILERON_SESSION_MAX_CONNECTIONS, and AILERON_SCAN_WORKERS,
+AILERON_SCAN_TIMEOUT_SECONDS (dataplane.scanpool). Imports no Django.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class Settings:
     limits: Limits = Limits()
     workers: int = 1
     scan_workers: int = 1  # processes that scan large request bodies for credentials (dataplane.scanpool)
+    scan_timeout: float = scanpool.DEFAULT_TIMEOUT  # seconds one body's scan may take
     worker_index: int = 0  # 0: the primary (credential service, key channel); 1..N-1: proxy-only workers
     credentials_fd: int | None = None  # a worker's end of its link to the primary
 
@@ -146,6 +147,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     max_body = int(_positive("AILERON_MAX_BODY_BYTES", DEFAULT_MAX_BODY))
     try:
         scan_workers = scanpool.default_workers()
+        scan_timeout = scanpool.default_timeout()
     except ValueError as exc:
         raise StartupError(str(exc)) from None
     return Settings(
@@ -163,6 +165,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         limits=limits_from_environment(max_body),
         workers=args.workers,
         scan_workers=scan_workers,
+        scan_timeout=scan_timeout,
         worker_index=args.worker_index,
         credentials_fd=args.credentials_fd,
     )
@@ -268,7 +271,7 @@ async def run(settings: Settings, *, argv: list[str] | None = None, ready: async
             idle_timeout=settings.limits.idle_timeout,
         ),
         operator_token=settings.token,
-        scans=scanpool.ScanPool(workers=settings.scan_workers),
+        scans=scanpool.ScanPool(workers=settings.scan_workers, timeout=settings.scan_timeout),
     )
     http1_strict.install()  # strict chunked bodies and problem+json where mitmproxy answers by itself
     rawtcp.install()  # a CONNECT under an organization's TCP rule relays raw bytes at once

@@ -240,3 +240,52 @@ def test_a_credential_deep_in_a_large_body_is_found_by_the_scan_workers(world: W
     [record] = [r for r in records if r["id"] == problem["request_id"]]
     assert record["problem_type"] == "credential-in-request" and record["credential_id"]
     assert secret.decode() not in json.dumps(record)
+
+
+def test_a_small_compressed_bomb_never_stalls_the_proxy_and_is_never_forwarded(
+    world: World, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Outside attack: 61 KB of gzip decoding to 60 MiB of percent-escapes was decoded and read on the event loop
+    (another session's GET took 25 s), then forwarded. A compressed body is always scanned in a worker, within
+    its decoded limit and deadline; this one is refused, and nothing else waits for it."""
+    import gzip
+    import statistics
+
+    import httpx
+
+    from tests.test_proxy_limits import _another_session
+
+    attacker = _another_session(world, tmp_path_factory.mktemp("bomb"))
+    bomb = gzip.compress(b"q=" + b"%41" * (60 * MIB // 3), compresslevel=9)
+    assert len(bomb) < 256 * 1024
+    mark = len(world.upstream.received)
+    answer: list[bytes] = []
+
+    def send_bomb() -> None:
+        tls = _tls(world, "docs.example.com", attacker)
+        try:
+            tls.sendall(
+                b"POST /search HTTP/1.1\r\nHost: docs.example.com\r\nContent-Encoding: gzip\r\n"
+                + f"Content-Length: {len(bomb)}\r\n\r\n".encode()
+                + bomb
+            )
+            answer.append(_read_response(tls))
+        finally:
+            tls.close()
+
+    import threading
+
+    sender = threading.Thread(target=send_bomb)
+    sender.start()
+    took = []
+    with httpx.Client(proxy=world.proxy_url, verify=world.tls(), timeout=60) as client:
+        for _ in range(5):
+            asked = time.monotonic()
+            assert client.get("https://api.github.com/repos/acme/app").status_code == 200
+            took.append(time.monotonic() - asked)
+    sender.join(timeout=60)
+    assert answer and answer[0].startswith(b"HTTP/1.1 415"), answer[:1]
+    assert b"unscannable-body" in answer[0]
+    assert not [r for r in world.received_since(mark) if r.path == "/search"]
+    print(f"a small request during the bomb: median {statistics.median(took) * 1000:.0f} ms")
+    assert statistics.median(took) < 1.0

@@ -79,3 +79,34 @@ def test_the_number_of_workers_is_checked(monkeypatch: pytest.MonkeyPatch) -> No
             scanpool.default_workers()
     monkeypatch.delenv("AILERON_SCAN_WORKERS")
     assert 1 <= scanpool.default_workers() <= 4
+
+
+def test_a_scan_past_its_deadline_is_refused_and_the_next_scan_gets_new_workers() -> None:
+    scans = ScanPool(workers=1, timeout=0.3)
+    try:
+        matcher = credscan.Matcher((SECRET,))
+        heavy = b"q=" + b"%41" * (8 * 1024 * 1024 // 3)  # about a second of scanning
+        started = time.monotonic()
+        with pytest.raises(scanpool.ScanTooLong, match="within 0.3 s"):
+            _scan(scans, matcher, heavy)
+        assert time.monotonic() - started < 5 and scans.restarts == 1
+        found = _scan(scans, matcher, FILLER + SECRET)
+        assert found is not None and found.index == 0
+    finally:
+        scans.close()
+
+
+def test_a_body_decoding_beyond_the_limit_is_refused_unread(pool: ScanPool) -> None:
+    bomb = gzip.compress(b"%41" * (scanpool.DECODED_LIMIT // 3 + 10))
+    assert len(bomb) < 256 * 1024  # small as sent
+    with pytest.raises(credscan.Undecodable, match="decodes to more than"):
+        _scan(pool, credscan.Matcher((SECRET,)), bomb, "gzip")
+
+
+def test_the_scan_deadline_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AILERON_SCAN_TIMEOUT_SECONDS", "2.5")
+    assert scanpool.default_timeout() == 2.5
+    for bad in ("0", "soon", "-1", "7200"):
+        monkeypatch.setenv("AILERON_SCAN_TIMEOUT_SECONDS", bad)
+        with pytest.raises(ValueError, match="AILERON_SCAN_TIMEOUT_SECONDS"):
+            scanpool.default_timeout()
