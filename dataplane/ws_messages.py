@@ -43,7 +43,13 @@ def screen(reach: exfil.Reach, socket: Socket, message: WebSocketMessage) -> Ref
             message.content = redacted
             log.warning("request %s: a credential in a WebSocket message was redacted", socket.pending.request_id)
         return None
-    found = credscan.scan_request(socket.scan, body=message.content)
+    return refused_for(reach, socket, message, credscan.scan_request(socket.scan, body=message.content))
+
+
+def refused_for(
+    reach: exfil.Reach, socket: Socket, message: WebSocketMessage, found: credscan.Found | None
+) -> Refusal | None:
+    """The refusal of an agent's message in which the scan `found` a credential (None: it passes)."""
     if found is None:
         return None
     message.drop()  # type: ignore[no-untyped-call]

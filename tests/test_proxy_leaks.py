@@ -60,7 +60,12 @@ def _ws_frame(payload: bytes, *, opcode: int = 0x1, mask: bool = False, fin: boo
     first = (0x80 if fin else 0) | opcode
     size = len(payload)
     bit = 0x80 if mask else 0
-    head = bytes([first, bit | size]) if size < 126 else bytes([first, bit | 126]) + struct.pack(">H", size)
+    if size < 126:
+        head = bytes([first, bit | size])
+    elif size < 65536:
+        head = bytes([first, bit | 126]) + struct.pack(">H", size)
+    else:
+        head = bytes([first, bit | 127]) + struct.pack(">Q", size)
     if not mask:
         return head + payload
     key = os.urandom(4)
@@ -493,4 +498,32 @@ def test_a_credential_the_agent_sends_in_a_websocket_message_never_leaves(
     [refusal] = [r for r in records if r["path"] == path and r["problem_type"] == "credential-in-request"]
     assert refusal["severity"] == "critical" and refusal["decision"] == "deny"
     assert refusal["credential_id"]
+    assert no_form_of(secret, json.dumps(records).encode())
+
+
+@pytest.mark.parametrize("case", ["large-with-credential", "over-the-limit"])
+def test_large_websocket_messages_are_scanned_off_the_loop_and_bounded(leaks: Leaks, case: str) -> None:
+    """Outside attack: 20 MiB messages were read on the event loop (7 s each, every session waiting). A message
+    from the agent as large as a body may be is scanned in the workers; a larger one is refused and its socket
+    closed, audited."""
+    world, secret = leaks.world, leaks.world.canaries["openai"]
+    path = f"/sock{uuid.uuid4().hex[:6]}/ws"
+    tls, rest = upgrade(world, EGRESS, path)
+    messages(tls, rest, 3)
+    before = len(leaks.upstream.messages)
+    limit = 256 * 1024  # proxy_world's AILERON_MAX_BODY_BYTES
+    if case == "large-with-credential":
+        tail = b" " + secret.hex().encode()
+        payload, problem = b"x" * (limit - len(tail)) + tail, "credential-in-request"
+    else:
+        payload, problem = b"x" * (limit + 1), "body-too-large"
+    tls.sendall(_ws_frame(payload, opcode=0x2, mask=True))
+    got, closed = messages(tls, b"", 1, timeout=15)
+    tls.close()
+    time.sleep(0.5)
+    assert all(len(m) < limit for m in leaks.upstream.messages[before:]), "the large message was forwarded"
+    assert closed or (got and got[0][0] == 0x8), got
+    records = world.audit_wait(lambda rs: any(r["path"] == path and r["problem_type"] == problem for r in rs))
+    [refusal] = [r for r in records if r["path"] == path and r["problem_type"] == problem]
+    assert refusal["decision"] == "deny"
     assert no_form_of(secret, json.dumps(records).encode())
