@@ -5,7 +5,8 @@ compressed bytes of its own (gzip inside gzip, `application/gzip` with no Conten
 redactor sees only the compressed form, and the agent decompresses the echo of a credential by itself.
 `NestedScan` sits after the redactor on a credentialed answer: when the body begins with a compression format's
 signature (gzip, zstd, bzip2, xz, zip), it decompresses a shadow copy as the bytes pass, nested formats
-too (a few levels; each member of a zip archive from its own start), and looks for every form of every
+too (a few levels; each member of a zip archive from its own start, the archive read only if its central
+directory lists exactly the members read), and looks for every form of every
 credential the session can reach. The compressed bytes are passed on unchanged, but only once everything they
 decompress to has been read and holds no part of a credential; a credential found ends the answer
 (`NestedCredential`), as does a shadow that cannot be read. Compressed data that does not start the body, or is
@@ -106,9 +107,18 @@ def _zstd() -> Decoder | None:
 MEMBER_END = object()  # what the zip decoder yields between two members of an archive
 
 
+MAX_ZIP_DIRECTORY = 4 * 1024 * 1024  # bytes of central directory (and end record) read to check the members
+
+
 class _Zip:
     """A zip archive read as it streams: each member's content (stored or deflated, sizes in the local header or
-    in a data descriptor after a deflated member), MEMBER_END after each; the central directory ends it."""
+    in a data descriptor after a deflated member), MEMBER_END after each; the central directory ends it.
+
+    Readers such as zipfile, unzip and libarchive (seeking) go by the central directory, not the local headers: a
+    directory that names a member at an offset where no local header was read, or another method than its local
+    header, or that its end record does not describe exactly, would hide a member from this reading (an outside
+    attack did both). The archive is read only if its directory lists exactly the members read, in order, with
+    their methods; until then (`holding`) nothing after its first member is passed on."""
 
     def __init__(self) -> None:
         self.buf = b""
@@ -118,18 +128,77 @@ class _Zip:
         self.descriptor = False
         self.inflater: Any = None
         self.done = False
+        self.offset = 0  # of buf[0] in the archive
+        self.members: list[tuple[int, int]] = []  # (local header offset, method), as read
+        self.directory_at = -1
+        self.tail = b""  # the central directory and end record, as they arrive
+        self.checked = False
+
+    @property
+    def holding(self) -> bool:
+        return bool(self.members) and not self.checked
+
+    def _consume(self, count: int) -> bytes:
+        taken, self.buf = self.buf[:count], self.buf[count:]
+        self.offset += len(taken)
+        return taken
 
     def __call__(self, chunk: bytes) -> Iterator[Any]:
+        if self.done:
+            self.tail += chunk
+            if len(self.tail) > MAX_ZIP_DIRECTORY:
+                raise ValueError("the zip archive's central directory is too large to check")
+            if not chunk:
+                self._check_directory()
+            return
+        yield from self._members(chunk)
+        if self.done:
+            self.tail, self.buf = self.buf, b""
+            if not chunk:
+                self._check_directory()
+
+    def _check_directory(self) -> None:
+        listed: list[tuple[int, int]] = []
+        at = 0
+        tail = self.tail
+        while tail[at : at + 4] == b"PK\x01\x02":
+            if len(tail) < at + 46:
+                raise ValueError("the zip archive's central directory is cut short")
+            method, name_length, extra_length, comment_length, offset = struct.unpack(
+                "<10xH16xHHH8xI", tail[at : at + 46]
+            )
+            listed.append((offset, method))
+            at += 46 + name_length + extra_length + comment_length
+        if tail[at : at + 4] != b"PK\x05\x06" or len(tail) < at + 22:
+            raise ValueError("the zip archive's central directory is not followed by its end record (or is zip64)")
+        disk, directory_disk, here, entries, size, start, comment_length = struct.unpack(
+            "<4xHHHHIIH", tail[at : at + 22]
+        )
+        if (
+            disk != 0
+            or directory_disk != 0
+            or here != entries
+            or entries != len(listed)
+            or size != at
+            or start != self.directory_at
+            or len(tail) != at + 22 + comment_length
+        ):
+            raise ValueError("the zip archive's end record does not describe its central directory")
+        if listed != self.members:
+            raise ValueError("the zip archive's central directory lists other members than its local headers")
+        self.checked = True
+
+    def _members(self, chunk: bytes) -> Iterator[Any]:
         self.buf += chunk
         while not self.done:
             if self.state == "header":
                 if len(self.buf) < 30:
                     if self.buf[:4] in (b"PK\x01\x02", b"PK\x05\x06", b"PK\x06\x06"):
-                        self.done = True
+                        self.done, self.directory_at = True, self.offset
                     break
                 signature = self.buf[:4]
                 if signature in (b"PK\x01\x02", b"PK\x05\x06", b"PK\x06\x06"):
-                    self.done = True  # the central directory: every member was read
+                    self.done, self.directory_at = True, self.offset  # the central directory: members all read
                     break
                 if signature != b"PK\x03\x04":
                     raise ValueError("a zip member does not start with a local header")
@@ -139,7 +208,8 @@ class _Zip:
                     break
                 if size == 0xFFFFFFFF:
                     size = _zip64_size(self.buf[30 + name_length : end])
-                self.buf = self.buf[end:]
+                self.members.append((self.offset, method))
+                self._consume(end)
                 if method not in (0, 8):
                     raise ValueError(f"zip compression method {method}")
                 self.descriptor = bool(flags & 0x08)
@@ -152,12 +222,13 @@ class _Zip:
                 if self.method == 8 and self.descriptor:  # a deflate stream of unknown length: to its end
                     yield from self._inflate(self.buf)
                     if not self.inflater.eof:
-                        self.buf = b""
+                        self._consume(len(self.buf))
                         break
-                    self.buf, self.state = self.inflater.unused_data, "descriptor"
+                    self._consume(len(self.buf) - len(self.inflater.unused_data))
+                    self.state = "descriptor"
                     yield MEMBER_END
                     continue
-                take, self.buf = self.buf[: self.remaining], self.buf[self.remaining :]
+                take = self._consume(self.remaining)
                 self.remaining -= len(take)
                 if self.method == 8:
                     yield from self._inflate(take)
@@ -171,7 +242,8 @@ class _Zip:
                 need = 16 if self.buf[:4] == b"PK\x07\x08" else 12
                 if len(self.buf) < need:
                     break
-                self.buf, self.state = self.buf[need:], "header"
+                self._consume(need)
+                self.state = "header"
         if not chunk and not self.done and (self.state != "header" or self.buf):
             raise ValueError("the zip archive ends inside a member")
 
@@ -233,6 +305,8 @@ class _Level:
             return bool(self.head)
         if self.plain:
             return bool(self.reader.carry)
+        if getattr(self.decoder, "holding", False):
+            return True  # an archive whose directory is not checked yet
         return self.inner is not None and self.inner.holding
 
     def feed(self, data: bytes) -> None:

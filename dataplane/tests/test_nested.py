@@ -154,3 +154,85 @@ def test_a_body_of_random_hex_is_never_taken_for_compressed_data() -> None:
     for _ in range(300):
         body = gzip.compress(os.urandom(64).hex().encode())
         assert _pass(body) == body
+
+
+def _archive(members: dict[str, bytes], *, streaming: bool = False) -> bytes:
+    import io
+    import zipfile
+
+    class Unseekable(io.RawIOBase):
+        def __init__(self) -> None:
+            self.data = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: Any) -> int:
+            self.data += bytes(b)
+            return len(b)
+
+    out: Any = Unseekable() if streaming else io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return bytes(out.data) if streaming else out.getvalue()
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["sizes-in-headers", "data-descriptors"])
+def test_a_zip_archive_whose_directory_lists_its_members_passes_unchanged(streaming: bool) -> None:
+    body = _archive({"a.txt": os.urandom(5000).hex().encode(), "b.json": b'{"ok": true}'}, streaming=streaming)
+    assert _pass(body) == body
+    assert _pass(body, size=7) == body
+
+
+def test_a_zip_whose_directory_names_another_method_than_its_local_header_is_refused() -> None:
+    """Outside attack: the local header said stored (its bytes: raw deflate, no credential to this reading), the
+    central directory said deflate; zipfile reads the directory and inflates the credential."""
+    import struct
+
+    body = bytearray(_archive({"t.txt": b'{"echo": "' + SECRET + b'"}'}))
+    assert body[8:10] == struct.pack("<H", 8)
+    body[8:10] = struct.pack("<H", 0)  # the local header: stored
+    with pytest.raises(NestedCredential, match="central directory"):
+        _pass(bytes(body))
+
+
+def test_a_zip_member_only_its_directory_names_is_refused() -> None:
+    """Outside attack: a stored decoy whose data holds a second, deflated member that only the central directory
+    names: read by local headers, the archive held only the decoy."""
+    import io
+    import zipfile
+
+    hidden = _archive({"t.txt": b'{"echo": "' + SECRET + b'"}'})
+    hidden_local = hidden[: hidden.index(b"PK\x01\x02")]
+    decoy_data = b"pad!" + hidden_local
+    decoy = _archive({"decoy.txt": b""})  # rebuilt below with the hidden member inside its data
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("decoy.txt", decoy_data)
+        info = archive.infolist()[0]
+    first = buf.getvalue()
+    local_end = first.index(b"PK\x01\x02")
+    directory = first[local_end:]
+    # append a directory entry for the hidden member at its offset inside the decoy's data
+    hidden_dir = hidden[hidden.index(b"PK\x01\x02") : hidden.index(b"PK\x05\x06")]
+    offset = 30 + len(info.filename) + 4
+    hidden_dir = hidden_dir[:42] + offset.to_bytes(4, "little") + hidden_dir[46:]
+    first_dir = directory[: directory.index(b"PK\x05\x06")]
+    end = bytearray(directory[directory.index(b"PK\x05\x06") :])
+    end[8:10] = (2).to_bytes(2, "little")
+    end[10:12] = (2).to_bytes(2, "little")
+    end[12:16] = (len(first_dir) + len(hidden_dir)).to_bytes(4, "little")
+    body = first[:local_end] + first_dir + hidden_dir + bytes(end)
+    assert zipfile.ZipFile(io.BytesIO(body)).read("t.txt") == b'{"echo": "' + SECRET + b'"}'  # what zipfile reads
+    assert decoy
+    with pytest.raises(NestedCredential, match="central directory"):
+        _pass(body)
+
+
+def test_nothing_after_a_zips_first_member_passes_before_its_directory_is_checked() -> None:
+    body = _archive({"a.txt": os.urandom(3000).hex().encode(), "b.txt": b"second"})
+    scan = NestedScan(MATCHER)
+    passed = b"".join(scan(body[:-1]))
+    assert len(passed) < body.index(b"PK\x01\x02")  # the directory's bytes are held
+    assert passed + b"".join(scan(body[-1:])) + b"".join(scan(b"")) == body
