@@ -82,7 +82,7 @@ def test_it_describes_the_session_user_and_organization(world: World, cast: Cast
     assert body["project_id"] is None
     assert body["team_ids"] == [str(world.payments.pk)]
     assert body["expires_at"]
-    assert body["egress"] == {"mode": "open", "allow": [], "plain_http": []}
+    assert body["egress"] == {"mode": "open", "allow": [], "plain_http": [], "tcp": []}
 
 
 def test_it_gives_the_org_policies_and_the_users_teams_policies_only(world: World) -> None:
@@ -99,16 +99,22 @@ def test_it_gives_the_connectors_enabled_for_the_users_teams(world: World) -> No
 def test_it_reflects_the_egress_setting(world: World, cast: Cast) -> None:
     with scope(organization=cast.alice.org):
         policy_services.egress_set(
-            acting=cast.alice.membership, mode="allowlist", allow=["*.PyPI.org"], plain_http=["Deb.Debian.org"]
+            acting=cast.alice.membership,
+            mode="allowlist",
+            allow=["*.PyPI.org"],
+            plain_http=["Deb.Debian.org"],
+            tcp=["GitHub.com:22", "github.com:22"],
         )
     assert context(world).json()["egress"] == {
         "mode": "allowlist",
         "allow": ["*.pypi.org"],
         "plain_http": ["deb.debian.org"],
+        "tcp": ["github.com:22"],
     }
     with scope(organization=cast.alice.org):  # left out: kept as it is
         policy_services.egress_set(acting=cast.alice.membership, mode="open", allow=[])
-    assert context(world).json()["egress"]["plain_http"] == ["deb.debian.org"]
+    egress = context(world).json()["egress"]
+    assert egress["plain_http"] == ["deb.debian.org"] and egress["tcp"] == ["github.com:22"]
 
 
 def test_credentials_come_only_from_the_users_vaults_personal_first(world: World, cast: Cast) -> None:
@@ -173,3 +179,22 @@ def test_without_a_personal_credential_shared_vaults_are_taken_by_name(world: Wo
         vault_services.vault_rename(view=view, acting_user_id=cast.alice.user.pk, name="A first")
     credentials = context(world).json()["credentials"]
     assert [(c["vault_id"], c["credential_id"]) for c in credentials] == [(later.id, later.credential_id)]
+
+
+@pytest.mark.parametrize(
+    ("rule", "why"),
+    [
+        ("github.com", "host:port"),
+        ("github.com:443", "80 and 443"),
+        ("github.com:80", "80 and 443"),
+        ("github.com:0", "between 1 and 65535"),
+        ("github.com:65536", "between 1 and 65535"),
+        ("*:22", "wildcard"),
+        ("git hub.com:22", "not a host name"),
+    ],
+)
+def test_a_tcp_rule_is_checked_when_written(world: World, cast: Cast, rule: str, why: str) -> None:
+    from aileron_site.problems import InvalidInput
+
+    with scope(organization=cast.alice.org), pytest.raises(InvalidInput, match=why):
+        policy_services.egress_set(acting=cast.alice.membership, mode="open", allow=[], tcp=[rule])
