@@ -373,9 +373,9 @@ class AileronProxy:
             pin_request(flow.request, tunnel.target)
 
     async def _check_body(self, flow: http.HTTPFlow, pending: Pending) -> None:
-        """The outbound scan of a read body. A large one is read (decoded every way) in a worker process, one at a
-        time per session: no session's megabytes of percent-escapes may hold the lock every session's requests
-        need (dataplane.scanpool)."""
+        """The outbound scan of a read body. A large or compressed one is read (decoded every way) in a worker
+        process, one at a time per user and within a deadline: no session's megabytes of escapes may hold the lock
+        every session's requests need, nor the workers for long (dataplane.scanpool)."""
         session_id = pending.live.context.session_id
         matcher = pending.scan or exfil.EMPTY
         body = flow.request.raw_content or b""
