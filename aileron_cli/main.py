@@ -664,6 +664,28 @@ def session_start(name: str, minutes: int, as_json: bool) -> None:
     console.print(f"For the agent: AILERON_TOKEN={opened.token}")
 
 
+@cli.command("tcp")
+@click.argument("destination", metavar="HOST:PORT")
+@fail_cleanly
+def tcp(destination: str) -> None:
+    """Relay standard input and output to HOST:PORT through the session's proxy, for raw TCP the organization
+    allows as a `host:port` egress rule. Inside a sandbox, ssh uses it as its ProxyCommand (`ssh git@host`
+    just works when a rule allows host:22); without a rule the proxy refuses, and this says why in one line."""
+    from runtime.sandbox import relay
+
+    host, sep, port = destination.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"{destination!r} is not HOST:PORT (e.g. github.com:22)", exit_code=2)
+    proxy_url = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or ""
+    if not proxy_url:
+        raise CliError("HTTPS_PROXY is not set: run this inside an aileron session (`aileron launch`)", exit_code=2)
+    try:
+        sock = relay.open_tunnel(destination, proxy_url)
+    except relay.TunnelRefused as exc:
+        raise CliError(str(exc)) from None
+    sys.exit(relay.relay_stdio(sock))
+
+
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.option(
     "--sandbox",

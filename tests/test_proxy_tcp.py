@@ -5,8 +5,10 @@ a private address, and reached from inside a sandbox by the relay's `--connect` 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import httpx
 import pytest
 
 from tests.proxy_world import World, proxy_world
+from tests.service import BIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -213,3 +216,111 @@ def test_the_sandbox_relay_connects_ssh_style_through_the_proxy(world: World, se
     assert line.startswith("aileron: the proxy refused git.example.com:2222") and "\n" not in line, line
     records = world.audit(session=world.session_id)
     assert any(r["kind"] == "tcp" and r["host"] == DB for r in records), json.dumps(records)[:2000]
+
+
+class Sshd:
+    """A real OpenSSH server on a loopback port, for one key; every session runs one fixed command."""
+
+    def __init__(self, folder: Path, client_key_pub: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        host_key = folder / "host_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+        self.port = _free_port()
+        config = folder / "sshd_config"
+        config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile none\nUsePAM no\n"
+            f"StrictModes no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+            f"KbdInteractiveAuthentication no\nAuthorizedKeysFile {client_key_pub}\n"
+            # what the client asks to run is in SSH_ORIGINAL_COMMAND: proof that the session really ran here
+            'ForceCommand echo "aileron-sshd-ok: $SSH_ORIGINAL_COMMAND"\n'
+        )
+        self.process = subprocess.Popen(
+            [shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "sshd.log").open("wb"),
+        )
+        self.log = folder / "sshd.log"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"sshd did not start: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_real_ssh_in_a_sandbox_reaches_a_git_host_only_under_a_rule(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The real OpenSSH client, run by `aileron launch` in the netns sandbox with no extra option: the sandbox's
+    ssh configuration sends it through `aileron tcp` and the proxy to a real sshd when a rule allows the host;
+    without the rule ssh fails with the proxy's reason and sshd never sees a connection."""
+    missing = [n for n in ("ssh", "sshd", "ssh-keygen", "bwrap") if not shutil.which(n, path=f"{os.defpath}:/usr/sbin")]
+    if missing:
+        pytest.skip(
+            f"{', '.join(missing)} not installed (apt-get install openssh-client openssh-server bubblewrap): "
+            "the real SSH test runs them"
+        )
+    folder = tmp_path_factory.mktemp("ssh")
+    project = folder / "project"
+    project.mkdir(mode=0o755)
+    key = project / "id_ed25519"  # in the project, which the sandbox mounts: the agent's own deploy key
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    key.chmod(0o600)
+    sshd = Sshd(folder / "sshd", key.with_suffix(".pub"))
+    try:
+        with proxy_world(folder / "world", tcp={f"{GIT}:22": sshd.port}) as world:
+            env = {**world.service.env, "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}"}
+            ssh = (
+                "ssh -i /workspace/id_ed25519 -o BatchMode=yes -o StrictHostKeyChecking=no "
+                f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@{GIT} hello-from-the-sandbox"
+            )
+
+            def launch() -> subprocess.CompletedProcess[bytes]:
+                return subprocess.run(
+                    [
+                        str(BIN / "aileron"),
+                        "launch",
+                        "--sandbox",
+                        "netns",
+                        "--dir",
+                        str(project),
+                        "--",
+                        "sh",
+                        "-c",
+                        ssh,
+                    ],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=120,
+                )
+
+            assert _set_rules(world, []).status_code == 200
+            refused = launch()
+            assert refused.returncode == 255, refused.stderr.decode()  # ssh's own exit code for a failed connection
+            assert f"aileron: the proxy refused {GIT}:22: 403" in refused.stdout.decode(), refused.stdout.decode()
+            assert "Accepted publickey" not in sshd.log.read_text()
+
+            assert _set_rules(world, [f"{GIT}:22"]).status_code == 200
+            allowed = launch()
+            assert allowed.returncode == 0, allowed.stderr.decode() + sshd.log.read_text()
+            assert allowed.stdout.decode().strip() == "aileron-sshd-ok: hello-from-the-sandbox"
+            assert "Accepted publickey for root" in sshd.log.read_text()
+            records = world.audit_wait(
+                lambda rs: any(r["kind"] == "tcp" and r["decision"] == "allow" and r.get("completed_at") for r in rs)
+            )
+            tunnels = [r for r in records if r["host"] == GIT]
+            assert {r["decision"] for r in tunnels} == {"allow", "deny"}, json.dumps(tunnels)[:2000]
+            [done] = [r for r in tunnels if r["decision"] == "allow" and r["kind"] == "tcp"]
+            assert done["args"] == {"port": 22} and done["request_bytes"] > 0 and done["response_bytes"] > 0
+    finally:
+        sshd.stop()

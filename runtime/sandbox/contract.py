@@ -30,6 +30,15 @@ GH_CONFIG_DIR = f"{ETC}/gh"
 # on PATH and write executable (every other file is written 0644).
 CONNECTOR_DIR = f"{ETC}/connectors"
 BIN = f"{ETC}/bin"
+# OpenSSH reads /etc/ssh/ssh_config.d/*.conf (Debian's and Ubuntu's ssh_config include them): ssh, and git over
+# ssh, leave through the proxy, which relays only what the organization's `host:port` egress rules allow.
+SSH_CONFIG = "/etc/ssh/ssh_config.d/aileron.conf"
+SSH_CONFIG_TEXT = (
+    b"# Written by `aileron launch`: SSH leaves this sandbox only through the Aileron proxy, which allows the\n"
+    b"# organization's host:port egress rules (e.g. github.com:22) and audits each connection.\n"
+    b"Host *\n"
+    b"    ProxyCommand aileron tcp %h:%p\n"
+)
 # Debian/Ubuntu/Alpine, then Fedora/RHEL: the bundles OpenSSL, curl and Go read when nothing says otherwise.
 SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
 CA_FILE_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO")
@@ -112,6 +121,7 @@ def contract(
         CA_BUNDLE: pem,
         MANIFEST: manifest_json,
         HINT: hint.encode() + (b"" if hint.endswith("\n") else b"\n"),
+        SSH_CONFIG: SSH_CONFIG_TEXT,
     }
     github = next((c for c in connectors if c.name == "github"), None)
     if github is not None:

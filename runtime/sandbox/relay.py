@@ -241,6 +241,11 @@ def connect_stdio(destination: str, proxy_url: str) -> int:
     except TunnelRefused as exc:
         print(f"aileron: {exc}", file=sys.stderr)
         return 1
+    return relay_stdio(sock)
+
+
+def relay_stdio(sock: socket.socket) -> int:
+    """Relay standard input to `sock` and `sock` to standard output until the far end closes; 0."""
 
     def upstream() -> None:
         with contextlib.suppress(OSError):

@@ -137,3 +137,12 @@ def test_the_agents_path_keeps_the_images_and_ends_with_the_shims_and_the_toolbo
     assert path_with_toolbox(["LANG=C", "PATH=/opt/node/bin:/usr/bin"], {}) == f"/opt/node/bin:/usr/bin:{tail}"
     assert path_with_toolbox(None, {}) == f"{DEFAULT_PATH}:{tail}"
     assert path_with_toolbox(["PATH=/x"], {"PATH": f"{TOOLBOX_BIN}:/y:"}) == f"/y:{tail}"
+
+
+def test_ssh_in_the_sandbox_leaves_through_the_proxy(connectors: list[Connector]) -> None:
+    """OpenSSH reads ssh_config.d: `ssh git@host` (and git over ssh) goes through `aileron tcp`, which the proxy
+    allows only under the organization's host:port rules (tests/test_proxy_tcp.py runs the real ssh)."""
+    _, files = make(connectors)
+    config = files["/etc/ssh/ssh_config.d/aileron.conf"].decode()
+    assert "Host *\n    ProxyCommand aileron tcp %h:%p\n" in config
+    assert c.file_mode(c.SSH_CONFIG) == 0o644
