@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -664,21 +665,45 @@ def session_start(name: str, minutes: int, as_json: bool) -> None:
     console.print(f"For the agent: AILERON_TOKEN={opened.token}")
 
 
+def _host_port(text: str, *, example: str, default_host: str | None = None) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep and default_host is not None:
+        host = default_host
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"{text!r} is not {'[ADDRESS:]PORT' if default_host else 'HOST:PORT'} (e.g. {example})", 2)
+    return host, int(port)
+
+
 @cli.command("tcp")
 @click.argument("destination", metavar="HOST:PORT")
+@click.option(
+    "--listen",
+    metavar="[ADDRESS:]PORT",
+    default=None,
+    help="Instead: listen here (loopback by default) and tunnel each connection, for clients that cannot use a "
+    "ProxyCommand (`aileron tcp db.example.com:5432 --listen 5432 &`, then `psql -h 127.0.0.1`).",
+)
 @fail_cleanly
-def tcp(destination: str) -> None:
+def tcp(destination: str, listen: str | None) -> None:
     """Relay standard input and output to HOST:PORT through the session's proxy, for raw TCP the organization
     allows as a `host:port` egress rule. Inside a sandbox, ssh uses it as its ProxyCommand (`ssh git@host`
     just works when a rule allows host:22); without a rule the proxy refuses, and this says why in one line."""
     from runtime.sandbox import relay
 
-    host, sep, port = destination.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CliError(f"{destination!r} is not HOST:PORT (e.g. github.com:22)", exit_code=2)
+    _host_port(destination, example="github.com:22")
+    local = _host_port(listen, example="5432", default_host="127.0.0.1") if listen is not None else None
     proxy_url = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or ""
     if not proxy_url:
         raise CliError("HTTPS_PROXY is not set: run this inside an aileron session (`aileron launch`)", exit_code=2)
+    if local is not None:
+        try:
+            listener = relay.inside_listener(*local)
+        except OSError as exc:
+            raise CliError(f"cannot listen on {local[0]}:{local[1]}: {exc.strerror or exc}") from None
+        err_console.print(f"aileron: {local[0]}:{local[1]} leads to {destination} through the proxy", markup=False)
+        with contextlib.suppress(KeyboardInterrupt):
+            relay.forward(listener, destination, proxy_url, report=lambda line: err_console.print(line, markup=False))
+        return
     try:
         sock = relay.open_tunnel(destination, proxy_url)
     except relay.TunnelRefused as exc:

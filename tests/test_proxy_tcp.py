@@ -218,6 +218,36 @@ def test_the_sandbox_relay_connects_ssh_style_through_the_proxy(world: World, se
     assert any(r["kind"] == "tcp" and r["host"] == DB for r in records), json.dumps(records)[:2000]
 
 
+def test_a_database_client_reaches_its_port_through_aileron_tcp_listen(
+    world: World, servers: dict[str, BannerServer]
+) -> None:
+    """A client with no ProxyCommand (psql, a driver) connects to `aileron tcp HOST:PORT --listen PORT` on the
+    sandbox's loopback; each connection is a tunnel the real proxy allows under the rule and audits."""
+    assert _set_rules(world, [f"{DB}:{DB_PORT}"]).status_code == 200
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = int(free.getsockname()[1])
+    env = {"HTTPS_PROXY": world.proxy_url, "PATH": "/usr/bin:/bin"}
+    listening = subprocess.Popen(
+        [str(BIN / "aileron"), "tcp", f"{DB}:{DB_PORT}", "--listen", str(port)], env=env, stderr=subprocess.PIPE
+    )
+    try:
+        assert listening.stderr is not None and b"leads to" in listening.stderr.readline()
+        before = bytes(servers["db"].received)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            assert _read(conn, b"\r\n") == BANNER
+            conn.sendall(b"select 2;\n")
+            assert _read(conn, b"\n") == b"SELECT 2;\n"
+        assert bytes(servers["db"].received)[len(before) :] == b"select 2;\n"
+    finally:
+        listening.kill()
+        listening.wait()
+    records = world.audit_wait(
+        lambda rs: any(r["kind"] == "tcp" and r["host"] == DB and r.get("request_bytes") == 10 for r in rs)
+    )
+    assert any(r["kind"] == "tcp" and r["host"] == DB and r["decision"] == "allow" for r in records)
+
+
 class Sshd:
     """A real OpenSSH server on a loopback port, for one key; every session runs one fixed command."""
 

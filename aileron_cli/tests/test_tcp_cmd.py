@@ -80,6 +80,9 @@ def test_bad_input_is_one_line_and_a_nonzero_exit() -> None:
         assert result.returncode == 2, bad
         assert result.stderr.decode().startswith(f"aileron: '{bad}' is not HOST:PORT"), result.stderr
         assert result.stderr.count(b"\n") == 1
+    for bad in ("abc", "127.0.0.1:", "0"):
+        result = _run(["github.com:22", "--listen", bad], proxy_env)
+        assert result.returncode == 2 and result.stderr.decode().startswith(f"aileron: '{bad}' is not [ADDRESS:]PORT")
     unset = _run(["github.com:22"], {})
     assert unset.returncode == 2 and b"HTTPS_PROXY is not set" in unset.stderr and b"Traceback" not in unset.stderr
     closed = socket.create_server(("127.0.0.1", 0))
@@ -87,3 +90,55 @@ def test_bad_input_is_one_line_and_a_nonzero_exit() -> None:
     closed.close()
     down = _run(["github.com:22"], {"HTTPS_PROXY": f"http://aileron:t@127.0.0.1:{port}"})
     assert down.returncode == 1 and down.stderr.decode().startswith("aileron: cannot reach the proxy at 127.0.0.1:")
+
+
+def _listening(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [*AILERON, "tcp", *args, "--listen", str(port)],
+        env={"PATH": "/usr/bin:/bin", **env},
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert process.stderr is not None
+    line = process.stderr.readline().decode()  # said once listening
+    assert line == f"aileron: 127.0.0.1:{port} leads to {args[0]} through the proxy\n", line
+    return process, port
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_listen_tunnels_each_local_connection_for_clients_without_a_proxycommand() -> None:
+    proxy = TinyProxy()
+    process, port = _listening(["git.example.com:2222"], {"HTTPS_PROXY": f"http://aileron:t@127.0.0.1:{proxy.port}"})
+    try:
+        for word in (b"one\n", b"two\n"):  # each connection its own tunnel
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(word)
+                conn.shutdown(socket.SHUT_WR)
+                got = b""
+                while data := conn.recv(65536):
+                    got += data
+            assert got == b"BANNER\n" + word.upper()
+        assert len(proxy.heads) == 2
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_listen_reports_a_refusal_and_closes_that_connection() -> None:
+    proxy = TinyProxy()
+    process, port = _listening(["db.example.com:5432"], {"HTTPS_PROXY": f"http://aileron:t@127.0.0.1:{proxy.port}"})
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            assert conn.recv(65536) == b""  # closed: nothing of the refusal reaches the client
+        assert process.stderr is not None
+        line = process.stderr.readline().decode()
+        assert line == "aileron: the proxy refused db.example.com:5432: 403 Forbidden (no TCP rule allows it)\n"
+    finally:
+        process.kill()
+        process.wait()

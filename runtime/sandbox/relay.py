@@ -270,6 +270,39 @@ def relay_stdio(sock: socket.socket) -> int:
     return 0
 
 
+def forward(listener: socket.socket, destination: str, proxy_url: str, *, report: Callable[[str], None]) -> None:
+    """Tunnel each connection `listener` accepts through the proxy to DESTINATION, until killed: a client that
+    cannot speak through a ProxyCommand (a database's) connects to the listener instead. A refusal closes that
+    connection and is reported in one line."""
+    listener.setblocking(True)
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=_forward_one, args=(client, destination, proxy_url, report), daemon=True).start()
+
+
+def _forward_one(client: socket.socket, destination: str, proxy_url: str, report: Callable[[str], None]) -> None:
+    try:
+        far = open_tunnel(destination, proxy_url)
+    except TunnelRefused as exc:
+        report(f"aileron: {exc}")
+        client.close()
+        return
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(CHUNK):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    back = threading.Thread(target=pump, args=(far, client), daemon=True)
+    back.start()
+    pump(client, far)
+    back.join()
+    client.close()
+    far.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relay.py", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--listen", help="HOST:PORT on the sandbox's loopback")
