@@ -395,7 +395,8 @@ def _wrap_http1_server() -> None:
                 clock.received += len(event.data)
         if reading_head:
             head = bytes(self.buf._data[:2048])
-            if (yield from _unparsed_head_refused(original(self, event), self)):
+            yield from original(self, event)
+            if _unparsed_head_refused(self, event):
                 # mitmproxy answered 400 to a request line or header it could not parse, before any hook ran:
                 # the refusal is audited in its tunnel's session like one refused here.
                 _audit_unparsed(self, head)
@@ -419,21 +420,13 @@ def _wrap_http1_server() -> None:
     server._handle_event = handle_event  # type: ignore[method-assign]
 
 
-def _unparsed_head_refused(inner: CommandGenerator, conn: Any) -> Generator[commands.Command, Any, bool]:
-    """Pass `inner`'s commands on; True when it answered a head with a 400 of its own and passed no request on."""
-    answered = passed_on = False
-    sent: Any = None
-    while True:
-        try:
-            command = inner.send(sent)
-        except StopIteration:
-            break
-        if isinstance(command, commands.SendData) and command.data.startswith(b"HTTP/1.1 400"):
-            answered = True
-        elif isinstance(command, ReceiveHttp):
-            passed_on = True
-        sent = yield command
-    return answered and not passed_on and conn.state == conn.done
+def _unparsed_head_refused(conn: Any, event: events.Event) -> bool:
+    """After a head was read: whether mitmproxy answered it with a 400 of its own and passed no request on.
+
+    Its read_headers ends in `done` on a DataReceived only there (a parsed head moves on to the body), and it
+    passes the request on, for its UI, only when the head itself parsed (a request every mark_done clears).
+    Read from the state, not from the commands: the commands go straight through, with no loop of ours."""
+    return isinstance(event, events.DataReceived) and conn.state == conn.done and conn.request is None
 
 
 def _audit_unparsed(conn: Any, head: bytes) -> None:
