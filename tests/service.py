@@ -91,13 +91,15 @@ def isolated_database_url() -> Iterator[str | None]:
 
 
 def isolated_redis_url() -> str | None:
-    """With REDIS_URL set, a Redis database of its own (index 14), emptied first."""
+    """With REDIS_URL set, a Redis database of its own (tests.plugin.redis_index), emptied first."""
+    from tests.plugin import redis_index
+
     base = os.environ.get("REDIS_URL")
     if not base:
         return None
     import redis
 
-    url = urlunsplit(urlsplit(base)._replace(path="/14"))
+    url = urlunsplit(urlsplit(base)._replace(path=f"/{redis_index(service=True)}"))
     redis.Redis.from_url(url).flushdb()
     return url
 
