@@ -226,6 +226,7 @@ class Target:
     proxy_auth: str | None
     cafile: Path
     pid: int | None = None  # the proxy process, whose CPU time per request is measured
+    others: tuple[int, ...] = ()  # the rest of its `aileron service` (API ingesting the audit, worker, beat)
 
     def connection(self, context: ssl.SSLContext, timeout: float = 10.0) -> http.client.HTTPSConnection:
         conn = http.client.HTTPSConnection(*self.connect, context=context, timeout=timeout)
@@ -247,12 +248,19 @@ class Result:
     proxy_cpu_seconds: float | None = None  # user + system time of the proxy process (all threads) in the run
     proxy_sys_seconds: float | None = None  # of which system (kernel) time
     proxy_faults: int | None = None  # minor page faults of the proxy process in the run
+    others_cpu_seconds: float | None = None  # user + system time of the rest of the service in the run
 
     @property
     def cpu_us_per_request(self) -> float:
         if self.proxy_cpu_seconds is None or not self.latencies_ms:
             return float("nan")
         return self.proxy_cpu_seconds / len(self.latencies_ms) * 1e6
+
+    @property
+    def others_us_per_request(self) -> float:
+        if self.others_cpu_seconds is None or not self.latencies_ms:
+            return float("nan")
+        return self.others_cpu_seconds / len(self.latencies_ms) * 1e6
 
     @property
     def sys_us_per_request(self) -> float:
@@ -341,6 +349,7 @@ def run_load(target: Target, workers: int, requests: int, warmup_per_worker: int
         t.start()
     ready.wait()
     cpu0 = _cpu_seconds(target.pid)
+    others0 = _others_cpu(target.others)
     counters0 = _counters(target.pid)
     t0 = time.perf_counter()
     start_gate.set()
@@ -348,14 +357,30 @@ def run_load(target: Target, workers: int, requests: int, warmup_per_worker: int
         t.join()
     seconds = time.perf_counter() - t0
     cpu1 = _cpu_seconds(target.pid)
+    others1 = _others_cpu(target.others)
     counters1 = _counters(target.pid)
     cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
     sys_s, faults = (
         (counters1[0] - counters0[0], counters1[1] - counters0[1]) if counters0 and counters1 else (None, None)
     )
+    others = others1 - others0 if others0 is not None and others1 is not None else None
     return Result(
-        seconds, [x for xs in latencies for x in xs], sum(errors), dict(statuses), stalled.is_set(), cpu, sys_s, faults
+        seconds,
+        [x for xs in latencies for x in xs],
+        sum(errors),
+        dict(statuses),
+        stalled.is_set(),
+        cpu,
+        sys_s,
+        faults,
+        others,
     )
+
+
+def _others_cpu(pids: tuple[int, ...]) -> float | None:
+    """User + system CPU time of these processes together (None when there are none to read)."""
+    times = [t for t in (_cpu_seconds(pid) for pid in pids) if t is not None]
+    return sum(times) if times else None
 
 
 def _stat(pid: int | None) -> list[str] | None:
@@ -473,6 +498,7 @@ def summarize(results: dict[str, dict[str, list[Result]]]) -> dict[str, dict[str
                 "proxy_cpu_us_per_request": median([r.cpu_us_per_request for r in runs]),
                 "proxy_sys_us_per_request": median([r.sys_us_per_request for r in runs]),
                 "proxy_faults_per_request": median([r.faults_per_request for r in runs]),
+                "service_cpu_us_per_request": median([r.others_us_per_request for r in runs]),
             }
     base = out.get("mitmdump", {})
     for figures_by_load in out.values():
@@ -570,7 +596,13 @@ def main(argv: list[str] | None = None) -> int:
             proxy = ("127.0.0.1", ail.proxy_port)
             if "dataplane" in configs:
                 targets["dataplane"] = Target(
-                    "dataplane", proxy, (CONNECTOR_HOST, 443), auth, ail.ca_file, ail.dataplane_pid
+                    "dataplane",
+                    proxy,
+                    (CONNECTOR_HOST, 443),
+                    auth,
+                    ail.ca_file,
+                    ail.dataplane_pid,
+                    tuple(ail.service_pids),
                 )
             if "egress" in configs:
                 targets["egress"] = Target("egress", proxy, (EGRESS_HOST, 443), auth, ail.ca_file, ail.dataplane_pid)
@@ -582,7 +614,13 @@ def main(argv: list[str] | None = None) -> int:
                 _pin(before.dataplane_pid, "1")
             bauth, bproxy = f"aileron:{before.token}", ("127.0.0.1", before.proxy_port)
             targets["dp-before"] = Target(
-                "dp-before", bproxy, (CONNECTOR_HOST, 443), bauth, before.ca_file, before.dataplane_pid
+                "dp-before",
+                bproxy,
+                (CONNECTOR_HOST, 443),
+                bauth,
+                before.ca_file,
+                before.dataplane_pid,
+                tuple(before.service_pids),
             )
             targets["eg-before"] = Target(
                 "eg-before", bproxy, (EGRESS_HOST, 443), bauth, before.ca_file, before.dataplane_pid
@@ -708,7 +746,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"p50 {cur['p50_ms']:.2f} vs {old['p50_ms']:.2f} ms ({cur['p50_ms'] - old['p50_ms']:+.2f} ms), "
                     f"CPU/request {cur['proxy_cpu_us_per_request'] / old['proxy_cpu_us_per_request']:.3f}x "
                     f"(system {cur['proxy_sys_us_per_request']:.0f} vs {old['proxy_sys_us_per_request']:.0f} us, "
-                    f"page faults {cur['proxy_faults_per_request']:.1f} vs {old['proxy_faults_per_request']:.1f})"
+                    f"page faults {cur['proxy_faults_per_request']:.1f} vs {old['proxy_faults_per_request']:.1f}; "
+                    f"rest of the service {cur['service_cpu_us_per_request']:.0f} vs "
+                    f"{old['service_cpu_us_per_request']:.0f} us/request)"
                 )
     for line in paired_lines(paired):
         print(line)
@@ -743,6 +783,7 @@ def run_pairs(
         for load, workers in LOADS[:2]:
             rps: list[float] = []
             cpu: list[float] = []
+            service: list[float] = []
             for n in range(pairs):
                 order = (now_name, before_name) if n % 2 == 0 else (before_name, now_name)
                 got: dict[str, Result] = {}
@@ -753,6 +794,8 @@ def run_pairs(
                 rps.append(cur.rps / old.rps)
                 if cur.proxy_cpu_seconds and old.proxy_cpu_seconds:
                     cpu.append(cur.cpu_us_per_request / old.cpu_us_per_request)
+                if cur.others_cpu_seconds and old.others_cpu_seconds:
+                    service.append(cur.others_us_per_request / old.others_us_per_request)
                 log(f"pair {n + 1}/{pairs} {now_name} vs {before_name} {load}: {rps[-1]:.3f}x")
             out.setdefault(now_name, {})[load] = {
                 "baseline": before_name,
@@ -761,6 +804,7 @@ def run_pairs(
                 "rps_ratio_quartiles": _quartiles(rps),
                 "cpu_ratio_median": median(cpu) if cpu else None,
                 "cpu_ratio_quartiles": _quartiles(cpu) if cpu else None,
+                "service_cpu_ratio_median": median(service) if service else None,
             }
     return out
 
@@ -782,6 +826,8 @@ def paired_lines(paired: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
             if f["cpu_ratio_median"] is not None:
                 clow, chigh = f["cpu_ratio_quartiles"]
                 line += f", CPU/request {f['cpu_ratio_median']:.3f}x (quartiles {clow:.3f}-{chigh:.3f})"
+            if f.get("service_cpu_ratio_median") is not None:
+                line += f", rest of the service's CPU/request {f['service_cpu_ratio_median']:.3f}x"
             lines.append(line)
     return lines
 
