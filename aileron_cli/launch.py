@@ -329,6 +329,7 @@ class SandboxPlan:
     approval_surface: str
     project: Path
     mcps: tuple[dict[str, Any], ...] = ()
+    runtime: str = "runc"  # docker: "gvisor" runs it under runsc
 
 
 def launch_sandboxed(
@@ -397,8 +398,10 @@ def launch_sandboxed(
             rows=rows,
             columns=columns,
             name=opened.session_id[:12],
+            runtime=plan.runtime,
         )
-        warn(f"aileron: session {opened.session_id} in a {plan.backend} sandbox ({plan.image or 'host root'})")
+        under = " under gVisor" if plan.runtime == "gvisor" else ""
+        warn(f"aileron: session {opened.session_id} in a {plan.backend} sandbox{under} ({plan.image or 'host root'})")
         forget = record(opened, {"sandbox": plan.backend, "image": plan.image, "tier": plan.tier})
         try:
             running = backend.start(spec)

@@ -847,6 +847,8 @@ def _sandbox_plan(name: str, project: Path) -> Any:
         refusal = strict_launch_refusal(sandbox=name, tier=config.tier)
         if refusal is not None:
             raise CliError(refusal, exit_code=2)
+    if config.runtime == "gvisor" and name != "docker":
+        raise CliError(_gvisor_elsewhere(config.source, name), exit_code=2)
     backend = backends.get(name)
     reason = backend.available()
     if reason is not None:
@@ -856,6 +858,11 @@ def _sandbox_plan(name: str, project: Path) -> Any:
             client = engine()
             if local_image(client, base_image_tag()) is None:
                 raise CliError(f"the base image {base_image_tag()} is not built: run `aileron sandbox build-base`")
+            if config.runtime == "gvisor":
+                from runtime.sandbox.docker_backend import gvisor_unavailable
+
+                if (why := gvisor_unavailable(client)) is not None:
+                    raise CliError(why, exit_code=2)
             image = resolve_image(config, client, _warn_line).ref
         else:
             image = ""  # netns: a read-only view of this host's own system
@@ -871,6 +878,7 @@ def _sandbox_plan(name: str, project: Path) -> Any:
         approval_surface=config.approval_surface,
         project=project,
         mcps=tuple(m.as_dict() for m in config.mcps),
+        runtime=config.runtime,
     )
 
 
@@ -888,6 +896,15 @@ def _refuse_strict_unsandboxed(project: Path) -> None:
     refusal = strict_launch_refusal(sandbox="none", tier=config.tier) if config.mediation == STRICT else None
     if refusal is not None:
         raise CliError(refusal, exit_code=2)
+    if config.runtime == "gvisor":
+        raise CliError(_gvisor_elsewhere(config.source, "none"), exit_code=2)
+
+
+def _gvisor_elsewhere(source: Path | None, sandbox: str) -> str:
+    return (
+        f'{source or "devcontainer.json"} asks for runtime "gvisor", which runs the docker sandbox under runsc; '
+        f"the {sandbox} sandbox cannot (use --sandbox docker)"
+    )
 
 
 def _hint(found: list[Any], *, sandboxed: bool) -> str:

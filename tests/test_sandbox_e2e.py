@@ -7,6 +7,7 @@ is driven as `aileron launch` drives it: a Running whose output is read until th
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -20,7 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -216,11 +217,43 @@ def writable_workdir(tmp_path: Path) -> Path:
     return workdir
 
 
-@pytest.fixture(params=["docker", "netns"])
+class UnderGvisor:
+    """The docker backend with every sandbox under gVisor, as `customizations.aileron.runtime: "gvisor"` asks."""
+
+    name = "docker"
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    def available(self) -> str | None:
+        return self.inner.available()
+
+    def start(self, spec: SandboxSpec) -> Any:
+        return self.inner.start(dataclasses.replace(spec, runtime="gvisor"))
+
+
+def gvisor_or_skip() -> Backend:
+    import docker
+
+    from runtime.sandbox.docker_backend import gvisor_unavailable
+
+    backend = backend_or_skip("docker")
+    client = docker.from_env()
+    try:
+        reason = gvisor_unavailable(client)
+    finally:
+        client.close()
+    if reason is not None:
+        pytest.skip(f"gVisor is not available here: {reason}")
+    return UnderGvisor(backend)
+
+
+@pytest.fixture(params=["docker", "netns", "gvisor"])
 def sandbox(request: pytest.FixtureRequest) -> tuple[Backend, str]:
-    """A backend that works here, and its image: the base image for docker, the host's own root for netns."""
-    backend = backend_or_skip(request.param)
-    return backend, request.getfixturevalue("base_image") if request.param == "docker" else ""
+    """A backend that works here, and its image: the base image for docker (under runc, or gVisor's runsc), the
+    host's own root for netns."""
+    backend = gvisor_or_skip() if request.param == "gvisor" else backend_or_skip(request.param)
+    return backend, request.getfixturevalue("base_image") if request.param != "netns" else ""
 
 
 def test_a_scripted_agent_reaches_github_only_through_the_proxy_and_holds_no_credential(
@@ -238,6 +271,23 @@ def test_a_scripted_agent_reaches_github_only_through_the_proxy_and_holds_no_cre
     assert ran.lines("HINT ") == ["Aileron connects you to anthropic, gemin"]
     if backend.name == "docker":
         assert ran.lines("USER ") == ["agent"]
+
+
+def test_a_gvisor_sandbox_runs_on_gvisors_kernel_not_the_hosts(
+    world: World, proxy_socket: Path, base_image: str
+) -> None:
+    """`runtime: "gvisor"`: the agent's system calls meet gVisor's kernel (its own boot log and release), and
+    the proxy is still its one way out."""
+    backend = gvisor_or_skip()
+    script = (
+        'dmesg | head -1; echo "RELEASE $(uname -r)"\n'
+        "curl -sS -o /dev/null -w 'STATUS %{http_code}\\n' https://api.github.com/repos/octo/hello\n"
+    )
+    ran = run_agent(world, backend, base_image, script, proxy_socket=proxy_socket)
+    assert ran.code == 0, ran.output[-2000:]
+    assert "Starting gVisor" in ran.output, ran.output[-2000:]
+    assert ran.lines("RELEASE ") != [os.uname().release]
+    assert ran.lines("STATUS ") == ["200"], ran.output[-2000:]
 
 
 def test_the_agent_writes_its_project_and_nothing_else(

@@ -72,6 +72,20 @@ def test_strict_is_refused_unsandboxed_in_one_line(world: World, tmp_path: Path)
     )
 
 
+@pytest.mark.parametrize("sandbox", ["none", "netns"])
+def test_gvisor_is_refused_outside_the_docker_sandbox_in_one_line(world: World, tmp_path: Path, sandbox: str) -> None:
+    """The same file's other runtime setting: a project that asks for gVisor never runs without it."""
+    project = strict_project(tmp_path, {"customizations": {"aileron": {"runtime": "gvisor"}}})
+    before = sessions_opened(world)
+    result = launch(world, project, "--sandbox", sandbox, "--", "true")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f'aileron: {project}/.devcontainer/devcontainer.json asks for runtime "gvisor", which runs the docker '
+        f"sandbox under runsc; the {sandbox} sandbox cannot (use --sandbox docker)\n"
+    )
+    assert sessions_opened(world) == before  # refused before any session was opened
+
+
 def test_strict_is_refused_with_a_byo_image_in_one_line(world: World, tmp_path: Path) -> None:
     project = strict_project(
         tmp_path, {"customizations": {"aileron": {"mediation": "strict", "image": "aileron-test/any-byo:1"}}}

@@ -28,6 +28,9 @@ The `customizations.aileron` block (every key optional; any other key is an erro
   `aileron launch`), "web" (the approvals page), "both" (the default).
 - `image`: the bring-your-own image, above.
 - `mcps`: the user's MCP servers for the agent, a list of `{"name", "command", "args"?, "env"?}`; passed through.
+- `runtime`: "runc" (the default) or "gvisor": the docker sandbox runs under gVisor's runsc, an application
+  kernel between the agent and the host's, where the engine has it (docker_backend.py says how to add it);
+  `aileron launch` refuses "gvisor" in one line where it cannot run.
 
 JSON with comments is accepted as devcontainer.json allows: `//` and `/* */` comments and trailing commas.
 Other devcontainer keys (features, forwardPorts, postCreateCommand, ...) are not applied; `ignored` lists them.
@@ -61,7 +64,9 @@ MEDIATION_MODES = ("default", "strict", "off")
 APPROVAL_SURFACES = ("terminal", "web", "both")
 DEFAULT_MEDIATION = "default"
 DEFAULT_APPROVAL_SURFACE = "both"
-AILERON_KEYS = ("mediation", "approval_surface", "image", "mcps")
+AILERON_KEYS = ("mediation", "approval_surface", "image", "mcps", "runtime")
+RUNTIMES = ("runc", "gvisor")
+DEFAULT_RUNTIME = "runc"
 MCP_KEYS = ("name", "command", "args", "env")
 BUILD_KEYS = ("dockerfile", "context", "args", "target")
 # Keys with no effect on the sandbox that are not worth reporting as ignored.
@@ -103,6 +108,7 @@ class SandboxConfig:
     mediation: str = DEFAULT_MEDIATION
     approval_surface: str = DEFAULT_APPROVAL_SURFACE
     mcps: tuple[McpServer, ...] = ()
+    runtime: str = DEFAULT_RUNTIME  # "gvisor": the docker sandbox under runsc
     source: Path | None = None  # the devcontainer.json read; None when the project has none
     ignored: tuple[str, ...] = ()  # devcontainer keys present but not applied (features, forwardPorts, ...)
 
@@ -133,6 +139,7 @@ class SandboxConfig:
             "mediation": self.mediation,
             "approval_surface": self.approval_surface,
             "mcps": [m.as_dict() for m in self.mcps],
+            "runtime": self.runtime,
             "ignored": list(self.ignored),
         }
 
@@ -201,6 +208,7 @@ def parse_config(text: str, *, path: Path) -> SandboxConfig:
         mediation=aileron.get("mediation", DEFAULT_MEDIATION),
         approval_surface=aileron.get("approval_surface", DEFAULT_APPROVAL_SURFACE),
         mcps=aileron.get("mcps", ()),
+        runtime=aileron.get("runtime", DEFAULT_RUNTIME),
         source=path,
         ignored=tuple(ignored),
     )
@@ -284,6 +292,8 @@ def _aileron_block(data: dict[str, Any], where: _Where) -> dict[str, Any]:
         result["image"] = _image_ref(block["image"], f"{key}.image", where)
     if "mcps" in block:
         result["mcps"] = _mcps(block["mcps"], f"{key}.mcps", where)
+    if "runtime" in block:
+        result["runtime"] = _one_of(block["runtime"], RUNTIMES, f"{key}.runtime", where)
     return result
 
 

@@ -11,6 +11,16 @@ the connector shims with their own Python, for BYO images that have none. When t
 not the image's `agent` uid, the agent runs in a derived image where it is (user_image.py); when it is root's
 (launched as root), the agent gets an idmapped mount of it instead (idmap.py): it writes the project as root
 without being root.
+
+Under gVisor (`SandboxSpec.runtime == "gvisor"`, the devcontainer's `customizations.aileron.runtime`) the agent
+container runs under runsc, an application kernel of its own between the agent and the host's. A gVisor sandbox
+has its own loopback, which another container's relay cannot listen on, so there is one container: the relay
+(the image's python3) starts first in it, listening on that loopback, and then becomes the agent, as in the
+netns sandbox; the proxy socket's folder is mounted and reached through runsc's `--host-uds`. The engine needs
+runsc registered with that flag and with no network of its own (Debian's `runsc` package, then in
+/etc/docker/daemon.json: `{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--host-uds=all",
+"--network=none"]}}}` and a reload of dockerd); launch refuses gVisor in one line otherwise. runsc does not
+honour idmapped mounts: a root-owned project is read-only to the agent there (the launch says so).
 """
 
 from __future__ import annotations
@@ -41,6 +51,13 @@ PROXY_DIR = "/run/aileron"  # the proxy socket's folder, in the relay container 
 RELAY_SCRIPT = "/run/aileron-relay/relay.py"
 WORKSPACE = "/workspace"
 RELAY_READY_SECONDS = 20.0
+GVISOR = "runsc"  # the engine's name for gVisor's runtime
+GVISOR_ARGS = ("--host-uds=all", "--network=none")  # the proxy socket reachable; no network but its loopback
+GVISOR_FIX = (
+    'apt-get install runsc, add {"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": '
+    '["--host-uds=all", "--network=none"]}}} to /etc/docker/daemon.json and reload dockerd (kill -HUP)'
+)
+IMAGE_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")  # what runs the relay inside a gVisor sandbox
 LABEL = "aileron.sandbox"
 SHELL = "/bin/sh"
 IMAGE_FILES = ("/etc/passwd", SHELL)
@@ -179,6 +196,9 @@ class DockerBackend:
 
         client = self._client()
         image = _image(client, spec.image)
+        gvisor = spec.runtime == "gvisor"
+        if gvisor and (why := gvisor_unavailable(client)) is not None:
+            raise SandboxError(why)
         session = f"{_slug(spec.name) or 'agent'}-{uuid.uuid4().hex[:8]}"
         folder = Path(tempfile.mkdtemp(prefix=f"aileron-sandbox-{session}-"))
         os.chmod(folder, 0o700)
@@ -191,11 +211,14 @@ class DockerBackend:
             made: list[str] = []
             with ThreadPoolExecutor(max_workers=2) as pool:
                 starter = [spec.argv[0]] if spec.argv and spec.argv[0].startswith("/") else []
+                pythons = list(IMAGE_PYTHONS) if gvisor else []
                 reading = pool.submit(
-                    read_image_files, client, spec.image, [*IMAGE_FILES, *SYSTEM_CA_BUNDLES, *starter]
+                    read_image_files, client, spec.image, [*IMAGE_FILES, *SYSTEM_CA_BUNDLES, *starter, *pythons]
                 )
                 toolboxing = pool.submit(ensure_toolbox, client, self.relay_image, progress=made.append)
-                if spec.proxy_socket is not None:
+                if gvisor:
+                    network_mode = "none"  # its own loopback, inside gVisor; the relay runs in the agent's container
+                elif spec.proxy_socket is not None:
                     relay_container = self._start_relay(client, spec, session)
                     network_mode = f"container:{relay_container.id}"
                 else:
@@ -219,7 +242,8 @@ class DockerBackend:
             elif spec.workdir is not None:
                 project = Path(spec.workdir).resolve()
                 why_not: str | None = None
-                if project.stat().st_uid == 0 and agent_entry.uid != 0 and idmap.unavailable() is None:
+                # (not under gVisor: runsc does not honour idmapped mounts)
+                if project.stat().st_uid == 0 and agent_entry.uid != 0 and not gvisor and idmap.unavailable() is None:
                     workspace_mount, why_not = _idmapped_project(project, agent_entry)
                 if workspace_mount is None:
                     owned = for_project(client, image, spec.image, agent_entry, project)
@@ -236,6 +260,29 @@ class DockerBackend:
                 notes.append(f"the image {spec.image} has no {SHELL}: the aileron CLI and shims cannot run in it")
             env = {**spec.env, "PATH": path_with_toolbox((image.attrs.get("Config") or {}).get("Env"), spec.env)}
             mounts = _write_files(folder / "files", files)
+            if gvisor and spec.proxy_socket is not None:
+                python = next((p for p in IMAGE_PYTHONS if p in found), None)
+                if python is None:
+                    raise SandboxError(
+                        f"the image {spec.image} has no python3, which runs the proxy relay inside a gVisor sandbox "
+                        '(use an image FROM the base image, or runtime "runc")'
+                    )
+                socket_path = Path(spec.proxy_socket).resolve()
+                if agent_entry is not None:  # the derived image's agent is the project owner; else the image's
+                    owner = Path(spec.workdir).stat() if run_image != spec.image and spec.workdir else None
+                    _open_socket_to(
+                        socket_path,
+                        owner.st_uid if owner else agent_entry.uid,
+                        owner.st_gid if owner else agent_entry.gid,
+                    )
+                mounts += [_bind(Path(relay.__file__).resolve(), RELAY_SCRIPT), _bind(socket_path.parent, PROXY_DIR)]
+                listen = [
+                    "--listen",
+                    f"127.0.0.1:{spec.proxy_port_inside}",
+                    "--socket",
+                    f"{PROXY_DIR}/{socket_path.name}",
+                ]
+                argv = [python, RELAY_SCRIPT, *listen, "--", *argv]
             if toolbox is not None:
                 mounts.append(_bind(toolbox, TOOLBOX))
             if spec.workdir is not None:
@@ -254,6 +301,7 @@ class DockerBackend:
                 stdin_open=True,
                 network_mode=network_mode,
                 mounts=mounts,
+                runtime=GVISOR if gvisor else None,
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 pids_limit=self.pids,
@@ -317,6 +365,32 @@ class DockerBackend:
             container.remove(force=True)
             raise
         return container
+
+
+def gvisor_unavailable(client: Any) -> str | None:
+    """Why the engine cannot run a gVisor sandbox (one line with the fix), or None."""
+    try:
+        runtimes = client.info().get("Runtimes") or {}
+    except Exception as exc:  # noqa: BLE001 - the engine's own words, in one line
+        return f"cannot ask the Docker engine for its runtimes: {_first_line(exc)}"
+    if GVISOR not in runtimes:
+        return f"gVisor was asked for (customizations.aileron.runtime) but the Docker engine has no runsc: {GVISOR_FIX}"
+    args = (runtimes[GVISOR].get("runtimeArgs") or []) if isinstance(runtimes[GVISOR], dict) else []
+    missing = [arg for arg in GVISOR_ARGS if arg not in args]
+    if missing:
+        return f"the Docker engine's runsc runs without {' '.join(missing)}: {GVISOR_FIX}"
+    return None
+
+
+def _open_socket_to(socket_path: Path, uid: int, gid: int) -> None:
+    """Let the agent's uid, and no other, connect to the proxy socket from inside a gVisor sandbox, where the
+    relay runs as the agent. Launched as root, the socket becomes the agent's and its private folder traversable
+    (not listable); launched as another user, the agent is that user (the derived image) or cannot connect."""
+    if os.getuid() != 0 or uid == 0:
+        return
+    os.chown(socket_path, uid, gid)
+    os.chmod(socket_path, 0o600)
+    os.chmod(socket_path.parent, 0o711)  # noqa: S103 - traverse only: the socket inside is the agent's alone
 
 
 def _idmapped_project(project: Path, agent: PasswdEntry) -> tuple[Path | None, str | None]:

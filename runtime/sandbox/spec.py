@@ -22,6 +22,7 @@ class SandboxSpec:
     rows: int = 24
     columns: int = 80
     name: str = ""  # a label (container name suffix, log lines)
+    runtime: str = "runc"  # docker: "gvisor" runs the agent under runsc (docker_backend.py)
 
 
 class Running(Protocol):

@@ -232,8 +232,14 @@ def test_the_summary_says_everything_launch_needs(tmp_path):
         "mediation": "default",
         "approval_surface": "terminal",
         "mcps": [],
+        "runtime": "runc",
         "ignored": [],
     }
+
+
+@pytest.mark.parametrize("runtime", ["runc", "gvisor"])
+def test_every_runtime_is_accepted(tmp_path, runtime):
+    assert config_of(tmp_path, {"customizations": {"aileron": {"runtime": runtime}}}).runtime == runtime
 
 
 AILERON = "customizations.aileron"
@@ -252,7 +258,11 @@ INVALID = [
     ),
     (
         {"customizations": {"aileron": {"mediaton": "strict"}}},
-        f"{AILERON}.mediaton: unknown key (known: approval_surface, image, mcps, mediation)",
+        f"{AILERON}.mediaton: unknown key (known: approval_surface, image, mcps, mediation, runtime)",
+    ),
+    (
+        {"customizations": {"aileron": {"runtime": "kata"}}},
+        f'{AILERON}.runtime: must be one of runc, gvisor (got "kata")',
     ),
     ({"customizations": {"aileron": ["strict"]}}, f"{AILERON}: must be an object (got an array)"),
     ({"customizations": "aileron"}, "customizations: must be an object (got a string)"),
