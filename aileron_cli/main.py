@@ -688,10 +688,23 @@ def tcp(destination: str, listen: str | None) -> None:
     """Relay standard input and output to HOST:PORT through the session's proxy, for raw TCP the organization
     allows as a `host:port` egress rule. Inside a sandbox, ssh uses it as its ProxyCommand (`ssh git@host`
     just works when a rule allows host:22); without a rule the proxy refuses, and this says why in one line."""
+    import ipaddress
+
     from runtime.sandbox import relay
 
-    _host_port(destination, example="github.com:22")
+    host, port = _host_port(destination, example="github.com:22")
+    if ":" in host and not host.startswith("["):
+        destination = f"[{host}]:{port}"  # an IPv6 address, as ssh's %h gives it
     local = _host_port(listen, example="5432", default_host="127.0.0.1") if listen is not None else None
+    if local is not None:
+        try:
+            loopback = ipaddress.ip_address(local[0].strip("[]")).is_loopback
+        except ValueError:
+            loopback = local[0] == "localhost"
+        if not loopback:
+            # Whoever reaches the port rides on this session's token: only this machine's own processes may.
+            raise CliError(f"--listen takes a loopback address (127.0.0.1, ::1), not {local[0]}", exit_code=2)
+        local = (local[0].strip("[]"), local[1])
     proxy_url = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or ""
     if not proxy_url:
         raise CliError("HTTPS_PROXY is not set: run this inside an aileron session (`aileron launch`)", exit_code=2)

@@ -168,15 +168,21 @@ class ConnectionGuard:
             return
         if conn.deadline is not None:
             conn.deadline.cancel()
-        handler = _handler(client_id)
-        if handler is None:
-            return
-        self.closed_idle += 1
-        with contextlib.suppress(Exception):  # a connection closing at this moment: nothing left to close
-            handler.log(f"closing a connection {why}", logging.DEBUG)
-            io = handler.transports[handler.client]
-            if io.handler is not None:
-                io.handler.cancel("idle")
+        if close_client(client_id, why=why):
+            self.closed_idle += 1
+
+
+def close_client(client_id: str, *, why: str) -> bool:
+    """Have mitmproxy close a client connection (its handler finishes the close); False if it has none."""
+    handler = _handler(client_id)
+    if handler is None:
+        return False
+    with contextlib.suppress(Exception):  # a connection closing at this moment: nothing left to close
+        handler.log(f"closing a connection {why}", logging.DEBUG)
+        io = handler.transports[handler.client]
+        if io.handler is not None:
+            io.handler.cancel("idle")
+    return True
 
 
 def _handler(client_id: str) -> Any:

@@ -50,7 +50,7 @@ from dataplane.audit_records import (
     outcome_record,
     refusal_record,
 )
-from dataplane.connections import ConnectionGuard
+from dataplane.connections import ConnectionGuard, close_client
 from dataplane.control import ApprovalTicket, ControlPlane
 from dataplane.decision import decide, identify, model_of
 from dataplane.destination import check_binding, norm_host, pin_request, pin_server, resolve, split_authority
@@ -122,6 +122,7 @@ class AileronProxy:
         self.held: dict[str, tuple[str, str]] = {}  # client connection -> (session token, user) it counts for
         self.tunnels_of: Counter[str] = Counter()  # connections held, by session token and by "user:" id
         self.raw: dict[str, rawtcp.RawTunnel] = {}  # raw TCP tunnels (organization rules), by client connection
+        self._raw_watch: asyncio.Task[None] | None = None  # closes those whose session or rule is gone
         self.pending: dict[str, Pending] = {}
         self.sockets: dict[str, ws_messages.Socket] = {}  # WebSockets of sessions holding credentials, by flow
         self.reach = exfil.Reach(functools.partial(decrypt, credentials))
@@ -175,6 +176,32 @@ class AileronProxy:
             raise Refusal(problems.AUDIT_UNAVAILABLE, str(exc)) from None
         self.raw[flow.client_conn.id] = raw
         flow.metadata[rawtcp.METADATA_KEY] = (tunnel.target.address, tunnel.target.port)
+        if self._raw_watch is None or self._raw_watch.done():
+            self._raw_watch = asyncio.create_task(self._watch_raw(), name="aileron raw tunnels")
+
+    async def _watch_raw(self) -> None:
+        """While raw tunnels are open: each is closed once its session ends (revoked, expired) or the rule that
+        let it through is gone, within about the session cache's lifetime. A tunnel carries no requests to
+        re-check, and SSH keep-alives would keep it open for good. A control plane that cannot answer closes
+        none: new tunnels are refused meanwhile, open ones were allowed."""
+        while self.raw:
+            await asyncio.sleep(max(1.0, self.sessions.ttl))
+            for client_id, raw in list(self.raw.items()):
+                tunnel = self.tunnels.get(client_id)
+                if tunnel is None or raw.cut is not None:
+                    continue
+                try:
+                    live = await self.sessions.get(tunnel.token)
+                except Refusal as refusal:
+                    if refusal.kind is not problems.PROXY_AUTH_REQUIRED:
+                        continue
+                    raw.cut = "closed by the proxy: the session ended"
+                else:
+                    if tcp_allows(live.context.egress_tcp, raw.host, raw.port) is not None:
+                        continue
+                    raw.cut = f"closed by the proxy: no TCP rule allows {raw.host}:{raw.port} any more"
+                log.info("raw tunnel %s to %s:%s %s", raw.request_id, raw.host, raw.port, raw.cut)
+                close_client(client_id, why=raw.cut)
 
     def _hold_connection(self, client_id: str, token: str, user_id: str) -> None:
         """Count a client connection (a tunnel, or plain-HTTP requests) for its session and its user, or refuse
@@ -246,7 +273,7 @@ class AileronProxy:
     def _end_raw(self, client_id: str, *, error: str | None) -> None:
         raw = self.raw.pop(client_id, None)
         if raw is not None:
-            self._record_safely(rawtcp.outcome_record(raw, error=error))
+            self._record_safely(rawtcp.outcome_record(raw, error=raw.cut or error))
 
     def _drop_tunnel(self, client_id: str) -> None:
         self.plain.pop(client_id, None)

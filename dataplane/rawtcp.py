@@ -43,6 +43,7 @@ class RawTunnel:
     up: int = 0  # from the agent
     down: int = 0  # to the agent
     done: bool = False
+    cut: str | None = None  # why the proxy closed it (its session ended, its rule was removed), for the outcome
 
 
 def attempt_record(raw: RawTunnel, *, client_address: str) -> dict[str, Any]:

@@ -141,11 +141,18 @@ def _tcp_rules(given: list[str]) -> list[str]:
     if len(given) > EGRESS_MAX_PATTERNS:
         raise InvalidInput(f"At most {EGRESS_MAX_PATTERNS} TCP rules.")
     rules: list[str] = []
+    connector_hosts: dict[str, str] | None = None
     for n, rule in enumerate(given):
         try:
             host, port = tcp_rule_parse(rule)
         except PolicyError as exc:
             raise InvalidInput(str(exc), errors=[{"detail": str(exc), "pointer": f"/tcp/{n}"}]) from None
+        if connector_hosts is None:
+            connector_hosts = {h.lower(): c.name for c in connectors_installed() for h in c.hosts}
+        if host in connector_hosts:
+            # The proxy never opens raw TCP to a connector's host (its traffic is mediated HTTPS): say so now.
+            detail = f"{host} is the {connector_hosts[host]} connector's host: no raw TCP goes there, on any port"
+            raise InvalidInput(detail, errors=[{"detail": detail, "pointer": f"/tcp/{n}"}])
         if f"{host}:{port}" not in rules:
             rules.append(f"{host}:{port}")
     return rules

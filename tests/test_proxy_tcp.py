@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.proxy_world import World, proxy_world
+from tests.proxy_world import World, cli, proxy_world
 from tests.service import BIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -148,7 +148,10 @@ def test_a_rule_relays_raw_bytes_both_ways_and_the_tunnel_is_audited(
 
 
 def test_a_rule_never_opens_a_connectors_host_or_another_port(world: World, servers: dict[str, BannerServer]) -> None:
-    assert _set_rules(world, [f"{GIT}:{GIT_PORT}", f"api.github.com:{GIT_PORT}"]).status_code == 200
+    refused = _set_rules(world, [f"{GIT}:{GIT_PORT}", f"api.github.com:{GIT_PORT}"])  # refused when written
+    assert refused.status_code == 400 and refused.headers["content-type"].startswith("application/problem+json")
+    assert "api.github.com is the github connector's host" in refused.text, refused.text
+    assert _set_rules(world, [f"{GIT}:{GIT_PORT}"]).status_code == 200
     before = servers["git"].connections
     for destination in (f"api.github.com:{GIT_PORT}", f"{GIT}:2223"):
         sock, head = _connect(world, destination)
@@ -216,6 +219,57 @@ def test_the_sandbox_relay_connects_ssh_style_through_the_proxy(world: World, se
     assert line.startswith("aileron: the proxy refused git.example.com:2222") and "\n" not in line, line
     records = world.audit(session=world.session_id)
     assert any(r["kind"] == "tcp" and r["host"] == DB for r in records), json.dumps(records)[:2000]
+
+
+def test_an_open_tunnel_is_closed_once_its_session_ends_or_its_rule_is_removed(
+    world: World, servers: dict[str, BannerServer]
+) -> None:
+    """A tunnel carries no requests to re-check: the proxy re-checks its session and rule itself, and an SSH
+    session kept alive by keep-alives does not outlive either. The outcome says why it was closed."""
+    assert _set_rules(world, [f"{GIT}:{GIT_PORT}", f"{DB}:{DB_PORT}"]).status_code == 200
+    started = json.loads(cli(world.service.env, "session", "start", "--json").stdout)
+    token = started["token"]
+
+    def tunnel(destination: str) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
+        auth = base64.b64encode(f"aileron:{token}".encode()).decode()
+        sock.sendall(
+            f"CONNECT {destination} HTTP/1.1\r\nHost: {destination}\r\nProxy-Authorization: Basic {auth}\r\n"
+            "X-Aileron-Tunnel: tcp\r\n\r\n".encode()
+        )
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):  # byte by byte: the banner follows at once
+            head += sock.recv(1) or b"\r\n\r\n"
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert _read(sock, b"\r\n") == BANNER
+        return sock
+
+    def closed_within(sock: socket.socket, seconds: float) -> bool:
+        sock.settimeout(seconds)
+        deadline = time.monotonic() + seconds
+        with contextlib.suppress(OSError):
+            while time.monotonic() < deadline:
+                sock.sendall(b"keep-alive\n")  # traffic, as SSH keep-alives would send
+                if not sock.recv(65536):
+                    return True
+                time.sleep(0.2)
+        return time.monotonic() < deadline
+
+    db = tunnel(f"{DB}:{DB_PORT}")
+    assert _set_rules(world, [f"{GIT}:{GIT_PORT}"]).status_code == 200  # the DB rule is gone
+    assert closed_within(db, 15), "the tunnel outlived the rule that allowed it"
+    git = tunnel(f"{GIT}:{GIT_PORT}")
+    cli(world.service.env, "session", "end", started["session_id"])
+    assert closed_within(git, 15), "the tunnel outlived its session"
+    records = world.audit_wait(
+        lambda rs: sum(1 for r in rs if r["kind"] == "tcp" and (r.get("error") or "").startswith("closed by")) >= 2,
+        session=started["session_id"],
+    )
+    errors = sorted(r["error"] for r in records if r["kind"] == "tcp" and r.get("error"))
+    assert errors == [
+        f"closed by the proxy: no TCP rule allows {DB}:{DB_PORT} any more",
+        "closed by the proxy: the session ended",
+    ], errors
 
 
 def test_a_database_client_reaches_its_port_through_aileron_tcp_listen(

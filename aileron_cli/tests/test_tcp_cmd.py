@@ -142,3 +142,91 @@ def test_listen_reports_a_refusal_and_closes_that_connection() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_an_error_never_shows_the_proxy_url_or_its_token() -> None:
+    token = "ail_ses_secretsecretsecretsecret"
+    for url in (
+        f"https://aileron:{token}@127.0.0.1:9",
+        f"socks5://aileron:{token}@127.0.0.1:9",
+        token,
+        f"http://aileron:{token}@127.0.0.1:99999",
+        f"http://aileron:{token}@127.0.0.1:abc",
+    ):
+        result = _run(["git.example.com:22"], {"HTTPS_PROXY": url})
+        assert result.returncode == 1, (url, result.stderr)
+        assert token.encode() not in result.stderr and b"Traceback" not in result.stderr, result.stderr
+        assert result.stderr.count(b"\n") == 1 and result.stderr.startswith(b"aileron: "), result.stderr
+
+
+def test_a_destination_cannot_smuggle_lines_into_the_connect() -> None:
+    proxy = TinyProxy()
+    env = {"HTTPS_PROXY": f"http://aileron:t@127.0.0.1:{proxy.port}"}
+    for bad in (
+        "git.example.com:22 HTTP/1.1\r\nX-Injected: yes\r\n\r\nCONNECT db.example.com:5432",
+        "git.example.com\r\nX: y:22",
+        "a b:22",
+        "git.example.com:22\n",
+    ):
+        result = _run([bad], env)
+        assert result.returncode in (1, 2) and b"Traceback" not in result.stderr, (bad, result.stderr)
+        assert result.stderr.count(b"\n") == 1, result.stderr
+    assert proxy.heads == []  # nothing of them reached the proxy
+
+
+def test_an_ipv6_host_from_ssh_is_bracketed() -> None:
+    proxy = TinyProxy()
+    result = _run(["::1:22"], {"HTTPS_PROXY": f"http://aileron:t@127.0.0.1:{proxy.port}"})
+    assert result.returncode == 1  # the tiny proxy refuses it; what matters is the request line it got
+    assert proxy.heads[0].startswith(b"CONNECT [::1]:22 HTTP/1.1\r\n"), proxy.heads
+
+
+def test_listen_takes_only_a_loopback_address() -> None:
+    result = _run(["git.example.com:22", "--listen", "0.0.0.0:5432"], {"HTTPS_PROXY": "http://aileron:t@127.0.0.1:9"})
+    assert result.returncode == 2
+    assert result.stderr.decode() == "aileron: --listen takes a loopback address (127.0.0.1, ::1), not 0.0.0.0\n"
+
+
+def test_a_proxy_that_never_answers_the_connect_is_one_line_not_a_hang() -> None:
+    from runtime.sandbox import relay
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = silent.getsockname()[1]
+        try:
+            relay.open_tunnel("git.example.com:22", f"http://aileron:t@127.0.0.1:{port}", timeout=0.5)
+        except relay.TunnelRefused as exc:
+            assert str(exc).startswith("the proxy did not answer the CONNECT to git.example.com:22")
+        else:
+            raise AssertionError("no refusal")
+    finally:
+        silent.close()
+
+
+def test_the_forwarder_holds_a_bounded_number_of_connections() -> None:
+    """Beyond its limit a new local connection is closed at once and said so: one forwarder cannot take all of
+    the session's proxy connections (the proxy limits those per session)."""
+    from runtime.sandbox import relay
+
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog) and never answers: each tunnel waits
+    listener = relay.inside_listener("127.0.0.1", 0)
+    port = listener.getsockname()[1]
+    said: list[str] = []
+    proxy_url = f"http://aileron:t@127.0.0.1:{silent.getsockname()[1]}"
+    threading.Thread(
+        target=relay.forward,
+        args=(listener, "git.example.com:22", proxy_url),
+        kwargs={"report": said.append, "at_once": 2},
+        daemon=True,
+    ).start()
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+    extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        assert extra.recv(1) == b""  # closed at once
+        assert said == [
+            "aileron: 2 connections to git.example.com:22 are open through this forwarder; one more was closed"
+        ]
+    finally:
+        for sock in (*held, extra):
+            sock.close()
+        silent.close()

@@ -23,6 +23,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -185,17 +186,37 @@ class TunnelRefused(Exception):
     """The proxy did not open the tunnel; the text says why, in one line."""
 
 
+# A host name, an IPv4 address or a bracketed IPv6 one, then a port: nothing else reaches the CONNECT line.
+_DESTINATION = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?|\[[0-9A-Fa-f:.]{2,45}\]):[0-9]{1,5}")
+
+
 def open_tunnel(destination: str, proxy_url: str, *, timeout: float = 30.0) -> socket.socket:
-    """A socket through the proxy to DESTINATION (host:port), the session's token taken from PROXY_URL."""
+    """A socket through the proxy to DESTINATION (host:port), the session's token taken from PROXY_URL.
+
+    Neither the URL nor the token is ever part of an error: they end up in ssh's and git's output."""
+    if not _DESTINATION.fullmatch(destination):
+        raise TunnelRefused(f"{destination[:100]!r} is not HOST:PORT")
     proxy = urllib.parse.urlsplit(proxy_url)
+    try:
+        port = proxy.port or 80
+    except ValueError:
+        raise TunnelRefused("HTTPS_PROXY's port is not a number from 1 to 65535") from None
     if not proxy.hostname or proxy.scheme not in ("http", ""):
-        raise TunnelRefused(f"HTTPS_PROXY is not an http:// proxy URL: {proxy_url[:80]!r}")
+        raise TunnelRefused(f"HTTPS_PROXY is not an http:// proxy URL (its scheme: {proxy.scheme[:10] or 'none'})")
     user = urllib.parse.unquote(proxy.username or "aileron")
     token = urllib.parse.unquote(proxy.password or "")
     try:
-        sock = socket.create_connection((proxy.hostname, proxy.port or 80), timeout=timeout)
+        sock = socket.create_connection((proxy.hostname, port), timeout=timeout)
     except OSError as exc:
-        raise TunnelRefused(f"cannot reach the proxy at {proxy.hostname}:{proxy.port}: {exc.strerror or exc}") from None
+        raise TunnelRefused(f"cannot reach the proxy at {proxy.hostname}:{port}: {exc.strerror or exc}") from None
+    try:
+        return _tunnel(sock, destination, user, token)
+    except OSError as exc:  # a timeout included: the proxy never answered the CONNECT
+        sock.close()
+        raise TunnelRefused(f"the proxy did not answer the CONNECT to {destination}: {exc.strerror or exc}") from None
+
+
+def _tunnel(sock: socket.socket, destination: str, user: str, token: str) -> socket.socket:
     auth = base64.b64encode(f"{user}:{token}".encode()).decode()
     sock.sendall(
         f"CONNECT {destination} HTTP/1.1\r\nHost: {destination}\r\nProxy-Authorization: Basic {auth}\r\n"
@@ -228,9 +249,10 @@ def open_tunnel(destination: str, proxy_url: str, *, timeout: float = 30.0) -> s
     sock.close()
     try:
         problem = json.loads(body)
-        why = str(problem.get("detail") or problem.get("title") or "")
     except ValueError:
-        why = ""
+        problem = None
+    why = str(problem.get("detail") or problem.get("title") or "") if isinstance(problem, dict) else ""
+    why = " ".join(why.split())[:300]  # one line
     raise TunnelRefused(f"the proxy refused {destination}: {status_line[9:].strip()}" + (f" ({why})" if why else ""))
 
 
@@ -270,17 +292,47 @@ def relay_stdio(sock: socket.socket) -> int:
     return 0
 
 
-def forward(listener: socket.socket, destination: str, proxy_url: str, *, report: Callable[[str], None]) -> None:
+FORWARDED_AT_ONCE = 32  # a session's proxy connections are limited too: one forwarder must not take them all
+
+
+def forward(
+    listener: socket.socket,
+    destination: str,
+    proxy_url: str,
+    *,
+    report: Callable[[str], None],
+    at_once: int = FORWARDED_AT_ONCE,
+) -> None:
     """Tunnel each connection `listener` accepts through the proxy to DESTINATION, until killed: a client that
     cannot speak through a ProxyCommand (a database's) connects to the listener instead. A refusal closes that
-    connection and is reported in one line."""
+    connection and is reported in one line; beyond `at_once` open ones, a new connection is closed at once."""
     listener.setblocking(True)
+    slots = threading.BoundedSemaphore(at_once)
     while True:
         client, _ = listener.accept()
-        threading.Thread(target=_forward_one, args=(client, destination, proxy_url, report), daemon=True).start()
+        if not slots.acquire(blocking=False):
+            client.close()
+            report(
+                f"aileron: {at_once} connections to {destination} are open through this forwarder; one more was closed"
+            )
+            continue
+        threading.Thread(target=_forward_one, args=(client, destination, proxy_url, report, slots), daemon=True).start()
 
 
-def _forward_one(client: socket.socket, destination: str, proxy_url: str, report: Callable[[str], None]) -> None:
+def _forward_one(
+    client: socket.socket,
+    destination: str,
+    proxy_url: str,
+    report: Callable[[str], None],
+    slots: threading.BoundedSemaphore,
+) -> None:
+    try:
+        _forward_through(client, destination, proxy_url, report)
+    finally:
+        slots.release()
+
+
+def _forward_through(client: socket.socket, destination: str, proxy_url: str, report: Callable[[str], None]) -> None:
     try:
         far = open_tunnel(destination, proxy_url)
     except TunnelRefused as exc:
