@@ -9,6 +9,7 @@ final answer, and the audit show both calls of the session; nothing inside the s
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -46,12 +47,20 @@ TOOL_COMMAND = (
 )  # no command substitution: Gemini CLI refuses to run one
 
 
-# The held action: a Stripe refund, which the organization's approval rule holds until the user grants it.
-REFUND_CHARGE = "ch_claude_held"
-REFUND_COMMAND = (
-    "curl -sS -o /dev/null -w 'REFUND-DONE %{http_code}\\n' -X POST https://api.stripe.com/v1/refunds "
-    f"-d charge={REFUND_CHARGE} -d amount=500"
-)
+# The held action: a Stripe refund, which the organization's approval rule holds until the user grants it. Each
+# agent asks for its own charge (`ch_<agent>_held`, in the prompt), so each run needs its own grant.
+REFUND_CHARGE = re.compile(r"ch_[a-z]+_held")
+
+
+def refund_command(conversation: Any) -> str | None:
+    """The refund the prompt asks for, as the shell command the fake model answers with; None for any other."""
+    found = REFUND_CHARGE.search(json.dumps(conversation))
+    if found is None:
+        return None
+    return (
+        "curl -sS -o /dev/null -w 'REFUND-DONE %{http_code}\\n' -X POST https://api.stripe.com/v1/refunds "
+        f"-d charge={found.group()} -d amount=500"
+    )
 
 
 def _sse(events: list[dict[str, Any]]) -> Reply:
@@ -124,7 +133,7 @@ def claude_model(received: Received) -> Reply | None:
     if not any(isinstance(t, dict) and t.get("name") == "Bash" for t in body.get("tools", [])):
         return None  # a side request (a title, a summary): the default reply
     call = {"type": "tool_use", "id": "toolu_01aileron", "name": "Bash", "input": {}}
-    command = REFUND_COMMAND if REFUND_CHARGE in json.dumps(body.get("messages", [])) else TOOL_COMMAND
+    command = refund_command(body.get("messages", [])) or TOOL_COMMAND
     arguments = json.dumps({"command": command, "description": "Do what the user asked"})
     return anthropic_reply(
         [
@@ -196,7 +205,7 @@ def codex_model(received: Received) -> Reply | None:
             {"Content-Type": "application/json"},
             [json.dumps({"error": {"message": f"no shell in {names}"}}).encode()],
         )
-    arguments = json.dumps(CODEX_SHELL_TOOLS[tool](TOOL_COMMAND))
+    arguments = json.dumps(CODEX_SHELL_TOOLS[tool](refund_command(body.get("input", [])) or TOOL_COMMAND))
     call = {
         "type": "function_call",
         "id": "fc_1",
@@ -236,7 +245,10 @@ def gemini_model(received: Received) -> Reply | None:
         part = {
             "functionCall": {
                 "name": "run_shell_command",
-                "args": {"command": TOOL_COMMAND, "description": "File the issue"},
+                "args": {
+                    "command": refund_command(body.get("contents", [])) or TOOL_COMMAND,
+                    "description": "Do what the user asked",
+                },
             }
         }
     else:
@@ -417,11 +429,12 @@ def test_the_real_agent_files_an_issue_through_aileron_and_holds_no_credential(
         assert secret.decode() not in output + result.stderr, f"the {name} credential reached the terminal"
 
 
-def test_claude_codes_held_refund_is_granted_in_the_launching_terminal_and_the_agent_carries_on(
-    world: World, agents_image: str, tmp_path: Path
+@pytest.mark.parametrize("agent", list(CASES))
+def test_the_agents_held_refund_is_granted_in_the_launching_terminal_and_the_agent_carries_on(
+    world: World, agents_image: str, tmp_path: Path, agent: str
 ) -> None:
     """The real agent's tool call asks for a refund; `aileron launch` shows the held request in its terminal
-    (tmux), the user's key grants it, the refund goes out with the injected key, and Claude Code finishes."""
+    (tmux), the user's key grants it, the refund goes out with the injected key, and the agent finishes."""
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed (apt-get install tmux): the terminal test drives aileron launch in it")
     from tests.test_launch_pty import Tmux, approvals
@@ -430,13 +443,14 @@ def test_claude_codes_held_refund_is_granted_in_the_launching_terminal_and_the_a
     done = tmp_path / "exit-code"
     env = {**world.service.env, "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}", "TERM": "xterm"}
     argv = [str(BIN / "aileron"), "launch", "--sandbox", "docker", "--dir", str(project), "--"]
-    argv += ["claude", "--model", "claude-sonnet-4-5", "-p", f"Refund charge {REFUND_CHARGE}"]
-    tmux = Tmux(f"aileron-claude-held-{int(time.time() * 1000)}")
+    case, charge = CASES[agent], f"ch_{agent}_held"
+    argv += [*case.argv[:-1], f"Refund charge {charge}"]  # the case's own way to run it, with this prompt
+    tmux = Tmux(f"aileron-{agent}-held-{int(time.time() * 1000)}")
     mark = len(world.upstream.received)
     tmux.start(f"{shlex.join(argv)}; echo $? > {shlex.quote(str(done))}; sleep 120", env)
     try:
         screen = tmux.wait_for("waiting for approval", timeout=180)
-        assert "stripe.create-refund" in screen and REFUND_CHARGE in screen
+        assert "stripe.create-refund" in screen and charge in screen
         assert not [r for r in world.received_since(mark) if r.path.startswith("/v1/refunds")]  # held
         tmux.keys("g")  # the user's key press, read by aileron
         tmux.wait_for(FINAL_ANSWER, timeout=120)
@@ -449,8 +463,9 @@ def test_claude_codes_held_refund_is_granted_in_the_launching_terminal_and_the_a
     received = world.received_since(mark)
     [refund] = [r for r in received if r.method == "POST" and r.path == "/v1/refunds"]
     assert refund.headers["authorization"] == f"Bearer {world.canaries['stripe'].decode()}"
-    calls = [r for r in received if r.method == "POST" and r.path.startswith("/v1/messages")]
-    assert any("REFUND-DONE 201" in text for r in calls for text in tool_results(json.loads(r.body)))
-    granted = next(a for a in approvals(world) if a["args"].get("charge") == REFUND_CHARGE)
+    assert refund.body.startswith(f"charge={charge}&".encode()), refund.body
+    calls = [r for r in received if case.is_llm_call(r)]
+    assert any("REFUND-DONE 201" in text for r in calls for text in case.outputs(json.loads(r.body)))
+    granted = next(a for a in approvals(world) if a["args"].get("charge") == charge)
     assert granted["state"] == "granted"
     assert [d["approver"] for d in granted["decisions"]] == ["alice@example.com"]
