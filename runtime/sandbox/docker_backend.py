@@ -270,11 +270,7 @@ class DockerBackend:
                 socket_path = Path(spec.proxy_socket).resolve()
                 if agent_entry is not None:  # the derived image's agent is the project owner; else the image's
                     owner = Path(spec.workdir).stat() if run_image != spec.image and spec.workdir else None
-                    _open_socket_to(
-                        socket_path,
-                        owner.st_uid if owner else agent_entry.uid,
-                        owner.st_gid if owner else agent_entry.gid,
-                    )
+                    _open_socket_to(socket_path, owner.st_uid if owner else agent_entry.uid)
                 mounts += [_bind(Path(relay.__file__).resolve(), RELAY_SCRIPT), _bind(socket_path.parent, PROXY_DIR)]
                 listen = [
                     "--listen",
@@ -382,15 +378,18 @@ def gvisor_unavailable(client: Any) -> str | None:
     return None
 
 
-def _open_socket_to(socket_path: Path, uid: int, gid: int) -> None:
-    """Let the agent's uid, and no other, connect to the proxy socket from inside a gVisor sandbox, where the
-    relay runs as the agent. Launched as root, the socket becomes the agent's and its private folder traversable
-    (not listable); launched as another user, the agent is that user (the derived image) or cannot connect."""
+def _open_socket_to(socket_path: Path, uid: int) -> None:
+    """Let the agent's uid connect to the proxy socket from inside a gVisor sandbox, where the relay runs as the
+    agent. Launched as root, the socket becomes the agent's, still in the folder owner's group (a relay
+    container, which runs as that owner with no capabilities, and the netns relay can use it too), and its
+    private folder traversable (not listable); launched as another user, the agent is that user (the derived
+    image) or cannot connect."""
     if os.getuid() != 0 or uid == 0:
         return
-    os.chown(socket_path, uid, gid)
-    os.chmod(socket_path, 0o600)
-    os.chmod(socket_path.parent, 0o711)  # noqa: S103 - traverse only: the socket inside is the agent's alone
+    folder = socket_path.parent.stat()
+    os.chown(socket_path, uid, folder.st_gid)
+    os.chmod(socket_path, 0o660)
+    os.chmod(socket_path.parent, 0o711)  # noqa: S103 - traverse only: the socket inside is the agent's and root's
 
 
 def _idmapped_project(project: Path, agent: PasswdEntry) -> tuple[Path | None, str | None]:
