@@ -311,10 +311,10 @@ def forward(
     while True:
         client, _ = listener.accept()
         if not slots.acquire(blocking=False):
-            client.close()
-            report(
+            report(  # said before the close: whoever sees the connection end can read why
                 f"aileron: {at_once} connections to {destination} are open through this forwarder; one more was closed"
             )
+            client.close()
             continue
         threading.Thread(target=_forward_one, args=(client, destination, proxy_url, report, slots), daemon=True).start()
 
