@@ -163,9 +163,11 @@ def test_a_rebuild_replaces_the_image_offline_and_leaves_the_old_one_nowhere(doc
         leftover = docker_client.images.get(old_id)
     except ImageNotFound:
         leftover = None
-    if leftover is not None:  # only while an image built FROM it (another test's) still needs it
+    if leftover is not None:  # only while another test's image built FROM it, or its sandbox, still needs it
         assert leftover.tags == []
-        assert [i for i in docker_client.images.list(all=True) if i.attrs.get("Parent") == old_id], "left behind"
+        children = [i for i in docker_client.images.list(all=True) if i.attrs.get("Parent") == old_id]
+        users = [c for c in docker_client.containers.list(all=True) if c.attrs.get("Image") == old_id]
+        assert children or users, "left behind"
     assert (
         run_in(docker_client, base_image, "id -un; aileron --version")
         == f"agent\naileron, version {aileron_version()}\n"
