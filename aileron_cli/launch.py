@@ -330,6 +330,7 @@ class SandboxPlan:
     project: Path
     mcps: tuple[dict[str, Any], ...] = ()
     runtime: str = "runc"  # docker: "gvisor" runs it under runsc
+    aileron_project: str = ""  # the devcontainer's customizations.aileron.project (a slug), "" for none
 
 
 def launch_sandboxed(

@@ -640,12 +640,16 @@ def _key_socket() -> Path:
     return state.home() / "run" / "credentials.sock"
 
 
+PROJECT_HELP = "The organization's project (its slug) the session works for: attribution and its own TCP rules."
+
+
 @session.command("start")
 @click.option("--name", default="agent session", show_default=True, help="A label for the session.")
 @click.option("--minutes", type=click.IntRange(1, 1440), default=720, show_default=True, help="Lifetime.")
+@click.option("--project", "project_slug", default=None, help=PROJECT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
-def session_start(name: str, minutes: int, as_json: bool) -> None:
+def session_start(name: str, minutes: int, project_slug: str | None, as_json: bool) -> None:
     """Start a session: mint its token, check the local data plane's attestation, hand it your sealed master key."""
     from aileron_cli.sessions import session_open
 
@@ -655,14 +659,32 @@ def session_start(name: str, minutes: int, as_json: bool) -> None:
     login = require_login()
     passphrase = read_passphrase()
     with _logged_in_api() as api:
+        identity = _identity(api, login)
         opened = session_open(
-            api, _identity(api, login), passphrase=passphrase, name=name, minutes=minutes, socket_path=socket_path
+            api,
+            identity,
+            passphrase=passphrase,
+            name=name,
+            minutes=minutes,
+            socket_path=socket_path,
+            project_id=_project_id(api, identity.organization_id, project_slug),
         )
     if as_json:
         emit_json({"session_id": opened.session_id, "token": opened.token, "expires_at": opened.expires_at})
         return
     console.print(f"Session {opened.session_id} is unlocked until {opened.expires_at[:19]}.")
     console.print(f"For the agent: AILERON_TOKEN={opened.token}")
+
+
+def _project_id(api: ApiClient, organization_id: str, slug: str | None) -> str | None:
+    """The id of the organization's project SLUG (None for no slug), or a one-line error."""
+    if not slug:
+        return None
+    found = api.get(f"/api/v1/orgs/{organization_id}/projects/", params={"slug": slug})
+    results = found.get("results", []) if isinstance(found, dict) else []
+    if not results:
+        raise CliError(f"no project {slug!r} in this organization (its admins create projects)", exit_code=2)
+    return str(results[0]["id"])
 
 
 def _host_port(text: str, *, example: str, default_host: str | None = None) -> tuple[str, int]:
@@ -749,10 +771,22 @@ def tcp(destination: str, listen: str | None) -> None:
     default=".",
     help="The project: mounted at /workspace; its .devcontainer/devcontainer.json picks the image [default: .].",
 )
+@click.option(
+    "--project",
+    "project_slug",
+    default=None,
+    help=PROJECT_HELP + " [default: the devcontainer's customizations.aileron.project]",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @fail_cleanly
 def launch(
-    sandbox: str, proxy_text: str, name: str | None, minutes: int, project: Path, command: tuple[str, ...]
+    sandbox: str,
+    proxy_text: str,
+    name: str | None,
+    minutes: int,
+    project: Path,
+    project_slug: str | None,
+    command: tuple[str, ...],
 ) -> None:
     """Run an agent through Aileron: `aileron launch claude "fix the flaky test"`, or any command
     (`aileron launch -- ./agent.sh`). Its held requests are asked in this terminal."""
@@ -762,8 +796,9 @@ def launch(
     proxy = launching.Proxy.parse(proxy_text)
     argv = list(command)
     plan = _sandbox_plan(sandbox, project.resolve()) if sandbox != "none" else None
-    if plan is None:
-        _refuse_strict_unsandboxed(project.resolve())
+    configured = _refuse_strict_unsandboxed(project.resolve()) if plan is None else plan.aileron_project
+    if project_slug is None:
+        project_slug = configured or None  # `--project ""`: none, whatever the devcontainer says
     socket_path = _key_socket()
     if not socket_path.exists():
         raise CliError(f"no data plane key channel at {socket_path} (is `aileron service` running here?)")
@@ -772,6 +807,7 @@ def launch(
     with _logged_in_api() as api:
         identity = _identity(api, login)
         org = identity.organization_id
+        project_id = _project_id(api, org, project_slug)
 
         def open_session() -> Any:
             return session_open(
@@ -781,6 +817,7 @@ def launch(
                 name=name or Path(argv[0]).name,
                 minutes=minutes,
                 socket_path=socket_path,
+                project_id=project_id,
             )
 
         def end(opened: Any) -> None:
@@ -791,6 +828,9 @@ def launch(
 
         def follow(handle: Any) -> None:
             _follow_approvals(login, org, handle)
+
+        def record(opened: Any, about: dict[str, Any]) -> Any:
+            return _record_session(opened, argv, {**about, "project": project_slug or ""})
 
         warn = _warn_line
         if plan is None:
@@ -803,7 +843,7 @@ def launch(
                 warn=warn,
                 decide=decide,
                 follow=follow,
-                record=lambda opened, about: _record_session(opened, argv, about),
+                record=record,
             )
         else:
             from connectors.registry import manifest
@@ -834,7 +874,7 @@ def launch(
                 warn=warn,
                 decide=decide,
                 follow=follow,
-                record=lambda opened, about: _record_session(opened, argv, about),
+                record=record,
             )
     sys.exit(code)
 
@@ -892,12 +932,14 @@ def _sandbox_plan(name: str, project: Path) -> Any:
         project=project,
         mcps=tuple(m.as_dict() for m in config.mcps),
         runtime=config.runtime,
+        aileron_project=config.project,
     )
 
 
-def _refuse_strict_unsandboxed(project: Path) -> None:
+def _refuse_strict_unsandboxed(project: Path) -> str:
     """`--sandbox none` in a project whose devcontainer asks for strict mediation: one line, before anything.
-    A devcontainer that does not load is not this mode's business: without a sandbox it is not used."""
+    A devcontainer that does not load is not this mode's business: without a sandbox it is not used.
+    The devcontainer's project slug ("" for none)."""
     from runtime.sandbox.devcontainer import load_config
     from runtime.sandbox.image import ImageError
     from runtime.sandbox.mediation import STRICT, strict_launch_refusal
@@ -905,12 +947,13 @@ def _refuse_strict_unsandboxed(project: Path) -> None:
     try:
         config = load_config(project)
     except ImageError:
-        return
+        return ""
     refusal = strict_launch_refusal(sandbox="none", tier=config.tier) if config.mediation == STRICT else None
     if refusal is not None:
         raise CliError(refusal, exit_code=2)
     if config.runtime == "gvisor":
         raise CliError(_gvisor_elsewhere(config.source, "none"), exit_code=2)
+    return config.project
 
 
 def _gvisor_elsewhere(source: Path | None, sandbox: str) -> str:
@@ -985,7 +1028,8 @@ def session_info(as_json: bool) -> None:
     for s in sessions:
         console.print(
             f"{s['session_id']}  {s.get('agent', '')}  sandbox {s.get('sandbox', 'none')}"
-            f"  image {s.get('image') or '-'}  since {s.get('started_at', '')}  until {str(s.get('expires_at'))[:19]}"
+            + (f"  project {s['project']}" if s.get("project") else "")
+            + f"  image {s.get('image') or '-'}  since {s.get('started_at', '')}  until {str(s.get('expires_at'))[:19]}"
         )
 
 

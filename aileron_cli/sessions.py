@@ -26,13 +26,15 @@ def session_open(
     minutes: int,
     socket_path: Path,
     expected_measurement: str | None = None,
+    project_id: str | None = None,
 ) -> SessionOpened:
     """Start a session whose keys the credential service at `socket_path` holds, once it has proved what it runs.
 
     The passphrase is checked here first (a wrong one mints nothing). The master key goes to the data plane only
     HPKE-sealed to the key in an attestation report this CLI verified against its own measurement of the data
     plane's code (`expected_measurement`, by default computed from this installation). On any failure after the
-    token is minted, the token is deleted again.
+    token is minted, the token is deleted again. `project_id`: the organization's project the session works for
+    (attribution, and the project's own TCP rules).
     """
     from dataplane import attestation, keychannel
 
@@ -51,7 +53,7 @@ def session_open(
             raise CliError(f"cannot measure this installation's data plane: {exc}") from None
         created = api.post(
             f"/api/v1/orgs/{identity.organization_id}/session-tokens/",
-            {"name": name, "expires_in_minutes": minutes},
+            {"name": name, "expires_in_minutes": minutes, **({"project": project_id} if project_id else {})},
         )
 
         def revoke() -> None:

@@ -80,6 +80,7 @@ class SessionContext:
     egress_allow: tuple[str, ...]
     egress_plain_http: tuple[str, ...] = ()  # hosts reachable over plain HTTP (package mirrors)
     egress_tcp: tuple[str, ...] = ()  # "host:port" rules for raw TCP through the proxy (SSH, databases)
+    project_tcp: tuple[str, ...] = ()  # the session's project's own rules, besides the organization's
     shell_policy: ShellRules = ShellRules()  # what the sandbox's mediated shell was told to enforce
 
 
@@ -182,6 +183,7 @@ class ControlPlane:
                 egress_allow=tuple(str(a) for a in egress.get("allow", [])),
                 egress_plain_http=tuple(str(a) for a in egress.get("plain_http", [])),
                 egress_tcp=tuple(str(a) for a in egress.get("tcp", [])),
+                project_tcp=tuple(str(a) for a in egress.get("project_tcp", [])),
                 shell_policy=shell_rules_parse(body.get("shell_policy")),
             )
         except (KeyError, TypeError, AttributeError, ShellRuleError) as exc:

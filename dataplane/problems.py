@@ -169,9 +169,10 @@ UNSCANNABLE_BODY = Kind(
 TCP_NOT_ALLOWED = Kind(
     "tcp-not-allowed",
     403,
-    "No rule of your organization allows raw TCP to this host and port",
-    "Nothing was opened. An admin can allow it as a `host:port` TCP rule (PUT /api/v1/orgs/<org>/egress/, `tcp`); "
-    "HTTP and HTTPS go through the proxy as usual.",
+    "No TCP rule of your organization or project allows raw TCP to this host and port",
+    "Nothing was opened. An admin can allow it as a `host:port` TCP rule of the organization (PUT "
+    "/api/v1/orgs/<org>/egress/, `tcp`) or of a project (PUT /api/v1/orgs/<org>/projects/<id>/egress/, for "
+    "sessions started with `--project`); HTTP and HTTPS go through the proxy as usual.",
 )
 SCAN_UNAVAILABLE = Kind(
     "scan-unavailable",

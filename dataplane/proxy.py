@@ -73,7 +73,7 @@ from dataplane.scanpool import OFF_LOOP_BYTES, ScanPool, ScanTooLong, ScanUnavai
 from dataplane.sessions import CA_HOST, Sessions, proxy_token, serve_ca
 from dataplane.spool import AuditSpool, SpoolError
 from dataplane.usage import PriceTable, UsageParser, provider_for
-from policies.engine import TCP_PORTS_OF_THE_PROXY, egress_allows, tcp_allows
+from policies.engine import TCP_PORTS_OF_THE_PROXY, egress_allows
 from vaults import crypto
 
 log = logging.getLogger("aileron.proxy")
@@ -121,7 +121,7 @@ class AileronProxy:
         self.scan_slots: dict[str, asyncio.Lock] = {}  # per user: one large body scanned at a time
         self.held: dict[str, tuple[str, str]] = {}  # client connection -> (session token, user) it counts for
         self.tunnels_of: Counter[str] = Counter()  # connections held, by session token and by "user:" id
-        self.raw: dict[str, rawtcp.RawTunnel] = {}  # raw TCP tunnels (organization rules), by client connection
+        self.raw: dict[str, rawtcp.RawTunnel] = {}  # raw TCP tunnels (TCP rules), by client connection
         self._raw_watch: asyncio.Task[None] | None = None  # closes those whose session or rule is gone
         self.pending: dict[str, Pending] = {}
         self.sockets: dict[str, ws_messages.Socket] = {}  # WebSockets of sessions holding credentials, by flow
@@ -153,7 +153,7 @@ class AileronProxy:
         wants_raw = flow.request.headers.pop("x-aileron-tunnel", "").strip().lower() == "tcp"  # the sandbox relay
         rule = None
         if tunnel.port not in TCP_PORTS_OF_THE_PROXY and tunnel.host not in self.by_host:
-            rule = tcp_allows(live.context.egress_tcp, tunnel.host, tunnel.port)
+            rule = rawtcp.tcp_rule(live.context, tunnel.host, tunnel.port)
         if rule is not None or wants_raw:
             try:
                 if rule is None:
@@ -197,7 +197,7 @@ class AileronProxy:
                         continue
                     raw.cut = "closed by the proxy: the session ended"
                 else:
-                    if tcp_allows(live.context.egress_tcp, raw.host, raw.port) is not None:
+                    if rawtcp.tcp_rule(live.context, raw.host, raw.port) is not None:
                         continue
                     raw.cut = f"closed by the proxy: no TCP rule allows {raw.host}:{raw.port} any more"
                 log.info("raw tunnel %s to %s:%s %s", raw.request_id, raw.host, raw.port, raw.cut)

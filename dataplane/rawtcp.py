@@ -26,6 +26,8 @@ from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers import tcp as tcp_layers
 
 from dataplane.audit_records import now
+from dataplane.control import SessionContext
+from policies.engine import tcp_allows
 
 METADATA_KEY = "aileron_raw_tcp"  # on a CONNECT flow: relay raw TCP in this tunnel, to this checked address
 
@@ -36,7 +38,7 @@ class RawTunnel:
 
     request_id: str
     session_id: str
-    rule: str
+    rule: str  # which rule, and whose: "the organization's rule github.com:22"
     host: str
     port: int
     started: float
@@ -44,6 +46,17 @@ class RawTunnel:
     down: int = 0  # to the agent
     done: bool = False
     cut: str | None = None  # why the proxy closed it (its session ended, its rule was removed), for the outcome
+
+
+def tcp_rule(context: SessionContext, host: str, port: int) -> str | None:
+    """Which of the session's TCP rules lets HOST:PORT through, named with its owner, or None (denied)."""
+    rule = tcp_allows(context.egress_tcp, host, port)
+    if rule is not None:
+        return f"the organization's rule {rule}"
+    rule = tcp_allows(context.project_tcp, host, port)
+    if rule is not None:
+        return f"the project's rule {rule}"
+    return None
 
 
 def attempt_record(raw: RawTunnel, *, client_address: str) -> dict[str, Any]:
@@ -61,7 +74,7 @@ def attempt_record(raw: RawTunnel, *, client_address: str) -> dict[str, Any]:
         "path": "",
         "args": {"port": raw.port},
         "decision": "allow",
-        "reason": f"raw TCP under the organization's rule {raw.rule}",
+        "reason": f"raw TCP under {raw.rule}",
         "problem_type": "",
         "credential_id": None,
     }

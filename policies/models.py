@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_scopes import ScopedManager
 
-from tenants.models import Organization, Team
+from tenants.models import Organization, Project, Team
 
 CEDAR_MAX_CHARS = 20_000
 EGRESS_MAX_PATTERNS = 500
@@ -73,6 +73,24 @@ class EgressPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mode} for {self.organization_id}"
+
+
+class ProjectEgress(models.Model):
+    """Raw TCP rules of one project, added to the organization's for sessions started for that project (a
+    project's database port, say, that the rest of the organization has no business reaching). One row per
+    project, made on first change. Rules as in EgressPolicy.tcp."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="+")
+    tcp = models.JSONField(default=list, blank=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects: models.Manager[ProjectEgress] = ScopedManager(organization="organization")
+
+    def __str__(self) -> str:
+        return f"TCP rules of {self.project_id}"
 
 
 class ShellMode(models.TextChoices):

@@ -12,8 +12,8 @@ from django_scopes import scope
 
 from aileron_site.problems import NotFound
 from connectors.models import ConnectorEnablement
-from policies.models import EgressMode, EgressPolicy, Policy, ShellMode, ShellPolicy
-from tenants.models import Membership, Organization, TeamMembership
+from policies.models import EgressMode, EgressPolicy, Policy, ProjectEgress, ShellMode, ShellPolicy
+from tenants.models import Membership, Organization, Project, TeamMembership
 
 
 def policy_list(*, organization: Organization) -> QuerySet[Policy]:
@@ -31,6 +31,12 @@ def egress_get(*, organization: Organization) -> EgressPolicy:
     """The organization's egress setting; an unsaved open one until it is first changed."""
     found = EgressPolicy.objects.filter(organization=organization).first()
     return found if found is not None else EgressPolicy(organization=organization, mode=EgressMode.OPEN, allow=[])
+
+
+def project_egress_get(*, project: Project) -> ProjectEgress:
+    """The project's own TCP rules; an unsaved empty set until they are first changed."""
+    found = ProjectEgress.objects.filter(organization_id=project.organization_id, project=project).first()
+    return found if found is not None else ProjectEgress(organization_id=project.organization_id, project=project)
 
 
 def shell_policy_get(*, organization: Organization) -> ShellPolicy:
@@ -69,6 +75,7 @@ class SessionContext:
     egress_allow: list[str] = field(default_factory=list)
     egress_plain_http: list[str] = field(default_factory=list)
     egress_tcp: list[str] = field(default_factory=list)
+    project_tcp: list[str] = field(default_factory=list)  # the session's project's own rules, besides egress_tcp
     shell_policy: dict[str, Any] = field(default_factory=dict)  # policies.shell_rules.ShellRules.as_dict()
 
 
@@ -103,6 +110,16 @@ def session_context(*, session_token: str) -> SessionContext:
             .order_by("team_id", "created_at", "id")
         )
         egress = egress_get(organization=organization)
+        project_tcp = (
+            list(
+                ProjectEgress.objects.filter(organization=organization, project_id=token.project_id)
+                .values_list("tcp", flat=True)
+                .first()
+                or []
+            )
+            if token.project_id is not None
+            else []
+        )
         shell = shell_policy_get(organization=organization)
         credentials = _credentials_for(membership)
     return SessionContext(
@@ -121,6 +138,7 @@ def session_context(*, session_token: str) -> SessionContext:
         egress_allow=list(egress.allow),
         egress_plain_http=list(egress.plain_http),
         egress_tcp=list(egress.tcp),
+        project_tcp=project_tcp,
         shell_policy={
             "mode": shell.mode,
             "deny": list(shell.deny),

@@ -107,6 +107,13 @@ def personal_token_create(*, user: User, name: str, expires_in_days: int = 90) -
     )
 
 
+def _may_work_in(membership: Membership, project: Project) -> bool:
+    if project.team_id is None or role_has(membership.role, Perm.PROJECT_MANAGE):
+        return True
+    with scope(organization=membership.organization):
+        return TeamMembership.objects.filter(team_id=project.team_id, user_id=membership.user_id).exists()
+
+
 def session_token_create(
     *, membership: Membership, name: str, project: Project | None = None, expires_in_minutes: int = 12 * 60
 ) -> IssuedToken:
@@ -114,6 +121,10 @@ def session_token_create(
         raise InvalidInput(f"expires_in_minutes must be between 1 and {SESSION_TOKEN_MAX_MINUTES}.")
     if project is not None and project.organization_id != membership.organization_id:
         raise InvalidInput("That project is not in this organization.")
+    if project is not None and not _may_work_in(membership, project):
+        # A session for a project gets the project's own egress rules: only its team (or whoever manages
+        # projects) may start one.
+        raise Forbidden(f"Only members of the {project.slug} project's team may start sessions for it.")
     return _token_issue(
         kind=TokenKind.SESSION,
         name=name,

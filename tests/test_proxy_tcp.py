@@ -368,7 +368,7 @@ def test_real_ssh_in_a_sandbox_reaches_a_git_host_only_under_a_rule(tmp_path_fac
                 f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@{GIT} hello-from-the-sandbox"
             )
 
-            def launch() -> subprocess.CompletedProcess[bytes]:
+            def launch(*options: str) -> subprocess.CompletedProcess[bytes]:
                 return subprocess.run(
                     [
                         str(BIN / "aileron"),
@@ -377,6 +377,7 @@ def test_real_ssh_in_a_sandbox_reaches_a_git_host_only_under_a_rule(tmp_path_fac
                         "netns",
                         "--dir",
                         str(project),
+                        *options,
                         "--",
                         "sh",
                         "-c",
@@ -406,5 +407,98 @@ def test_real_ssh_in_a_sandbox_reaches_a_git_host_only_under_a_rule(tmp_path_fac
             assert {r["decision"] for r in tunnels} == {"allow", "deny"}, json.dumps(tunnels)[:2000]
             [done] = [r for r in tunnels if r["decision"] == "allow" and r["kind"] == "tcp"]
             assert done["args"] == {"port": 22} and done["request_bytes"] > 0 and done["response_bytes"] > 0
+
+            # The same rule as the project's own: the devcontainer names the project, `--project ""` none.
+            assert _set_rules(world, []).status_code == 200
+            with world.api() as api:
+                made = api.post(f"/api/v1/orgs/{world.org_id}/projects/", json={"name": "Infra", "slug": "infra"})
+                rules = api.put(
+                    f"/api/v1/orgs/{world.org_id}/projects/{made.json()['id']}/egress/", json={"tcp": [f"{GIT}:22"]}
+                )
+                assert rules.status_code == 200, rules.text
+            (project / ".devcontainer").mkdir()
+            (project / ".devcontainer" / "devcontainer.json").write_text(
+                json.dumps({"customizations": {"aileron": {"project": "infra"}}})
+            )
+            for_project = launch()
+            assert for_project.returncode == 0, for_project.stderr.decode()
+            assert for_project.stdout.decode().strip() == "aileron-sshd-ok: hello-from-the-sandbox"
+            without = launch("--project", "")
+            assert without.returncode == 255, without.stderr.decode()
+            assert f"aileron: the proxy refused {GIT}:22: 403" in without.stdout.decode()
+            records = world.audit_wait(
+                lambda rs: any("the project's rule" in r["reason"] and r.get("completed_at") for r in rs)
+            )
+            [by_project] = [r for r in records if "the project's rule" in r["reason"]]
+            assert by_project["project"] == made.json()["id"] and by_project["response_bytes"] > 0
     finally:
         sshd.stop()
+
+
+def test_a_projects_own_rule_opens_only_that_projects_sessions(world: World, servers: dict[str, BannerServer]) -> None:
+    """A project's TCP rules (PUT .../projects/<id>/egress/) reach only sessions started for the project
+    (`aileron session start --project SLUG`); the organization's other sessions stay refused. The audit names the
+    project's rule, and removing it closes the open tunnel."""
+    assert _set_rules(world, []).status_code == 200
+    with world.api() as api:
+        project = api.post(f"/api/v1/orgs/{world.org_id}/projects/", json={"name": "Payments", "slug": "payments"})
+        assert project.status_code == 201, project.text
+        where = f"/api/v1/orgs/{world.org_id}/projects/{project.json()['id']}/egress/"
+        refused = api.put(where, json={"tcp": [f"{DB}:443"]})
+        assert refused.status_code == 400 and refused.json()["errors"][0]["pointer"] == "/tcp/0", refused.text
+        set_ = api.put(where, json={"tcp": [f"{DB}:{DB_PORT}"]})
+        assert set_.status_code == 200 and set_.json()["tcp"] == [f"{DB}:{DB_PORT}"], set_.text
+    unknown = subprocess.run(
+        [str(BIN / "aileron"), "session", "start", "--project", "nope"],
+        env=world.service.env,
+        capture_output=True,
+        timeout=90,
+        check=False,
+    )
+    assert unknown.returncode == 2 and b"no project 'nope'" in unknown.stderr, unknown.stderr
+    started = json.loads(cli(world.service.env, "session", "start", "--project", "payments", "--json").stdout)
+    time.sleep(1.2)
+    before = servers["db"].connections
+
+    def connect(token: str) -> tuple[socket.socket, bytes]:
+        sock = socket.create_connection(("127.0.0.1", world.service.proxy_port), timeout=10)
+        auth = base64.b64encode(f"aileron:{token}".encode()).decode()
+        sock.sendall(
+            f"CONNECT {DB}:{DB_PORT} HTTP/1.1\r\nHost: {DB}\r\nProxy-Authorization: Basic {auth}\r\n"
+            "X-Aileron-Tunnel: tcp\r\n\r\n".encode()
+        )
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += sock.recv(1) or b"\r\n\r\n"
+        return sock, head
+
+    other, head = connect(world.token)  # the same user's session without the project
+    body = _read(other, b"}", timeout=5)
+    other.close()
+    assert head.startswith(b"HTTP/1.1 403") and b"tcp-not-allowed" in head + body, head + body
+    assert servers["db"].connections == before
+    mine, head = connect(started["token"])
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert _read(mine, b"\r\n") == BANNER
+    mine.sendall(b"select 3;\n")
+    assert _read(mine, b"\n") == b"SELECT 3;\n"
+    with world.api() as api:
+        assert api.put(where, json={"tcp": []}).status_code == 200
+    mine.settimeout(15)
+    deadline = time.monotonic() + 15
+    with contextlib.suppress(OSError):
+        while time.monotonic() < deadline:
+            mine.sendall(b"keep-alive\n")
+            if not mine.recv(65536):
+                break
+            time.sleep(0.2)
+    assert time.monotonic() < deadline, "the tunnel outlived the project's rule"
+    mine.close()
+    records = world.audit_wait(
+        lambda rs: any(r["kind"] == "tcp" and r.get("error") for r in rs), session=started["session_id"]
+    )
+    [record] = [r for r in records if r["kind"] == "tcp"]
+    assert record["reason"] == f"raw TCP under the project's rule {DB}:{DB_PORT}", record
+    assert record["error"] == f"closed by the proxy: no TCP rule allows {DB}:{DB_PORT} any more"
+    assert record["project"] == project.json()["id"]
+    cli(world.service.env, "session", "end", started["session_id"])

@@ -37,6 +37,9 @@ class SessionEgressSerializer(serializers.Serializer[Any]):
     allow = serializers.ListField(child=serializers.CharField())
     plain_http = serializers.ListField(child=serializers.CharField())
     tcp = serializers.ListField(child=serializers.CharField())
+    project_tcp = serializers.ListField(
+        child=serializers.CharField(), help_text="The session's project's own TCP rules, besides `tcp`."
+    )
 
 
 class SessionShellPolicySerializer(serializers.Serializer[Any]):
@@ -87,6 +90,7 @@ class SessionContextView(APIView):
                 "allow": found.egress_allow,
                 "plain_http": found.egress_plain_http,
                 "tcp": found.egress_tcp,
+                "project_tcp": found.project_tcp,
             },
             "shell_policy": found.shell_policy,
         }

@@ -12,6 +12,7 @@ from policies.models import (
     EgressMode,
     EgressPolicy,
     Policy,
+    ProjectEgress,
     ShellMode,
     ShellPolicy,
 )
@@ -62,6 +63,17 @@ def _host_patterns(help_text: str) -> serializers.ListField:
     )
 
 
+def _tcp_rules(help_text: str) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(max_length=300, trim_whitespace=False),
+        max_length=EGRESS_MAX_PATTERNS,
+        allow_empty=True,
+        required=False,
+        default=list,
+        help_text=help_text,
+    )
+
+
 class EgressSerializer(serializers.ModelSerializer[EgressPolicy]):
     mode = serializers.ChoiceField(
         choices=EgressMode.choices,
@@ -73,20 +85,27 @@ class EgressSerializer(serializers.ModelSerializer[EgressPolicy]):
         'as "deb.debian.org". None by default; a connector\'s host never.'
     )
 
-    tcp = serializers.ListField(
-        child=serializers.CharField(max_length=300, trim_whitespace=False),
-        max_length=EGRESS_MAX_PATTERNS,
-        allow_empty=True,
-        required=False,
-        default=list,
-        help_text='Raw TCP destinations as "host:port" ("github.com:22", "*.db.example.com:5432"): carried by the '
-        "sandbox relay through the proxy, audited, uncredentialed. None by default; never ports 80 or 443, never a "
-        "connector's host.",
+    tcp = _tcp_rules(
+        'Raw TCP destinations as "host:port" ("github.com:22", "*.db.example.com:5432"): carried by the sandbox '
+        "relay through the proxy, audited, uncredentialed. None by default; never ports 80 or 443, never a "
+        "connector's host."
     )
 
     class Meta:
         model = EgressPolicy
         fields = ["mode", "allow", "plain_http", "tcp", "updated_at"]
+        read_only_fields = ["updated_at"]
+
+
+class ProjectEgressSerializer(serializers.ModelSerializer[ProjectEgress]):
+    tcp = _tcp_rules(
+        "The project's own raw TCP destinations as \"host:port\", checked as the organization's are: sessions started "
+        "for the project may use them besides the organization's."
+    )
+
+    class Meta:
+        model = ProjectEgress
+        fields = ["tcp", "updated_at"]
         read_only_fields = ["updated_at"]
 
 

@@ -19,6 +19,11 @@ urlpatterns = [
     ),
     path("orgs/<uuid:org_id>/egress/", v.EgressViewSet.as_view({"get": "retrieve", "put": "update"}), name="egress"),
     path(
+        "orgs/<uuid:org_id>/projects/<uuid:project_id>/egress/",
+        v.ProjectEgressViewSet.as_view({"get": "retrieve", "put": "update"}),
+        name="project-egress",
+    ),
+    path(
         "orgs/<uuid:org_id>/shell-policy/",
         v.ShellPolicyViewSet.as_view({"get": "retrieve", "put": "update"}),
         name="shell-policy",

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from aileron_site.problems import NotFound
 from policies import selectors, services
 from policies.api import serializers as s
-from policies.models import EgressPolicy, Policy, ShellPolicy
+from policies.models import EgressPolicy, Policy, ProjectEgress, ShellPolicy
 from tenants import selectors as tenant_selectors
 from tenants.api.views import ORDER_BY_CREATED, OrgScopedViewSet
 from tenants.models import Team
@@ -97,6 +97,26 @@ class EgressViewSet(OrgScopedViewSet):
             tcp=data.validated_data.get("tcp", []),
         )
         return Response(s.EgressSerializer(egress).data)
+
+
+class ProjectEgressViewSet(OrgScopedViewSet):
+    """A project's own TCP rules (see policies.models.ProjectEgress); 404 for a project of another organization."""
+
+    serializer_class = s.ProjectEgressSerializer
+    queryset = ProjectEgress.objects.none()  # for the schema's path parameters only
+    permission_map = {"retrieve": Perm.PROJECT_VIEW, "update": Perm.POLICY_MANAGE}
+    pagination_class = None
+
+    def retrieve(self, request: Request, org_id: uuid.UUID, project_id: uuid.UUID) -> Response:
+        project = tenant_selectors.project_get(organization=self.organization, project_id=project_id)
+        return Response(s.ProjectEgressSerializer(selectors.project_egress_get(project=project)).data)
+
+    def update(self, request: Request, org_id: uuid.UUID, project_id: uuid.UUID) -> Response:
+        project = tenant_selectors.project_get(organization=self.organization, project_id=project_id)
+        data = s.ProjectEgressSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        egress = services.project_egress_set(acting=self.membership, project=project, tcp=data.validated_data["tcp"])
+        return Response(s.ProjectEgressSerializer(egress).data)
 
 
 class ShellPolicyViewSet(OrgScopedViewSet):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
 from django_scopes import scope
 
 from conftest import Cast, client_for
+from policies.models import ProjectEgress
 from tenants import services
 
 pytestmark = pytest.mark.django_db
@@ -174,3 +176,27 @@ def test_egress_refuses_bad_patterns_naming_them(cast: Cast) -> None:
     assert problem["errors"][0]["pointer"] == "/allow/1"
     too_many = {"mode": "allowlist", "allow": [f"h{i}.example" for i in range(501)]}
     assert client_for(cast.alice.token).put(url, too_many, format="json").status_code == 400
+
+
+def test_a_projects_tcp_rules_are_read_by_members_and_set_by_policy_managers(cast: Cast) -> None:
+    with scope(organization=cast.alice.org):
+        project = services.project_create(organization=cast.alice.org, name="Payments")
+    url = f"/api/v1/orgs/{cast.alice.org.pk}/projects/{project.pk}/egress/"
+    bob, alice = client_for(cast.bob.token), client_for(cast.alice.token)
+    assert bob.get(url).json()["tcp"] == []
+    body = {"tcp": ["DB.payments.example:5432", "db.payments.example:5432", "*.git.example:22"]}
+    assert bob.put(url, body, format="json").status_code == 403
+    saved = alice.put(url, body, format="json")
+    assert saved.status_code == 200, saved.content
+    assert saved.json()["tcp"] == ["db.payments.example:5432", "*.git.example:22"]
+    assert bob.get(url).json()["tcp"] == ["db.payments.example:5432", "*.git.example:22"]
+    with scope(organization=cast.alice.org):
+        assert ProjectEgress.objects.get(project=project).tcp == ["db.payments.example:5432", "*.git.example:22"]
+    bad = alice.put(url, {"tcp": ["db.payments.example:5432", "api.github.com:22"]}, format="json")
+    assert bad.status_code == 400 and bad.json()["errors"][0]["pointer"] == "/tcp/1", bad.content
+    assert alice.put(url, {"tcp": ["x.example:443"]}, format="json").status_code == 400
+    with scope(organization=cast.alice.org):  # a refused write changed nothing
+        assert ProjectEgress.objects.get(project=project).tcp == ["db.payments.example:5432", "*.git.example:22"]
+    other = client_for(cast.charlie.token)
+    assert other.get(url.replace(str(cast.alice.org.pk), str(cast.charlie.org.pk))).status_code == 404
+    assert alice.get(url.replace(str(project.pk), str(uuid.uuid4()))).status_code == 404

@@ -82,7 +82,7 @@ def test_it_describes_the_session_user_and_organization(world: World, cast: Cast
     assert body["project_id"] is None
     assert body["team_ids"] == [str(world.payments.pk)]
     assert body["expires_at"]
-    assert body["egress"] == {"mode": "open", "allow": [], "plain_http": [], "tcp": []}
+    assert body["egress"] == {"mode": "open", "allow": [], "plain_http": [], "tcp": [], "project_tcp": []}
 
 
 def test_it_gives_the_org_policies_and_the_users_teams_policies_only(world: World) -> None:
@@ -110,11 +110,44 @@ def test_it_reflects_the_egress_setting(world: World, cast: Cast) -> None:
         "allow": ["*.pypi.org"],
         "plain_http": ["deb.debian.org"],
         "tcp": ["github.com:22"],
+        "project_tcp": [],
     }
     with scope(organization=cast.alice.org):  # left out: kept as it is
         policy_services.egress_set(acting=cast.alice.membership, mode="open", allow=[])
     egress = context(world).json()["egress"]
     assert egress["plain_http"] == ["deb.debian.org"] and egress["tcp"] == ["github.com:22"]
+
+
+def test_a_session_for_a_project_gets_the_projects_own_tcp_rules(world: World, cast: Cast) -> None:
+    with scope(organization=cast.alice.org):
+        policy_services.egress_set(acting=cast.alice.membership, mode="open", allow=[], tcp=["git.example:22"])
+        project = services.project_create(organization=cast.alice.org, name="Checkout", team=world.payments)
+        other = services.project_create(organization=cast.alice.org, name="Website")
+        policy_services.project_egress_set(acting=cast.alice.membership, project=project, tcp=["db.example:5432"])
+        policy_services.project_egress_set(acting=cast.alice.membership, project=other, tcp=["web.example:3306"])
+    for_project = services.session_token_create(membership=cast.alice.membership, name="a", project=project)
+    body = context(world, for_project.plaintext).json()
+    assert body["project_id"] == str(project.pk)
+    assert (body["egress"]["tcp"], body["egress"]["project_tcp"]) == (["git.example:22"], ["db.example:5432"])
+    assert context(world).json()["egress"]["project_tcp"] == []  # the same user, no project
+
+
+def test_only_the_projects_team_or_a_project_manager_starts_sessions_for_it(world: World, cast: Cast) -> None:
+    with scope(organization=cast.alice.org):
+        project = services.project_create(organization=cast.alice.org, name="Checkout", team=world.payments)
+        open_project = services.project_create(organization=cast.alice.org, name="Website")
+    url = f"/api/v1/orgs/{cast.alice.org.pk}/session-tokens/"
+    bob = client_for(cast.bob.token)  # a member, in Support, not in Payments
+    refused = bob.post(url, {"name": "a", "project": str(project.pk)}, format="json")
+    assert refused.status_code == 403 and "checkout project's team" in refused.json()["detail"], refused.content
+    with scopes_disabled():
+        assert not ApiToken.objects.filter(user=cast.bob.user, kind="ses").exists()
+    assert bob.post(url, {"name": "a", "project": str(open_project.pk)}, format="json").status_code == 201
+    with scope(organization=cast.alice.org):
+        services.team_member_add(team=world.payments, user_id=cast.bob.user.pk)
+    assert bob.post(url, {"name": "a", "project": str(project.pk)}, format="json").status_code == 201
+    alice = client_for(cast.alice.token)  # the owner manages projects
+    assert alice.post(url, {"name": "a", "project": str(project.pk)}, format="json").status_code == 201
 
 
 def test_credentials_come_only_from_the_users_vaults_personal_first(world: World, cast: Cast) -> None:

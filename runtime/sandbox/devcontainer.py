@@ -31,6 +31,8 @@ The `customizations.aileron` block (every key optional; any other key is an erro
 - `runtime`: "runc" (the default) or "gvisor": the docker sandbox runs under gVisor's runsc, an application
   kernel between the agent and the host's, where the engine has it (docker_backend.py says how to add it);
   `aileron launch` refuses "gvisor" in one line where it cannot run.
+- `project`: the slug of the organization's project the agent works for: its sessions are attributed to it and
+  get the project's own TCP rules besides the organization's (`aileron launch --project` overrides it).
 
 JSON with comments is accepted as devcontainer.json allows: `//` and `/* */` comments and trailing commas.
 Other devcontainer keys (features, forwardPorts, postCreateCommand, ...) are not applied; `ignored` lists them.
@@ -64,7 +66,8 @@ MEDIATION_MODES = ("default", "strict", "off")
 APPROVAL_SURFACES = ("terminal", "web", "both")
 DEFAULT_MEDIATION = "default"
 DEFAULT_APPROVAL_SURFACE = "both"
-AILERON_KEYS = ("mediation", "approval_surface", "image", "mcps", "runtime")
+AILERON_KEYS = ("mediation", "approval_surface", "image", "mcps", "runtime", "project")
+PROJECT_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,60}")
 RUNTIMES = ("runc", "gvisor")
 DEFAULT_RUNTIME = "runc"
 MCP_KEYS = ("name", "command", "args", "env")
@@ -109,6 +112,7 @@ class SandboxConfig:
     approval_surface: str = DEFAULT_APPROVAL_SURFACE
     mcps: tuple[McpServer, ...] = ()
     runtime: str = DEFAULT_RUNTIME  # "gvisor": the docker sandbox under runsc
+    project: str = ""  # the Aileron project (its slug) the agent's sessions are started for; "" for none
     source: Path | None = None  # the devcontainer.json read; None when the project has none
     ignored: tuple[str, ...] = ()  # devcontainer keys present but not applied (features, forwardPorts, ...)
 
@@ -140,6 +144,7 @@ class SandboxConfig:
             "approval_surface": self.approval_surface,
             "mcps": [m.as_dict() for m in self.mcps],
             "runtime": self.runtime,
+            "project": self.project,
             "ignored": list(self.ignored),
         }
 
@@ -209,6 +214,7 @@ def parse_config(text: str, *, path: Path) -> SandboxConfig:
         approval_surface=aileron.get("approval_surface", DEFAULT_APPROVAL_SURFACE),
         mcps=aileron.get("mcps", ()),
         runtime=aileron.get("runtime", DEFAULT_RUNTIME),
+        project=aileron.get("project", ""),
         source=path,
         ignored=tuple(ignored),
     )
@@ -294,6 +300,11 @@ def _aileron_block(data: dict[str, Any], where: _Where) -> dict[str, Any]:
         result["mcps"] = _mcps(block["mcps"], f"{key}.mcps", where)
     if "runtime" in block:
         result["runtime"] = _one_of(block["runtime"], RUNTIMES, f"{key}.runtime", where)
+    if "project" in block:
+        value = block["project"]
+        if not isinstance(value, str) or not PROJECT_SLUG.fullmatch(value):
+            raise where.error(f"{key}.project", f"must be a project's slug, such as checkout (got {_got(value)})")
+        result["project"] = value
     return result
 
 

@@ -233,6 +233,7 @@ def test_the_summary_says_everything_launch_needs(tmp_path):
         "approval_surface": "terminal",
         "mcps": [],
         "runtime": "runc",
+        "project": "",
         "ignored": [],
     }
 
@@ -242,8 +243,21 @@ def test_every_runtime_is_accepted(tmp_path, runtime):
     assert config_of(tmp_path, {"customizations": {"aileron": {"runtime": runtime}}}).runtime == runtime
 
 
+def test_a_project_slug_is_read(tmp_path):
+    assert config_of(tmp_path, {"customizations": {"aileron": {"project": "check-out_2"}}}).project == "check-out_2"
+    assert config_of(tmp_path, {}).project == ""
+
+
 AILERON = "customizations.aileron"
 INVALID = [
+    (
+        {"customizations": {"aileron": {"project": "../etc"}}},
+        f'{AILERON}.project: must be a project\'s slug, such as checkout (got "../etc")',
+    ),
+    (
+        {"customizations": {"aileron": {"project": 5}}},
+        f"{AILERON}.project: must be a project's slug, such as checkout (got 5)",
+    ),
     (
         {"customizations": {"aileron": {"approval_surface": "phone"}}},
         f'{AILERON}.approval_surface: must be one of terminal, web, both (got "phone")',
@@ -258,7 +272,7 @@ INVALID = [
     ),
     (
         {"customizations": {"aileron": {"mediaton": "strict"}}},
-        f"{AILERON}.mediaton: unknown key (known: approval_surface, image, mcps, mediation, runtime)",
+        f"{AILERON}.mediaton: unknown key (known: approval_surface, image, mcps, mediation, project, runtime)",
     ),
     (
         {"customizations": {"aileron": {"runtime": "kata"}}},
