@@ -63,14 +63,13 @@ def _host_patterns(help_text: str) -> serializers.ListField:
     )
 
 
-def _tcp_rules(help_text: str) -> serializers.ListField:
+def _tcp_rules(help_text: str, *, required: bool = False) -> serializers.ListField:
     return serializers.ListField(
         child=serializers.CharField(max_length=300, trim_whitespace=False),
         max_length=EGRESS_MAX_PATTERNS,
         allow_empty=True,
-        required=False,
-        default=list,
         help_text=help_text,
+        **({"required": True} if required else {"required": False, "default": list}),
     )
 
 
@@ -100,7 +99,8 @@ class EgressSerializer(serializers.ModelSerializer[EgressPolicy]):
 class ProjectEgressSerializer(serializers.ModelSerializer[ProjectEgress]):
     tcp = _tcp_rules(
         "The project's own raw TCP destinations as \"host:port\", checked as the organization's are: sessions started "
-        "for the project may use them besides the organization's."
+        "for the project may use them besides the organization's. Required: `[]` removes them all.",
+        required=True,
     )
 
     class Meta:

@@ -195,6 +195,7 @@ def test_a_projects_tcp_rules_are_read_by_members_and_set_by_policy_managers(cas
     bad = alice.put(url, {"tcp": ["db.payments.example:5432", "api.github.com:22"]}, format="json")
     assert bad.status_code == 400 and bad.json()["errors"][0]["pointer"] == "/tcp/1", bad.content
     assert alice.put(url, {"tcp": ["x.example:443"]}, format="json").status_code == 400
+    assert alice.put(url, {"rules": []}, format="json").status_code == 400  # no `tcp`: not read as "none"
     with scope(organization=cast.alice.org):  # a refused write changed nothing
         assert ProjectEgress.objects.get(project=project).tcp == ["db.payments.example:5432", "*.git.example:22"]
     other = client_for(cast.charlie.token)
