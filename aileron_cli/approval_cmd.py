@@ -10,7 +10,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,6 +21,7 @@ from rich.text import Text
 from aileron_cli import state
 from aileron_cli.audit_cmd import since_parse
 from aileron_cli.client import ApiClient, CliError
+from aileron_cli.common import console, emit_json, err_console, fail_cleanly, logged_in_api, require_login
 
 STATES = ("pending", "granted", "rejected", "expired", "cancelled", "all")
 # How the morning view groups what happened: what ran, what was refused, what was never used, what still waits.
@@ -48,18 +48,6 @@ FATAL_CLOSES = {
 RETRYABLE_STATUSES = frozenset({500, 502, 503, 504})
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
-
-
-def _cleanly[**P, R](func: Callable[P, R]) -> Callable[P, R]:
-    """main.fail_cleanly, looked up when the command runs: main imports this module while it is loading."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from aileron_cli import main
-
-        return main.fail_cleanly(func)(*args, **kwargs)
-
-    return wrapper
 
 
 # --- pure formatting --------------------------------------------------------------------------------------------
@@ -353,33 +341,32 @@ def approval() -> None:
 @click.option("--action", default=None, help="An action, or a prefix ending in * (e.g. 'stripe.*').")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True, help="At most this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print the approvals as JSON.")
-@_cleanly
+@fail_cleanly
 def approval_list(state_filter: str, since: str | None, action: str | None, limit: int, as_json: bool) -> None:
     """Approvals, newest first, grouped: completed, rejected (who and why), still pending; a count per state."""
-    from aileron_cli import main
 
     params: dict[str, str | int] = {"state": state_filter, "limit": limit}
     if since is not None:
         params["since"] = since_parse(since).isoformat()
     if action:
         params["action"] = action
-    login = main.require_login()
-    with main._logged_in_api() as api:
+    login = require_login()
+    with logged_in_api() as api:
         page = api.get(_base(login), params=params)
     approvals: list[dict[str, Any]] = page["results"]
     if as_json:
-        main.emit_json(approvals)
+        emit_json(approvals)
         return
     if approvals:
         title = "Approvals" if state_filter == "all" else f"Approvals: {state_filter}"
         if since is not None:
             title += f" since {since}"
-        main.console.print(approvals_table(approvals, title=title))
+        console.print(approvals_table(approvals, title=title))
     else:
-        main.console.print("No approvals match.")
-    main.console.print(summary_line(approvals, state_filter=state_filter), markup=False)
+        console.print("No approvals match.")
+    console.print(summary_line(approvals, state_filter=state_filter), markup=False)
     if page.get("count", 0) > len(approvals):
-        main.err_console.print(
+        err_console.print(
             f"{len(approvals)} of {page['count']} shown (and counted); use --limit or narrow with --since or --action."
         )
 
@@ -387,39 +374,37 @@ def approval_list(state_filter: str, since: str | None, action: str | None, limi
 @approval.command("show")
 @click.argument("approval_ref", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the approval as JSON.")
-@_cleanly
+@fail_cleanly
 def approval_show(approval_ref: str, as_json: bool) -> None:
     """An approval in full: arguments, the exact request it is bound to, decisions, expiry."""
-    from aileron_cli import main
 
-    login = main.require_login()
-    with main._logged_in_api() as api:
+    login = require_login()
+    with logged_in_api() as api:
         approval_id = approval_resolve(api, _base(login), approval_ref)
         found = api.get(f"{_base(login)}{approval_id}/")
     if as_json:
-        main.emit_json(found)
+        emit_json(found)
         return
-    main.console.print(approval_details(found), markup=False, highlight=False)
+    console.print(approval_details(found), markup=False, highlight=False)
 
 
 def _decide(verb: str, approval_ref: str, body: dict[str, Any] | None, as_json: bool) -> None:
-    from aileron_cli import main
 
-    login = main.require_login()
-    with main._logged_in_api() as api:
+    login = require_login()
+    with logged_in_api() as api:
         approval_id = approval_resolve(api, _base(login), approval_ref)
         result = api.post(f"{_base(login)}{approval_id}/{verb}/", body or {})
     if as_json:
-        main.emit_json(result)
+        emit_json(result)
         return
-    main.console.print(decided_message(result), markup=False)
+    console.print(decided_message(result), markup=False)
 
 
 @approval.command("grant")
 @click.argument("approval_ref", metavar="ID")
 @click.option("--reason", default=None, help="Why (optional; shown to the requester).")
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting approval as JSON.")
-@_cleanly
+@fail_cleanly
 def approval_grant(approval_ref: str, reason: str | None, as_json: bool) -> None:
     """Grant ID: the agent's byte-identical request may then run once (a two-approver rule needs another)."""
     _decide("grant", approval_ref, {"reason": reason} if reason else {}, as_json)
@@ -429,7 +414,7 @@ def approval_grant(approval_ref: str, reason: str | None, as_json: bool) -> None
 @click.argument("approval_ref", metavar="ID")
 @click.option("--reason", default=None, help="Why (required; the agent and the requester are shown it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting approval as JSON.")
-@_cleanly
+@fail_cleanly
 def approval_reject(approval_ref: str, reason: str | None, as_json: bool) -> None:
     """Reject ID with a reason: the agent is refused and told why."""
     if not reason or not reason.strip():
@@ -440,7 +425,7 @@ def approval_reject(approval_ref: str, reason: str | None, as_json: bool) -> Non
 @approval.command("cancel")
 @click.argument("approval_ref", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting approval as JSON.")
-@_cleanly
+@fail_cleanly
 def approval_cancel(approval_ref: str, as_json: bool) -> None:
     """Withdraw a pending request (your own, or any if you may decide approvals)."""
     _decide("cancel", approval_ref, None, as_json)
@@ -449,22 +434,21 @@ def approval_cancel(approval_ref: str, as_json: bool) -> None:
 @approval.command("open")
 @click.option("--browser", is_flag=True, help="Also try to open it in a web browser.")
 @click.option("--json", "as_json", is_flag=True, help="Print the URL and its token's id and expiry as JSON.")
-@_cleanly
+@fail_cleanly
 def approval_open(browser: bool, as_json: bool) -> None:
     """The approvals web page's URL, with a personal token of its own that lasts one day (never your login's)."""
-    from aileron_cli import main
 
-    login = main.require_login()
+    login = require_login()
     org = _org(login)
-    with main._logged_in_api() as api:
+    with logged_in_api() as api:
         minted = api.post("/api/v1/tokens/", {"name": WEB_LINK_NAME, "expires_in_days": WEB_LINK_DAYS})
     # In the fragment: browsers never send it to the server, so it stays out of access logs.
     url = f"{login.server.rstrip('/')}/approvals/#token={minted['token']}&org={org}"
     if as_json:
-        main.emit_json({"url": url, "token_id": minted["id"], "expires_at": minted["expires_at"]})
+        emit_json({"url": url, "token_id": minted["id"], "expires_at": minted["expires_at"]})
     else:
         click.echo(url)
-        main.err_console.print(
+        err_console.print(
             f"The link holds a personal token ({WEB_LINK_NAME!r}, id {minted['id']}) valid until "
             f"{_utc(minted['expires_at'])}; keep it to yourself.",
             markup=False,
@@ -473,7 +457,7 @@ def approval_open(browser: bool, as_json: bool) -> None:
         import webbrowser
 
         if not webbrowser.open(url):
-            main.err_console.print("No web browser could be started here; open the URL above yourself.")
+            err_console.print("No web browser could be started here; open the URL above yourself.")
 
 
 # --- watch ----------------------------------------------------------------------------------------------------
@@ -634,17 +618,16 @@ def watch_loop(
 
 @approval.command("watch")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (the snapshot, then each event).")
-@_cleanly
+@fail_cleanly
 def approval_watch(as_json: bool) -> None:
     """Live approvals: those pending now, then every event; on a terminal, decide new ones as they arrive."""
-    from aileron_cli import main
 
-    login = main.require_login()
+    login = require_login()
     org = _org(login)
     url = websocket_url(login.server, org)
 
     def decide(approval_id: str, verb: str, reason: str) -> dict[str, Any]:
-        with main._logged_in_api() as api:
+        with logged_in_api() as api:
             result: dict[str, Any] = api.post(f"{_base(login)}{approval_id}/{verb}/", {"reason": reason})
         return result
 
@@ -657,12 +640,12 @@ def approval_watch(as_json: bool) -> None:
         interactive=can_prompt(),
         me=login.email,
         out=out,
-        warn=lambda line: main.err_console.print(line, markup=False),
+        warn=lambda line: err_console.print(line, markup=False),
         decide=decide,
         ask=ask_choice,
     )
     try:
         watch_loop(url, token=login.token, org=org, handle=watcher.handle, warn=watcher.warn)
     except (KeyboardInterrupt, click.Abort):
-        main.err_console.print("")  # end the line ^C was typed on; stopping is not an error
+        err_console.print("")  # end the line ^C was typed on; stopping is not an error
         sys.exit(0)

@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from aileron_cli.client import CliError
+from aileron_cli.common import console, emit_json, err_console, fail_cleanly, logged_in_api, require_login
 
 RELATIVE = re.compile(r"^(\d{1,6})([mhd])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -76,10 +77,8 @@ def audit_query(
     action: str | None, connector: str | None, decision: str | None, since: str | None, limit: int, as_json: bool
 ) -> None:
     """Recent audit records, newest first."""
-    # Imported here, not at the top: main.py registers this command when it is imported itself.
-    from aileron_cli import main
 
-    @main.fail_cleanly
+    @fail_cleanly
     def run() -> None:
         params: dict[str, str | int] = {"limit": limit}
         if since is not None:
@@ -87,18 +86,18 @@ def audit_query(
         for name, value in (("action", action), ("connector", connector), ("decision", decision)):
             if value:
                 params[name] = value
-        login = main.require_login()
-        with main._logged_in_api() as api:
+        login = require_login()
+        with logged_in_api() as api:
             page = api.get(f"/api/v1/orgs/{login.organization_id}/audit/", params=params)
         records = page["results"]
         if as_json:
-            main.emit_json(records)
+            emit_json(records)
             return
         if not records:
-            main.console.print("No audit records match.")
+            console.print("No audit records match.")
             return
-        main.console.print(records_table(records))
+        console.print(records_table(records))
         if page.get("count", 0) > len(records):
-            main.err_console.print(f"{len(records)} of {page['count']} shown; use --limit or narrow with filters.")
+            err_console.print(f"{len(records)} of {page['count']} shown; use --limit or narrow with filters.")
 
     run()

@@ -13,21 +13,20 @@ from typing import Any
 import click
 
 from aileron_cli.client import CliError
+from aileron_cli.common import fail_cleanly
 
 NETWORKS = ("none", "host", "default")
 
 
 def _cleanly[**P, R](func: Callable[P, R]) -> Callable[P, R]:
-    """main.fail_cleanly, with image and devcontainer errors as one line too; main is imported when the command
-    runs, since main imports this module while it is loading."""
+    """fail_cleanly, with image and devcontainer errors as one line too."""
 
     @wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from aileron_cli import main
         from runtime.sandbox.backends import SandboxError
         from runtime.sandbox.image import ImageError
 
-        @main.fail_cleanly
+        @fail_cleanly
         def run() -> R:
             try:
                 return func(*args, **kwargs)

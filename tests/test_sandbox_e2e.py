@@ -81,7 +81,7 @@ class Ran:
 
 
 def contract_for(world: World, sandbox: str) -> tuple[dict[str, str], dict[str, bytes]]:
-    from aileron_cli.main import HINT
+    from aileron_cli.connector_cmd import HINT
 
     found = installed(Path(world.service.env["AILERON_HOME"]))
     return contract.contract(

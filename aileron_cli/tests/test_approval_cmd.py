@@ -30,7 +30,8 @@ from aileron_cli.approval_cmd import (
     summary_line,
     websocket_url,
 )
-from aileron_cli.main import cli, console
+from aileron_cli.common import console
+from aileron_cli.main import cli
 from aileron_cli.tests.test_audit_cmd import DjangoTransport
 from approvals import services as approvals
 from approvals.api.serializers import ApprovalSerializer

@@ -16,7 +16,8 @@ from django.test import Client
 from aileron_cli import state
 from aileron_cli.audit_cmd import since_parse
 from aileron_cli.client import CliError
-from aileron_cli.main import cli, console
+from aileron_cli.common import console
+from aileron_cli.main import cli
 from audit import services as audit_services
 from audit.tests.factories import attempt, outcome, record_stored
 from conftest import Cast, Person

@@ -1,0 +1,208 @@
+"""`aileron vault` and `aileron secret`: vaults and the credentials in them, encrypted on this machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from aileron_cli.common import (
+    console,
+    emit_json,
+    err_console,
+    fail_cleanly,
+    logged_in_api,
+    vault_client,
+)
+from aileron_cli.vaultops import VaultClient, read_secret_value
+from vaults import crypto
+
+
+@click.group()
+def vault() -> None:
+    """Vaults: list, create, grant, revoke, rotate. Keys never leave this machine unencrypted."""
+
+
+@vault.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def vault_list(as_json: bool) -> None:
+    """Your vaults (and, for admins and auditors, every vault's metadata); shows pending rotations."""
+    with logged_in_api() as api:
+        vaults = vault_client(api).vaults()
+    if as_json:
+        emit_json(vaults)
+        return
+    table = Table(title="Vaults", title_justify="left")
+    for column in ("name", "type", "your role", "members", "key version", "rotation"):
+        table.add_column(column)
+    for v in vaults:
+        pending = v["rotation_pending"]
+        table.add_row(
+            v["name"],
+            v["type"],
+            v["my_role"] or "-",
+            str(len(v["members"])),
+            str(v["key_version"]),
+            f"PENDING since {pending['requested_at'][:19]}" if pending else "-",
+        )
+    console.print(table)
+    waiting = [v["name"] for v in vaults if v["rotation_pending"]]
+    if waiting:
+        err_console.print(f"{len(waiting)} vault(s) await key rotation: run `aileron vault rotate NAME` as an owner.")
+
+
+@vault.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def vault_create(name: str, as_json: bool) -> None:
+    """Create a shared vault with you as owner."""
+    with logged_in_api() as api:
+        created = vault_client(api).create_vault(name, "shared")
+    if as_json:
+        emit_json(created)
+    else:
+        console.print(f"Created vault {created['name']} ({created['id']}).")
+
+
+@vault.command("grant")
+@click.argument("vault_ref", metavar="VAULT")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["owner", "contributor", "reader"]), default="reader", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def vault_grant(vault_ref: str, email: str, role: str, as_json: bool) -> None:
+    """Give EMAIL access to VAULT: its key is re-wrapped for them here; no credential is touched."""
+    with logged_in_api() as api:
+        client = vault_client(api)
+        try:
+            result = client.grant(client.find(vault_ref), email, role)
+        finally:
+            client.close()
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(f"Granted {email} {role} access to {result['name']}.")
+
+
+def _rotate_with_progress(client: VaultClient, target: dict[str, Any]) -> dict[str, Any]:
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task(f"rotating {target['name']}", total=None)
+
+        def tick(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return client.rotate(target, progress=tick)
+
+
+@vault.command("revoke")
+@click.argument("vault_ref", metavar="VAULT")
+@click.argument("email")
+@click.option("--no-rotate", is_flag=True, help="Only revoke; leave the key rotation pending.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def vault_revoke(vault_ref: str, email: str, no_rotate: bool, as_json: bool) -> None:
+    """Remove EMAIL from VAULT, then rotate its key so they cannot read what is written later."""
+    with logged_in_api() as api:
+        client = vault_client(api)
+        try:
+            target = client.find(vault_ref)
+            client.revoke(target, email)
+            result = target if no_rotate else _rotate_with_progress(client, target)
+        finally:
+            client.close()
+    if as_json:
+        emit_json(result)
+    elif no_rotate:
+        console.print(f"Revoked {email}; the key rotation is pending (`aileron vault rotate {target['name']}`).")
+    else:
+        console.print(f"Revoked {email} and rotated {target['name']} to key version {result['key_version']}.")
+
+
+@vault.command("rotate")
+@click.argument("vault_ref", metavar="VAULT")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def vault_rotate(vault_ref: str, as_json: bool) -> None:
+    """Re-encrypt every credential in VAULT under a new key, wrapped for each remaining member."""
+    with logged_in_api() as api:
+        client = vault_client(api)
+        try:
+            result = _rotate_with_progress(client, client.find(vault_ref))
+        finally:
+            client.close()
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(f"Rotated {result['name']} to key version {result['key_version']}.")
+
+
+@click.group()
+def secret() -> None:
+    """Secrets (credentials) in your vaults. Values are encrypted here before they leave this machine."""
+
+
+@secret.command("add")
+@click.argument("name")
+@click.option("--connector", required=True, help="The connector this credential is for (e.g. github).")
+@click.option("--vault", "vault_ref", default=None, help="Vault name or id [default: your personal vault].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def secret_add(name: str, connector: str, vault_ref: str | None, as_json: bool) -> None:
+    """Add a secret NAME. The value is read from stdin or a hidden prompt, never from the command line."""
+    value = read_secret_value()
+    try:
+        with logged_in_api() as api:
+            client = vault_client(api)
+            try:
+                target = client.find(vault_ref)
+                created = client.add_secret(target, name, connector, value)
+            finally:
+                client.close()
+    finally:
+        crypto.wipe(value)
+    if as_json:
+        emit_json(created)
+    else:
+        console.print(f"Added {name} ({connector}) to vault {target['name']}.")
+
+
+@secret.command("list")
+@click.option("--vault", "vault_ref", default=None, help="Only this vault (name or id).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def secret_list(vault_ref: str | None, as_json: bool) -> None:
+    """Secrets' metadata (names, connectors, vaults); never their values."""
+    rows = []
+    with logged_in_api() as api:
+        client = vault_client(api)
+        vaults = [client.find(vault_ref)] if vault_ref else [v for v in client.vaults() if v["my_role"]]
+        for v in vaults:
+            for c in client.credentials(v):
+                rows.append({"vault": v["name"], "vault_id": v["id"], **c})
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="Secrets", title_justify="left")
+    for column in ("name", "connector", "vault", "created"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["name"], r["connector"], r["vault"], r["created_at"][:19])
+    console.print(table)
+
+
+@secret.command("rm")
+@click.argument("name")
+@click.option("--vault", "vault_ref", default=None, help="Vault name or id [default: your personal vault].")
+@fail_cleanly
+def secret_rm(name: str, vault_ref: str | None) -> None:
+    """Remove the secret NAME."""
+    with logged_in_api() as api:
+        client = vault_client(api)
+        target = client.find(vault_ref)
+        client.remove_secret(target, name)
+    console.print(f"Removed {name} from vault {target['name']}.")
