@@ -14,6 +14,7 @@ from aileron_cli.client import ApiClient, CliError
 from aileron_cli.common import (
     console,
     emit_json,
+    err_console,
     fail_cleanly,
     key_socket,
     logged_in_api,
@@ -51,6 +52,8 @@ def init(org_name: str, email: str, name: str, server: str | None, as_json: bool
     login = state.Login(server=url, token=result["token"], email=result["user"]["email"], organization_id=org["id"])
     path = state.login_save(login)
     personal = set_up_keys(login, passphrase)
+    with ApiClient(url, token=login.token) as api:
+        team = _default_team(api, org["id"], result["user"]["id"])
     if as_json:
         emit_json(
             {
@@ -60,12 +63,51 @@ def init(org_name: str, email: str, name: str, server: str | None, as_json: bool
                 "role": result["role"],
                 "login_file": str(path),
                 "personal_vault": personal,
+                "team": team,
             }
         )
         return
     console.print(f"Created organization [bold]{org['name']}[/] ({org['slug']}) with you as owner.")
+    console.print(
+        f"You are in the team {team['slug']}: `aileron connector enable github --team {team['slug']}` gives its "
+        "agents GitHub, with the credential you add by `aileron secret add`."
+    )
     console.print(f"Logged in as {result['user']['email']}; token stored in {path}")
     console.print("Your key pair is set up, sealed under your passphrase, with a personal vault.")
+
+
+DEFAULT_TEAM = "Everyone"
+
+
+def _default_team(api: ApiClient, organization_id: str, user_id: str) -> dict[str, Any]:
+    """The new organization's first team, with its owner in it: connectors are enabled per team."""
+    made = api.post(f"/api/v1/orgs/{organization_id}/teams/", {"name": DEFAULT_TEAM})
+    api.post(f"/api/v1/orgs/{organization_id}/teams/{made['id']}/members/", {"user_id": user_id})
+    return dict(made)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def logout(as_json: bool) -> None:
+    """Revoke this machine's login token on the server and forget it here (your keys stay sealed there)."""
+    login = state.login_load()
+    if login is None:
+        raise CliError(f"not logged in (no login in {state.login_path()})")
+    revoked, why = True, ""
+    try:
+        with ApiClient(login.server, token=login.token) as api:
+            who = api.get("/api/v1/whoami/")
+            api.delete(f"/api/v1/tokens/{who['token_id']}/")
+    except CliError as exc:
+        revoked, why = False, str(exc)
+    path = state.login_forget()
+    if as_json:
+        emit_json({"server": login.server, "email": login.email, "token_revoked": revoked, "error": why or None})
+        return
+    console.print(f"Logged out {login.email}; {path} removed.", markup=False)
+    if not revoked:
+        err_console.print(f"aileron: the token could not be revoked on {login.server}: {why}", markup=False)
 
 
 @click.command()

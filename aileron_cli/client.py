@@ -57,6 +57,12 @@ class ApiClient:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self.request("POST", path, json=body)
 
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self.request("PATCH", path, json=body)
+
+    def put(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.request("PUT", path, json=body if body is not None else {})
+
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 

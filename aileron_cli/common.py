@@ -48,6 +48,14 @@ def require_login() -> state.Login:
     return login
 
 
+def current_org() -> str:
+    """The organization the login works in, or a one-line error."""
+    org = require_login().organization_id
+    if not org:
+        raise CliError("no organization selected in your login; run `aileron init` or `aileron join`")
+    return org
+
+
 def org_identity(api: ApiClient, login: state.Login, organization_id: str | None = None) -> Identity:
     who = api.get("/api/v1/whoami/")
     org = organization_id or login.organization_id

@@ -14,11 +14,14 @@ from aileron_cli import state
 from aileron_cli.client import CliError
 from aileron_cli.common import (
     console,
+    current_org,
     emit_json,
     err_console,
     fail_cleanly,
     installed_connectors,
+    logged_in_api,
 )
+from aileron_cli.team_cmd import team_find
 
 
 @click.group()
@@ -52,6 +55,39 @@ def connector_list(as_json: bool) -> None:
     for r in rows:
         table.add_row(r["name"], ", ".join(r["hosts"]), r["auth"], str(r["actions"]), r["description"])
     console.print(table)
+
+
+def _enablement(name: str, team_ref: str, *, enable: bool, as_json: bool) -> None:
+    org = current_org()
+    with logged_in_api() as api:
+        team = team_find(api, org, team_ref)
+        path = f"/api/v1/orgs/{org}/connectors/{name}/teams/{team['id']}/"
+        result = api.put(path) if enable else api.delete(path)
+    if as_json:
+        emit_json({"connector": name, "team": team, "enabled": enable, **({"detail": result} if result else {})})
+        return
+    verb = "enabled for" if enable else "disabled for"
+    console.print(f"{name} is {verb} {team['name']}.", markup=False)
+
+
+@connector.command("enable")
+@click.argument("name")
+@click.option("--team", "team_ref", required=True, help="The team (slug or name) whose sessions may use it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def connector_enable(name: str, team_ref: str, as_json: bool) -> None:
+    """Let TEAM's members' agents use the connector NAME (its credential comes from their vaults)."""
+    _enablement(name, team_ref, enable=True, as_json=as_json)
+
+
+@connector.command("disable")
+@click.argument("name")
+@click.option("--team", "team_ref", required=True, help="The team (slug or name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def connector_disable(name: str, team_ref: str, as_json: bool) -> None:
+    """Stop TEAM's agents from using the connector NAME (other teams keep it)."""
+    _enablement(name, team_ref, enable=False, as_json=as_json)
 
 
 @connector.command("install")

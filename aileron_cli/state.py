@@ -67,6 +67,13 @@ def login_save(login: Login) -> Path:
     return path
 
 
+def login_forget() -> Path:
+    """Remove the saved login (nothing if there is none); its path."""
+    path = login_path()
+    path.unlink(missing_ok=True)
+    return path
+
+
 def server_url(explicit: str | None) -> str:
     """--server, else AILERON_SERVER, else the logged-in server, else the local default."""
     if explicit:

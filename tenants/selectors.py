@@ -63,6 +63,11 @@ def membership_for_user(*, organization: Organization, user_id: uuid.UUID) -> Me
     return Membership.objects.filter(organization=organization, user_id=user_id).first()
 
 
+def membership_by_email(*, organization: Organization, email: str) -> Membership | None:
+    """The organization's member with this email (case-insensitive), or None."""
+    return membership_list(organization=organization).filter(user__email__iexact=email.strip()).first()
+
+
 def team_list(*, organization: Organization) -> QuerySet[Team]:
     return Team.objects.filter(organization=organization)
 

@@ -272,15 +272,9 @@ def proxy_world(
         keep("init", cli(service.env, "init", "--org", "Acme", "--email", "alice@example.com", "--server", service.url))
         login = json.loads((service.home / "cli.json").read_text())
         pat, org_id = login["token"], login["organization_id"]
-        with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {pat}"}, timeout=30) as api:
-            me = api.get("/api/v1/whoami/").json()
-            user_id = me["id"] if "id" in me else me["user"]["id"]
-            team = api.post(f"/api/v1/orgs/{org_id}/teams/", json={"name": "Platform", "slug": "platform"}).json()
-            added = api.post(f"/api/v1/orgs/{org_id}/teams/{team['id']}/members/", json={"user_id": user_id})
-            assert added.status_code == 201, added.text
-            for name in (*CONNECTORS, *imported):
-                enabled = api.put(f"/api/v1/orgs/{org_id}/connectors/{name}/teams/{team['id']}/")
-                assert enabled.status_code in (200, 201), enabled.text
+        # As the README says: `init` put the owner in the team "everyone"; the connectors are enabled for it.
+        for name in (*CONNECTORS, *imported):
+            keep(f"enable {name}", cli(service.env, "connector", "enable", name, "--team", "everyone"))
         names = (*CONNECTORS, *imported) if credentials else ()
         canaries = {name: f"canary-{name}-{secrets.token_hex(12)}".encode() for name in names}
         for name, value in canaries.items():

@@ -136,7 +136,13 @@ class TeamMemberSerializer(serializers.ModelSerializer[TeamMembership]):
 
 
 class TeamMemberAddSerializer(serializers.Serializer[Any]):
-    user_id = serializers.UUIDField()
+    user_id = serializers.UUIDField(required=False, help_text="The member's user id; or give `email`.")
+    email = serializers.EmailField(max_length=254, required=False, help_text="The member's email; or `user_id`.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("user_id" in attrs) == ("email" in attrs):
+            raise serializers.ValidationError("Give the member's email or user_id (one of them).")
+        return attrs
 
 
 class ProjectSerializer(serializers.ModelSerializer[Project]):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.db.models import QuerySet
 from django_scopes import scope
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -242,8 +242,11 @@ class MemberViewSet(OrgScopedViewSet):
     def get_queryset(self) -> QuerySet[Membership]:
         if self.fake:
             return Membership.objects.none()
-        return selectors.membership_list(organization=self.organization)
+        found = selectors.membership_list(organization=self.organization)
+        email = self.request.query_params.get("email")
+        return found.filter(user__email__iexact=email.strip()) if email else found
 
+    @extend_schema(parameters=[OpenApiParameter("email", str, description="Only the member with this email.")])
     def list(self, request: Request, org_id: uuid.UUID) -> Response:
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(s.MembershipSerializer(page, many=True).data)
@@ -375,7 +378,14 @@ class TeamMemberViewSet(OrgScopedViewSet):
         team = selectors.team_get(organization=self.organization, team_id=team_id)
         data = s.TeamMemberAddSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        added = services.team_member_add(team=team, user_id=data.validated_data["user_id"])
+        user_id = data.validated_data.get("user_id")
+        if user_id is None:
+            email = data.validated_data["email"]
+            found = selectors.membership_by_email(organization=self.organization, email=email)
+            if found is None:
+                raise exceptions.ValidationError({"email": [f"{email} is not a member of this organization."]})
+            user_id = found.user_id
+        added = services.team_member_add(team=team, user_id=user_id)
         return Response(s.TeamMemberSerializer(added).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request: Request, org_id: uuid.UUID, team_id: uuid.UUID, user_id: uuid.UUID) -> Response:

@@ -141,6 +141,23 @@ def test_team_members_must_belong_to_the_organization(cast: Cast) -> None:
     assert [m["user"]["email"] for m in listed["results"]] == ["bob@example.com"]
 
 
+def test_a_team_member_is_added_by_email_too_and_members_are_found_by_email(cast: Cast) -> None:
+    alice = client_for(cast.alice.token)
+    org = cast.alice.org.pk
+    team = alice.post(f"/api/v1/orgs/{org}/teams/", {"name": "Support"}, format="json").json()
+    url = f"/api/v1/orgs/{org}/teams/{team['id']}/members/"
+    outsider = alice.post(url, {"email": "charlie@example.net"}, format="json")
+    assert outsider.status_code == 400 and "charlie@example.net is not a member" in outsider.json()["detail"]
+    both = alice.post(url, {"email": "bob@example.com", "user_id": str(cast.bob.user.pk)}, format="json")
+    assert both.status_code == 400
+    assert alice.post(url, {}, format="json").status_code == 400
+    added = alice.post(url, {"email": "Bob@Example.com"}, format="json")
+    assert added.status_code == 201 and added.json()["user"]["email"] == "bob@example.com"
+    found = alice.get(members_url(cast), {"email": "BOB@example.com"}).json()["results"]
+    assert [m["id"] for m in found] == [str(cast.bob.membership.pk)]
+    assert alice.get(members_url(cast), {"email": "charlie@example.net"}).json()["results"] == []
+
+
 def test_lists_paginate_filter_and_order(cast: Cast) -> None:
     alice = client_for(cast.alice.token)
     org = cast.alice.org.pk
