@@ -13,6 +13,7 @@ from aileron_cli import state
 from aileron_cli.client import ApiClient, CliError
 from aileron_cli.common import (
     console,
+    current_org,
     emit_json,
     err_console,
     fail_cleanly,
@@ -22,6 +23,7 @@ from aileron_cli.common import (
     set_up_keys,
 )
 from aileron_cli.session_cmd import live_sessions
+from aileron_cli.team_cmd import team_find
 from aileron_cli.vaultops import read_passphrase, read_token
 from aileron_site import __version__
 
@@ -142,11 +144,13 @@ def join(name: str, server: str | None, as_json: bool) -> None:
                 "organization": org,
                 "user": result["user"],
                 "role": result["role"],
+                "teams": result.get("teams", []),
                 "login_file": str(path or state.login_path()),
             }
         )
         return
-    console.print(f"Joined [bold]{org['name']}[/] ({org['slug']}) as {result['role']}.")
+    teams = f" in {', '.join(result['teams'])}" if result.get("teams") else ""
+    console.print(f"Joined [bold]{org['name']}[/] ({org['slug']}) as {result['role']}{teams}.")
     if path is not None:
         console.print(f"Logged in as {result['user']['email']}; token stored in {path}")
 
@@ -335,15 +339,22 @@ def login(org_ref: str | None, server: str | None, as_json: bool) -> None:
     default="member",
     show_default=True,
 )
+@click.option("--team", "teams", multiple=True, help="A team they join with it (slug or name); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
-def invite(email: str, role: str, as_json: bool) -> None:
-    """Invite EMAIL to your organization; give them the printed secret for `aileron join`."""
+def invite(email: str, role: str, teams: tuple[str, ...], as_json: bool) -> None:
+    """Invite EMAIL to your organization (and teams); give them the printed secret for `aileron join`."""
     login = require_login()
+    org = current_org()
     with logged_in_api() as api:
-        created = api.post(f"/api/v1/orgs/{login.organization_id}/invitations/", {"email": email, "role": role})
+        team_ids = [team_find(api, org, ref)["id"] for ref in teams]
+        created = api.post(f"/api/v1/orgs/{org}/invitations/", {"email": email, "role": role, "teams": team_ids})
     if as_json:
         emit_json(created)
         return
-    console.print(f"Invited {created['email']} as {created['role']} (expires {created['expires_at'][:10]}).")
+    joins = f", joining {', '.join(created['teams'])}" if created.get("teams") else ""
+    console.print(
+        f"Invited {created['email']} as {created['role']}{joins} (expires {created['expires_at'][:10]}).",
+        markup=False,
+    )
     console.print(f"They run `aileron join --server {login.server}` and paste this secret: {created['token']}")

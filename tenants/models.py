@@ -219,6 +219,8 @@ class Invitation(models.Model):
     expires_at = models.DateTimeField()
     accepted_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Joining makes the person a member of these teams too (a team deleted meanwhile is simply gone from here).
+    teams = models.ManyToManyField(Team, blank=True, related_name="+")
 
     objects: models.Manager[Invitation] = ScopedManager(organization="organization")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -49,6 +50,7 @@ class Onboarded:
     user: User
     membership: Membership
     issued: IssuedToken | None
+    teams: tuple[Team, ...] = ()  # the teams the invitation made the person a member of
 
 
 def _unique_slug(model: type[Organization] | type[Team] | type[Project], base: str, **filters: object) -> str:
@@ -272,10 +274,20 @@ def membership_remove(*, acting: Membership, membership: Membership) -> None:
 
 @transaction.atomic
 def invitation_create(
-    *, acting: Membership, email: str, role: str = Role.MEMBER, expires_in_days: int = 7
+    *,
+    acting: Membership,
+    email: str,
+    role: str = Role.MEMBER,
+    expires_in_days: int = 7,
+    teams: Sequence[Team] = (),
 ) -> tuple[Invitation, str]:
+    """An invitation to the organization with ROLE and, on joining, membership of TEAMS; its secret, once."""
     if role == Role.OWNER and not role_has(acting.role, Perm.OWNER_MANAGE):
         raise Forbidden("Only an owner may invite an owner.")
+    if teams and not role_has(acting.role, Perm.TEAM_MANAGE):
+        raise Forbidden("Only those who manage teams may invite into teams.")
+    if any(t.organization_id != acting.organization_id for t in teams):
+        raise InvalidInput("A team is not in this organization.")
     if not 1 <= expires_in_days <= INVITATION_MAX_DAYS:
         raise InvalidInput(f"expires_in_days must be between 1 and {INVITATION_MAX_DAYS}.")
     organization = acting.organization
@@ -302,6 +314,8 @@ def invitation_create(
         invited_by=acting.user,
         expires_at=now + timedelta(days=expires_in_days),
     )
+    if teams:
+        invitation.teams.set(teams)
     return invitation, new.plaintext
 
 
@@ -342,7 +356,10 @@ def invitation_accept(*, invitation: Invitation, acting_user: User | None, name:
         membership = Membership.objects.create(organization=organization, user=user, role=locked.role)
         locked.accepted_at = timezone.now()
         locked.save(update_fields=["accepted_at"])
-    return Onboarded(organization=organization, user=user, membership=membership, issued=issued)
+        teams = tuple(locked.teams.order_by("slug"))
+        for team in teams:
+            team_member_add(team=team, user_id=user.pk)
+    return Onboarded(organization=organization, user=user, membership=membership, issued=issued, teams=teams)
 
 
 # --- teams and projects ------------------------------------------------------------------------------------

@@ -136,3 +136,30 @@ def test_logout_revokes_the_token_and_forgets_the_login(cast: Cast, logged_in_as
     assert state.login_load() is None
     again = aileron("logout")
     assert again.exit_code == 1 and again.output.strip().startswith("aileron: not logged in")
+
+
+def test_an_invitation_with_teams_makes_the_person_join_them(
+    cast: Cast,
+    logged_in_as: Any,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logged_in_as(cast.alice)
+    ok("team", "create", "Support")
+    ok("team", "create", "Ops")
+    refused = aileron("invite", "dave@example.com", "--team", "support", "--team", "nope")
+    assert refused.exit_code == 2 and "no team 'nope'" in refused.output
+    with scopes_disabled():
+        assert not Invitation.objects.filter(email="dave@example.com").exists()  # nothing half-made
+    invited = json.loads(ok("invite", "dave@example.com", "--team", "support", "--team", "Ops", "--json").output)
+    assert sorted(invited["teams"]) == ["ops", "support"]
+    listed = json.loads(ok("invitation", "list", "--json").output)
+    assert sorted(listed[0]["teams"]) == ["ops", "support"]
+    monkeypatch.setenv("AILERON_HOME", str(tmp_path_factory.mktemp("dave")))  # dave's own machine
+    monkeypatch.setenv("AILERON_INVITATION", invited["token"])
+    monkeypatch.setenv("AILERON_PASSPHRASE", PASSPHRASE)
+    joined = json.loads(ok("join", "--server", "http://testserver", "--json").output)
+    assert sorted(joined["teams"]) == ["ops", "support"]
+    with scopes_disabled():
+        teams = TeamMembership.objects.filter(user__email="dave@example.com").values_list("team__slug", flat=True)
+        assert sorted(teams) == ["ops", "support"]

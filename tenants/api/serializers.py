@@ -59,6 +59,9 @@ class OnboardedSerializer(serializers.Serializer[Any]):
     user = UserBriefSerializer()
     role = serializers.ChoiceField(choices=Role.choices)
     token = serializers.CharField(allow_null=True, help_text="A new personal access token, shown once.")
+    teams = serializers.ListField(
+        child=serializers.CharField(), default=list, help_text="Slugs of the teams joined with the invitation."
+    )
 
 
 class MembershipSerializer(serializers.ModelSerializer[Membership]):
@@ -82,6 +85,9 @@ class MembershipUpdateSerializer(serializers.Serializer[Any]):
 class InvitationSerializer(serializers.ModelSerializer[Invitation]):
     state = serializers.CharField(read_only=True)
     invited_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="email", read_only=True)
+    teams: serializers.SlugRelatedField[Team] = serializers.SlugRelatedField(
+        slug_field="slug", many=True, read_only=True, help_text="Slugs of the teams joining makes the person join."
+    )
 
     class Meta:
         model = Invitation
@@ -89,6 +95,7 @@ class InvitationSerializer(serializers.ModelSerializer[Invitation]):
             "id",
             "email",
             "role",
+            "teams",
             "state",
             "invited_by",
             "created_at",
@@ -103,6 +110,12 @@ class InvitationCreateSerializer(serializers.Serializer[Any]):
     email = serializers.EmailField(max_length=254)
     role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
     expires_in_days = serializers.IntegerField(min_value=1, max_value=INVITATION_MAX_DAYS, default=7)
+    teams = serializers.ListField(
+        child=serializers.UUIDField(),
+        max_length=50,
+        default=list,
+        help_text="Ids of teams the person joins with the invitation.",
+    )
 
 
 class InvitationCreatedSerializer(InvitationSerializer):

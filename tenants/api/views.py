@@ -46,6 +46,7 @@ def _onboarded_response(onboarded: services.Onboarded) -> Response:
             "user": onboarded.user,
             "role": onboarded.membership.role,
             "token": onboarded.issued.plaintext if onboarded.issued else None,
+            "teams": [t.slug for t in onboarded.teams],
         },
         context={"roles": {onboarded.organization.pk: onboarded.membership.role}},
     ).data
@@ -295,7 +296,14 @@ class InvitationViewSet(OrgScopedViewSet):
     def create(self, request: Request, org_id: uuid.UUID) -> Response:
         data = s.InvitationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        invitation, secret = services.invitation_create(acting=self.membership, **data.validated_data)
+        fields = dict(data.validated_data)
+        teams = []
+        for n, team_id in enumerate(dict.fromkeys(fields.pop("teams"))):
+            try:
+                teams.append(selectors.team_get(organization=self.organization, team_id=team_id))
+            except NotFound:
+                raise exceptions.ValidationError({"teams": {str(n): ["No such team in this organization."]}}) from None
+        invitation, secret = services.invitation_create(acting=self.membership, teams=teams, **fields)
         body = dict(s.InvitationSerializer(invitation).data)
         body["token"] = secret
         return Response(body, status=status.HTTP_201_CREATED)

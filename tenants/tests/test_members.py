@@ -184,3 +184,19 @@ def test_an_operator_can_bootstrap_an_organization_when_signup_is_closed(db: obj
     result = json.loads(out.getvalue())
     me = client_for(result["token"]).get(f"/api/v1/orgs/{result['organization']['id']}/")
     assert me.status_code == 200 and me.json()["role"] == "owner"
+
+
+def test_an_invitation_names_only_teams_of_its_organization(cast: Cast) -> None:
+    alice, charlie = client_for(cast.alice.token), client_for(cast.charlie.token)
+    org = cast.alice.org.pk
+    mine = alice.post(f"/api/v1/orgs/{org}/teams/", {"name": "Support"}, format="json").json()
+    theirs = charlie.post(f"/api/v1/orgs/{cast.charlie.org.pk}/teams/", {"name": "X"}, format="json").json()
+    url = f"/api/v1/orgs/{org}/invitations/"
+    refused = alice.post(url, {"email": "d@example.com", "teams": [mine["id"], theirs["id"]]}, format="json")
+    assert refused.status_code == 400 and refused.json()["errors"][0]["pointer"] == "/teams/1", refused.content
+    made = alice.post(url, {"email": "d@example.com", "teams": [mine["id"], mine["id"]]}, format="json")
+    assert made.status_code == 201 and made.json()["teams"] == ["support"], made.content
+    joined = client_for(None).post("/api/v1/invitations/accept/", {"token": made.json()["token"]}, format="json")
+    assert joined.status_code == 201 and joined.json()["teams"] == ["support"], joined.content
+    members = alice.get(f"/api/v1/orgs/{org}/teams/{mine['id']}/members/").json()["results"]
+    assert [m["user"]["email"] for m in members] == ["d@example.com"]
