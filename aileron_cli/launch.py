@@ -161,6 +161,7 @@ def launch_unsandboxed(
     decide: Decide | None = None,
     follow: Callable[[Callable[[dict[str, Any]], None]], None] | None = None,
     record: Callable[[SessionOpened, dict[str, Any]], Callable[[], None]] | None = None,
+    cannot_decide: str = "",
 ) -> int:
     opened = open_session()
     folder = Path(tempfile.mkdtemp(prefix="aileron-session-"))
@@ -187,7 +188,14 @@ def launch_unsandboxed(
         spec = SandboxSpec(
             image="", argv=[executable, *argv[1:]], env=env, workdir=Path.cwd(), rows=rows, columns=columns
         )
-        return run_on_pty(LocalBackend(), spec, decide=decide, follow=follow, session_id=opened.session_id)
+        return run_on_pty(
+            LocalBackend(),
+            spec,
+            decide=decide,
+            follow=follow,
+            session_id=opened.session_id,
+            cannot_decide=cannot_decide,
+        )
     finally:
         forget()
         shutil.rmtree(folder, ignore_errors=True)
@@ -261,11 +269,13 @@ def run_on_pty(
     decide: Decide,
     follow: Callable[[Callable[[dict[str, Any]], None]], None] | None,
     session_id: str,
+    cannot_decide: str = "",
 ) -> int:
-    """Start the agent in `backend`, relay it to this terminal, ask this session's approvals here."""
+    """Start the agent in `backend`, relay it to this terminal, ask this session's approvals here (or, where the
+    person here may not decide them, `cannot_decide` says why and who will)."""
     running = backend.start(spec)
     try:
-        relay = PtyRelay(running, decide=decide)
+        relay = PtyRelay(running, decide=decide, cannot_decide=cannot_decide)
         if follow is not None:
             approvals_feed(relay, session_id=session_id, follow=follow)
         return relay.run()
@@ -349,6 +359,7 @@ def launch_sandboxed(
     decide: Decide,
     follow: Callable[[Callable[[dict[str, Any]], None]], None] | None,
     record: Callable[[SessionOpened, dict[str, Any]], Callable[[], None]],
+    cannot_decide: str = "",
 ) -> int:
     """The startup sequence after the user is known: session (attested, key delivered), relay to the proxy,
     the runtime contract, the sandbox on a PTY this process owns; then the session ends and its keys are wiped."""
@@ -411,7 +422,7 @@ def launch_sandboxed(
         for note in getattr(running, "notes", []):
             warn(f"aileron: {note}")
         try:
-            relay_ = PtyRelay(running, decide=decide)
+            relay_ = PtyRelay(running, decide=decide, cannot_decide=cannot_decide)
             if follow is not None and plan.approval_surface in ("terminal", "both"):
                 approvals_feed(relay_, session_id=opened.session_id, follow=follow)
             return relay_.run()

@@ -66,9 +66,11 @@ class PtyRelay:
         stdin_fd: int = 0,
         stdout_fd: int = 1,
         approvals: queue.Queue[tuple[str, Held]] | None = None,
+        cannot_decide: str = "",
     ) -> None:
         self.running = running
         self.decide = decide
+        self.cannot_decide = cannot_decide  # why the person at this terminal may decide no approval, or ""
         self.stdin_fd = stdin_fd
         self.stdout_fd = stdout_fd
         self.approvals: queue.Queue[tuple[str, Held]] = approvals if approvals is not None else queue.Queue()
@@ -183,14 +185,27 @@ class PtyRelay:
                 self.waiting = [h for h in self.waiting if h.id != held.id]
                 if self.prompt is not None and self.prompt.held.id == held.id:
                     self._end_prompt(f"[aileron] {held.action}: {event} elsewhere.")
-        if self.prompt is None and self.waiting:
+        self._ask_next()
+
+    def _ask_next(self) -> None:
+        while self.prompt is None and self.waiting:
             self._ask(self.waiting.pop(0))
 
     def _ask(self, held: Held) -> None:
+        """Ask the person here to decide HELD; or, when they may not (four eyes, their role), say who will,
+        and ask nothing: [g]rant is offered only where it can work."""
+        agent = held.agent or "the agent"
+        why_not = "four eyes: someone other than you must decide it" if held.four_eyes else self.cannot_decide
+        if why_not:
+            self._say(
+                f"\n{REVERSE} aileron {PLAIN} {agent} is waiting for approval:\n  {summary(held)}\n"
+                f"  You cannot decide it ({why_not}): an approver decides it on the web or with `aileron approval`;"
+                f" {agent} waits meanwhile.\n"
+            )
+            return
         self.prompt = Prompt(held)
-        note = " (four eyes: someone else must decide it)" if held.four_eyes else ""
         self._say(
-            f"\n{REVERSE} aileron {PLAIN} {held.agent or 'the agent'} is waiting for approval{note}:\n"
+            f"\n{REVERSE} aileron {PLAIN} {agent} is waiting for approval:\n"
             f"  {summary(held)}\n"
             f"  [g]rant  [r]eject  [l]ater (decide on the web or with `aileron approval`) > "
         )
@@ -241,5 +256,4 @@ class PtyRelay:
         for chunk in self.held_output:
             self._show(chunk)
         self.held_output.clear()
-        if self.waiting:
-            self._ask(self.waiting.pop(0))
+        self._ask_next()

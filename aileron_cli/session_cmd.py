@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from aileron_cli import state
-from aileron_cli.client import CliError
+from aileron_cli.client import ApiClient, CliError
 from aileron_cli.common import (
     PROJECT_HELP,
     console,
@@ -192,6 +192,7 @@ def launch(
         identity = org_identity(api, login)
         org = identity.organization_id
         project_id = project_id_of(api, org, project_slug)
+        cannot_decide = _why_not_an_approver(api, org)
 
         def open_session() -> Any:
             return session_open(
@@ -228,6 +229,7 @@ def launch(
                 decide=decide,
                 follow=follow,
                 record=record,
+                cannot_decide=cannot_decide,
             )
         else:
             from connectors.registry import manifest
@@ -259,6 +261,7 @@ def launch(
                 decide=decide,
                 follow=follow,
                 record=record,
+                cannot_decide=cannot_decide,
             )
     sys.exit(code)
 
@@ -398,6 +401,17 @@ def session_info(as_json: bool) -> None:
             + (f"  project {s['project']}" if s.get("project") else "")
             + f"  image {s.get('image') or '-'}  since {s.get('started_at', '')}  until {str(s.get('expires_at'))[:19]}"
         )
+
+
+def _why_not_an_approver(api: ApiClient, organization_id: str) -> str:
+    """Why this person may decide no approval in the organization (their role), or "" when they may."""
+    from tenants.permissions import Perm, role_has
+
+    memberships = api.get("/api/v1/whoami/").get("memberships") or []
+    role = next((m["role"] for m in memberships if m["organization"] == organization_id), None)
+    if role is not None and role_has(role, Perm.APPROVAL_DECIDE):
+        return ""
+    return f"your role ({role or 'none'}) lacks {Perm.APPROVAL_DECIDE.value}"
 
 
 def _decide_here(api: Any, organization_id: str, approval_id: str, verb: str, reason: str) -> str:

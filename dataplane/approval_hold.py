@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from mitmproxy import http
@@ -76,11 +77,13 @@ async def hold(
         return ticket
     extra: dict[str, Any] = {"approval_id": ticket.id, "action": pending.action}
     if ticket.state == "pending":
+        until = _earlier(ticket.expires_at, pending.live.context.expires_at)
         raise Refusal(
             problems.APPROVAL_PENDING,
             f"no approver decided within {ticket.window_seconds} s; approval {ticket.id} stays pending until "
-            f"{ticket.expires_at}: send the identical request again once it is granted",
-            {**extra, "expires_at": ticket.expires_at, "retry_after_seconds": RETRY_AFTER_SECONDS},
+            f"{until} while this session lasts (ending the session, as `aileron launch` does when the agent exits, "
+            "withdraws it): keep working, and send the identical request again once it is granted",
+            {**extra, "expires_at": until, "retry_after_seconds": RETRY_AFTER_SECONDS},
         )
     if ticket.state == "rejected":
         who = ", ".join(ticket.approvers) or "an approver"
@@ -96,6 +99,14 @@ async def hold(
             extra,
         )
     raise Refusal(problems.APPROVAL_LAPSED, f"approval {ticket.id} is {ticket.state}", extra)
+
+
+def _earlier(first: str, second: str) -> str:
+    """The earlier of two ISO 8601 times (the approval's expiry, the session's); the first if either is bad."""
+    try:
+        return first if datetime.fromisoformat(first) <= datetime.fromisoformat(second) else second
+    except (TypeError, ValueError):
+        return first
 
 
 async def _wait_while_connected(
@@ -114,8 +125,8 @@ async def _wait_while_connected(
             if not flow.client_conn.connected:
                 raise Refusal(
                     problems.APPROVAL_PENDING,
-                    f"the agent disconnected while its request waited; approval {ticket.id} stays pending: send the "
-                    "identical request again once it is granted",
+                    f"the agent disconnected while its request waited; approval {ticket.id} stays pending while "
+                    "this session lasts: send the identical request again once it is granted",
                     {"approval_id": ticket.id},
                 )
     finally:

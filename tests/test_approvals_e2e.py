@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -197,6 +198,12 @@ def test_after_the_window_the_agent_gets_the_approval_id_and_a_later_grant_lets_
         problem = first.json()
         assert problem["type"] == "urn:aileron:problem:approval-pending"
         assert first.headers["retry-after"] == "30"
+        # What will really happen: pending while the session lasts, withdrawn when it ends.
+        assert "while this session lasts" in problem["detail"] and "withdraws it" in problem["detail"], problem
+        with world.api() as api:
+            session = api.get(f"/api/v1/orgs/{world.org_id}/session-tokens/{world.session_id}/").json()
+        approval_expiry = datetime.fromisoformat(problem["expires_at"])
+        assert approval_expiry <= datetime.fromisoformat(session["expires_at"])
         approval_id = problem["approval_id"]
         with people.as_(people.bob) as bob:
             assert bob.post(f"/api/v1/orgs/{world.org_id}/approvals/{approval_id}/grant/", json={}).status_code == 200

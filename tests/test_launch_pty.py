@@ -62,6 +62,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 json={"action": "stripe.create-refund", "window_seconds": 90},
             )
             assert made.status_code == 201, made.text
+            made = api.post(
+                f"/api/v1/orgs/{w.org_id}/approval-rules/",
+                json={"action": "stripe.update-customer", "window_seconds": 90, "four_eyes": True},
+            )
+            assert made.status_code == 201, made.text
         yield w
 
 
@@ -112,6 +117,46 @@ def test_the_approval_prompt_appears_in_the_launching_terminal_and_only_the_user
     agent = tmp_path / "agent.py"
     agent.write_text(AGENT, encoding="utf-8")
     run_in_tmux(world, tmp_path, "none", [sys.executable, str(agent)], charge="ch_pty")
+
+
+FOUR_EYES_AGENT = r"""
+import os, sys, threading, httpx
+def ask():
+    with httpx.Client(proxy=os.environ["HTTPS_PROXY"], verify=os.environ["SSL_CERT_FILE"], timeout=120) as client:
+        reply = client.post("https://api.stripe.com/v1/customers/cus_4eyes", data={"name": "Four Eyes"})
+    print(f"UPDATE-DONE {reply.status_code} {reply.json().get('type', '')}", flush=True)
+asking = threading.Thread(target=ask)
+asking.start()
+line = sys.stdin.readline().strip()
+print(f"AGENT-GOT [{line}]", flush=True)
+asking.join()
+"""
+
+
+def test_no_grant_is_offered_to_the_requester_of_a_four_eyes_action_and_keys_stay_the_agents(
+    world: World, tmp_path: Path
+) -> None:
+    """Alice may not approve her own agent's four-eyes request: the terminal says who will instead of offering
+    [g]rant, and what she types still reaches the agent."""
+    agent = tmp_path / "agent.py"
+    agent.write_text(FOUR_EYES_AGENT, encoding="utf-8")
+    env = {**world.service.env, "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}", "TERM": "xterm"}
+    launch = shlex.join([str(BIN / "aileron"), "launch", "--sandbox", "none", "--", sys.executable, str(agent)])
+    tmux = Tmux(f"aileron-pty-4eyes-{int(time.time() * 1000)}")
+    tmux.start(f"cd {shlex.quote(str(tmp_path))}; {launch}; sleep 120", env)
+    try:
+        screen = tmux.wait_for("You cannot decide it", timeout=90)
+        assert "four eyes: someone other than you must decide it" in screen and "[g]rant" not in screen, screen
+        tmux.keys("g", "Enter")
+        tmux.wait_for("AGENT-GOT [g]")
+        [held] = [a for a in approvals(world) if a["action"] == "stripe.update-customer" and a["state"] == "pending"]
+        with world.api() as api:
+            cancelled = api.post(f"/api/v1/orgs/{world.org_id}/approvals/{held['id']}/cancel/")
+            assert cancelled.status_code == 200, cancelled.text
+        tmux.wait_for("UPDATE-DONE 4")
+    finally:
+        tmux.kill()
+    assert not [a for a in approvals(world) if a["action"] == "stripe.update-customer" and a["decisions"]]
 
 
 @pytest.mark.parametrize("sandbox", ["docker", "netns"])
