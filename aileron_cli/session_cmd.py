@@ -64,6 +64,7 @@ def session_start(name: str, minutes: int, project_slug: str | None, as_json: bo
             socket_path=socket_path,
             project_id=project_id_of(api, identity.organization_id, project_slug),
         )
+        _confirm_waiting(api, identity, passphrase)
     if as_json:
         emit_json({"session_id": opened.session_id, "token": opened.token, "expires_at": opened.expires_at})
         return
@@ -193,6 +194,7 @@ def launch(
         org = identity.organization_id
         project_id = project_id_of(api, org, project_slug)
         cannot_decide = _why_not_an_approver(api, org)
+        _confirm_waiting(api, identity, passphrase)
 
         def open_session() -> Any:
             return session_open(
@@ -401,6 +403,26 @@ def session_info(as_json: bool) -> None:
             + (f"  project {s['project']}" if s.get("project") else "")
             + f"  image {s.get('image') or '-'}  since {s.get('started_at', '')}  until {str(s.get('expires_at'))[:19]}"
         )
+
+
+def _confirm_waiting(api: ApiClient, identity: Any, passphrase: str) -> None:
+    """Your keys are unlocked anyway: let in whoever waits for a team vault you own (one line each). Never
+    stops the launch: `aileron vault confirm` says more."""
+    from aileron_cli.vaultops import VaultClient
+
+    client = VaultClient(api, identity)
+    try:
+        done = client.confirm_if_waiting(passphrase)
+    except CliError as exc:
+        warn_line(f"aileron: could not confirm who waits for your team vaults: {exc}")
+        return
+    finally:
+        client.close()
+    for entry in done:
+        if entry["confirmed"]:
+            warn_line(f"aileron: confirmed {entry['email']} in {entry['vault']}")
+        else:
+            warn_line(f"aileron: {entry['email']} still waits for {entry['vault']}: {entry['error']}")
 
 
 def _why_not_an_approver(api: ApiClient, organization_id: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -15,6 +16,7 @@ from aileron_cli.common import (
     logged_in_api,
     vault_client,
 )
+from aileron_cli.team_cmd import team_find
 from aileron_cli.vaultops import VaultClient, read_secret_value
 from vaults import crypto
 
@@ -35,36 +37,82 @@ def vault_list(as_json: bool) -> None:
         emit_json(vaults)
         return
     table = Table(title="Vaults", title_justify="left")
-    for column in ("name", "type", "your role", "members", "key version", "rotation"):
+    for column in ("name", "type", "your role", "members", "waiting", "key version", "rotation"):
         table.add_column(column)
     for v in vaults:
         pending = v["rotation_pending"]
+        kind = f"team {v['team']}" if v.get("team") else v["type"]
         table.add_row(
             v["name"],
-            v["type"],
-            v["my_role"] or "-",
+            kind,
+            v["my_role"] or ("waiting for an owner to confirm you" if v.get("i_wait") else "-"),
             str(len(v["members"])),
+            ", ".join(w["email"] for w in v.get("waiting", [])) or "-",
             str(v["key_version"]),
             f"PENDING since {pending['requested_at'][:19]}" if pending else "-",
         )
     console.print(table)
-    waiting = [v["name"] for v in vaults if v["rotation_pending"]]
-    if waiting:
-        err_console.print(f"{len(waiting)} vault(s) await key rotation: run `aileron vault rotate NAME` as an owner.")
+    rotating = [v["name"] for v in vaults if v["rotation_pending"]]
+    if rotating:
+        err_console.print(f"{len(rotating)} vault(s) await key rotation: run `aileron vault rotate NAME` as an owner.")
+    to_confirm = [v["name"] for v in vaults if v["my_role"] == "owner" and v.get("waiting")]
+    if to_confirm:
+        err_console.print(f"People wait for {', '.join(to_confirm)}: run `aileron vault confirm`.")
 
 
 @vault.command("create")
 @click.argument("name")
+@click.option("--team", "team_ref", default=None, help="A team vault: the team's members read it, now and later.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
-def vault_create(name: str, as_json: bool) -> None:
-    """Create a shared vault with you as owner."""
+def vault_create(name: str, team_ref: str | None, as_json: bool) -> None:
+    """Create a shared vault with you as owner (with --team, a team vault)."""
     with logged_in_api() as api:
-        created = vault_client(api).create_vault(name, "shared")
+        client = vault_client(api)
+        team = team_find(api, client.me.organization_id, team_ref) if team_ref else None
+        created = client.create_vault(name, "shared", team_id=team["id"] if team else None)
+        confirmed = client.confirm_waiting([created]) if created.get("waiting") else []
+        client.close()
     if as_json:
-        emit_json(created)
-    else:
-        console.print(f"Created vault {created['name']} ({created['id']}).")
+        emit_json({**created, "confirmed": confirmed})
+        return
+    console.print(f"Created vault {created['name']} ({created['id']}).", markup=False)
+    if team is not None:
+        done = [c["email"] for c in confirmed if c["confirmed"]]
+        console.print(
+            f"Team vault of {team['name']}: "
+            + (f"confirmed {', '.join(done)}; " if done else "")
+            + "whoever joins the team later is confirmed by an owner's CLI or session.",
+            markup=False,
+        )
+        for c in confirmed:
+            if not c["confirmed"]:
+                err_console.print(f"aileron: {c['email']} waits: {c['error']}", markup=False)
+
+
+@vault.command("confirm")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def vault_confirm(as_json: bool) -> None:
+    """Let in everyone waiting for a team vault you own: its key is wrapped to them here."""
+    with logged_in_api() as api:
+        client = vault_client(api)
+        try:
+            done = client.confirm_waiting()
+        finally:
+            client.close()
+    if as_json:
+        emit_json(done)
+        return
+    if not done:
+        console.print("Nobody waits for a vault you own.")
+    for entry in done:
+        if entry["confirmed"]:
+            console.print(f"Confirmed {entry['email']} in {entry['vault']}.", markup=False)
+        else:
+            err_console.print(f"aileron: {entry['email']} still waits for {entry['vault']}: {entry['error']}")
+    if any(not e["confirmed"] for e in done):
+        sys.exit(1)
 
 
 @vault.command("grant")

@@ -113,7 +113,7 @@ class VaultClient:
             raise CliError(f"several vaults are named {ref!r}; use its id")
         return found[0]
 
-    def create_vault(self, name: str, type: str) -> dict[str, Any]:
+    def create_vault(self, name: str, type: str, team_id: str | None = None) -> dict[str, Any]:
         vault_id = str(uuid.uuid4())
         key = crypto.vault_key_new()
         try:
@@ -122,9 +122,10 @@ class VaultClient:
             )
         finally:
             crypto.wipe(key)
-        return dict(
-            self.api.post(self.base, {"id": vault_id, "name": name, "type": type, "wrapping": crypto.b64(wrapping)})
-        )
+        body = {"id": vault_id, "name": name, "type": type, "wrapping": crypto.b64(wrapping)}
+        if team_id is not None:
+            body["team"] = team_id
+        return dict(self.api.post(self.base, body))
 
     def vault_key(self, vault: dict[str, Any]) -> tuple[int, bytearray]:
         body = self.api.get(f"{self.base}{vault['id']}/wrapping/")
@@ -169,6 +170,33 @@ class VaultClient:
                 {"user_id": member["user"]["id"], "role": role, "wrapping": crypto.b64(wrapping)},
             )
         )
+
+    def confirm_waiting(self, vaults: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Wrap each team vault's key, here, to everyone waiting for it in the vaults this user owns: what was
+        done, one entry per person ({vault, email, confirmed, error})."""
+        done: list[dict[str, Any]] = []
+        for vault in vaults if vaults is not None else self.vaults():
+            if vault.get("my_role") != "owner" or not vault.get("waiting"):
+                continue
+            for person in vault["waiting"]:
+                entry = {"vault": vault["name"], "email": person["email"], "confirmed": False, "error": None}
+                try:
+                    self.grant(vault, person["email"], person["role"])
+                except CliError as exc:
+                    entry["error"] = str(exc)
+                else:
+                    entry["confirmed"] = True
+                done.append(entry)
+        return done
+
+    def confirm_if_waiting(self, passphrase: str) -> list[dict[str, Any]]:
+        """confirm_waiting, after an unlock the caller already asked for (as `launch` does): nothing is unlocked
+        when nobody waits for a vault this user owns."""
+        vaults = [v for v in self.vaults() if v.get("my_role") == "owner" and v.get("waiting")]
+        if not vaults:
+            return []
+        self.unlock(lambda: passphrase)
+        return self.confirm_waiting(vaults)
 
     def revoke(self, vault: dict[str, Any], email: str) -> None:
         member = self.member_by_email(email)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -82,6 +82,7 @@ class SessionContext:
     egress_tcp: tuple[str, ...] = ()  # "host:port" rules for raw TCP through the proxy (SSH, databases)
     project_tcp: tuple[str, ...] = ()  # the session's project's own rules, besides the organization's
     shell_policy: ShellRules = ShellRules()  # what the sandbox's mediated shell was told to enforce
+    waiting: dict[str, str] = field(default_factory=dict)  # connector -> team vault awaiting an owner's confirm
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +186,7 @@ class ControlPlane:
                 egress_tcp=tuple(str(a) for a in egress.get("tcp", [])),
                 project_tcp=tuple(str(a) for a in egress.get("project_tcp", [])),
                 shell_policy=shell_rules_parse(body.get("shell_policy")),
+                waiting={str(k): str(v) for k, v in (body.get("waiting") or {}).items()},
             )
         except (KeyError, TypeError, AttributeError, ShellRuleError) as exc:
             raise ControlPlaneError(f"the session context is malformed ({exc.__class__.__name__})") from None

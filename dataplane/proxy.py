@@ -536,7 +536,10 @@ class AileronProxy:
         outcome, reason = decide(pending, self.actions, found)
         ref = ctx_.credentials.get(pending.connector)
         if ref is None:
-            raise Refusal(problems.NO_CREDENTIAL, f"none of your vaults holds a credential for {pending.connector}")
+            why = f"none of your vaults holds a credential for {pending.connector}"
+            if (vault := ctx_.waiting.get(pending.connector)) is not None:
+                why += f"; waiting for an owner of {vault!r} to confirm you (`aileron vault confirm`)"
+            raise Refusal(problems.NO_CREDENTIAL, why)
         approval: ApprovalTicket | None = None
         if outcome == "approval_required":
             # Held until people decide (other traffic keeps flowing: this only awaits), its body in the pool of

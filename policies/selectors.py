@@ -77,6 +77,7 @@ class SessionContext:
     egress_tcp: list[str] = field(default_factory=list)
     project_tcp: list[str] = field(default_factory=list)  # the session's project's own rules, besides egress_tcp
     shell_policy: dict[str, Any] = field(default_factory=dict)  # policies.shell_rules.ShellRules.as_dict()
+    waiting: dict[str, str] = field(default_factory=dict)  # connector -> team vault that awaits confirming the user
 
 
 def session_context(*, session_token: str) -> SessionContext:
@@ -121,7 +122,7 @@ def session_context(*, session_token: str) -> SessionContext:
             else []
         )
         shell = shell_policy_get(organization=organization)
-        credentials = _credentials_for(membership)
+        credentials, waiting = _credentials_for(membership)
     return SessionContext(
         session_id=token.pk,
         user_id=user.pk,
@@ -139,6 +140,7 @@ def session_context(*, session_token: str) -> SessionContext:
         egress_plain_http=list(egress.plain_http),
         egress_tcp=list(egress.tcp),
         project_tcp=project_tcp,
+        waiting=waiting,
         shell_policy={
             "mode": shell.mode,
             "deny": list(shell.deny),
@@ -148,12 +150,14 @@ def session_context(*, session_token: str) -> SessionContext:
     )
 
 
-def _credentials_for(membership: Membership) -> list[SessionCredential]:
+def _credentials_for(membership: Membership) -> tuple[list[SessionCredential], dict[str, str]]:
     """At most one credential per connector from the vaults the user is a member of: the personal vault first,
-    then shared vaults by name (then id), and within a vault the oldest credential."""
+    then shared vaults by name (then id), and within a vault the oldest credential. And, for connectors none of
+    them serves, the team vault that has one but waits for an owner to confirm the user: connector -> its name."""
     from vaults.services import credential_list, vault_list_for
 
-    mine = [v for v in vault_list_for(membership=membership) if v.my_role is not None]
+    views = vault_list_for(membership=membership)
+    mine = [v for v in views if v.my_role is not None]
     mine.sort(key=lambda v: (v.vault.personal_owner_id != membership.user_id, v.meta.name, v.id))
     chosen: dict[str, SessionCredential] = {}
     for view in mine:
@@ -162,4 +166,9 @@ def _credentials_for(membership: Membership) -> list[SessionCredential]:
                 chosen[credential.connector] = SessionCredential(
                     connector=credential.connector, vault_id=view.id, credential_id=credential.id, name=credential.name
                 )
-    return [chosen[c] for c in sorted(chosen)]
+    waiting: dict[str, str] = {}
+    for view in sorted((v for v in views if v.i_wait), key=lambda v: (v.meta.name, v.id)):
+        for credential in credential_list(view=view):
+            if credential.connector and credential.connector not in chosen:
+                waiting.setdefault(credential.connector, view.meta.name)
+    return [chosen[c] for c in sorted(chosen)], waiting

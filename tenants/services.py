@@ -396,11 +396,23 @@ def team_member_add(*, team: Team, user_id: uuid.UUID) -> TeamMembership:
         raise InvalidInput("That user is not a member of this organization.")
     if TeamMembership.objects.filter(organization_id=team.organization_id, team=team, user_id=user_id).exists():
         raise Conflict("That user is already in the team.")
-    return TeamMembership.objects.create(organization_id=team.organization_id, team=team, user_id=user_id)
+    added = TeamMembership.objects.create(organization_id=team.organization_id, team=team, user_id=user_id)
+    from vaults.services import team_vaults_member_joined
+
+    team_vaults_member_joined(team=team, user_id=user_id)  # they wait for an owner to wrap the key to them
+    return added
 
 
 @transaction.atomic
-def team_member_remove(*, team_membership: TeamMembership) -> None:
+def team_member_remove(*, team_membership: TeamMembership, acting_user_id: uuid.UUID | None = None) -> None:
+    """Take someone out of a team: they leave its vaults too (revoked, each then rotates)."""
+    from vaults.services import team_vaults_member_left
+
+    team_vaults_member_left(
+        team=team_membership.team,
+        user_id=team_membership.user_id,
+        acting_user_id=acting_user_id or team_membership.user_id,
+    )
     team_membership.delete()
 
 

@@ -13,7 +13,7 @@ from django.db import models
 from django.utils import timezone
 from django_scopes import ScopedManager
 
-from tenants.models import Organization
+from tenants.models import Organization, Team
 
 
 class Vault(models.Model):
@@ -28,6 +28,9 @@ class Vault(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # Mirrors the store's pending rotation so the worker can find vaults awaiting one without reading them all.
     rotation_requested_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # A team vault: the team's members are its readers, now and later (each waits as a PendingMember until an
+    # owner wraps the key to them). The vault stays, as a plain shared vault, if the team is deleted.
+    team = models.ForeignKey(Team, on_delete=models.SET_NULL, null=True, blank=True, related_name="vaults")
 
     objects: models.Manager[Vault] = ScopedManager(organization="organization")
 
@@ -38,6 +41,27 @@ class Vault(models.Model):
 
     def __str__(self) -> str:
         return str(self.id)
+
+
+class PendingMember(models.Model):
+    """Someone who should be a member of a team vault and waits for its key to be wrapped to them. Only a holder
+    of the key can wrap it (zero knowledge): an owner, through `aileron vault confirm`, their CLI when it next
+    unlocks their keys, or the data plane for an owner with a live session."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    vault = models.ForeignKey(Vault, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=16, default="reader")
+    requested_at = models.DateTimeField(default=timezone.now)
+
+    objects: models.Manager[PendingMember] = ScopedManager(organization="organization")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["vault", "user"], name="pending_member_once")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} waits for {self.vault_id}"
 
 
 class UserKeys(models.Model):

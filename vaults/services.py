@@ -17,11 +17,11 @@ from django_scopes import scope, scopes_disabled
 
 from aileron_site.problems import Conflict, Forbidden, InvalidInput, NotFound
 from connectors.services import catalog_action_validate, catalog_connector_validate
-from tenants.models import Membership, Organization, User
+from tenants.models import Membership, Organization, Team, TeamMembership, User
 from tenants.permissions import Perm, role_has
 from vaults import crypto
 from vaults.backend import vault_store
-from vaults.models import UserKeys, Vault
+from vaults.models import PendingMember, UserKeys, Vault
 from vaults.store import (
     Bundle,
     CredentialMeta,
@@ -48,6 +48,13 @@ class VaultView:
     meta: VaultMeta
     members: list[Member]
     my_role: str | None
+    waiting: tuple[PendingMember, ...] = ()  # who waits for the key to be wrapped to them (team vaults)
+    caller: uuid.UUID | None = None
+
+    @property
+    def i_wait(self) -> bool:
+        """The caller waits to be confirmed in this (team) vault."""
+        return self.my_role is None and any(p.user_id == self.caller for p in self.waiting)
 
     @property
     def id(self) -> str:
@@ -103,18 +110,23 @@ def _view(vault: Vault, user_id: uuid.UUID) -> VaultView:
     meta = store.meta(str(vault.pk))
     members = store.members(str(vault.pk))
     role = next((m.role for m in members if m.user_id == str(user_id)), None)
-    return VaultView(vault=vault, meta=meta, members=members, my_role=role)
+    waiting: tuple[PendingMember, ...] = ()
+    if vault.team_id is not None:
+        with scope(organization=vault.organization_id):
+            waiting = tuple(PendingMember.objects.filter(vault=vault).select_related("user").order_by("requested_at"))
+    return VaultView(vault=vault, meta=meta, members=members, my_role=role, waiting=waiting, caller=user_id)
 
 
 def vault_list_for(*, membership: Membership) -> list[VaultView]:
+    """The caller's vaults, the team vaults they wait to be confirmed in, and for admins every vault."""
     see_all = role_has(membership.role, Perm.VAULT_VIEW_ALL)
     views = []
-    for vault in Vault.objects.filter(organization=membership.organization):
+    for vault in Vault.objects.filter(organization=membership.organization).select_related("team"):
         try:
             views.append(_view(vault, membership.user_id))
         except VaultMissing:
             continue  # being deleted by a concurrent request: its index row goes in the same moment
-    return [v for v in views if see_all or v.my_role is not None]
+    return [v for v in views if see_all or v.my_role is not None or v.i_wait]
 
 
 def vault_get_for(*, membership: Membership, vault_id: uuid.UUID, member_only: bool = True) -> VaultView:
@@ -127,7 +139,7 @@ def vault_get_for(*, membership: Membership, vault_id: uuid.UUID, member_only: b
     except VaultMissing:
         # Its store was dropped by a concurrent delete after the index row was read (seen under schemathesis).
         raise NotFound("No such vault.") from None
-    if view.my_role is None and (member_only or not role_has(membership.role, Perm.VAULT_VIEW_ALL)):
+    if view.my_role is None and (member_only or not (view.i_wait or role_has(membership.role, Perm.VAULT_VIEW_ALL))):
         raise NotFound("No such vault.")
     return view
 
@@ -139,13 +151,29 @@ def _require_vault_role(view: VaultView, roles: tuple[str, ...], action: str) ->
 
 @transaction.atomic
 def vault_create(
-    *, membership: Membership, vault_id: uuid.UUID, name: str, type: str, owner_wrapping: bytes
+    *,
+    membership: Membership,
+    vault_id: uuid.UUID,
+    name: str,
+    type: str,
+    owner_wrapping: bytes,
+    team: Team | None = None,
 ) -> VaultView:
-    """Create a vault whose key the caller generated and wrapped to themself (key version 1)."""
+    """Create a vault whose key the caller generated and wrapped to themself (key version 1). A team vault's
+    other team members wait (PendingMember) until an owner wraps the key to them."""
     organization: Organization = membership.organization
     personal = type == "personal"
     if not personal and not role_has(membership.role, Perm.VAULT_CREATE):
         raise Forbidden(f"Your role ({membership.role}) lacks {Perm.VAULT_CREATE.value}.")
+    if team is not None:
+        if personal:
+            raise InvalidInput("A personal vault cannot be a team vault.")
+        if team.organization_id != organization.pk:
+            raise InvalidInput("That team is not in this organization.")
+        with scope(organization=organization):
+            in_team = TeamMembership.objects.filter(team=team, user_id=membership.user_id).exists()
+        if not in_team and not role_has(membership.role, Perm.TEAM_MANAGE):
+            raise Forbidden(f"Only members of {team.slug} (or who manage teams) may create its vault.")
     _public_key_of(membership.user_id)
     with scopes_disabled():
         taken = Vault.objects.filter(pk=vault_id).exists()
@@ -154,7 +182,10 @@ def vault_create(
     try:
         with transaction.atomic():
             vault = Vault.objects.create(
-                id=vault_id, organization=organization, personal_owner=membership.user if personal else None
+                id=vault_id,
+                organization=organization,
+                personal_owner=membership.user if personal else None,
+                team=team,
             )
     except IntegrityError:
         raise Conflict("You already have a personal vault in this organization.") from None
@@ -170,6 +201,11 @@ def vault_create(
         vault_store().create(meta, _envelope(owner_wrapping, "The wrapping"))
     except StoreError as exc:
         raise InvalidInput(str(exc)) from None
+    if team is not None:
+        with scope(organization=organization):
+            others = TeamMembership.objects.filter(team=team).exclude(user_id=membership.user_id)
+            for user_id in others.values_list("user_id", flat=True):
+                PendingMember.objects.create(organization=organization, vault=vault, user_id=user_id)
     return _view(vault, membership.user_id)
 
 
@@ -204,6 +240,8 @@ def vault_grant(*, view: VaultView, user_id: uuid.UUID, role: str, wrapping: byt
         raise Conflict(f"{exc}; make someone else owner first.") from None
     except StoreError as exc:
         raise InvalidInput(str(exc)) from None
+    with scope(organization=view.vault.organization_id):
+        PendingMember.objects.filter(vault=view.vault, user_id=user_id).delete()  # confirmed
     return view
 
 
@@ -256,6 +294,7 @@ def vaults_member_leave(*, organization: Organization, user_id: uuid.UUID, actin
     shared vault."""
     with scope(organization=organization):
         vaults = list(Vault.objects.filter(organization=organization))
+        PendingMember.objects.filter(organization=organization, user_id=user_id).delete()
     store = vault_store()
     shared: list[Vault] = []
     for vault in vaults:
@@ -276,6 +315,38 @@ def vaults_member_leave(*, organization: Organization, user_id: uuid.UUID, actin
             store.delete(str(vault.pk))
             with scope(organization=organization):
                 vault.delete()
+
+
+def team_vaults_member_joined(*, team: Team, user_id: uuid.UUID) -> int:
+    """Someone joined TEAM: they wait to be confirmed in each of its vaults (an owner wraps the key to them).
+    How many vaults they now wait for."""
+    with scope(organization=team.organization_id):
+        vaults = list(Vault.objects.filter(team=team))
+        queued = 0
+        for vault in vaults:
+            if any(m.user_id == str(user_id) for m in vault_store().members(str(vault.pk))):
+                continue
+            _, made = PendingMember.objects.get_or_create(
+                organization_id=team.organization_id, vault=vault, user_id=user_id
+            )
+            queued += made
+    return queued
+
+
+def team_vaults_member_left(*, team: Team, user_id: uuid.UUID, acting_user_id: uuid.UUID) -> None:
+    """Someone left TEAM: they stop waiting for its vaults, and are revoked from those they were in (each then
+    rotates), as when leaving the organization; the only owner of a vault stays its owner."""
+    with scope(organization=team.organization_id):
+        vaults = list(Vault.objects.filter(team=team))
+        PendingMember.objects.filter(vault__in=vaults, user_id=user_id).delete()
+    for vault in vaults:
+        members = vault_store().members(str(vault.pk))
+        mine = next((m for m in members if m.user_id == str(user_id)), None)
+        if mine is None:
+            continue
+        if mine.role == "owner" and not any(m.role == "owner" and m.user_id != mine.user_id for m in members):
+            continue  # nobody else could grant, revoke or rotate: make someone else owner, then revoke
+        _revoke(vault, user_id=user_id, acting_user_id=acting_user_id)
 
 
 def vaults_drop_for_organization(*, organization: Organization) -> None:

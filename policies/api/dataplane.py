@@ -63,6 +63,11 @@ class SessionContextSerializer(serializers.Serializer[Any]):
     policies = SessionPolicySerializer(many=True, help_text="Enabled: the organization's and the user's teams'.")
     egress = SessionEgressSerializer()
     shell_policy = SessionShellPolicySerializer(help_text="What the sandbox's mediated shell enforces.")
+    waiting = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="Connector -> the team vault holding a credential for it that waits for an owner to confirm "
+        "the user (for the proxy's no-credential message).",
+    )
 
 
 class SessionContextView(APIView):
@@ -93,5 +98,6 @@ class SessionContextView(APIView):
                 "project_tcp": found.project_tcp,
             },
             "shell_policy": found.shell_policy,
+            "waiting": found.waiting,
         }
         return Response(SessionContextSerializer(body).data)

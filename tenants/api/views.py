@@ -398,7 +398,10 @@ class TeamMemberViewSet(OrgScopedViewSet):
 
     def destroy(self, request: Request, org_id: uuid.UUID, team_id: uuid.UUID, user_id: uuid.UUID) -> Response:
         team = selectors.team_get(organization=self.organization, team_id=team_id)
-        services.team_member_remove(team_membership=selectors.team_member_get(team=team, user_id=user_id))
+        services.team_member_remove(
+            team_membership=selectors.team_member_get(team=team, user_id=user_id),
+            acting_user_id=self.membership.user_id,
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -49,6 +49,13 @@ class RotationSerializer(serializers.Serializer[Any]):
     from_version = serializers.IntegerField()
 
 
+class WaitingSerializer(serializers.Serializer[Any]):
+    user_id = serializers.UUIDField()
+    email = serializers.EmailField()
+    role = serializers.ChoiceField(choices=VAULT_ROLES)
+    since = serializers.DateTimeField()
+
+
 class VaultSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     name = serializers.CharField()
@@ -59,6 +66,11 @@ class VaultSerializer(serializers.Serializer[Any]):
     rotation_pending = RotationSerializer(allow_null=True, help_text="Set while the key awaits rotation.")
     members = MemberSerializer(many=True)
     my_role = serializers.ChoiceField(choices=VAULT_ROLES, allow_null=True)
+    team = serializers.CharField(allow_null=True, help_text="A team vault: its team's slug; its members are readers.")
+    waiting = WaitingSerializer(
+        many=True, help_text="Team members waiting for an owner to wrap the key to them (`aileron vault confirm`)."
+    )
+    i_wait = serializers.BooleanField(help_text="You wait to be confirmed in this team vault.")
 
 
 class VaultCreateSerializer(serializers.Serializer[Any]):
@@ -66,6 +78,9 @@ class VaultCreateSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=100, allow_blank=False)
     type = serializers.ChoiceField(choices=VAULT_TYPES, default="shared")
     wrapping = Base64Field(help_text="The new vault key (version 1) wrapped to your own public key.")
+    team = serializers.UUIDField(
+        required=False, allow_null=True, help_text="A team vault: the team whose members (now and later) read it."
+    )
 
 
 class VaultRenameSerializer(serializers.Serializer[Any]):

@@ -7,12 +7,13 @@ from dataclasses import asdict
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aileron_site.problems import NotFound
+from tenants import selectors as tenant_selectors
 from tenants.api.views import OrgScopedViewSet, request_user
 from tenants.permissions import Perm
 from vaults import services
@@ -35,6 +36,12 @@ def _vault_body(view: services.VaultView) -> dict[str, Any]:
                 "rotation_pending": asdict(meta.rotation) if meta.rotation else None,
                 "members": [asdict(m) for m in view.members],
                 "my_role": view.my_role,
+                "team": view.vault.team.slug if view.vault.team is not None else None,
+                "waiting": [
+                    {"user_id": p.user_id, "email": p.user.email, "role": p.role, "since": p.requested_at}
+                    for p in view.waiting
+                ],
+                "i_wait": view.i_wait,
             }
         ).data
     )
@@ -80,8 +87,19 @@ class VaultViewSet(OrgScopedViewSet):
         data = s.VaultCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
+        team = None
+        if v.get("team") is not None:
+            try:
+                team = tenant_selectors.team_get(organization=self.organization, team_id=v["team"])
+            except NotFound:
+                raise exceptions.ValidationError({"team": ["No such team in this organization."]}) from None
         view = services.vault_create(
-            membership=self.membership, vault_id=v["id"], name=v["name"], type=v["type"], owner_wrapping=v["wrapping"]
+            membership=self.membership,
+            vault_id=v["id"],
+            name=v["name"],
+            type=v["type"],
+            owner_wrapping=v["wrapping"],
+            team=team,
         )
         return Response(_vault_body(view), status=status.HTTP_201_CREATED)
 
