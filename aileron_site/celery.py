@@ -19,5 +19,6 @@ app.conf.beat_schedule = {
     "runtime-heartbeat": {"task": "runtime.tasks.heartbeat_record", "schedule": 5.0},
     "tokens-purge-expired": {"task": "tenants.tasks.tokens_purge_expired", "schedule": 3600.0},
     "vaults-rotations-drive": {"task": "vaults.tasks.rotations_drive", "schedule": 60.0},
+    "vaults-confirmations-drive": {"task": "vaults.tasks.confirmations_drive", "schedule": 60.0},
     "approvals-expire": {"task": "approvals.tasks.approvals_expire", "schedule": 15.0},
 }

@@ -54,6 +54,16 @@ class RotationExport:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfirmExport:
+    """What an owner's session needs to let waiting team members into a team vault."""
+
+    organization_id: str
+    key_version: int
+    wrapping: bytes  # the owner's
+    waiting: dict[str, bytes]  # user id -> public key
+
+
+@dataclass(frozen=True, slots=True)
 class CredentialRef:
     connector: str
     vault_id: str
@@ -239,6 +249,27 @@ class ControlPlane:
             },
         )
         return int(body["key_version"])
+
+    def confirm_export(self, *, session_id: str, vault_id: str) -> ConfirmExport:
+        body = self._post("/api/v1/dataplane/confirmations/export/", {"session_id": session_id, "vault_id": vault_id})
+        return ConfirmExport(
+            organization_id=body["organization_id"],
+            key_version=int(body["key_version"]),
+            wrapping=base64.b64decode(body["wrapping"]),
+            waiting={w["user_id"]: base64.b64decode(w["public_key"]) for w in body["waiting"]},
+        )
+
+    def confirm_commit(self, *, session_id: str, vault_id: str, key_version: int, wrappings: dict[str, bytes]) -> int:
+        body = self._post(
+            "/api/v1/dataplane/confirmations/commit/",
+            {
+                "session_id": session_id,
+                "vault_id": vault_id,
+                "key_version": key_version,
+                "wrappings": {k: base64.b64encode(v).decode("ascii") for k, v in wrappings.items()},
+            },
+        )
+        return int(body["confirmed"])
 
     def session_alive(self, session_id: str) -> bool:
         """Whether the control plane still serves this session (live token, active user, still a member)."""

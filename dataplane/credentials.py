@@ -206,6 +206,26 @@ class CredentialService:
             key_version=bundle.key_version,
         )
 
+    def confirm(self, *, session_id: str, vault_id: str) -> int:
+        """Wrap a team vault's key, with this session's unlocked keys (its user must own the vault), to each
+        team member waiting for it; how many were let in."""
+        session = self._live(session_id)
+        export = self.control.confirm_export(session_id=session_id, vault_id=vault_id)
+        if export.organization_id != session.organization_id:
+            raise CredentialServiceError("the control plane returned another organization's vault")
+        if not export.waiting:
+            return 0
+        key = self.vault_key(session, vault_id=vault_id, key_version=export.key_version, wrapping=export.wrapping)
+        wrappings = {
+            user_id: crypto.vault_key_wrap(
+                key, public_key, vault_id=vault_id, member_id=user_id, key_version=export.key_version
+            )
+            for user_id, public_key in export.waiting.items()
+        }
+        return self.control.confirm_commit(
+            session_id=session_id, vault_id=vault_id, key_version=export.key_version, wrappings=wrappings
+        )
+
     def rotate(self, *, session_id: str, vault_id: str) -> int:
         """Rotate a vault's key with this session's unlocked keys (its user must own the vault)."""
         session = self._live(session_id)

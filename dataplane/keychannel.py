@@ -9,6 +9,7 @@ also checks the peer's uid. One JSON request line, one JSON response line. Impor
     {"op": "status", "session_id": "…"}                                   -> {"ok": true, "open": true, …}
     {"op": "close", "session_id": "…"}                                    -> {"ok": true, "closed": true}
     {"op": "rotate", "session_id": "…", "vault_id": "…"}                  -> {"ok": true, "key_version": 3}
+    {"op": "confirm", "session_id": "…", "vault_id": "…"}                 -> {"ok": true, "confirmed": 2}
 
 The master key never crosses the channel in the clear: the client asks for an attestation report for a fresh
 nonce, verifies it (dataplane.attestation), and sends the master key HPKE-sealed to the report's public key,
@@ -169,6 +170,18 @@ async def _dispatch(channel: Channel, op: str, request: dict[str, Any]) -> dict[
         except (ControlPlaneError, CredentialServiceError, crypto.CryptoError) as exc:
             return {"ok": False, "error": f"rotation failed: {exc.__class__.__name__}"}
         return {"ok": True, "key_version": version}
+    if op == "confirm":
+        try:
+            confirmed = await asyncio.to_thread(
+                service.confirm, session_id=str(request["session_id"]), vault_id=str(request["vault_id"])
+            )
+        except KeyError:
+            return {"ok": False, "error": "malformed request"}
+        except (SessionUnknown, NotFoundError) as exc:
+            return {"ok": False, "error": str(exc)}
+        except (ControlPlaneError, CredentialServiceError, crypto.CryptoError) as exc:
+            return {"ok": False, "error": f"confirming failed: {exc.__class__.__name__}"}
+        return {"ok": True, "confirmed": confirmed}
     if op == "close":
         return {"ok": True, "closed": service.close(str(request.get("session_id", "")))}
     return {"ok": False, "error": f"unknown op {op!r}"}

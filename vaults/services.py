@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -330,6 +331,8 @@ def team_vaults_member_joined(*, team: Team, user_id: uuid.UUID) -> int:
                 organization_id=team.organization_id, vault=vault, user_id=user_id
             )
             queued += made
+            if made:
+                transaction.on_commit(partial(_queue_confirmations, str(vault.pk)))
     return queued
 
 
@@ -640,6 +643,110 @@ def rotations_drive(*, vault_id: str | None = None, key_socket: Any = None) -> i
         else:
             log.info("vault %s awaits rotation: no owner has an unlocked session", vault.pk)
     return rotated
+
+
+# --- team-vault confirmations completed through the data plane's credential service ------------------------
+
+
+def confirm_export_for_session(*, session_id: uuid.UUID, vault_id: uuid.UUID) -> dict[str, Any]:
+    """What a vault owner's credential service needs to let the waiting team members in: its wrapping of the
+    current key, and each waiting person's public key (those without a key pair yet are left waiting)."""
+    session, vault = _owner_session(session_id=session_id, vault_id=vault_id)
+    version, wrapping = vault_store().wrapping(str(vault.pk), str(session.user_id))
+    with scope(organization=vault.organization_id):
+        waiting = list(PendingMember.objects.filter(vault=vault).values_list("user_id", "role"))
+    keys = {k.user_id: bytes(k.public_key) for k in UserKeys.objects.filter(user_id__in=[u for u, _ in waiting])}
+    return {
+        "organization_id": vault.organization_id,
+        "key_version": version,
+        "wrapping": wrapping or b"",
+        "waiting": [{"user_id": u, "role": role, "public_key": keys[u]} for u, role in waiting if u in keys],
+    }
+
+
+@transaction.atomic
+def confirm_commit_for_session(
+    *, session_id: uuid.UUID, vault_id: uuid.UUID, key_version: int, wrappings: dict[str, bytes]
+) -> int:
+    """Add each waiting person the owner's session wrapped the key to; how many. Only people who wait."""
+    _, vault = _owner_session(session_id=session_id, vault_id=vault_id)
+    with scope(organization=vault.organization_id):
+        waiting = {str(p.user_id): p for p in PendingMember.objects.select_for_update().filter(vault=vault)}
+        done = 0
+        for user_id, wrapping in wrappings.items():
+            pending = waiting.get(user_id)
+            if pending is None:
+                raise InvalidInput(f"{user_id} does not wait for this vault.")
+            if crypto.envelope_key_version(_envelope(wrapping, "A wrapping")) != key_version:
+                raise Conflict("The vault's key changed; export again.")
+            try:
+                vault_store().member_grant(str(vault.pk), Member(user_id=user_id, role=pending.role), wrapping)
+            except StaleKeyVersion as exc:
+                raise Conflict(f"{exc}; export again.") from None
+            except StoreError as exc:
+                raise InvalidInput(str(exc)) from None
+            pending.delete()
+            done += 1
+    return done
+
+
+def _queue_confirmations(vault_id: str) -> None:
+    import logging
+
+    from vaults.tasks import confirmations_drive_task
+
+    try:
+        confirmations_drive_task.delay(vault_id=vault_id)
+    except Exception:  # noqa: BLE001  (beat's minute-by-minute run is the fallback)
+        logging.getLogger(__name__).warning("could not queue confirmations for vault %s; beat will retry", vault_id)
+
+
+def confirmations_drive(*, vault_id: str | None = None, key_socket: Any = None) -> int:
+    """Ask the credential service to let waiting team members into each team vault, through a live session of
+    one of its owners (the control plane cannot wrap a key it never sees). Vaults with no owner online keep
+    their waiting members until an owner's CLI or a later run does it. How many people were let in."""
+    import logging
+
+    from django.conf import settings
+
+    from aileron_shared.keychannel import request
+    from tenants.models import ApiToken
+
+    log = logging.getLogger(__name__)
+    socket_path = key_socket or settings.AILERON_KEY_SOCKET
+    with scopes_disabled():
+        ids = PendingMember.objects.filter(user__keys__isnull=False)
+        if vault_id is not None:
+            ids = ids.filter(vault_id=vault_id)
+        vaults = list(Vault.objects.filter(pk__in=ids.values("vault_id")))
+    confirmed = 0
+    for vault in vaults:
+        try:
+            owners = [m.user_id for m in vault_store().members(str(vault.pk)) if m.role == "owner"]
+        except VaultMissing:
+            continue
+        sessions = ApiToken.objects.filter(
+            kind="ses",
+            organization_id=vault.organization_id,
+            user_id__in=owners,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+        ).order_by("-created_at")
+        for session in sessions:
+            try:
+                answer = request(
+                    socket_path, {"op": "confirm", "session_id": str(session.pk), "vault_id": str(vault.pk)}
+                )
+            except (OSError, ValueError) as exc:
+                log.warning("vault %s: no answer from the credential service (%s)", vault.pk, exc)
+                return confirmed
+            if answer.get("ok"):
+                confirmed += int(answer.get("confirmed", 0))
+                break
+            log.info("vault %s: confirming through session %s failed: %s", vault.pk, session.pk, answer.get("error"))
+        else:
+            log.info("vault %s: people wait, and no owner has an unlocked session", vault.pk)
+    return confirmed
 
 
 def session_alive_check(*, session_id: uuid.UUID) -> None:

@@ -149,6 +149,51 @@ class RotationCommitView(APIView):
         return Response({"key_version": meta.key_version})
 
 
+class WaitingMemberSerializer(serializers.Serializer[Any]):
+    user_id = serializers.UUIDField()
+    role = serializers.CharField()
+    public_key = Base64Field()
+
+
+class ConfirmExportSerializer(serializers.Serializer[Any]):
+    organization_id = serializers.UUIDField()
+    key_version = serializers.IntegerField()
+    wrapping = Base64Field(help_text="The session user's (an owner's) wrapping of the current key.")
+    waiting = WaitingMemberSerializer(many=True)
+
+
+class ConfirmCommitRequest(RotationExportRequest):
+    key_version = serializers.IntegerField(min_value=1)
+    wrappings = serializers.DictField(child=Base64Field(), help_text="Waiting user id -> the key wrapped to them.")
+
+
+class ConfirmResultSerializer(serializers.Serializer[Any]):
+    confirmed = serializers.IntegerField()
+
+
+class ConfirmExportView(APIView):
+    """For a team-vault owner's unlocked session in the credential service: who waits for the key."""
+
+    permission_classes = [IsServiceToken]
+
+    @extend_schema(request=RotationExportRequest, responses=ConfirmExportSerializer)
+    def post(self, request: Request) -> Response:
+        data = RotationExportRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(ConfirmExportSerializer(services.confirm_export_for_session(**data.validated_data)).data)
+
+
+class ConfirmCommitView(APIView):
+    permission_classes = [IsServiceToken]
+
+    @extend_schema(request=ConfirmCommitRequest, responses=ConfirmResultSerializer)
+    def post(self, request: Request) -> Response:
+        data = ConfirmCommitRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        done = services.confirm_commit_for_session(**data.validated_data)
+        return Response({"confirmed": done})
+
+
 class SessionAliveRequest(serializers.Serializer[Any]):
     session_id = serializers.UUIDField()
 

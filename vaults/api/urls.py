@@ -16,6 +16,8 @@ urlpatterns = [
     path("dataplane/sessions/alive/", dataplane.SessionAliveView.as_view(), name="dataplane-session-alive"),
     path("dataplane/rotations/export/", dataplane.RotationExportView.as_view(), name="dataplane-rotation-export"),
     path("dataplane/rotations/commit/", dataplane.RotationCommitView.as_view(), name="dataplane-rotation-commit"),
+    path("dataplane/confirmations/export/", dataplane.ConfirmExportView.as_view(), name="dataplane-confirm-export"),
+    path("dataplane/confirmations/commit/", dataplane.ConfirmCommitView.as_view(), name="dataplane-confirm-commit"),
     path("orgs/<uuid:org_id>/vaults/", v.VaultViewSet.as_view({"get": "list", "post": "create"}), name="vault-list"),
     path(
         VAULT,
