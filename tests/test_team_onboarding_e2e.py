@@ -7,6 +7,7 @@ key is rotated."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -61,6 +62,7 @@ def test_bob_joins_the_team_and_his_first_launch_uses_the_team_key_until_he_leav
         "AILERON_HOME": str(bob_home),
         "AILERON_PASSPHRASE": "bob's own passphrase",
         "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}",
+        "PATH": f"{BIN}:{os.environ.get('PATH', os.defpath)}",  # the `linear` shim
     }
     joined = json_of({**bob, "AILERON_INVITATION": invitation}, "join", "--server", world.service.url)
     assert joined["teams"] == ["support"]
