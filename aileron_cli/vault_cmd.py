@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -219,6 +220,45 @@ def secret_add(name: str, connector: str, vault_ref: str | None, as_json: bool) 
         console.print(f"Added {name} ({connector}) to vault {target['name']}.")
 
 
+@secret.command("update")
+@click.argument("name")
+@click.option("--vault", "vault_ref", default=None, help="Vault name or id [default: your personal vault].")
+@click.option(
+    "--expires",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="When this value expires (YYYY-MM-DD, UTC): the vault's owners are warned before.",
+)
+@click.option("--rotate-every", "rotate_every", type=click.IntRange(0, 3650), default=None, help="Days; 0 for none.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@fail_cleanly
+def secret_update(
+    name: str, vault_ref: str | None, expires: datetime | None, rotate_every: int | None, as_json: bool
+) -> None:
+    """Replace the secret NAME's value (from stdin or a hidden prompt) as its next version, atomically: running
+    sessions get the new value within seconds, and no request carries a mix."""
+    value = read_secret_value()
+    schedule: dict[str, Any] = {}
+    if expires is not None:
+        schedule["expires_at"] = expires.replace(tzinfo=UTC).isoformat()
+    if rotate_every is not None:
+        schedule["rotate_every_days"] = rotate_every
+    try:
+        with logged_in_api() as api:
+            client = vault_client(api)
+            try:
+                target = client.find(vault_ref)
+                updated = client.update_secret(target, name, value, schedule=schedule)
+            finally:
+                client.close()
+    finally:
+        crypto.wipe(value)
+    if as_json:
+        emit_json(updated)
+    else:
+        console.print(f"Updated {name} in vault {target['name']} to version {updated['version']}.", markup=False)
+
+
 @secret.command("list")
 @click.option("--vault", "vault_ref", default=None, help="Only this vault (name or id).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -236,10 +276,17 @@ def secret_list(vault_ref: str | None, as_json: bool) -> None:
         emit_json(rows)
         return
     table = Table(title="Secrets", title_justify="left")
-    for column in ("name", "connector", "vault", "created"):
+    for column in ("name", "connector", "vault", "version", "updated", "expires"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r["name"], r["connector"], r["vault"], r["created_at"][:19])
+        table.add_row(
+            r["name"],
+            r["connector"],
+            r["vault"],
+            str(r.get("version", 1)),
+            (r.get("updated_at") or r["created_at"])[:19],
+            (r.get("expires_at") or "-")[:10],
+        )
     console.print(table)
 
 

@@ -278,6 +278,33 @@ class VaultClient:
             )
         )
 
+    def update_secret(
+        self, vault: dict[str, Any], name: str, value: bytearray, *, schedule: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Replace the secret NAME's value as its next version (encrypted here, bound to the same credential id);
+        SCHEDULE: `expires_at` and `rotate_every_days`, when given."""
+        matches = [c for c in self.credentials(vault) if c["name"] == name]
+        if not matches:
+            raise CliError(f"no secret {name!r} in vault {vault['name']!r} (`aileron secret add` makes one)")
+        credential_id = matches[0]["id"]
+        version, key = self.vault_key(vault)
+        try:
+            blob = crypto.credential_encrypt(
+                value,
+                key,
+                organization_id=self.me.organization_id,
+                vault_id=vault["id"],
+                credential_id=credential_id,
+                key_version=version,
+            )
+        finally:
+            crypto.wipe(key)
+        return dict(
+            self.api.put(
+                f"{self.base}{vault['id']}/credentials/{credential_id}/", {"ciphertext": crypto.b64(blob), **schedule}
+            )
+        )
+
     def remove_secret(self, vault: dict[str, Any], name: str) -> None:
         matches = [c for c in self.credentials(vault) if c["name"] == name]
         if not matches:

@@ -96,6 +96,9 @@ class AuditRecord(models.Model):
     request_bytes = models.BigIntegerField(null=True, blank=True)
     response_bytes = models.BigIntegerField(null=True, blank=True)
     usage = models.JSONField(null=True, blank=True, help_text="LLM token usage and cost, when the call had any.")
+    credential_version = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Which version of the credential was injected (each `secret update` adds one)."
+    )
     completed_at = models.DateTimeField(null=True, blank=True)
     error = models.CharField(
         max_length=LENGTHS["error"],

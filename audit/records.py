@@ -66,6 +66,7 @@ OUTCOME_FIELDS = (
     "request_bytes",
     "response_bytes",
     "usage",
+    "credential_version",
     "completed_at",
     "error",
 )
@@ -213,6 +214,7 @@ def _outcome_fields(raw: dict[str, Any]) -> dict[str, Any]:
         "request_bytes": _count(raw.get("request_bytes"), "request_bytes"),
         "response_bytes": _count(raw.get("response_bytes"), "response_bytes"),
         "usage": _usage(raw.get("usage")),
+        "credential_version": _count(raw.get("credential_version"), "credential_version", low=1),
         "completed_at": None if completed is None else _datetime(completed, "completed_at"),
         "error": _text(raw.get("error"), "error"),
     }

@@ -91,6 +91,7 @@ def outcome_record(
         "request_bytes": len(flow.request.raw_content or b"") if not flow.request.stream else None,
         "response_bytes": pending.response_bytes or (len(response.raw_content or b"") if response else 0),
         "usage": usage.as_dict() if usage is not None else None,
+        "credential_version": pending.credential_version,
         "error": pending.error or (flow.error.msg if flow.error else None),
         "completed_at": now(),
     }

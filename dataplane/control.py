@@ -42,6 +42,7 @@ class Bundle:
     wrapping: bytes
     ciphertext: bytes
     connector: str
+    credential_version: int = 1  # the value's version (`aileron secret update`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +215,7 @@ class ControlPlane:
             wrapping=base64.b64decode(body["wrapping"]),
             ciphertext=base64.b64decode(body["ciphertext"]),
             connector=body["connector"],
+            credential_version=int(body.get("credential_version", 1)),
         )
 
     def rotation_export(self, *, session_id: str, vault_id: str) -> RotationExport:

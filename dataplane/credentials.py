@@ -28,6 +28,15 @@ class CredentialServiceError(Exception):
     pass
 
 
+class Plaintext(bytearray):
+    """A decrypted credential and the version of it that was decrypted (`aileron secret update` adds one), so
+    the audit names exactly the value a request carried. Wiped like any bytearray (crypto.wipe)."""
+
+    def __init__(self, value: bytes | bytearray, *, version: int) -> None:
+        super().__init__(value)
+        self.version = version
+
+
 class SessionUnknown(CredentialServiceError):
     """No unlocked session with that id here (never opened, ended, or expired)."""
 
@@ -168,7 +177,7 @@ class CredentialService:
     def is_open(self, session_id: str) -> bool:
         return self.status(session_id) is not None
 
-    def decrypt_cached(self, *, session_id: str, vault_id: str, credential_id: str) -> bytearray | None:
+    def decrypt_cached(self, *, session_id: str, vault_id: str, credential_id: str) -> Plaintext | None:
         """Like decrypt, but only from a cached bundle (no network): None when it would have to fetch."""
         session = self._live(session_id)
         cached = session.bundles.get((vault_id, credential_id))
@@ -176,7 +185,7 @@ class CredentialService:
             return None
         return self._open_bundle(session, cached[1], vault_id=vault_id, credential_id=credential_id)
 
-    def decrypt(self, *, session_id: str, vault_id: str, credential_id: str) -> bytearray:
+    def decrypt(self, *, session_id: str, vault_id: str, credential_id: str) -> Plaintext:
         """The plaintext credential for one request. The caller must wipe it when the request is done."""
         session = self._live(session_id)
         cached = session.bundles.get((vault_id, credential_id))
@@ -193,11 +202,11 @@ class CredentialService:
             session.bundles[(vault_id, credential_id)] = (self.clock() + self.bundle_ttl, bundle)
         return self._open_bundle(session, bundle, vault_id=vault_id, credential_id=credential_id)
 
-    def _open_bundle(self, session: _Session, bundle: Bundle, *, vault_id: str, credential_id: str) -> bytearray:
+    def _open_bundle(self, session: _Session, bundle: Bundle, *, vault_id: str, credential_id: str) -> Plaintext:
         if bundle.organization_id != session.organization_id:
             raise CredentialServiceError("the control plane returned another organization's credential")
         key = self.vault_key(session, vault_id=vault_id, key_version=bundle.key_version, wrapping=bundle.wrapping)
-        return crypto.credential_decrypt(
+        plain = crypto.credential_decrypt(
             bundle.ciphertext,
             key,
             organization_id=session.organization_id,
@@ -205,6 +214,10 @@ class CredentialService:
             credential_id=credential_id,
             key_version=bundle.key_version,
         )
+        try:
+            return Plaintext(plain, version=bundle.credential_version)
+        finally:
+            crypto.wipe(plain)
 
     def confirm(self, *, session_id: str, vault_id: str) -> int:
         """Wrap a team vault's key, with this session's unlocked keys (its user must own the vault), to each

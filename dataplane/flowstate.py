@@ -40,6 +40,7 @@ class Pending:
     approval_id: str | None = None  # the approval this request was held for
     attempt_recorded: bool = False  # the attempt is durably in the spool: its outcome is audited too
     secret: bytes | None = field(default=None, repr=False)
+    credential_version: int | None = None  # which version of the credential was injected, for the outcome
     scheme: str = ""
     provider: str | None = None
     model: str | None = None

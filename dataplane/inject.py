@@ -13,7 +13,7 @@ from connectors.package import Connector
 from dataplane import problems
 from dataplane import strip_auth as auth_strip
 from dataplane.control import ControlPlaneError, NotFoundError
-from dataplane.credentials import CredentialServiceError, SessionUnknown
+from dataplane.credentials import CredentialServiceError, Plaintext, SessionUnknown
 from dataplane.problems import Refusal
 from vaults import crypto
 
@@ -21,12 +21,12 @@ from vaults import crypto
 class Decryptor(Protocol):
     """The credential service as the proxy uses it: in this process, or the primary's over a worker link."""
 
-    def decrypt_cached(self, *, session_id: str, vault_id: str, credential_id: str) -> bytearray | None: ...
+    def decrypt_cached(self, *, session_id: str, vault_id: str, credential_id: str) -> Plaintext | None: ...
 
-    def decrypt(self, *, session_id: str, vault_id: str, credential_id: str) -> bytearray: ...
+    def decrypt(self, *, session_id: str, vault_id: str, credential_id: str) -> Plaintext: ...
 
 
-async def decrypt(credentials: Decryptor, session_id: str, vault_id: str, credential_id: str) -> bytearray:
+async def decrypt(credentials: Decryptor, session_id: str, vault_id: str, credential_id: str) -> Plaintext:
     """The credential's plaintext (the caller wipes it), or a Refusal saying why it cannot be had."""
     try:
         cached = credentials.decrypt_cached(session_id=session_id, vault_id=vault_id, credential_id=credential_id)

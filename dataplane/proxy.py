@@ -580,6 +580,7 @@ class AileronProxy:
         plaintext = await decrypt(self.credentials, ctx_.session_id, ref.vault_id, ref.credential_id)
         try:
             secret = bytes(plaintext)
+            pending.credential_version = plaintext.version
         finally:
             crypto.wipe(plaintext)
         pending.scan = self.reach.injected(ctx_.session_id, ref.credential_id, secret)

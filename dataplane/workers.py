@@ -22,7 +22,7 @@ import threading
 from typing import Any
 
 from dataplane.control import ControlPlaneError, NotFoundError
-from dataplane.credentials import CredentialService, CredentialServiceError, SessionUnknown
+from dataplane.credentials import CredentialService, CredentialServiceError, Plaintext, SessionUnknown
 from vaults import crypto
 
 MAX_LINE = 64 * 1024
@@ -53,7 +53,8 @@ async def _answer(service: CredentialService, line: bytes) -> dict[str, Any]:
     try:
         cached = service.decrypt_cached(**ids)
         value = cached if cached is not None else await asyncio.to_thread(service.decrypt, **ids)
-        return {"id": number, "ok": True, "value": base64.b64encode(value).decode("ascii")}
+        version = getattr(value, "version", 1)
+        return {"id": number, "ok": True, "value": base64.b64encode(value).decode("ascii"), "version": version}
     except SessionUnknown:
         return {"id": number, "ok": False, "error": "session-unknown"}
     except NotFoundError:
@@ -75,10 +76,10 @@ class RemoteCredentials:
         self.asked = 0
         self.broken = False
 
-    def decrypt_cached(self, **_: str) -> bytearray | None:
+    def decrypt_cached(self, **_: str) -> Plaintext | None:
         return None  # nothing is held in a worker; the primary's cache answers without the control plane
 
-    def decrypt(self, *, session_id: str, vault_id: str, credential_id: str) -> bytearray:
+    def decrypt(self, *, session_id: str, vault_id: str, credential_id: str) -> Plaintext:
         with self.lock:
             if self.broken:
                 raise CredentialServiceError("the link to the primary data plane process is broken")
@@ -96,7 +97,7 @@ class RemoteCredentials:
                 self.sock.close()
                 raise CredentialServiceError(f"the primary data plane process does not answer ({exc})") from None
         if answer.get("ok"):
-            return bytearray(base64.b64decode(answer["value"]))
+            return Plaintext(base64.b64decode(answer["value"]), version=int(answer.get("version", 1)))
         error = answer.get("error")
         if error == "session-unknown":
             raise SessionUnknown("no unlocked session with that id")

@@ -437,7 +437,9 @@ def credential_add(
     store = vault_store()
     existing = store.credentials(view.id)
     if any(c.name == name for c in existing):
-        raise Conflict(f"This vault already has a credential named {name!r}; remove it first.")
+        raise Conflict(
+            f"This vault already has a credential named {name!r}; replace its value with `aileron secret update`."
+        )
     if any(c.id == str(credential_id) for c in existing):
         raise Conflict("A credential with that id exists.")
     meta = CredentialMeta(
@@ -458,6 +460,35 @@ def credential_add(
         raise Conflict(str(exc)) from None
     except StoreError as exc:
         raise InvalidInput(str(exc)) from None
+
+
+def credential_update(
+    *,
+    view: VaultView,
+    acting_user_id: uuid.UUID,
+    credential_id: uuid.UUID,
+    ciphertext: bytes,
+    expires_at: str | None = None,
+    rotate_every_days: int | None = None,
+) -> CredentialMeta:
+    """Replace a credential's value (encrypted by the caller's CLI under the current vault key) as its next
+    version. Sessions get the new version within the data plane's cache time; no request mixes the two."""
+    _require_vault_role(view, WRITE_ROLES, "update credentials")
+    try:
+        return vault_store().credential_replace(
+            view.id,
+            str(credential_id),
+            _envelope(ciphertext, "The ciphertext"),
+            updated_by=str(acting_user_id),
+            expires_at=expires_at,
+            rotate_every_days=rotate_every_days,
+        )
+    except StaleKeyVersion as exc:
+        raise Conflict(f"{exc}; fetch your wrapping and encrypt again.") from None
+    except RotationPending as exc:
+        raise Conflict(f"{exc}: run `aileron vault rotate {view.meta.name}`.", rotation_pending=True) from None
+    except StoreError as exc:
+        raise NotFound(str(exc)) from None
 
 
 @transaction.atomic

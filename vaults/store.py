@@ -125,6 +125,11 @@ class CredentialMeta:
     created_at: str = ""
     created_by: str = ""
     key_version: int = 1
+    version: int = 1  # the value's version: `aileron secret update` replaces it as version + 1, in one commit
+    updated_at: str = ""
+    updated_by: str = ""
+    expires_at: str = ""  # ISO 8601, "" for never: owners are warned before
+    rotate_every_days: int = 0  # 0 for no schedule: owners are warned when a replacement is due
 
     def to_json(self) -> bytes:
         return _dumps(asdict(self))
@@ -475,6 +480,41 @@ class VaultStore:
                 vault_id, {_enc_path(credential.id): blob, _cmeta_path(credential.id): credential.to_json()}, []
             )
             return credential
+
+    def credential_replace(
+        self,
+        vault_id: str,
+        credential_id: str,
+        blob: bytes,
+        *,
+        updated_by: str,
+        expires_at: str | None = None,
+        rotate_every_days: int | None = None,
+    ) -> CredentialMeta:
+        """A new value for a credential, as its next version: its ciphertext and metadata change in one commit,
+        so every reader (a bundle) sees the old version or the new one, never a mix."""
+        if len(blob) > MAX_CREDENTIAL_BYTES:
+            raise StoreError(f"a credential may be at most {MAX_CREDENTIAL_BYTES} bytes encrypted")
+        with self.kv.lock(vault_id):
+            meta = self._meta(vault_id)
+            if meta.rotation is not None:
+                raise RotationPending("the vault's key must rotate first (a member was revoked)")
+            _require_version(blob, meta.key_version, "the credential")
+            raw = self.kv.read(vault_id, _cmeta_path(credential_id))
+            if raw is None:
+                raise StoreError(f"no credential {credential_id} in vault {vault_id}")
+            old = CredentialMeta.from_json(raw)
+            new = replace(
+                old,
+                key_version=meta.key_version,
+                version=old.version + 1,
+                updated_at=now_iso(),
+                updated_by=updated_by,
+                expires_at=old.expires_at if expires_at is None else expires_at,
+                rotate_every_days=old.rotate_every_days if rotate_every_days is None else rotate_every_days,
+            )
+            self.kv.commit(vault_id, {_enc_path(credential_id): blob, _cmeta_path(credential_id): new.to_json()}, [])
+            return new
 
     def credential_delete(self, vault_id: str, credential_id: str) -> None:
         with self.kv.lock(vault_id):

@@ -50,6 +50,7 @@ class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
             "reason",
             "problem_type",
             "credential_id",
+            "credential_version",
             "approval_id",
             "approvers",
             "severity",

@@ -13,6 +13,7 @@ from mitmproxy.test import tflow, tutils
 
 from connectors.registry import installed
 from dataplane.control import ControlPlaneError, CredentialRef, SessionContext
+from dataplane.credentials import Plaintext
 from dataplane.flowstate import Tunnel
 from dataplane.guard import Resolver
 from dataplane.proxy import AileronProxy
@@ -52,14 +53,14 @@ class StubCredentials:
         self.events = events
         self.fail = fail
 
-    def decrypt_cached(self, **_: Any) -> bytearray | None:
+    def decrypt_cached(self, **_: Any) -> Plaintext | None:
         return None
 
-    def decrypt(self, **_: Any) -> bytearray:
+    def decrypt(self, **_: Any) -> Plaintext:
         self.events.append("decrypt")
         if self.fail:
             raise ControlPlaneError("control plane unreachable")
-        return bytearray(SECRET)
+        return Plaintext(SECRET, version=1)
 
 
 class StubSpool:

@@ -43,6 +43,7 @@ class BundleSerializer(serializers.Serializer[Any]):
     wrapping = Base64Field()
     ciphertext = Base64Field()
     connector = serializers.CharField()
+    credential_version = serializers.IntegerField(help_text="The value's version, for the audit.")
 
 
 class SessionResolveView(APIView):
@@ -86,6 +87,7 @@ class BundleView(APIView):
                     "wrapping": bundle.wrapping,
                     "ciphertext": bundle.ciphertext,
                     "connector": bundle.credential.connector,
+                    "credential_version": bundle.credential.version,
                 }
             ).data
         )

@@ -123,6 +123,17 @@ class CredentialSerializer(serializers.Serializer[Any]):
     created_at = serializers.CharField()
     created_by = serializers.CharField()
     key_version = serializers.IntegerField()
+    version = serializers.IntegerField(help_text="The value's version: each `secret update` adds one.")
+    updated_at = serializers.CharField()
+    updated_by = serializers.CharField()
+    expires_at = serializers.CharField(help_text='When the value expires (ISO 8601), "" for never.')
+    rotate_every_days = serializers.IntegerField(help_text="How often it should be replaced; 0 for no schedule.")
+
+
+class CredentialUpdateSerializer(serializers.Serializer[Any]):
+    ciphertext = Base64Field(help_text="The new value, encrypted under the vault's current key for this id.")
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text="null clears it.")
+    rotate_every_days = serializers.IntegerField(required=False, min_value=0, max_value=3650)
 
 
 class CredentialCreateSerializer(serializers.Serializer[Any]):

@@ -34,7 +34,7 @@ urlpatterns = [
     ),
     path(
         VAULT + "credentials/<uuid:credential_id>/",
-        v.CredentialViewSet.as_view({"get": "retrieve", "delete": "destroy"}),
+        v.CredentialViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"}),
         name="credential-detail",
     ),
     path(

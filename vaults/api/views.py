@@ -191,6 +191,7 @@ class CredentialViewSet(OrgScopedViewSet):
         "create": Perm.ORG_VIEW,
         "retrieve": Perm.ORG_VIEW,
         "destroy": Perm.ORG_VIEW,
+        "update": Perm.ORG_VIEW,
         "ciphertext": Perm.ORG_VIEW,
     }
     pagination_class = None
@@ -221,6 +222,23 @@ class CredentialViewSet(OrgScopedViewSet):
     def retrieve(self, request: Request, org_id: uuid.UUID, vault_id: uuid.UUID, credential_id: uuid.UUID) -> Response:
         view = services.vault_get_for(membership=self.membership, vault_id=vault_id, member_only=False)
         meta, _ = services.credential_get(view=view, credential_id=credential_id)
+        return Response(s.CredentialSerializer(asdict(meta)).data)
+
+    @extend_schema(request=s.CredentialUpdateSerializer, responses=s.CredentialSerializer)
+    def update(self, request: Request, org_id: uuid.UUID, vault_id: uuid.UUID, credential_id: uuid.UUID) -> Response:
+        view = services.vault_get_for(membership=self.membership, vault_id=vault_id)
+        data = s.CredentialUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        expires = v.get("expires_at", ...)
+        meta = services.credential_update(
+            view=view,
+            acting_user_id=self.membership.user_id,
+            credential_id=credential_id,
+            ciphertext=v["ciphertext"],
+            expires_at=None if expires is ... else (expires.isoformat() if expires else ""),
+            rotate_every_days=v.get("rotate_every_days"),
+        )
         return Response(s.CredentialSerializer(asdict(meta)).data)
 
     def destroy(self, request: Request, org_id: uuid.UUID, vault_id: uuid.UUID, credential_id: uuid.UUID) -> Response:

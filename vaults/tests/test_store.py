@@ -426,3 +426,54 @@ def test_a_vault_dropped_while_its_lock_is_taken_reads_as_missing_not_as_a_crash
     monkeypatch.setattr(StoredVault.objects, "get_or_create", dropped_right_after)
     with pytest.raises(VaultMissing), DbKV().lock(vault_id):
         pass
+
+
+def test_a_replaced_value_is_the_next_version_and_every_reader_sees_one_whole_version(store: VaultStore) -> None:
+    world = make_world(store)
+    cid = world.add(b"ghp_version_one")
+    replaced = store.credential_replace(
+        world.vault_id, cid, world.encrypt(cid, b"ghp_version_two"), updated_by=world.owner.id, rotate_every_days=30
+    )
+    assert (replaced.version, replaced.rotate_every_days, replaced.name) == (2, 30, "gh")
+    bundle = store.bundle(world.vault_id, world.owner.id, cid)
+    assert bundle.credential.version == 2 and world.read(world.owner, cid) == b"ghp_version_two"
+    with pytest.raises(StaleKeyVersion):  # made for another key version: nothing changes
+        store.credential_replace(world.vault_id, cid, world.encrypt(cid, b"x", version=7), updated_by=world.owner.id)
+    assert store.bundle(world.vault_id, world.owner.id, cid).credential.version == 2
+    # Readers racing writers: each bundle's value and version belong together.
+    stop = threading.Event()
+    seen: list[tuple[int, bytes]] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            b = store.bundle(world.vault_id, world.owner.id, cid)
+            seen.append((b.credential.version, _open(world, b, cid)))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for n in range(3, 13):
+        store.credential_replace(
+            world.vault_id, cid, world.encrypt(cid, f"ghp_version_{n}".encode()), updated_by=world.owner.id
+        )
+    stop.set()
+    thread.join()
+    names = {2: b"ghp_version_two"}
+    assert seen and all(value == names.get(v, f"ghp_version_{v}".encode()) for v, value in seen)
+    assert [v for v, _ in seen] == sorted(v for v, _ in seen)
+
+
+def _open(world: World, bundle: Any, credential_id: str) -> bytes:
+    version = bundle.meta.key_version
+    key = c.vault_key_unwrap(
+        bundle.wrapping, world.owner.private, vault_id=world.vault_id, member_id=world.owner.id, key_version=version
+    )
+    return bytes(
+        c.credential_decrypt(
+            bundle.ciphertext,
+            key,
+            organization_id=ORG,
+            vault_id=world.vault_id,
+            credential_id=credential_id,
+            key_version=version,
+        )
+    )
