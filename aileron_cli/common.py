@@ -104,6 +104,28 @@ def installed_connectors() -> list[Any]:
         raise CliError(f"a connector package is invalid: {exc}") from None
 
 
+CREDENTIAL_HELP = "Pin this credential (NAME, or VAULT/NAME) for its connector; repeatable (`aileron secret list`)."
+
+
+def pinned_credentials(api: ApiClient, identity: Identity, refs: tuple[str, ...]) -> list[str]:
+    """The ids of the credentials REFS name (NAME, or VAULT/NAME when names repeat), or a one-line error."""
+    if not refs:
+        return []
+    client = VaultClient(api, identity)
+    mine = [v for v in client.vaults() if v["my_role"] is not None]
+    listed = [(v, c) for v in mine for c in client.credentials(v)]
+    ids = []
+    for ref in refs:
+        vault_name, _, name = ref.rpartition("/")
+        found = [c for v, c in listed if c["name"] == name and vault_name in ("", v["name"], v["id"])]
+        if not found:
+            raise CliError(f"no credential {ref!r} in your vaults (`aileron secret list`)", exit_code=2)
+        if len(found) > 1:
+            raise CliError(f"several credentials are named {name!r}: say which as VAULT/{name}", exit_code=2)
+        ids.append(str(found[0]["id"]))
+    return ids
+
+
 def project_id_of(api: ApiClient, organization_id: str, slug: str | None) -> str | None:
     """The id of the organization's project SLUG (None for no slug), or a one-line error."""
     if not slug:

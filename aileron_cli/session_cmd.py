@@ -16,6 +16,7 @@ import click
 from aileron_cli import state
 from aileron_cli.client import ApiClient, CliError
 from aileron_cli.common import (
+    CREDENTIAL_HELP,
     PROJECT_HELP,
     console,
     emit_json,
@@ -25,6 +26,7 @@ from aileron_cli.common import (
     key_socket,
     logged_in_api,
     org_identity,
+    pinned_credentials,
     project_id_of,
     require_login,
     warn_line,
@@ -42,9 +44,12 @@ def session() -> None:
 @click.option("--name", default="agent session", show_default=True, help="A label for the session.")
 @click.option("--minutes", type=click.IntRange(1, 1440), default=720, show_default=True, help="Lifetime.")
 @click.option("--project", "project_slug", default=None, help=PROJECT_HELP)
+@click.option("--credential", "credential_refs", multiple=True, help=CREDENTIAL_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
-def session_start(name: str, minutes: int, project_slug: str | None, as_json: bool) -> None:
+def session_start(
+    name: str, minutes: int, project_slug: str | None, credential_refs: tuple[str, ...], as_json: bool
+) -> None:
     """Start a session: mint its token, check the local data plane's attestation, hand it your sealed master key."""
     from aileron_cli.sessions import session_open
 
@@ -63,6 +68,7 @@ def session_start(name: str, minutes: int, project_slug: str | None, as_json: bo
             minutes=minutes,
             socket_path=socket_path,
             project_id=project_id_of(api, identity.organization_id, project_slug),
+            pins=pinned_credentials(api, identity, credential_refs),
         )
         _confirm_waiting(api, identity, passphrase)
     if as_json:
@@ -162,6 +168,7 @@ def tcp(destination: str, listen: str | None) -> None:
     default=None,
     help=PROJECT_HELP + " [default: the devcontainer's customizations.aileron.project]",
 )
+@click.option("--credential", "credential_refs", multiple=True, help=CREDENTIAL_HELP)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @fail_cleanly
 def launch(
@@ -171,6 +178,7 @@ def launch(
     minutes: int,
     project: Path,
     project_slug: str | None,
+    credential_refs: tuple[str, ...],
     command: tuple[str, ...],
 ) -> None:
     """Run an agent through Aileron: `aileron launch claude "fix the flaky test"`, or any command
@@ -193,6 +201,7 @@ def launch(
         identity = org_identity(api, login)
         org = identity.organization_id
         project_id = project_id_of(api, org, project_slug)
+        pins = pinned_credentials(api, identity, credential_refs)
         cannot_decide = _why_not_an_approver(api, org)
         _confirm_waiting(api, identity, passphrase)
 
@@ -205,6 +214,7 @@ def launch(
                 minutes=minutes,
                 socket_path=socket_path,
                 project_id=project_id,
+                pins=pins,
             )
 
         def end(opened: Any) -> None:

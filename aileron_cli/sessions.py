@@ -27,6 +27,7 @@ def session_open(
     socket_path: Path,
     expected_measurement: str | None = None,
     project_id: str | None = None,
+    pins: list[str] | None = None,
 ) -> SessionOpened:
     """Start a session whose keys the credential service at `socket_path` holds, once it has proved what it runs.
 
@@ -53,7 +54,12 @@ def session_open(
             raise CliError(f"cannot measure this installation's data plane: {exc}") from None
         created = api.post(
             f"/api/v1/orgs/{identity.organization_id}/session-tokens/",
-            {"name": name, "expires_in_minutes": minutes, **({"project": project_id} if project_id else {})},
+            {
+                "name": name,
+                "expires_in_minutes": minutes,
+                **({"project": project_id} if project_id else {}),
+                **({"pins": pins} if pins else {}),
+            },
         )
 
         def revoke() -> None:

@@ -15,6 +15,7 @@ from aileron_cli.common import (
     err_console,
     fail_cleanly,
     logged_in_api,
+    project_id_of,
     vault_client,
 )
 from aileron_cli.team_cmd import team_find
@@ -64,14 +65,16 @@ def vault_list(as_json: bool) -> None:
 @vault.command("create")
 @click.argument("name")
 @click.option("--team", "team_ref", default=None, help="A team vault: the team's members read it, now and later.")
+@click.option("--project", "project_slug", default=None, help="A project vault: it serves that project's sessions.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
-def vault_create(name: str, team_ref: str | None, as_json: bool) -> None:
-    """Create a shared vault with you as owner (with --team, a team vault)."""
+def vault_create(name: str, team_ref: str | None, project_slug: str | None, as_json: bool) -> None:
+    """Create a shared vault with you as owner (with --team, a team vault; with --project, a project vault)."""
     with logged_in_api() as api:
         client = vault_client(api)
         team = team_find(api, client.me.organization_id, team_ref) if team_ref else None
-        created = client.create_vault(name, "shared", team_id=team["id"] if team else None)
+        project = project_id_of(api, client.me.organization_id, project_slug)
+        created = client.create_vault(name, "shared", team_id=team["id"] if team else None, project_id=project)
         confirmed = client.confirm_waiting([created]) if created.get("waiting") else []
         client.close()
     if as_json:
@@ -199,9 +202,15 @@ def secret() -> None:
 @click.argument("name")
 @click.option("--connector", required=True, help="The connector this credential is for (e.g. github).")
 @click.option("--vault", "vault_ref", default=None, help="Vault name or id [default: your personal vault].")
+@click.option(
+    "--action",
+    "actions",
+    multiple=True,
+    help="Use it only for this action (e.g. github.create-issue), where it wins over the others; repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
-def secret_add(name: str, connector: str, vault_ref: str | None, as_json: bool) -> None:
+def secret_add(name: str, connector: str, vault_ref: str | None, actions: tuple[str, ...], as_json: bool) -> None:
     """Add a secret NAME. The value is read from stdin or a hidden prompt, never from the command line."""
     value = read_secret_value()
     try:
@@ -209,7 +218,7 @@ def secret_add(name: str, connector: str, vault_ref: str | None, as_json: bool) 
             client = vault_client(api)
             try:
                 target = client.find(vault_ref)
-                created = client.add_secret(target, name, connector, value)
+                created = client.add_secret(target, name, connector, value, actions)
             finally:
                 client.close()
     finally:
@@ -261,10 +270,12 @@ def secret_update(
 
 @secret.command("list")
 @click.option("--vault", "vault_ref", default=None, help="Only this vault (name or id).")
+@click.option("--project", "project_slug", default=None, help="Which one a session for this project would use.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
-def secret_list(vault_ref: str | None, as_json: bool) -> None:
-    """Secrets' metadata (names, connectors, vaults); never their values."""
+def secret_list(vault_ref: str | None, project_slug: str | None, as_json: bool) -> None:
+    """Secrets' metadata (names, connectors, vaults; never values) and which one your sessions use for what:
+    a pinned one, then one bound to the action, then project, team, shared and personal vaults."""
     rows = []
     with logged_in_api() as api:
         client = vault_client(api)
@@ -272,11 +283,22 @@ def secret_list(vault_ref: str | None, as_json: bool) -> None:
         for v in vaults:
             for c in client.credentials(v):
                 rows.append({"vault": v["name"], "vault_id": v["id"], **c})
+        org = client.me.organization_id
+        project = project_id_of(api, org, project_slug)
+        choice = api.get(f"/api/v1/orgs/{org}/credential-choice/", params={"project": project} if project else {})
+    used: dict[str, list[str]] = {}
+    for entry in choice:
+        if entry["default"] is not None:
+            used.setdefault(entry["default"]["credential_id"], []).append(f"{entry['connector']} (default)")
+        for action, chosen in entry["actions"].items():
+            used.setdefault(chosen["credential_id"], []).append(action)
+    for r in rows:
+        r["used_for"] = used.get(r["id"], [])
     if as_json:
         emit_json(rows)
         return
     table = Table(title="Secrets", title_justify="left")
-    for column in ("name", "connector", "vault", "version", "updated", "expires"):
+    for column in ("name", "connector", "vault", "version", "used for", "updated", "expires"):
         table.add_column(column)
     for r in rows:
         table.add_row(
@@ -284,6 +306,7 @@ def secret_list(vault_ref: str | None, as_json: bool) -> None:
             r["connector"],
             r["vault"],
             str(r.get("version", 1)),
+            ", ".join(r["used_for"]) or "-",
             (r.get("updated_at") or r["created_at"])[:19],
             (r.get("expires_at") or "-")[:10],
         )

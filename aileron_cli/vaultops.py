@@ -113,7 +113,9 @@ class VaultClient:
             raise CliError(f"several vaults are named {ref!r}; use its id")
         return found[0]
 
-    def create_vault(self, name: str, type: str, team_id: str | None = None) -> dict[str, Any]:
+    def create_vault(
+        self, name: str, type: str, team_id: str | None = None, project_id: str | None = None
+    ) -> dict[str, Any]:
         vault_id = str(uuid.uuid4())
         key = crypto.vault_key_new()
         try:
@@ -125,6 +127,8 @@ class VaultClient:
         body = {"id": vault_id, "name": name, "type": type, "wrapping": crypto.b64(wrapping)}
         if team_id is not None:
             body["team"] = team_id
+        if project_id is not None:
+            body["project"] = project_id
         return dict(self.api.post(self.base, body))
 
     def vault_key(self, vault: dict[str, Any]) -> tuple[int, bytearray]:
@@ -257,7 +261,9 @@ class VaultClient:
     def credentials(self, vault: dict[str, Any]) -> list[dict[str, Any]]:
         return list(self.api.get(f"{self.base}{vault['id']}/credentials/"))
 
-    def add_secret(self, vault: dict[str, Any], name: str, connector: str, value: bytearray) -> dict[str, Any]:
+    def add_secret(
+        self, vault: dict[str, Any], name: str, connector: str, value: bytearray, actions: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         credential_id = str(uuid.uuid4())
         version, key = self.vault_key(vault)
         try:
@@ -274,7 +280,13 @@ class VaultClient:
         return dict(
             self.api.post(
                 f"{self.base}{vault['id']}/credentials/",
-                {"id": credential_id, "name": name, "connector": connector, "ciphertext": crypto.b64(blob)},
+                {
+                    "id": credential_id,
+                    "name": name,
+                    "connector": connector,
+                    "ciphertext": crypto.b64(blob),
+                    "action_bindings": list(actions),
+                },
             )
         )
 

@@ -70,6 +70,20 @@ class CredentialRef:
     vault_id: str
     credential_id: str
     name: str
+    binding: str = "personal"  # pinned, project, team, shared or personal (policies.selectors.BINDINGS)
+    actions: frozenset[str] = frozenset()  # its action_bindings: only for these actions, unless pinned
+
+
+def credential_for(candidates: tuple[CredentialRef, ...], action: str) -> CredentialRef | None:
+    """The credential a request for ACTION gets: the first candidate (most specific first) that is pinned or
+    bound to the action, else the first bound to no action; None when every one is bound to other actions."""
+    fallback = None
+    for ref in candidates:
+        if ref.binding == "pinned" or action in ref.actions:
+            return ref
+        if fallback is None and not ref.actions:
+            fallback = ref
+    return fallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +99,7 @@ class SessionContext:
     team_ids: tuple[str, ...]
     expires_at: str
     connectors: frozenset[str]
-    credentials: dict[str, CredentialRef]
+    credentials: dict[str, tuple[CredentialRef, ...]]  # per connector, most specific first (credential_for)
     policies: tuple[dict[str, str], ...]
     egress_mode: str
     egress_allow: tuple[str, ...]
@@ -94,6 +108,8 @@ class SessionContext:
     project_tcp: tuple[str, ...] = ()  # the session's project's own rules, besides the organization's
     shell_policy: ShellRules = ShellRules()  # what the sandbox's mediated shell was told to enforce
     waiting: dict[str, str] = field(default_factory=dict)  # connector -> team vault awaiting an owner's confirm
+    # Every (vault, credential) of `credentials`, sorted: what the outbound scan looks for (dataplane.exfil).
+    credential_refs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +140,22 @@ def _ticket(body: dict[str, Any]) -> ApprovalTicket:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ControlPlaneError(f"the approval answer is malformed ({exc.__class__.__name__})") from None
+
+
+def _candidates(listed: list[dict[str, Any]]) -> dict[str, tuple[CredentialRef, ...]]:
+    """The context's credentials (most specific first) grouped by connector, in order."""
+    grouped: dict[str, list[CredentialRef]] = {}
+    for c in listed:
+        ref = CredentialRef(
+            str(c["connector"]),
+            str(c["vault_id"]),
+            str(c["credential_id"]),
+            str(c.get("name", "")),
+            str(c.get("binding", "personal")),
+            frozenset(str(a) for a in c.get("actions", [])),
+        )
+        grouped.setdefault(ref.connector, []).append(ref)
+    return {connector: tuple(refs) for connector, refs in grouped.items()}
 
 
 class ControlPlane:
@@ -181,12 +213,10 @@ class ControlPlane:
                 team_ids=tuple(str(t) for t in body.get("team_ids", [])),
                 expires_at=str(body["expires_at"]),
                 connectors=frozenset(str(c) for c in body.get("connectors", [])),
-                credentials={
-                    str(c["connector"]): CredentialRef(
-                        str(c["connector"]), str(c["vault_id"]), str(c["credential_id"]), str(c.get("name", ""))
-                    )
-                    for c in body.get("credentials", [])
-                },
+                credentials=(candidates := _candidates(body.get("credentials", []))),
+                credential_refs=tuple(
+                    sorted({(r.vault_id, r.credential_id) for refs in candidates.values() for r in refs})
+                ),
                 policies=tuple(
                     {"id": str(p["id"]), "name": str(p["name"]), "cedar": str(p["cedar"])}
                     for p in body.get("policies", [])

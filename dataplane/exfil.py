@@ -56,7 +56,7 @@ class Reach:
 
     async def matcher(self, context: SessionContext) -> Matcher:
         """The session's matcher; a Refusal (fail closed) when its credentials cannot be read."""
-        refs = tuple(sorted({(r.vault_id, r.credential_id) for r in context.credentials.values()}))
+        refs = context.credential_refs
         if not refs:
             return EMPTY
         entry = self._entries.get(context.session_id)

@@ -51,7 +51,7 @@ from dataplane.audit_records import (
     refusal_record,
 )
 from dataplane.connections import ConnectionGuard, close_client
-from dataplane.control import ApprovalTicket, ControlPlane
+from dataplane.control import ApprovalTicket, ControlPlane, credential_for
 from dataplane.decision import decide, identify, model_of
 from dataplane.destination import check_binding, norm_host, pin_request, pin_server, resolve, split_authority
 from dataplane.failures import describe, frames
@@ -534,9 +534,12 @@ class AileronProxy:
         # 3. action, connector, policy, approval
         found = identify(self.catalog, pending, request, body=body)
         outcome, reason = decide(pending, self.actions, found)
-        ref = ctx_.credentials.get(pending.connector)
+        candidates = ctx_.credentials.get(pending.connector, ())
+        ref = credential_for(candidates, pending.action)
         if ref is None:
             why = f"none of your vaults holds a credential for {pending.connector}"
+            if candidates:
+                why = f"your credentials for {pending.connector} are bound to other actions than {pending.action}"
             if (vault := ctx_.waiting.get(pending.connector)) is not None:
                 why += f"; waiting for an owner of {vault!r} to confirm you (`aileron vault confirm`)"
             raise Refusal(problems.NO_CREDENTIAL, why)

@@ -50,12 +50,20 @@ def shell_policy_get(*, organization: Organization) -> ShellPolicy:
 # --- the data plane's view of one agent session --------------------------------------------------------------
 
 
+# How specific a credential's binding is to a session, most specific first (an `action_bindings` match beats
+# all but a pin, per request, in the data plane): see credential_candidates.
+BINDINGS = ("pinned", "project", "team", "shared", "personal")
+
+
 @dataclass(frozen=True, slots=True)
 class SessionCredential:
     connector: str
     vault_id: str
     credential_id: str
     name: str
+    binding: str = "personal"  # one of BINDINGS
+    actions: tuple[str, ...] = ()  # its action_bindings: used only for these actions (unless pinned)
+    vault_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +130,9 @@ def session_context(*, session_token: str) -> SessionContext:
             else []
         )
         shell = shell_policy_get(organization=organization)
-        credentials, waiting = _credentials_for(membership)
+        credentials, waiting = credential_candidates(
+            membership=membership, team_ids=set(team_ids), project_id=token.project_id, pins=set(token.pins or [])
+        )
     return SessionContext(
         session_id=token.pk,
         user_id=user.pk,
@@ -150,25 +160,107 @@ def session_context(*, session_token: str) -> SessionContext:
     )
 
 
-def _credentials_for(membership: Membership) -> tuple[list[SessionCredential], dict[str, str]]:
-    """At most one credential per connector from the vaults the user is a member of: the personal vault first,
-    then shared vaults by name (then id), and within a vault the oldest credential. And, for connectors none of
+def credential_candidates(
+    *, membership: Membership, team_ids: set[uuid.UUID], project_id: uuid.UUID | None, pins: set[str]
+) -> tuple[list[SessionCredential], dict[str, str]]:
+    """Every credential a session of MEMBERSHIP may have injected, most specific first; the data plane takes,
+    per request, the first that is pinned or bound to the request's action, else the first bound to no action:
+
+    1. pinned: named by the session (`aileron launch --credential NAME`);
+    2. (per request) bound to the action (its `action_bindings`);
+    3. project: in a vault of the session's project (another project's vaults serve none of this session);
+    4. team: in a team vault of one of the user's teams;
+    5. shared: in another shared vault the user is a member of;
+    6. personal: in the user's personal vault.
+
+    Ties go to the vault name (then id) and, within a vault, the oldest credential. And, for connectors none of
     them serves, the team vault that has one but waits for an owner to confirm the user: connector -> its name."""
     from vaults.services import credential_list, vault_list_for
 
     views = vault_list_for(membership=membership)
-    mine = [v for v in views if v.my_role is not None]
-    mine.sort(key=lambda v: (v.vault.personal_owner_id != membership.user_id, v.meta.name, v.id))
-    chosen: dict[str, SessionCredential] = {}
-    for view in mine:
-        for credential in credential_list(view=view):  # oldest first
-            if credential.connector and credential.connector not in chosen:
-                chosen[credential.connector] = SessionCredential(
-                    connector=credential.connector, vault_id=view.id, credential_id=credential.id, name=credential.name
+    ranked: list[tuple[int, str, str, int, SessionCredential]] = []
+    for view in views:
+        vault = view.vault
+        if view.my_role is None or (vault.project_id is not None and vault.project_id != project_id):
+            continue
+        if vault.project_id is not None:
+            binding = "project"
+        elif vault.team_id is not None and vault.team_id in team_ids:
+            binding = "team"
+        elif vault.personal_owner_id == membership.user_id:
+            binding = "personal"
+        else:
+            binding = "shared"
+        for n, credential in enumerate(credential_list(view=view)):  # oldest first
+            if not credential.connector:
+                continue
+            chosen = "pinned" if credential.id in pins else binding
+            ranked.append(
+                (
+                    BINDINGS.index(chosen),
+                    view.meta.name,
+                    view.id,
+                    n,
+                    SessionCredential(
+                        connector=credential.connector,
+                        vault_id=view.id,
+                        credential_id=credential.id,
+                        name=credential.name,
+                        binding=chosen,
+                        actions=tuple(credential.action_bindings),
+                        vault_name=view.meta.name,
+                    ),
                 )
+            )
+    ranked.sort(key=lambda r: r[:4])
+    credentials = [r[4] for r in ranked]
+    served = {c.connector for c in credentials if not c.actions or c.binding == "pinned"}
     waiting: dict[str, str] = {}
     for view in sorted((v for v in views if v.i_wait), key=lambda v: (v.meta.name, v.id)):
         for credential in credential_list(view=view):
-            if credential.connector and credential.connector not in chosen:
+            if credential.connector and credential.connector not in served:
                 waiting.setdefault(credential.connector, view.meta.name)
-    return [chosen[c] for c in sorted(chosen)], waiting
+    return credentials, waiting
+
+
+def credential_choice(*, membership: Membership, project_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+    """Which credential a session of MEMBERSHIP (for PROJECT_ID) would get, per connector its user may use:
+    the default one, and the actions a more specific (action-bound) credential takes over. The data plane's
+    rule (dataplane.control.credential_for), for `aileron secret list`."""
+    organization = membership.organization
+    with scope(organization=organization):
+        team_ids = set(
+            TeamMembership.objects.filter(organization=organization, user_id=membership.user_id).values_list(
+                "team_id", flat=True
+            )
+        )
+        enabled = set(
+            ConnectorEnablement.objects.filter(organization=organization, team_id__in=team_ids).values_list(
+                "connector", flat=True
+            )
+        )
+        candidates, waiting = credential_candidates(
+            membership=membership, team_ids=team_ids, project_id=project_id, pins=set()
+        )
+
+    def brief(c: SessionCredential) -> dict[str, Any]:
+        return {"name": c.name, "vault": c.vault_name, "binding": c.binding, "credential_id": c.credential_id}
+
+    choice = []
+    for connector in sorted(enabled | {c.connector for c in candidates}):
+        mine = [c for c in candidates if c.connector == connector]
+        default = next((c for c in mine if not c.actions), None)
+        by_action: dict[str, dict[str, Any]] = {}
+        for c in mine:
+            for action in sorted(c.actions):
+                by_action.setdefault(action, brief(c))
+        choice.append(
+            {
+                "connector": connector,
+                "enabled": connector in enabled,
+                "default": brief(default) if default is not None else None,
+                "actions": by_action,
+                "waiting_for": waiting.get(connector),
+            }
+        )
+    return choice

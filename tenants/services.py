@@ -117,7 +117,12 @@ def _may_work_in(membership: Membership, project: Project) -> bool:
 
 
 def session_token_create(
-    *, membership: Membership, name: str, project: Project | None = None, expires_in_minutes: int = 12 * 60
+    *,
+    membership: Membership,
+    name: str,
+    project: Project | None = None,
+    expires_in_minutes: int = 12 * 60,
+    pins: Sequence[str] = (),
 ) -> IssuedToken:
     if not 1 <= expires_in_minutes <= SESSION_TOKEN_MAX_MINUTES:
         raise InvalidInput(f"expires_in_minutes must be between 1 and {SESSION_TOKEN_MAX_MINUTES}.")
@@ -127,7 +132,15 @@ def session_token_create(
         # A session for a project gets the project's own egress rules: only its team (or whoever manages
         # projects) may start one.
         raise Forbidden(f"Only members of the {project.slug} project's team may start sessions for it.")
-    return _token_issue(
+    pins = list(dict.fromkeys(pins))
+    if pins:
+        from vaults.services import credentials_readable
+
+        readable = credentials_readable(membership=membership, credential_ids=pins)
+        unknown = [p for p in pins if p not in readable]
+        if unknown:
+            raise InvalidInput(f"No credential {unknown[0]} in your vaults to pin.")
+    issued = _token_issue(
         kind=TokenKind.SESSION,
         name=name,
         user=membership.user,
@@ -135,6 +148,10 @@ def session_token_create(
         project=project,
         expires_at=timezone.now() + timedelta(minutes=expires_in_minutes),
     )
+    if pins:
+        issued.token.pins = pins
+        issued.token.save(update_fields=["pins"])
+    return issued
 
 
 def service_token_create(*, name: str, expires_in_days: int = 365) -> IssuedToken:

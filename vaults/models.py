@@ -13,7 +13,7 @@ from django.db import models
 from django.utils import timezone
 from django_scopes import ScopedManager
 
-from tenants.models import Organization, Team
+from tenants.models import Organization, Project, Team
 
 
 class Vault(models.Model):
@@ -31,6 +31,9 @@ class Vault(models.Model):
     # A team vault: the team's members are its readers, now and later (each waits as a PendingMember until an
     # owner wraps the key to them). The vault stays, as a plain shared vault, if the team is deleted.
     team = models.ForeignKey(Team, on_delete=models.SET_NULL, null=True, blank=True, related_name="vaults")
+    # A project vault: its credentials are for that project's sessions only, and win over team and personal ones
+    # there (policies.selectors.credential_candidates). Members are granted as for any shared vault.
+    project = models.ForeignKey(Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="vaults")
 
     objects: models.Manager[Vault] = ScopedManager(organization="organization")
 

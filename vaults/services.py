@@ -18,7 +18,7 @@ from django_scopes import scope, scopes_disabled
 
 from aileron_site.problems import Conflict, Forbidden, InvalidInput, NotFound
 from connectors.services import catalog_action_validate, catalog_connector_validate
-from tenants.models import Membership, Organization, Team, TeamMembership, User
+from tenants.models import Membership, Organization, Project, Team, TeamMembership, User
 from tenants.permissions import Perm, role_has
 from vaults import crypto
 from vaults.backend import vault_store
@@ -122,7 +122,7 @@ def vault_list_for(*, membership: Membership) -> list[VaultView]:
     """The caller's vaults, the team vaults they wait to be confirmed in, and for admins every vault."""
     see_all = role_has(membership.role, Perm.VAULT_VIEW_ALL)
     views = []
-    for vault in Vault.objects.filter(organization=membership.organization).select_related("team"):
+    for vault in Vault.objects.filter(organization=membership.organization).select_related("team", "project"):
         try:
             views.append(_view(vault, membership.user_id))
         except VaultMissing:
@@ -159,6 +159,7 @@ def vault_create(
     type: str,
     owner_wrapping: bytes,
     team: Team | None = None,
+    project: Project | None = None,
 ) -> VaultView:
     """Create a vault whose key the caller generated and wrapped to themself (key version 1). A team vault's
     other team members wait (PendingMember) until an owner wraps the key to them."""
@@ -175,6 +176,11 @@ def vault_create(
             in_team = TeamMembership.objects.filter(team=team, user_id=membership.user_id).exists()
         if not in_team and not role_has(membership.role, Perm.TEAM_MANAGE):
             raise Forbidden(f"Only members of {team.slug} (or who manage teams) may create its vault.")
+    if project is not None:
+        if personal:
+            raise InvalidInput("A personal vault cannot be a project vault.")
+        if project.organization_id != organization.pk:
+            raise InvalidInput("That project is not in this organization.")
     _public_key_of(membership.user_id)
     with scopes_disabled():
         taken = Vault.objects.filter(pk=vault_id).exists()
@@ -187,6 +193,7 @@ def vault_create(
                 organization=organization,
                 personal_owner=membership.user if personal else None,
                 team=team,
+                project=project,
             )
     except IntegrityError:
         raise Conflict("You already have a personal vault in this organization.") from None
@@ -403,6 +410,18 @@ def _rotate(vault: Vault, *, from_version: int, blobs: dict[str, bytes], wrappin
 
 
 # --- credentials ----------------------------------------------------------------------------------------
+
+
+def credentials_readable(*, membership: Membership, credential_ids: list[str]) -> set[str]:
+    """Which of CREDENTIAL_IDS are in vaults MEMBERSHIP is a member of."""
+    wanted = set(credential_ids)
+    found: set[str] = set()
+    with scope(organization=membership.organization):
+        views = vault_list_for(membership=membership)
+    for view in views:
+        if view.my_role is not None:
+            found |= {c.id for c in vault_store().credentials(view.id) if c.id in wanted}
+    return found
 
 
 def credential_list(*, view: VaultView) -> list[CredentialMeta]:

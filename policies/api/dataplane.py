@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from policies import selectors
 from policies.models import EgressMode, ShellMode
+from policies.selectors import BINDINGS
 from tenants.api.permissions import IsServiceToken
 
 
@@ -24,6 +25,11 @@ class SessionCredentialSerializer(serializers.Serializer[Any]):
     vault_id = serializers.UUIDField()
     credential_id = serializers.UUIDField()
     name = serializers.CharField()
+    binding = serializers.ChoiceField(choices=BINDINGS, help_text="How specific: pinned, project, team, ...")
+    actions = serializers.ListField(
+        child=serializers.CharField(), help_text="Its action_bindings: used only for these actions (unless pinned)."
+    )
+    vault_name = serializers.CharField()
 
 
 class SessionPolicySerializer(serializers.Serializer[Any]):
@@ -59,7 +65,9 @@ class SessionContextSerializer(serializers.Serializer[Any]):
     team_ids = serializers.ListField(child=serializers.UUIDField(), help_text="The user's teams in the organization.")
     expires_at = serializers.DateTimeField()
     connectors = serializers.ListField(child=serializers.CharField(), help_text="Enabled for one of the user's teams.")
-    credentials = SessionCredentialSerializer(many=True, help_text="At most one per connector.")
+    credentials = SessionCredentialSerializer(
+        many=True, help_text="Every credential the session may use, most specific first (policies.selectors)."
+    )
     policies = SessionPolicySerializer(many=True, help_text="Enabled: the organization's and the user's teams'.")
     egress = SessionEgressSerializer()
     shell_policy = SessionShellPolicySerializer(help_text="What the sandbox's mediated shell enforces.")

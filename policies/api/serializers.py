@@ -138,3 +138,18 @@ class ShellPolicySerializer(serializers.ModelSerializer[ShellPolicy]):
         model = ShellPolicy
         fields = ["mode", "deny", "allow", "record_allowed", "updated_at"]
         read_only_fields = ["updated_at"]
+
+
+class ChosenCredentialSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    vault = serializers.CharField()
+    binding = serializers.CharField(help_text="pinned, project, team, shared or personal")
+    credential_id = serializers.UUIDField()
+
+
+class CredentialChoiceSerializer(serializers.Serializer[Any]):
+    connector = serializers.CharField()
+    enabled = serializers.BooleanField(help_text="Enabled for one of your teams (else no request reaches it).")
+    default = ChosenCredentialSerializer(allow_null=True, help_text="What its actions get, unless listed below.")
+    actions = serializers.DictField(child=ChosenCredentialSerializer(), help_text="Action -> its bound credential.")
+    waiting_for = serializers.CharField(allow_null=True, help_text="A team vault waiting to confirm you.")

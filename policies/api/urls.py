@@ -24,6 +24,11 @@ urlpatterns = [
         name="project-egress",
     ),
     path(
+        "orgs/<uuid:org_id>/credential-choice/",
+        v.CredentialChoiceView.as_view({"get": "retrieve"}),
+        name="credential-choice",
+    ),
+    path(
         "orgs/<uuid:org_id>/shell-policy/",
         v.ShellPolicyViewSet.as_view({"get": "retrieve", "put": "update"}),
         name="shell-policy",

@@ -6,8 +6,8 @@ import uuid
 from typing import ClassVar
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -117,6 +117,29 @@ class ProjectEgressViewSet(OrgScopedViewSet):
         data.is_valid(raise_exception=True)
         egress = services.project_egress_set(acting=self.membership, project=project, tcp=data.validated_data["tcp"])
         return Response(s.ProjectEgressSerializer(egress).data)
+
+
+class CredentialChoiceView(OrgScopedViewSet):
+    """Which credential your sessions would get, per connector (and per action where one is bound to it)."""
+
+    queryset = EgressPolicy.objects.none()  # for the schema's path parameters only
+    permission_map = {"retrieve": Perm.ORG_VIEW}
+    pagination_class = None
+
+    @extend_schema(
+        parameters=[OpenApiParameter("project", uuid.UUID, description="For a session of this project.")],
+        responses=s.CredentialChoiceSerializer(many=True),
+    )
+    def retrieve(self, request: Request, org_id: uuid.UUID) -> Response:
+        project_id = None
+        raw = request.query_params.get("project")
+        if raw:
+            try:
+                project_id = tenant_selectors.project_get(organization=self.organization, project_id=uuid.UUID(raw)).pk
+            except (ValueError, NotFound):
+                raise exceptions.ValidationError({"project": ["No such project in this organization."]}) from None
+        found = selectors.credential_choice(membership=self.membership, project_id=project_id)
+        return Response(s.CredentialChoiceSerializer(found, many=True).data)
 
 
 class ShellPolicyViewSet(OrgScopedViewSet):

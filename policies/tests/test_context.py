@@ -150,22 +150,34 @@ def test_only_the_projects_team_or_a_project_manager_starts_sessions_for_it(worl
     assert alice.post(url, {"name": "a", "project": str(project.pk)}, format="json").status_code == 201
 
 
-def test_credentials_come_only_from_the_users_vaults_personal_first(world: World, cast: Cast) -> None:
+def test_credentials_come_only_from_the_users_vaults_most_specific_first(world: World, cast: Cast) -> None:
     give_keys(cast.alice)
     give_keys(cast.bob)
     shared = make_vault(cast.alice, type="shared")
     personal = make_vault(cast.alice, type="personal")
-    make_vault(cast.bob, type="personal")
+    bobs = make_vault(cast.bob, type="personal")
     credentials = context(world).json()["credentials"]
     assert credentials == [
+        {
+            "connector": "github",
+            "vault_id": shared.id,
+            "credential_id": shared.credential_id,
+            "name": "github-token",
+            "binding": "shared",
+            "actions": [],
+            "vault_name": "shared vault",
+        },
         {
             "connector": "github",
             "vault_id": personal.id,
             "credential_id": personal.credential_id,
             "name": "github-token",
-        }
+            "binding": "personal",
+            "actions": [],
+            "vault_name": "personal vault",
+        },
     ]
-    assert shared.id not in str(credentials)
+    assert bobs.id not in str(credentials)
 
 
 def test_a_user_without_vaults_gets_no_credentials(world: World) -> None:
@@ -199,19 +211,60 @@ def test_a_personal_or_session_token_is_refused(world: World, cast: Cast) -> Non
     assert client_for(None).post(URL, {"session_token": world.session}, format="json").status_code == 401
 
 
-def test_without_a_personal_credential_shared_vaults_are_taken_by_name(world: World, cast: Cast) -> None:
+def test_shared_vaults_are_ranked_by_name(world: World, cast: Cast) -> None:
     import uuid
 
     from vaults import services as vault_services
 
     give_keys(cast.alice)
-    make_vault(cast.alice, type="shared")
+    first = make_vault(cast.alice, type="shared")
     later = make_vault(cast.alice, type="shared")
     with scope(organization=cast.alice.org):
         view = vault_services.vault_get_for(membership=cast.alice.membership, vault_id=uuid.UUID(later.id))
         vault_services.vault_rename(view=view, acting_user_id=cast.alice.user.pk, name="A first")
     credentials = context(world).json()["credentials"]
-    assert [(c["vault_id"], c["credential_id"]) for c in credentials] == [(later.id, later.credential_id)]
+    assert [(c["vault_id"], c["credential_id"]) for c in credentials] == [
+        (later.id, later.credential_id),
+        (first.id, first.credential_id),
+    ]
+
+
+def test_pins_project_and_team_vaults_outrank_shared_and_personal_ones(world: World, cast: Cast) -> None:
+    import uuid
+
+    from vaults.models import Vault
+
+    give_keys(cast.alice)
+    personal = make_vault(cast.alice, type="personal")
+    shared = make_vault(cast.alice, type="shared")
+    team = make_vault(cast.alice, type="shared")
+    project_vault = make_vault(cast.alice, type="shared")
+    with scope(organization=cast.alice.org):
+        project = services.project_create(organization=cast.alice.org, name="App", team=world.payments)
+        other = services.project_create(organization=cast.alice.org, name="Other")
+        Vault.objects.filter(pk=uuid.UUID(team.id)).update(team=world.payments)
+        Vault.objects.filter(pk=uuid.UUID(project_vault.id)).update(project=project)
+    plain = context(world).json()["credentials"]
+    assert [(c["vault_id"], c["binding"]) for c in plain] == [
+        (team.id, "team"),
+        (shared.id, "shared"),
+        (personal.id, "personal"),
+    ], "another project's vault serves no session outside it"
+    for_project = services.session_token_create(membership=cast.alice.membership, name="a", project=project)
+    ranked = context(world, for_project.plaintext).json()["credentials"]
+    assert [c["binding"] for c in ranked] == ["project", "team", "shared", "personal"]
+    pinned = services.session_token_create(
+        membership=cast.alice.membership, name="b", project=other, pins=[personal.credential_id]
+    )
+    assert [c["binding"] for c in context(world, pinned.plaintext).json()["credentials"]] == [
+        "pinned",
+        "team",
+        "shared",
+    ]
+    from aileron_site.problems import InvalidInput
+
+    with pytest.raises(InvalidInput, match="in your vaults to pin"):
+        services.session_token_create(membership=cast.bob.membership, name="c", pins=[personal.credential_id])
 
 
 @pytest.mark.parametrize(

@@ -195,9 +195,12 @@ class TokenCreatedSerializer(TokenSerializer):
 class SessionTokenSerializer(TokenSerializer):
     user = UserBriefSerializer(read_only=True)
     project = serializers.UUIDField(source="project_id", read_only=True, allow_null=True)
+    pins = serializers.ListField(
+        child=serializers.UUIDField(), read_only=True, help_text="Credentials pinned for the session (ids)."
+    )
 
     class Meta(TokenSerializer.Meta):
-        fields = [*TokenSerializer.Meta.fields, "user", "project"]
+        fields = [*TokenSerializer.Meta.fields, "user", "project", "pins"]
         read_only_fields = fields
 
 
@@ -205,6 +208,12 @@ class SessionTokenCreateSerializer(serializers.Serializer[Any]):
     name = name_field()
     project = serializers.UUIDField(required=False, allow_null=True)
     expires_in_minutes = serializers.IntegerField(min_value=1, max_value=SESSION_TOKEN_MAX_MINUTES, default=720)
+    pins = serializers.ListField(
+        child=serializers.UUIDField(),
+        max_length=50,
+        default=list,
+        help_text="Credential ids (in your vaults) the session uses first for their connectors.",
+    )
 
 
 class SessionTokenCreatedSerializer(SessionTokenSerializer):

@@ -67,6 +67,7 @@ class VaultSerializer(serializers.Serializer[Any]):
     members = MemberSerializer(many=True)
     my_role = serializers.ChoiceField(choices=VAULT_ROLES, allow_null=True)
     team = serializers.CharField(allow_null=True, help_text="A team vault: its team's slug; its members are readers.")
+    project = serializers.CharField(allow_null=True, help_text="A project vault: the project's slug.")
     waiting = WaitingSerializer(
         many=True, help_text="Team members waiting for an owner to wrap the key to them (`aileron vault confirm`)."
     )
@@ -80,6 +81,9 @@ class VaultCreateSerializer(serializers.Serializer[Any]):
     wrapping = Base64Field(help_text="The new vault key (version 1) wrapped to your own public key.")
     team = serializers.UUIDField(
         required=False, allow_null=True, help_text="A team vault: the team whose members (now and later) read it."
+    )
+    project = serializers.UUIDField(
+        required=False, allow_null=True, help_text="A project vault: its credentials serve that project's sessions."
     )
 
 

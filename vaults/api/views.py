@@ -37,6 +37,7 @@ def _vault_body(view: services.VaultView) -> dict[str, Any]:
                 "members": [asdict(m) for m in view.members],
                 "my_role": view.my_role,
                 "team": view.vault.team.slug if view.vault.team is not None else None,
+                "project": view.vault.project.slug if view.vault.project is not None else None,
                 "waiting": [
                     {"user_id": p.user_id, "email": p.user.email, "role": p.role, "since": p.requested_at}
                     for p in view.waiting
@@ -93,6 +94,12 @@ class VaultViewSet(OrgScopedViewSet):
                 team = tenant_selectors.team_get(organization=self.organization, team_id=v["team"])
             except NotFound:
                 raise exceptions.ValidationError({"team": ["No such team in this organization."]}) from None
+        project = None
+        if v.get("project") is not None:
+            try:
+                project = tenant_selectors.project_get(organization=self.organization, project_id=v["project"])
+            except NotFound:
+                raise exceptions.ValidationError({"project": ["No such project in this organization."]}) from None
         view = services.vault_create(
             membership=self.membership,
             vault_id=v["id"],
@@ -100,6 +107,7 @@ class VaultViewSet(OrgScopedViewSet):
             type=v["type"],
             owner_wrapping=v["wrapping"],
             team=team,
+            project=project,
         )
         return Response(_vault_body(view), status=status.HTTP_201_CREATED)
 
