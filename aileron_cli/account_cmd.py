@@ -174,6 +174,13 @@ def status(server: str | None, as_json: bool) -> None:
                 sys.exit(1)
             raise
         who = api.get("/api/v1/whoami/") if token else None
+        due: list[Any] | None = None
+        org = login.organization_id if login is not None else None
+        if who is not None and who.get("kind") == "pat" and org:
+            try:
+                due = api.get(f"/api/v1/orgs/{org}/credentials/due/")
+            except CliError:
+                due = None  # an older service, or not a member any more: the rest of the status still stands
     report = {
         "server": url,
         "reachable": True,
@@ -182,6 +189,7 @@ def status(server: str | None, as_json: bool) -> None:
         "login": who,
         "dataplane": _dataplane_probe(),
         "sessions": live_sessions(),
+        "credentials_due": due,
     }
     if as_json:
         emit_json(report)
@@ -218,6 +226,10 @@ def status(server: str | None, as_json: bool) -> None:
     table.add_row("agents", f"{len(sessions)} live session(s) launched here" if sessions else "none running here")
     for s in sessions:
         table.add_row("", f"{s['session_id'][:8]} {s.get('agent', '')} in {s.get('sandbox', 'none')}")
+    if due:
+        table.add_row("credentials", f"{len(due)} to replace soon (`aileron secret update NAME`)")
+        for d in due:
+            table.add_row("", f"{d['name']} in {d['vault']}: {d['why']} {d['due_at'][:10]}")
     console.print(table)
 
 

@@ -20,5 +20,6 @@ app.conf.beat_schedule = {
     "tokens-purge-expired": {"task": "tenants.tasks.tokens_purge_expired", "schedule": 3600.0},
     "vaults-rotations-drive": {"task": "vaults.tasks.rotations_drive", "schedule": 60.0},
     "vaults-confirmations-drive": {"task": "vaults.tasks.confirmations_drive", "schedule": 60.0},
+    "vaults-credentials-due-warn": {"task": "vaults.tasks.credentials_due_warn", "schedule": 3600.0},
     "approvals-expire": {"task": "approvals.tasks.approvals_expire", "schedule": 15.0},
 }

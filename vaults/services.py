@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -422,6 +423,96 @@ def credentials_readable(*, membership: Membership, credential_ids: list[str]) -
         if view.my_role is not None:
             found |= {c.id for c in vault_store().credentials(view.id) if c.id in wanted}
     return found
+
+
+DUE_WITHIN = timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class DueCredential:
+    """A credential whose value should be replaced soon (`aileron secret update`), and why."""
+
+    vault: VaultView
+    credential: CredentialMeta
+    why: str  # "expires" or "rotation due"
+    due_at: datetime
+
+    @property
+    def owners(self) -> list[str]:
+        return [m.user_id for m in self.vault.members if m.role == "owner"]
+
+
+def _due(credential: CredentialMeta, horizon: datetime) -> tuple[str, datetime] | None:
+    try:
+        if credential.expires_at:
+            expires = datetime.fromisoformat(credential.expires_at)
+            if expires <= horizon:
+                return "expires", expires
+        if credential.rotate_every_days > 0:
+            since = datetime.fromisoformat(credential.updated_at or credential.created_at)
+            rotate = since + timedelta(days=credential.rotate_every_days)
+            if rotate <= horizon:
+                return "rotation due", rotate
+    except ValueError:
+        return None
+    return None
+
+
+def credentials_due(*, membership: Membership, within: timedelta = DUE_WITHIN) -> list[DueCredential]:
+    """The credentials of vaults MEMBERSHIP owns (every vault, for who may see all) that expire or are due for
+    replacement within WITHIN, soonest first: what `aileron status` and the API warn owners about."""
+    horizon = timezone.now() + within
+    see_all = role_has(membership.role, Perm.VAULT_VIEW_ALL)
+    found = []
+    for view in vault_list_for(membership=membership):
+        if view.my_role != "owner" and not see_all:
+            continue
+        for credential in vault_store().credentials(view.id):
+            due = _due(credential, horizon)
+            if due is not None:
+                found.append(DueCredential(vault=view, credential=credential, why=due[0], due_at=due[1]))
+    return sorted(found, key=lambda d: d.due_at)
+
+
+def credentials_due_warn(*, within: timedelta = DUE_WITHIN) -> int:
+    """Celery beat: warn about every credential due within WITHIN, naming its vault's owners (in the service
+    log; `aileron status` and the API show the same to the owners). How many are due."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    horizon = timezone.now() + within
+    due = 0
+    with scopes_disabled():
+        vaults = list(Vault.objects.select_related("organization"))
+    for vault in vaults:
+        try:
+            members = vault_store().members(str(vault.pk))
+            credentials = vault_store().credentials(str(vault.pk))
+        except VaultMissing:
+            continue
+        owners = [m.user_id for m in members if m.role == "owner"]
+        for credential in credentials:
+            found = _due(credential, horizon)
+            if found is None:
+                continue
+            due += 1
+            with scopes_disabled():
+                emails = sorted(
+                    Membership.objects.filter(organization=vault.organization, user_id__in=owners).values_list(
+                        "user__email", flat=True
+                    )
+                )
+            log.warning(
+                "credential %s in vault %s (%s) %s at %s: owners %s, run `aileron secret update %s`",
+                credential.name,
+                vault.pk,
+                vault.organization.slug,
+                found[0],
+                found[1].isoformat(),
+                ", ".join(emails) or "none",
+                credential.name,
+            )
+    return due
 
 
 def credential_list(*, view: VaultView) -> list[CredentialMeta]:

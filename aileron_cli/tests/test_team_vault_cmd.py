@@ -103,3 +103,33 @@ def test_a_team_vault_is_made_only_by_the_team_or_a_team_manager(cast: Cast, log
     assert result.exit_code == 1 and "Only members of support" in result.output, result.output
     with scopes_disabled():
         assert not Vault.objects.filter(team=support).exists()
+
+
+def test_an_updated_value_is_the_next_version_and_owners_are_warned_before_it_expires(
+    cast: Cast,
+    logged_in_as: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from vaults.services import credentials_due_warn
+
+    monkeypatch.setenv("AILERON_LOGIN_TOKEN", cast.alice.token)
+    monkeypatch.setenv("AILERON_PASSPHRASE", PASSPHRASE)
+    ok("login", "--server", "http://testserver")
+    ok("secret", "add", "gh", "--connector", "github", stdin="ghp_first\n")
+    ok("secret", "add", "far", "--connector", "slack", stdin="xoxb_far\n")
+    assert json.loads(ok("status", "--json").output)["credentials_due"] == []
+    soon = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%d")
+    updated = json.loads(ok("secret", "update", "gh", "--expires", soon, "--json", stdin="ghp_second\n").output)
+    assert (updated["version"], updated["expires_at"][:10]) == (2, soon)
+    ok("secret", "update", "far", "--rotate-every", "90", stdin="xoxb_far_2\n")  # due in 90 days: not yet
+    due = json.loads(ok("status", "--json").output)["credentials_due"]
+    assert [(d["name"], d["why"], d["due_at"][:10]) for d in due] == [("gh", "expires", soon)]
+    assert "gh in Personal: expires" in ok("status").output
+    missing = CliRunner().invoke(cli, ["secret", "update", "nope"], input="x\n")
+    assert missing.exit_code == 1 and missing.output.startswith("aileron: no secret 'nope'"), missing.output
+    with caplog.at_level("WARNING", logger="vaults.services"):
+        assert credentials_due_warn() == 1
+    assert "credential gh" in caplog.text and "alice@example.com" in caplog.text

@@ -134,6 +134,17 @@ class CredentialSerializer(serializers.Serializer[Any]):
     rotate_every_days = serializers.IntegerField(help_text="How often it should be replaced; 0 for no schedule.")
 
 
+class DueCredentialSerializer(serializers.Serializer[Any]):
+    vault_id = serializers.UUIDField()
+    vault = serializers.CharField()
+    credential_id = serializers.UUIDField()
+    name = serializers.CharField()
+    connector = serializers.CharField()
+    version = serializers.IntegerField()
+    why = serializers.ChoiceField(choices=["expires", "rotation due"])
+    due_at = serializers.DateTimeField()
+
+
 class CredentialUpdateSerializer(serializers.Serializer[Any]):
     ciphertext = Base64Field(help_text="The new value, encrypted under the vault's current key for this id.")
     expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text="null clears it.")

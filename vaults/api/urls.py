@@ -11,6 +11,7 @@ VAULT = "orgs/<uuid:org_id>/vaults/<uuid:vault_id>/"
 
 urlpatterns = [
     path("keys/", v.KeysView.as_view(), name="keys"),
+    path("orgs/<uuid:org_id>/credentials/due/", v.DueCredentialsView.as_view({"get": "list"}), name="credentials-due"),
     path("dataplane/sessions/resolve/", dataplane.SessionResolveView.as_view(), name="dataplane-session-resolve"),
     path("dataplane/bundles/", dataplane.BundleView.as_view(), name="dataplane-bundle"),
     path("dataplane/sessions/alive/", dataplane.SessionAliveView.as_view(), name="dataplane-session-alive"),

@@ -191,6 +191,33 @@ class VaultKeyViewSet(OrgScopedViewSet):
         return Response(_vault_body(self._get(vault_id)))
 
 
+class DueCredentialsView(OrgScopedViewSet):
+    """Credentials of the vaults you own that expire or are due for replacement within a week, soonest first."""
+
+    serializer_class = s.DueCredentialSerializer
+    queryset = Vault.objects.none()  # for the schema's path parameters only
+    permission_map = {"list": Perm.ORG_VIEW}
+    pagination_class = None
+
+    @extend_schema(responses=s.DueCredentialSerializer(many=True))
+    def list(self, request: Request, org_id: uuid.UUID) -> Response:
+        due = services.credentials_due(membership=self.membership)
+        body = [
+            {
+                "vault_id": d.vault.id,
+                "vault": d.vault.meta.name,
+                "credential_id": d.credential.id,
+                "name": d.credential.name,
+                "connector": d.credential.connector,
+                "version": d.credential.version,
+                "why": d.why,
+                "due_at": d.due_at,
+            }
+            for d in due
+        ]
+        return Response(s.DueCredentialSerializer(body, many=True).data)
+
+
 class CredentialViewSet(OrgScopedViewSet):
     serializer_class = s.CredentialSerializer
     queryset = Vault.objects.none()  # for the schema's path parameters only
