@@ -12,6 +12,7 @@ from rich.table import Table
 from aileron_cli import state
 from aileron_cli.client import ApiClient, CliError
 from aileron_cli.common import (
+    DEFAULT_PROXY,
     console,
     current_org,
     emit_json,
@@ -187,7 +188,7 @@ def status(server: str | None, as_json: bool) -> None:
         "cli_version": __version__,
         "service": health,
         "login": who,
-        "dataplane": _dataplane_probe(),
+        "dataplane": _dataplane_probe(health.get("proxy")),
         "sessions": live_sessions(),
         "credentials_due": due,
     }
@@ -233,16 +234,18 @@ def status(server: str | None, as_json: bool) -> None:
     console.print(table)
 
 
-def _dataplane_probe() -> dict[str, Any]:
-    """Whether the data plane's proxy answers on AILERON_PROXY and its key channel exists here."""
+def _dataplane_probe(served: str | None = None) -> dict[str, Any]:
+    """Whether the data plane's proxy answers (AILERON_PROXY, else where the service says, SERVED) and its key
+    channel exists here."""
     import socket
 
     from aileron_cli.launch import Proxy
 
+    text = os.environ.get("AILERON_PROXY") or served or DEFAULT_PROXY
     try:
-        proxy = Proxy.parse(os.environ.get("AILERON_PROXY", "127.0.0.1:8480"))
+        proxy = Proxy.parse(text)
     except CliError:
-        return {"proxy": os.environ.get("AILERON_PROXY"), "listening": False, "key_channel": False}
+        return {"proxy": text, "listening": False, "key_channel": False}
     try:
         socket.create_connection((proxy.host, proxy.port), timeout=1).close()
         listening = True

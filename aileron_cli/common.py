@@ -104,6 +104,18 @@ def installed_connectors() -> list[Any]:
         raise CliError(f"a connector package is invalid: {exc}") from None
 
 
+DEFAULT_PROXY = "127.0.0.1:8480"
+
+
+def server_proxy(api: ApiClient) -> str | None:
+    """HOST:PORT of the data plane's proxy as the service says (its health report), or None if it does not."""
+    try:
+        found = api.get("/api/v1/health/").get("proxy")
+    except (CliError, AttributeError):
+        return None
+    return found if isinstance(found, str) and found else None
+
+
 CREDENTIAL_HELP = "Pin this credential (NAME, or VAULT/NAME) for its connector; repeatable (`aileron secret list`)."
 
 

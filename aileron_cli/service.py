@@ -200,6 +200,11 @@ def run_service(
         if info["channel_layer"] == "InMemoryChannelLayer"
         else {}
     )
+    # Where agents reach this service's proxy, as `aileron launch` learns it from the API (health `proxy`); an
+    # operator's AILERON_PUBLIC_PROXY (a proxy behind another address) wins.
+    listen = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - a listening address, not a bind
+    shown = f"[{listen}]" if ":" in listen else listen
+    public_proxy = os.environ.get("AILERON_PUBLIC_PROXY") or f"{shown}:{proxy_port}"
     children = [
         Child(
             "api",
@@ -215,6 +220,7 @@ def run_service(
                 "1",
                 "aileron_site.asgi:application",
             ],
+            env={"AILERON_PUBLIC_PROXY": public_proxy},
         ),
         Child(
             "worker",

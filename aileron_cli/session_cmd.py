@@ -17,6 +17,7 @@ from aileron_cli import state
 from aileron_cli.client import ApiClient, CliError
 from aileron_cli.common import (
     CREDENTIAL_HELP,
+    DEFAULT_PROXY,
     PROJECT_HELP,
     console,
     emit_json,
@@ -29,6 +30,7 @@ from aileron_cli.common import (
     pinned_credentials,
     project_id_of,
     require_login,
+    server_proxy,
     warn_line,
 )
 from aileron_cli.connector_cmd import agent_hint
@@ -149,9 +151,9 @@ def tcp(destination: str, listen: str | None) -> None:
     "--proxy",
     "proxy_text",
     envvar="AILERON_PROXY",
-    default="127.0.0.1:8480",
-    show_default=True,
-    help="The data plane's proxy, HOST:PORT [env AILERON_PROXY].",
+    default=None,
+    help="The data plane's proxy, HOST:PORT [env AILERON_PROXY; default: what the server you are logged in to "
+    f"says, else {DEFAULT_PROXY}].",
 )
 @click.option("--name", default=None, help="The agent's name in audit and approvals [default: the command].")
 @click.option("--minutes", type=click.IntRange(1, 1440), default=720, show_default=True, help="Session lifetime.")
@@ -173,7 +175,7 @@ def tcp(destination: str, listen: str | None) -> None:
 @fail_cleanly
 def launch(
     sandbox: str,
-    proxy_text: str,
+    proxy_text: str | None,
     name: str | None,
     minutes: int,
     project: Path,
@@ -186,7 +188,7 @@ def launch(
     from aileron_cli import launch as launching
     from aileron_cli.sessions import session_open
 
-    proxy = launching.Proxy.parse(proxy_text)
+    proxy = launching.Proxy.parse(proxy_text) if proxy_text else None
     argv = list(command)
     plan = _sandbox_plan(sandbox, project.resolve()) if sandbox != "none" else None
     configured = _refuse_strict_unsandboxed(project.resolve()) if plan is None else plan.aileron_project
@@ -198,6 +200,7 @@ def launch(
     login = require_login()
     passphrase = read_passphrase()
     with logged_in_api() as api:
+        proxy = proxy or launching.Proxy.parse(server_proxy(api) or DEFAULT_PROXY)
         identity = org_identity(api, login)
         org = identity.organization_id
         project_id = project_id_of(api, org, project_slug)

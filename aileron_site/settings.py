@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dj_database_url
@@ -15,6 +16,8 @@ DEBUG = CONFIG.debug
 ALLOWED_HOSTS = list(CONFIG.allowed_hosts)
 CSRF_TRUSTED_ORIGINS = list(CONFIG.csrf_trusted_origins)
 AILERON_MODE = CONFIG.mode
+# HOST:PORT of the data plane's proxy as agents reach it (`aileron service` sets it; served by the health API).
+AILERON_PUBLIC_PROXY = os.environ.get("AILERON_PUBLIC_PROXY", "")
 AILERON_HOME = CONFIG.home
 AILERON_OPEN_SIGNUP = CONFIG.open_signup
 AILERON_VAULT_STORE = CONFIG.vault_store

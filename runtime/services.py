@@ -36,6 +36,7 @@ class Health:
     broker: str
     worker_seen_at: datetime | None
     worker_age_seconds: float | None
+    proxy: str | None = None  # HOST:PORT of the data plane's proxy for agents, when this service knows it
 
     @property
     def worker_ok(self) -> bool:
@@ -57,4 +58,5 @@ def health_get() -> Health:
         broker=broker,
         worker_seen_at=beat.seen_at if beat else None,
         worker_age_seconds=round(age, 1) if age is not None else None,
+        proxy=settings.AILERON_PUBLIC_PROXY or None,
     )

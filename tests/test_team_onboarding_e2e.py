@@ -61,9 +61,9 @@ def test_bob_joins_the_team_and_his_first_launch_uses_the_team_key_until_he_leav
         **world.service.env,
         "AILERON_HOME": str(bob_home),
         "AILERON_PASSPHRASE": "bob's own passphrase",
-        "AILERON_PROXY": f"127.0.0.1:{world.service.proxy_port}",
         "PATH": f"{BIN}:{os.environ.get('PATH', os.defpath)}",  # the `linear` shim
     }
+    assert "AILERON_PROXY" not in bob  # `launch` learns the proxy (on a free port here) from the server
     joined = json_of({**bob, "AILERON_INVITATION": invitation}, "join", "--server", world.service.url)
     assert joined["teams"] == ["support"]
     # Until issue 15's remote sessions, a CLI reaches the data plane's key channel on the same machine only:

@@ -24,6 +24,9 @@ HealthSerializer = inline_serializer(
         "broker": serializers.CharField(),
         "worker_seen_at": serializers.DateTimeField(allow_null=True),
         "worker_age_seconds": serializers.FloatField(allow_null=True),
+        "proxy": serializers.CharField(
+            allow_null=True, help_text="HOST:PORT of the data plane's proxy for agents (what `aileron launch` uses)."
+        ),
     },
 )
 
