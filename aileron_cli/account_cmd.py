@@ -16,7 +16,6 @@ from aileron_cli.common import (
     console,
     current_org,
     emit_json,
-    err_console,
     fail_cleanly,
     key_socket,
     logged_in_api,
@@ -97,20 +96,19 @@ def logout(as_json: bool) -> None:
     login = state.login_load()
     if login is None:
         raise CliError(f"not logged in (no login in {state.login_path()})")
-    revoked, why = True, ""
     try:
         with ApiClient(login.server, token=login.token) as api:
             who = api.get("/api/v1/whoami/")
             api.delete(f"/api/v1/tokens/{who['token_id']}/")
     except CliError as exc:
-        revoked, why = False, str(exc)
+        if "(401)" not in str(exc):  # revoked or expired already: nothing left to revoke
+            # Kept: forgetting a token that still works would leave nobody able to revoke it from here.
+            raise CliError(f"the token could not be revoked on {login.server} ({exc}); still logged in") from None
     path = state.login_forget()
     if as_json:
-        emit_json({"server": login.server, "email": login.email, "token_revoked": revoked, "error": why or None})
+        emit_json({"server": login.server, "email": login.email, "token_revoked": True, "login_file": str(path)})
         return
-    console.print(f"Logged out {login.email}; {path} removed.", markup=False)
-    if not revoked:
-        err_console.print(f"aileron: the token could not be revoked on {login.server}: {why}", markup=False)
+    console.print(f"Logged out {login.email}; the token is revoked and {path} removed.", markup=False)
 
 
 @click.command()

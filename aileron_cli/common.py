@@ -125,7 +125,7 @@ def pinned_credentials(api: ApiClient, identity: Identity, refs: tuple[str, ...]
         return []
     client = VaultClient(api, identity)
     mine = [v for v in client.vaults() if v["my_role"] is not None]
-    listed = [(v, c) for v in mine for c in client.credentials(v)]
+    listed = [(v, {**c, "vault_id": v["id"]}) for v in mine for c in client.credentials(v)]
     ids = []
     for ref in refs:
         vault_name, _, name = ref.rpartition("/")
@@ -134,7 +134,7 @@ def pinned_credentials(api: ApiClient, identity: Identity, refs: tuple[str, ...]
             raise CliError(f"no credential {ref!r} in your vaults (`aileron secret list`)", exit_code=2)
         if len(found) > 1:
             raise CliError(f"several credentials are named {name!r}: say which as VAULT/{name}", exit_code=2)
-        ids.append(str(found[0]["id"]))
+        ids.append(f"{found[0]['vault_id']}:{found[0]['id']}")
     return ids
 
 

@@ -28,9 +28,14 @@ def team_find(api: ApiClient, organization_id: str, ref: str) -> dict[str, Any]:
     """The team whose slug, name (any case) or id is REF, or a one-line error."""
     teams = every(api, f"/api/v1/orgs/{organization_id}/teams/")
     exact = [t for t in teams if ref in (t["slug"], t["id"])]
+    if exact:
+        return exact[0]
     loose = [t for t in teams if ref.casefold() in (t["name"].casefold(), t["slug"])]
-    if exact or loose:
-        return (exact or loose)[0]
+    if len(loose) > 1:
+        slugs = ", ".join(t["slug"] for t in loose)
+        raise CliError(f"several teams are named {ref!r}: name one by its slug ({slugs})", exit_code=2)
+    if loose:
+        return loose[0]
     known = ", ".join(t["slug"] for t in teams[:10]) or "none yet: `aileron team create NAME`"
     raise CliError(f"no team {ref!r} in this organization (teams: {known})", exit_code=2)
 

@@ -66,15 +66,24 @@ def vault_list(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--team", "team_ref", default=None, help="A team vault: the team's members read it, now and later.")
 @click.option("--project", "project_slug", default=None, help="A project vault: it serves that project's sessions.")
+@click.option(
+    "--manual-confirm",
+    is_flag=True,
+    help="Team vaults: let people who join the team in only by `aileron vault confirm` (else automatically).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @fail_cleanly
-def vault_create(name: str, team_ref: str | None, project_slug: str | None, as_json: bool) -> None:
+def vault_create(
+    name: str, team_ref: str | None, project_slug: str | None, manual_confirm: bool, as_json: bool
+) -> None:
     """Create a shared vault with you as owner (with --team, a team vault; with --project, a project vault)."""
     with logged_in_api() as api:
         client = vault_client(api)
         team = team_find(api, client.me.organization_id, team_ref) if team_ref else None
         project = project_id_of(api, client.me.organization_id, project_slug)
-        created = client.create_vault(name, "shared", team_id=team["id"] if team else None, project_id=project)
+        created = client.create_vault(
+            name, "shared", team_id=team["id"] if team else None, project_id=project, auto_confirm=not manual_confirm
+        )
         confirmed = client.confirm_waiting([created]) if created.get("waiting") else []
         client.close()
     if as_json:

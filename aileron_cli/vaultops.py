@@ -114,7 +114,12 @@ class VaultClient:
         return found[0]
 
     def create_vault(
-        self, name: str, type: str, team_id: str | None = None, project_id: str | None = None
+        self,
+        name: str,
+        type: str,
+        team_id: str | None = None,
+        project_id: str | None = None,
+        auto_confirm: bool = True,
     ) -> dict[str, Any]:
         vault_id = str(uuid.uuid4())
         key = crypto.vault_key_new()
@@ -124,11 +129,13 @@ class VaultClient:
             )
         finally:
             crypto.wipe(key)
-        body = {"id": vault_id, "name": name, "type": type, "wrapping": crypto.b64(wrapping)}
+        body: dict[str, Any] = {"id": vault_id, "name": name, "type": type, "wrapping": crypto.b64(wrapping)}
         if team_id is not None:
             body["team"] = team_id
         if project_id is not None:
             body["project"] = project_id
+        if not auto_confirm:
+            body["auto_confirm"] = False
         return dict(self.api.post(self.base, body))
 
     def vault_key(self, vault: dict[str, Any]) -> tuple[int, bytearray]:
@@ -196,7 +203,9 @@ class VaultClient:
     def confirm_if_waiting(self, passphrase: str) -> list[dict[str, Any]]:
         """confirm_waiting, after an unlock the caller already asked for (as `launch` does): nothing is unlocked
         when nobody waits for a vault this user owns."""
-        vaults = [v for v in self.vaults() if v.get("my_role") == "owner" and v.get("waiting")]
+        vaults = [
+            v for v in self.vaults() if v.get("my_role") == "owner" and v.get("waiting") and v.get("auto_confirm", True)
+        ]
         if not vaults:
             return []
         self.unlock(lambda: passphrase)

@@ -33,6 +33,7 @@ Policies are parsed once per `Engine`; `decide` costs one Cedar evaluation (``py
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
@@ -398,7 +399,24 @@ def tcp_rule_parse(rule: str) -> tuple[str, int]:
         egress_pattern_validate(host)
     except PolicyError as exc:
         raise PolicyError(f"TCP rule {shown!r}: {exc}") from None
+    if _internal_host(host.lower()):
+        raise PolicyError(
+            f"TCP rule {shown!r}: loopback, private, link-local and metadata addresses are never reached (an "
+            "internal database is named by its host, and the data plane's AILERON_UPSTREAM_RESOLVE maps it)"
+        )
     return host.lower(), port
+
+
+def _internal_host(host: str) -> bool:
+    """A host the proxy would never connect to, seen already in the rule's text: localhost, or an IP literal
+    that is not global (the proxy checks every resolved address again at connect time)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return not address.is_global
 
 
 def tcp_allows(rules: Sequence[str], host: str, port: int) -> str | None:

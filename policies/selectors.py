@@ -93,7 +93,7 @@ def session_context(*, session_token: str) -> SessionContext:
     proxy injects per connector, the enabled policies (the organization's and the user's teams') and egress.
 
     NotFound, the same for all, for an unknown, revoked or expired token, or a user no longer a member."""
-    from tenants.selectors import token_authenticate
+    from tenants.selectors import may_work_in, token_authenticate
 
     token = token_authenticate(raw=session_token)
     if token is None or token.kind != "ses" or token.user is None or token.organization is None:
@@ -103,6 +103,9 @@ def session_context(*, session_token: str) -> SessionContext:
         membership = Membership.objects.filter(organization=organization, user=user).select_related("user").first()
         if membership is None:
             raise NotFound("No live session for that token.")
+        project_id = token.project_id
+        if token.project is not None and not may_work_in(membership=membership, project=token.project):
+            project_id = None  # they left the project's team: its rules and vaults no longer reach this session
         team_ids = sorted(
             TeamMembership.objects.filter(organization=organization, user=user).values_list("team_id", flat=True)
         )
@@ -121,17 +124,17 @@ def session_context(*, session_token: str) -> SessionContext:
         egress = egress_get(organization=organization)
         project_tcp = (
             list(
-                ProjectEgress.objects.filter(organization=organization, project_id=token.project_id)
+                ProjectEgress.objects.filter(organization=organization, project_id=project_id)
                 .values_list("tcp", flat=True)
                 .first()
                 or []
             )
-            if token.project_id is not None
+            if project_id is not None
             else []
         )
         shell = shell_policy_get(organization=organization)
         credentials, waiting = credential_candidates(
-            membership=membership, team_ids=set(team_ids), project_id=token.project_id, pins=set(token.pins or [])
+            membership=membership, team_ids=set(team_ids), project_id=project_id, pins=set(token.pins or [])
         )
     return SessionContext(
         session_id=token.pk,
@@ -139,7 +142,7 @@ def session_context(*, session_token: str) -> SessionContext:
         user_email=user.email,
         organization_id=organization.pk,
         agent=token.name,
-        project_id=token.project_id,
+        project_id=project_id,
         team_ids=team_ids,
         expires_at=token.expires_at,
         connectors=connectors,
@@ -194,7 +197,7 @@ def credential_candidates(
         for n, credential in enumerate(credential_list(view=view)):  # oldest first
             if not credential.connector:
                 continue
-            chosen = "pinned" if credential.id in pins else binding
+            chosen = "pinned" if f"{view.id}:{credential.id}" in pins else binding
             ranked.append(
                 (
                     BINDINGS.index(chosen),

@@ -23,6 +23,7 @@ from tenants.models import (
     TokenKind,
     User,
 )
+from tenants.permissions import Perm, role_has
 
 
 def token_key() -> bytes:
@@ -170,3 +171,12 @@ def token_authenticate(*, raw: str) -> ApiToken | None:
     if token.user is not None and not token.user.is_active:
         return None
     return token
+
+
+def may_work_in(*, membership: Membership, project: Project) -> bool:
+    """Whether MEMBERSHIP may start (and keep) sessions for PROJECT: its team's members, or whoever manages
+    projects; anyone for a project without a team. Such sessions get the project's TCP rules and vaults."""
+    if project.team_id is None or role_has(membership.role, Perm.PROJECT_MANAGE):
+        return True
+    with scope(organization=membership.organization_id):
+        return TeamMembership.objects.filter(team_id=project.team_id, user_id=membership.user_id).exists()

@@ -28,7 +28,7 @@ from tenants.models import (
 )
 from tenants.permissions import Perm, role_has
 from tenants.roles import Role
-from tenants.selectors import membership_for_user, token_key
+from tenants.selectors import may_work_in, membership_for_user, token_key
 
 PERSONAL_TOKEN_MAX_DAYS = 365
 SESSION_TOKEN_MAX_MINUTES = 24 * 60
@@ -109,13 +109,6 @@ def personal_token_create(*, user: User, name: str, expires_in_days: int = 90) -
     )
 
 
-def _may_work_in(membership: Membership, project: Project) -> bool:
-    if project.team_id is None or role_has(membership.role, Perm.PROJECT_MANAGE):
-        return True
-    with scope(organization=membership.organization):
-        return TeamMembership.objects.filter(team_id=project.team_id, user_id=membership.user_id).exists()
-
-
 def session_token_create(
     *,
     membership: Membership,
@@ -128,18 +121,23 @@ def session_token_create(
         raise InvalidInput(f"expires_in_minutes must be between 1 and {SESSION_TOKEN_MAX_MINUTES}.")
     if project is not None and project.organization_id != membership.organization_id:
         raise InvalidInput("That project is not in this organization.")
-    if project is not None and not _may_work_in(membership, project):
+    if project is not None and not may_work_in(membership=membership, project=project):
         # A session for a project gets the project's own egress rules: only its team (or whoever manages
         # projects) may start one.
         raise Forbidden(f"Only members of the {project.slug} project's team may start sessions for it.")
     pins = list(dict.fromkeys(pins))
     if pins:
-        from vaults.services import credentials_readable
+        from vaults.services import credentials_readable, pins_for_other_projects
 
-        readable = credentials_readable(membership=membership, credential_ids=pins)
+        readable = credentials_readable(membership=membership, pins=pins)
         unknown = [p for p in pins if p not in readable]
         if unknown:
-            raise InvalidInput(f"No credential {unknown[0]} in your vaults to pin.")
+            raise InvalidInput(f"No credential {unknown[0]} in your vaults to pin (pins are vault_id:credential_id).")
+        elsewhere = pins_for_other_projects(organization=membership.organization, pins=pins, project=project)
+        if elsewhere:
+            raise InvalidInput(
+                f"The credential {elsewhere[0]} is in another project's vault: it serves no session here."
+            )
     issued = _token_issue(
         kind=TokenKind.SESSION,
         name=name,
@@ -402,6 +400,19 @@ def team_update(*, team: Team, name: str | None = None, slug: str | None = None)
 
 @transaction.atomic
 def team_delete(*, team: Team) -> None:
+    """Delete a team that owns no project and no vault: those decide who may reach a project's rules and a team
+    vault's secrets, and must not silently pass to everyone (or keep readers nobody can see) when it goes."""
+    from vaults.models import Vault
+
+    projects = sorted(
+        Project.objects.filter(organization_id=team.organization_id, team=team).values_list("slug", flat=True)
+    )
+    with scope(organization=team.organization_id):
+        vaults = Vault.objects.filter(organization_id=team.organization_id, team=team).count()
+    if projects or vaults:
+        owned = [f"project(s) {', '.join(projects)}"] if projects else []
+        owned += [f"{vaults} team vault(s)"] if vaults else []
+        raise Conflict(f"The team owns {' and '.join(owned)}: move or delete them first.")
     TeamMembership.objects.filter(organization_id=team.organization_id, team=team).delete()
     team.delete()
 
@@ -460,5 +471,13 @@ def project_update(*, project: Project, fields: dict[str, object]) -> Project:
 
 @transaction.atomic
 def project_delete(*, project: Project) -> None:
+    """Delete a project without vaults (a project vault's credentials must not start serving every session of
+    its members as a plain shared vault); its sessions keep running without a project."""
+    from vaults.models import Vault
+
+    with scope(organization=project.organization_id):
+        vaults = Vault.objects.filter(organization_id=project.organization_id, project=project).count()
+    if vaults:
+        raise Conflict(f"The project has {vaults} project vault(s): delete them first.")
     ApiToken.objects.filter(project=project).update(project=None)
     project.delete()

@@ -31,6 +31,10 @@ class Vault(models.Model):
     # A team vault: the team's members are its readers, now and later (each waits as a PendingMember until an
     # owner wraps the key to them). The vault stays, as a plain shared vault, if the team is deleted.
     team = models.ForeignKey(Team, on_delete=models.SET_NULL, null=True, blank=True, related_name="vaults")
+    # Let whoever joins the team in without asking (the owner's CLI or session wraps the key as soon as it
+    # can). False: only `aileron vault confirm`, typed by an owner, does: whoever manages teams cannot read the
+    # vault by joining its team.
+    auto_confirm = models.BooleanField(default=True)
     # A project vault: its credentials are for that project's sessions only, and win over team and personal ones
     # there (policies.selectors.credential_candidates). Members are granted as for any shared vault.
     project = models.ForeignKey(Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="vaults")

@@ -21,6 +21,7 @@ from aileron_site.problems import Conflict, Forbidden, InvalidInput, NotFound
 from connectors.services import catalog_action_validate, catalog_connector_validate
 from tenants.models import Membership, Organization, Project, Team, TeamMembership, User
 from tenants.permissions import Perm, role_has
+from tenants.selectors import may_work_in
 from vaults import crypto
 from vaults.backend import vault_store
 from vaults.models import PendingMember, UserKeys, Vault
@@ -161,6 +162,7 @@ def vault_create(
     owner_wrapping: bytes,
     team: Team | None = None,
     project: Project | None = None,
+    auto_confirm: bool = True,
 ) -> VaultView:
     """Create a vault whose key the caller generated and wrapped to themself (key version 1). A team vault's
     other team members wait (PendingMember) until an owner wraps the key to them."""
@@ -182,6 +184,8 @@ def vault_create(
             raise InvalidInput("A personal vault cannot be a project vault.")
         if project.organization_id != organization.pk:
             raise InvalidInput("That project is not in this organization.")
+        if not may_work_in(membership=membership, project=project):
+            raise Forbidden(f"Only members of the {project.slug} project's team may create its vault.")
     _public_key_of(membership.user_id)
     with scopes_disabled():
         taken = Vault.objects.filter(pk=vault_id).exists()
@@ -195,6 +199,7 @@ def vault_create(
                 personal_owner=membership.user if personal else None,
                 team=team,
                 project=project,
+                auto_confirm=auto_confirm,
             )
     except IntegrityError:
         raise Conflict("You already have a personal vault in this organization.") from None
@@ -413,16 +418,44 @@ def _rotate(vault: Vault, *, from_version: int, blobs: dict[str, bytes], wrappin
 # --- credentials ----------------------------------------------------------------------------------------
 
 
-def credentials_readable(*, membership: Membership, credential_ids: list[str]) -> set[str]:
-    """Which of CREDENTIAL_IDS are in vaults MEMBERSHIP is a member of."""
-    wanted = set(credential_ids)
+def credentials_readable(*, membership: Membership, pins: list[str]) -> set[str]:
+    """Which of PINS ("vault_id:credential_id") name a credential of a vault MEMBERSHIP is a member of."""
+    wanted = set(pins)
     found: set[str] = set()
     with scope(organization=membership.organization):
         views = vault_list_for(membership=membership)
     for view in views:
         if view.my_role is not None:
-            found |= {c.id for c in vault_store().credentials(view.id) if c.id in wanted}
+            found |= {f"{view.id}:{c.id}" for c in vault_store().credentials(view.id)} & wanted
     return found
+
+
+def pins_for_other_projects(*, organization: Organization, pins: list[str], project: Project | None) -> list[str]:
+    """Which of PINS are in a vault of another project than PROJECT: such a vault serves no session outside its
+    project, so the pin could never apply."""
+    vault_ids = {p.split(":", 1)[0] for p in pins}
+    with scope(organization=organization):
+        elsewhere = {
+            str(v)
+            for v in Vault.objects.filter(organization=organization, pk__in=vault_ids, project__isnull=False)
+            .exclude(project=project)
+            .values_list("pk", flat=True)
+        }
+    return [p for p in pins if p.split(":", 1)[0] in elsewhere]
+
+
+def _credential_id_taken(organization_id: uuid.UUID, credential_id: str) -> str | None:
+    """The name of the organization's vault holding a credential with this id, if any: ids are unique across
+    the organization, so a pin, an approval and an audit record each name one credential."""
+    with scope(organization=organization_id):
+        vaults = list(Vault.objects.filter(organization_id=organization_id))
+    for vault in vaults:
+        try:
+            if any(c.id == credential_id for c in vault_store().credentials(str(vault.pk))):
+                return vault_store().meta(str(vault.pk)).name
+        except VaultMissing:
+            continue
+    return None
 
 
 DUE_WITHIN = timedelta(days=7)
@@ -550,8 +583,10 @@ def credential_add(
         raise Conflict(
             f"This vault already has a credential named {name!r}; replace its value with `aileron secret update`."
         )
-    if any(c.id == str(credential_id) for c in existing):
-        raise Conflict("A credential with that id exists.")
+    if any(c.id == str(credential_id) for c in existing) or _credential_id_taken(
+        view.vault.organization_id, str(credential_id)
+    ):
+        raise Conflict("A credential with that id exists; choose another id.")
     meta = CredentialMeta(
         id=str(credential_id),
         name=name,
@@ -793,6 +828,8 @@ def confirm_export_for_session(*, session_id: uuid.UUID, vault_id: uuid.UUID) ->
     """What a vault owner's credential service needs to let the waiting team members in: its wrapping of the
     current key, and each waiting person's public key (those without a key pair yet are left waiting)."""
     session, vault = _owner_session(session_id=session_id, vault_id=vault_id)
+    if not vault.auto_confirm:
+        raise NotFound("That vault's owners confirm each person themselves (`aileron vault confirm`).")
     version, wrapping = vault_store().wrapping(str(vault.pk), str(session.user_id))
     with scope(organization=vault.organization_id):
         waiting = list(PendingMember.objects.filter(vault=vault).values_list("user_id", "role"))
@@ -811,6 +848,8 @@ def confirm_commit_for_session(
 ) -> int:
     """Add each waiting person the owner's session wrapped the key to; how many. Only people who wait."""
     _, vault = _owner_session(session_id=session_id, vault_id=vault_id)
+    if not vault.auto_confirm:
+        raise NotFound("That vault's owners confirm each person themselves (`aileron vault confirm`).")
     with scope(organization=vault.organization_id):
         waiting = {str(p.user_id): p for p in PendingMember.objects.select_for_update().filter(vault=vault)}
         done = 0
@@ -859,7 +898,7 @@ def confirmations_drive(*, vault_id: str | None = None, key_socket: Any = None) 
         ids = PendingMember.objects.filter(user__keys__isnull=False)
         if vault_id is not None:
             ids = ids.filter(vault_id=vault_id)
-        vaults = list(Vault.objects.filter(pk__in=ids.values("vault_id")))
+        vaults = list(Vault.objects.filter(pk__in=ids.values("vault_id"), auto_confirm=True))
     confirmed = 0
     for vault in vaults:
         try:

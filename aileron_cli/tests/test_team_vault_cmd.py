@@ -15,6 +15,7 @@ from aileron_cli.tests.test_audit_cmd import logged_in_as  # noqa: F401  (a fixt
 from conftest import Cast, give_keys, make_person
 from policies.selectors import session_context
 from tenants import services
+from tenants.models import Team
 from tenants.roles import Role
 from vaults.backend import vault_store
 from vaults.models import PendingMember, Vault
@@ -133,3 +134,115 @@ def test_an_updated_value_is_the_next_version_and_owners_are_warned_before_it_ex
     with caplog.at_level("WARNING", logger="vaults.services"):
         assert credentials_due_warn() == 1
     assert "credential gh" in caplog.text and "alice@example.com" in caplog.text
+
+
+def test_holes_an_outside_review_found_stay_closed(
+    cast: Cast,
+    logged_in_as: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deleting a team or project that owns vaults, a credential id reused in another vault, a project vault
+    made by someone outside the project's team, a manual-confirm team vault, and a team name used twice."""
+    from vaults.services import confirmations_drive
+
+    give_keys(cast.bob)
+    monkeypatch.setenv("AILERON_LOGIN_TOKEN", cast.alice.token)
+    monkeypatch.setenv("AILERON_PASSPHRASE", PASSPHRASE)
+    ok("login", "--server", "http://testserver")
+    team = json.loads(ok("team", "create", "Ops", "--json").output)
+    made = json.loads(ok("vault", "create", "Ops keys", "--team", "ops", "--manual-confirm", "--json").output)
+    assert made["auto_confirm"] is False
+    refused = CliRunner().invoke(cli, ["team", "create", "Ops"])  # a second "Ops" (slug ops-xxxx)
+    assert refused.exit_code == 0
+    ambiguous = CliRunner().invoke(cli, ["team", "add", "Ops", "bob@example.com"])
+    assert ambiguous.exit_code == 2 and "several teams are named 'Ops'" in ambiguous.output, ambiguous.output
+    ok("team", "add", "ops", "bob@example.com")  # the slug names one exactly
+
+    # bob joined the team: he waits, and no owner session lets him in on its own (manual confirm).
+    with scopes_disabled():
+        assert PendingMember.objects.filter(vault_id=made["id"], user=cast.bob.user).exists()
+    assert confirmations_drive(key_socket="/nonexistent/socket") == 0
+    assert str(cast.bob.user.pk) not in members_of(made["id"])
+    ok("vault", "confirm")  # the owner's explicit command does
+    assert members_of(made["id"])[str(cast.bob.user.pk)] == "reader"
+
+    gone = CliRunner().invoke(cli, ["team", "create", "Gone"])
+    assert gone.exit_code == 0
+    with scopes_disabled():
+        ops = Team.objects.get(pk=team["id"])
+    from django.test import Client
+
+    client = Client(headers={"Authorization": f"Bearer {cast.alice.token}"})
+    deleted = client.delete(f"/api/v1/orgs/{cast.alice.org.pk}/teams/{ops.pk}/")
+    assert deleted.status_code == 409 and "team vault" in deleted.json()["detail"], deleted.content
+    project = client.post(
+        f"/api/v1/orgs/{cast.alice.org.pk}/projects/",
+        {"name": "Web", "team": str(ops.pk)},
+        content_type="application/json",
+    )
+    assert project.status_code == 201, project.content
+    ok("vault", "create", "Web keys", "--project", "web")
+    assert client.delete(f"/api/v1/orgs/{cast.alice.org.pk}/projects/{project.json()['id']}/").status_code == 409
+    with scopes_disabled():
+        assert Team.objects.filter(pk=ops.pk).exists() and Vault.objects.filter(project__slug="web").exists()
+
+
+def test_a_credential_id_is_unique_across_the_organizations_vaults(cast: Cast) -> None:
+    import uuid as uuid_
+
+    from conftest import make_vault
+    from vaults import crypto as c
+    from vaults import services as vault_services
+
+    give_keys(cast.alice)
+    first = make_vault(cast.alice, type="personal")
+    second = make_vault(cast.alice, type="shared")
+    with scopes_disabled():
+        view = vault_services.vault_get_for(membership=cast.alice.membership, vault_id=uuid_.UUID(second.id))
+    key_version, wrapping = vault_store().wrapping(second.id, str(cast.alice.user.pk))
+    assert wrapping is not None and key_version == 1
+    from aileron_site.problems import Conflict
+
+    with pytest.raises(Conflict, match="choose another id"):
+        vault_services.credential_add(
+            view=view,
+            acting_user_id=cast.alice.user.pk,
+            credential_id=uuid_.UUID(first.credential_id),  # the personal vault's credential's id
+            name="hijack",
+            connector="github",
+            ciphertext=c.credential_encrypt(
+                b"x",
+                c.vault_key_new(),
+                organization_id=str(cast.alice.org.pk),
+                vault_id=second.id,
+                credential_id=first.credential_id,
+                key_version=1,
+            ),
+            action_bindings=[],
+        )
+
+
+def test_only_the_projects_team_makes_its_vault(cast: Cast, logged_in_as: Any) -> None:  # noqa: F811
+    with scopes_disabled():
+        support = services.team_create(organization=cast.alice.org, name="Support")
+        services.project_create(organization=cast.alice.org, name="Desk", team=support)
+    give_keys(cast.bob)
+    logged_in_as(cast.bob)
+    result = CliRunner().invoke(
+        cli, ["vault", "create", "Mine", "--project", "desk"], env={"AILERON_PASSPHRASE": PASSPHRASE}
+    )
+    assert result.exit_code == 1 and "Only members of the desk project's team" in result.output, result.output
+
+
+def test_logout_keeps_the_login_when_the_token_cannot_be_revoked(cast: Cast, logged_in_as: Any) -> None:  # noqa: F811
+    from unittest import mock
+
+    from aileron_cli import state
+    from aileron_cli.client import ApiClient, CliError
+
+    logged_in_as(cast.alice)
+    down = CliError("cannot reach the Aileron service at http://testserver (is `aileron service` running?)")
+    with mock.patch.object(ApiClient, "request", side_effect=down):
+        result = CliRunner().invoke(cli, ["logout"])
+    assert result.exit_code == 1 and "still logged in" in result.output, result.output
+    assert state.login_load() is not None

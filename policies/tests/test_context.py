@@ -13,7 +13,7 @@ from connectors.models import ConnectorEnablement
 from policies import services as policy_services
 from policies.models import Policy
 from tenants import services
-from tenants.models import ApiToken, Membership, Team
+from tenants.models import ApiToken, Membership, Team, TeamMembership
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/dataplane/sessions/context/"
@@ -253,9 +253,8 @@ def test_pins_project_and_team_vaults_outrank_shared_and_personal_ones(world: Wo
     for_project = services.session_token_create(membership=cast.alice.membership, name="a", project=project)
     ranked = context(world, for_project.plaintext).json()["credentials"]
     assert [c["binding"] for c in ranked] == ["project", "team", "shared", "personal"]
-    pinned = services.session_token_create(
-        membership=cast.alice.membership, name="b", project=other, pins=[personal.credential_id]
-    )
+    pin = f"{personal.id}:{personal.credential_id}"
+    pinned = services.session_token_create(membership=cast.alice.membership, name="b", project=other, pins=[pin])
     assert [c["binding"] for c in context(world, pinned.plaintext).json()["credentials"]] == [
         "pinned",
         "team",
@@ -264,7 +263,30 @@ def test_pins_project_and_team_vaults_outrank_shared_and_personal_ones(world: Wo
     from aileron_site.problems import InvalidInput
 
     with pytest.raises(InvalidInput, match="in your vaults to pin"):
-        services.session_token_create(membership=cast.bob.membership, name="c", pins=[personal.credential_id])
+        services.session_token_create(membership=cast.bob.membership, name="c", pins=[pin])
+    with pytest.raises(InvalidInput, match="another project's vault"):  # it could never apply there
+        services.session_token_create(
+            membership=cast.alice.membership,
+            name="d",
+            project=other,
+            pins=[f"{project_vault.id}:{project_vault.credential_id}"],
+        )
+
+
+def test_a_session_loses_its_projects_rules_and_vaults_once_its_user_leaves_the_projects_team(
+    world: World, cast: Cast
+) -> None:
+    with scope(organization=cast.alice.org):
+        # bob is in Support (the world's), not in Payments
+        project = services.project_create(organization=cast.alice.org, name="Desk", team=world.support)
+        policy_services.project_egress_set(acting=cast.alice.membership, project=project, tcp=["db.example:5432"])
+    session = services.session_token_create(membership=cast.bob.membership, name="a", project=project)
+    body = context(world, session.plaintext).json()
+    assert (body["project_id"], body["egress"]["project_tcp"]) == (str(project.pk), ["db.example:5432"])
+    with scope(organization=cast.alice.org):
+        services.team_member_remove(team_membership=TeamMembership.objects.get(team=world.support, user=cast.bob.user))
+    body = context(world, session.plaintext).json()
+    assert (body["project_id"], body["egress"]["project_tcp"]) == (None, [])
 
 
 @pytest.mark.parametrize(

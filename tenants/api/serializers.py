@@ -196,7 +196,7 @@ class SessionTokenSerializer(TokenSerializer):
     user = UserBriefSerializer(read_only=True)
     project = serializers.UUIDField(source="project_id", read_only=True, allow_null=True)
     pins = serializers.ListField(
-        child=serializers.UUIDField(), read_only=True, help_text="Credentials pinned for the session (ids)."
+        child=serializers.CharField(), read_only=True, help_text='Credentials pinned ("vault_id:credential_id").'
     )
 
     class Meta(TokenSerializer.Meta):
@@ -209,10 +209,13 @@ class SessionTokenCreateSerializer(serializers.Serializer[Any]):
     project = serializers.UUIDField(required=False, allow_null=True)
     expires_in_minutes = serializers.IntegerField(min_value=1, max_value=SESSION_TOKEN_MAX_MINUTES, default=720)
     pins = serializers.ListField(
-        child=serializers.UUIDField(),
+        child=serializers.RegexField(
+            r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}:[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$",
+            help_text="vault_id:credential_id",
+        ),
         max_length=50,
         default=list,
-        help_text="Credential ids (in your vaults) the session uses first for their connectors.",
+        help_text='Credentials ("vault_id:credential_id", in your vaults) the session uses first for their connectors.',
     )
 
 

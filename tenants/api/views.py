@@ -548,7 +548,7 @@ class SessionTokenViewSet(OrgScopedViewSet):
             name=data.validated_data["name"],
             project=project,
             expires_in_minutes=data.validated_data["expires_in_minutes"],
-            pins=[str(p) for p in data.validated_data["pins"]],
+            pins=list(data.validated_data["pins"]),
         )
         body = dict(s.SessionTokenSerializer(issued.token).data)
         body["token"] = issued.plaintext

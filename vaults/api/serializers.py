@@ -68,6 +68,7 @@ class VaultSerializer(serializers.Serializer[Any]):
     my_role = serializers.ChoiceField(choices=VAULT_ROLES, allow_null=True)
     team = serializers.CharField(allow_null=True, help_text="A team vault: its team's slug; its members are readers.")
     project = serializers.CharField(allow_null=True, help_text="A project vault: the project's slug.")
+    auto_confirm = serializers.BooleanField(help_text="Team vaults: joiners are let in without an owner's command.")
     waiting = WaitingSerializer(
         many=True, help_text="Team members waiting for an owner to wrap the key to them (`aileron vault confirm`)."
     )
@@ -84,6 +85,10 @@ class VaultCreateSerializer(serializers.Serializer[Any]):
     )
     project = serializers.UUIDField(
         required=False, allow_null=True, help_text="A project vault: its credentials serve that project's sessions."
+    )
+    auto_confirm = serializers.BooleanField(
+        default=True,
+        help_text="Team vaults: let whoever joins the team in without an owner's command (false: `vault confirm`).",
     )
 
 

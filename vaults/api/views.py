@@ -38,6 +38,7 @@ def _vault_body(view: services.VaultView) -> dict[str, Any]:
                 "my_role": view.my_role,
                 "team": view.vault.team.slug if view.vault.team is not None else None,
                 "project": view.vault.project.slug if view.vault.project is not None else None,
+                "auto_confirm": view.vault.auto_confirm,
                 "waiting": [
                     {"user_id": p.user_id, "email": p.user.email, "role": p.role, "since": p.requested_at}
                     for p in view.waiting
@@ -108,6 +109,7 @@ class VaultViewSet(OrgScopedViewSet):
             owner_wrapping=v["wrapping"],
             team=team,
             project=project,
+            auto_confirm=v["auto_confirm"],
         )
         return Response(_vault_body(view), status=status.HTTP_201_CREATED)
 
