@@ -56,7 +56,9 @@ class Reach:
 
     async def matcher(self, context: SessionContext) -> Matcher:
         """The session's matcher; a Refusal (fail closed) when its credentials cannot be read."""
-        refs = context.credential_refs
+        refs = context.credential_refs or tuple(
+            sorted({(r.vault_id, r.credential_id) for group in context.credentials.values() for r in group})
+        )  # (a context built without its precomputed refs is still scanned: never fail open)
         if not refs:
             return EMPTY
         entry = self._entries.get(context.session_id)
