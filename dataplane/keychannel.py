@@ -159,32 +159,25 @@ async def _dispatch(channel: Channel, op: str, request: dict[str, Any]) -> dict[
         found = service.status(str(request.get("session_id", "")))
         return {"ok": True, "open": found is not None, "expires_in": round(found.expires_in) if found else None}
     if op == "rotate":
-        try:
-            version = await asyncio.to_thread(
-                service.rotate, session_id=str(request["session_id"]), vault_id=str(request["vault_id"])
-            )
-        except KeyError:
-            return {"ok": False, "error": "malformed request"}
-        except (SessionUnknown, NotFoundError) as exc:
-            return {"ok": False, "error": str(exc)}
-        except (ControlPlaneError, CredentialServiceError, crypto.CryptoError) as exc:
-            return {"ok": False, "error": f"rotation failed: {exc.__class__.__name__}"}
-        return {"ok": True, "key_version": version}
+        return await _vault_op(service.rotate, request, what="rotation", answer="key_version")
     if op == "confirm":
-        try:
-            confirmed = await asyncio.to_thread(
-                service.confirm, session_id=str(request["session_id"]), vault_id=str(request["vault_id"])
-            )
-        except KeyError:
-            return {"ok": False, "error": "malformed request"}
-        except (SessionUnknown, NotFoundError) as exc:
-            return {"ok": False, "error": str(exc)}
-        except (ControlPlaneError, CredentialServiceError, crypto.CryptoError) as exc:
-            return {"ok": False, "error": f"confirming failed: {exc.__class__.__name__}"}
-        return {"ok": True, "confirmed": confirmed}
+        return await _vault_op(service.confirm, request, what="confirming", answer="confirmed")
     if op == "close":
         return {"ok": True, "closed": service.close(str(request.get("session_id", "")))}
     return {"ok": False, "error": f"unknown op {op!r}"}
+
+
+async def _vault_op(run: Callable[..., int], request: dict[str, Any], *, what: str, answer: str) -> dict[str, Any]:
+    """A vault operation through a session's unlocked keys (rotate, confirm): its number, or why not."""
+    try:
+        result = await asyncio.to_thread(run, session_id=str(request["session_id"]), vault_id=str(request["vault_id"]))
+    except KeyError:
+        return {"ok": False, "error": "malformed request"}
+    except (SessionUnknown, NotFoundError) as exc:
+        return {"ok": False, "error": str(exc)}
+    except (ControlPlaneError, CredentialServiceError, crypto.CryptoError) as exc:
+        return {"ok": False, "error": f"{what} failed: {exc.__class__.__name__}"}
+    return {"ok": True, answer: result}
 
 
 async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:

@@ -754,6 +754,23 @@ def rotation_commit_for_session(
     return _rotate(vault, from_version=from_version, blobs=blobs, wrappings=wrappings)
 
 
+def _owner_sessions(vault: Vault) -> list[Any]:
+    """The live agent sessions of the vault's owners, newest first: whose unlocked keys in the credential
+    service can rotate the vault or let waiting team members in (VaultMissing if its store is gone)."""
+    from tenants.models import ApiToken
+
+    owners = [m.user_id for m in vault_store().members(str(vault.pk)) if m.role == "owner"]
+    return list(
+        ApiToken.objects.filter(
+            kind="ses",
+            organization_id=vault.organization_id,
+            user_id__in=owners,
+            revoked_at__isnull=True,
+            expires_at__gt=timezone.now(),
+        ).order_by("-created_at")
+    )
+
+
 def rotations_drive(*, vault_id: str | None = None, key_socket: Any = None) -> int:
     """Ask the credential service to rotate each vault awaiting it, through a live session of one of its owners.
 
@@ -767,7 +784,6 @@ def rotations_drive(*, vault_id: str | None = None, key_socket: Any = None) -> i
     from django_scopes import scopes_disabled
 
     from aileron_shared.keychannel import request
-    from tenants.models import ApiToken
 
     log = logging.getLogger(__name__)
     socket_path = key_socket or settings.AILERON_KEY_SOCKET
@@ -787,15 +803,7 @@ def rotations_drive(*, vault_id: str | None = None, key_socket: Any = None) -> i
             with scope(organization=vault.organization_id):
                 Vault.objects.filter(pk=vault.pk).update(rotation_requested_at=None)
             continue
-        owners = [m.user_id for m in vault_store().members(str(vault.pk)) if m.role == "owner"]
-        sessions = ApiToken.objects.filter(
-            kind="ses",
-            organization_id=vault.organization_id,
-            user_id__in=owners,
-            revoked_at__isnull=True,
-            expires_at__gt=timezone.now(),
-        ).order_by("-created_at")
-        for session in sessions:
+        for session in _owner_sessions(vault):
             try:
                 answer = request(
                     socket_path, {"op": "rotate", "session_id": str(session.pk), "vault_id": str(vault.pk)}
@@ -890,7 +898,6 @@ def confirmations_drive(*, vault_id: str | None = None, key_socket: Any = None) 
     from django.conf import settings
 
     from aileron_shared.keychannel import request
-    from tenants.models import ApiToken
 
     log = logging.getLogger(__name__)
     socket_path = key_socket or settings.AILERON_KEY_SOCKET
@@ -902,16 +909,9 @@ def confirmations_drive(*, vault_id: str | None = None, key_socket: Any = None) 
     confirmed = 0
     for vault in vaults:
         try:
-            owners = [m.user_id for m in vault_store().members(str(vault.pk)) if m.role == "owner"]
+            sessions = _owner_sessions(vault)
         except VaultMissing:
             continue
-        sessions = ApiToken.objects.filter(
-            kind="ses",
-            organization_id=vault.organization_id,
-            user_id__in=owners,
-            revoked_at__isnull=True,
-            expires_at__gt=timezone.now(),
-        ).order_by("-created_at")
         for session in sessions:
             try:
                 answer = request(
