@@ -270,13 +270,11 @@ class VaultClient:
     def credentials(self, vault: dict[str, Any]) -> list[dict[str, Any]]:
         return list(self.api.get(f"{self.base}{vault['id']}/credentials/"))
 
-    def add_secret(
-        self, vault: dict[str, Any], name: str, connector: str, value: bytearray, actions: tuple[str, ...] = ()
-    ) -> dict[str, Any]:
-        credential_id = str(uuid.uuid4())
+    def _encrypt(self, vault: dict[str, Any], credential_id: str, value: bytearray) -> bytes:
+        """VALUE under the vault's current key, bound to the credential id (the vault key is wiped after)."""
         version, key = self.vault_key(vault)
         try:
-            blob = crypto.credential_encrypt(
+            return crypto.credential_encrypt(
                 value,
                 key,
                 organization_id=self.me.organization_id,
@@ -286,6 +284,12 @@ class VaultClient:
             )
         finally:
             crypto.wipe(key)
+
+    def add_secret(
+        self, vault: dict[str, Any], name: str, connector: str, value: bytearray, actions: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        credential_id = str(uuid.uuid4())
+        blob = self._encrypt(vault, credential_id, value)
         return dict(
             self.api.post(
                 f"{self.base}{vault['id']}/credentials/",
@@ -308,18 +312,7 @@ class VaultClient:
         if not matches:
             raise CliError(f"no secret {name!r} in vault {vault['name']!r} (`aileron secret add` makes one)")
         credential_id = matches[0]["id"]
-        version, key = self.vault_key(vault)
-        try:
-            blob = crypto.credential_encrypt(
-                value,
-                key,
-                organization_id=self.me.organization_id,
-                vault_id=vault["id"],
-                credential_id=credential_id,
-                key_version=version,
-            )
-        finally:
-            crypto.wipe(key)
+        blob = self._encrypt(vault, credential_id, value)
         return dict(
             self.api.put(
                 f"{self.base}{vault['id']}/credentials/{credential_id}/", {"ciphertext": crypto.b64(blob), **schedule}
