@@ -185,5 +185,11 @@ def test_a_connection_to_an_unreachable_proxy_is_closed_not_hung(tmp_path: Path)
     with HostRelay(folder / "proxy.sock", "127.0.0.1", dead_port), socket.socket(socket.AF_UNIX) as client:
         client.settimeout(5)
         client.connect(str(folder / "proxy.sock"))
-        client.sendall(b"CONNECT api.github.com:443 HTTP/1.1\r\n\r\n")
-        assert client.recv(100) == b""
+        # The relay may close before the request is even sent (a broken pipe) or after it (EOF): both are
+        # "closed"; only a hang (socket.timeout, an OSError too but not one of these) fails the test.
+        try:
+            client.sendall(b"CONNECT api.github.com:443 HTTP/1.1\r\n\r\n")
+            answer = client.recv(100)
+        except (BrokenPipeError, ConnectionResetError):
+            answer = b""
+        assert answer == b""
