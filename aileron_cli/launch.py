@@ -28,7 +28,7 @@ import httpx
 
 from aileron_cli.client import ApiClient, CliError
 from aileron_cli.ptyrelay import Decide, Held, PtyRelay
-from aileron_cli.sessions import SessionOpened
+from aileron_cli.sessions import KeyChannel, SessionOpened
 from connectors.package import Connector
 from runtime.sandbox.contract import BIN, CA_FILE_ENV, PLACEHOLDER_ENV, connector_files
 from runtime.sandbox.local_backend import LocalBackend
@@ -202,18 +202,15 @@ def launch_unsandboxed(
         end_session(opened)
 
 
-def end_session(api: ApiClient, organization_id: str, socket_path: Path, opened: SessionOpened) -> None:
+def end_session(api: ApiClient, channel: KeyChannel, opened: SessionOpened) -> None:
     """Wipe the session's keys in the data plane and revoke its token; both are tried, whatever fails."""
-    from aileron_shared import keychannel
-
     errors = []
     try:
-        if socket_path.exists():
-            keychannel.request(socket_path, {"op": "close", "session_id": opened.session_id}, timeout=10)
-    except OSError as exc:
+        channel.send({"op": "close", "session_id": opened.session_id}, timeout=10)
+    except (OSError, ValueError, CliError) as exc:
         errors.append(f"the key channel: {exc}")
     try:
-        api.delete(f"/api/v1/orgs/{organization_id}/session-tokens/{opened.session_id}/")
+        api.delete(f"/api/v1/orgs/{channel.organization_id}/session-tokens/{opened.session_id}/")
     except CliError as exc:
         errors.append(f"revoking the token: {exc}")
     if errors:

@@ -134,13 +134,14 @@ class Supervisor:
         return None
 
     def stop(self) -> None:
-        for child in self.children:
-            if child.process is not None and child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
+        """Stop the children, the last started first: the data plane ships its last audit records to the API and
+        closes its long polls (the key-channel relay's) before the API goes, so neither waits on the other."""
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for child in self.children:
+        for child in reversed(self.children):
             if child.process is None:
                 continue
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
             try:
                 child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

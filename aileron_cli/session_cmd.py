@@ -53,11 +53,8 @@ def session_start(
     name: str, minutes: int, project_slug: str | None, credential_refs: tuple[str, ...], as_json: bool
 ) -> None:
     """Start a session: mint its token, check the local data plane's attestation, hand it your sealed master key."""
-    from aileron_cli.sessions import session_open
+    from aileron_cli.sessions import KeyChannel, session_open
 
-    socket_path = key_socket()
-    if not socket_path.exists():
-        raise CliError(f"no credential service at {socket_path} (is `aileron service` running here?)")
     login = require_login()
     passphrase = read_passphrase()
     with logged_in_api() as api:
@@ -68,7 +65,7 @@ def session_start(
             passphrase=passphrase,
             name=name,
             minutes=minutes,
-            socket_path=socket_path,
+            channel=KeyChannel.choose(api, identity.organization_id, key_socket()),
             project_id=project_id_of(api, identity.organization_id, project_slug),
             pins=pinned_credentials(api, identity, credential_refs),
         )
@@ -186,7 +183,7 @@ def launch(
     """Run an agent through Aileron: `aileron launch claude "fix the flaky test"`, or any command
     (`aileron launch -- ./agent.sh`). Its held requests are asked in this terminal."""
     from aileron_cli import launch as launching
-    from aileron_cli.sessions import session_open
+    from aileron_cli.sessions import KeyChannel, session_open
 
     proxy = launching.Proxy.parse(proxy_text) if proxy_text else None
     argv = list(command)
@@ -194,15 +191,13 @@ def launch(
     configured = _refuse_strict_unsandboxed(project.resolve()) if plan is None else plan.aileron_project
     if project_slug is None:
         project_slug = configured or None  # `--project ""`: none, whatever the devcontainer says
-    socket_path = key_socket()
-    if not socket_path.exists():
-        raise CliError(f"no data plane key channel at {socket_path} (is `aileron service` running here?)")
     login = require_login()
     passphrase = read_passphrase()
     with logged_in_api() as api:
         proxy = proxy or launching.Proxy.parse(server_proxy(api) or DEFAULT_PROXY)
         identity = org_identity(api, login)
         org = identity.organization_id
+        channel = KeyChannel.choose(api, org, key_socket())
         project_id = project_id_of(api, org, project_slug)
         pins = pinned_credentials(api, identity, credential_refs)
         cannot_decide = _why_not_an_approver(api, org)
@@ -215,13 +210,13 @@ def launch(
                 passphrase=passphrase,
                 name=name or Path(argv[0]).name,
                 minutes=minutes,
-                socket_path=socket_path,
+                channel=channel,
                 project_id=project_id,
                 pins=pins,
             )
 
         def end(opened: Any) -> None:
-            launching.end_session(api, org, socket_path, opened)
+            launching.end_session(api, channel, opened)
 
         def decide(approval_id: str, verb: str, reason: str) -> str:
             return _decide_here(api, org, approval_id, verb, reason)
@@ -469,13 +464,16 @@ def _follow_approvals(login: state.Login, organization_id: str, handle: Any) -> 
 @fail_cleanly
 def session_end(session_id: str) -> None:
     """End a session: the credential service wipes its keys and the token is revoked."""
-    from aileron_shared import keychannel
+    from aileron_cli.sessions import KeyChannel
 
     login = require_login()
-    socket_path = key_socket()
-    wiped = False
-    if socket_path.exists():
-        wiped = bool(keychannel.request(socket_path, {"op": "close", "session_id": session_id}).get("closed"))
     with logged_in_api() as api:
-        api.delete(f"/api/v1/orgs/{login.organization_id}/session-tokens/{session_id}/")
+        org = org_identity(api, login).organization_id
+        channel = KeyChannel.choose(api, org, key_socket())
+        try:
+            wiped = bool(channel.send({"op": "close", "session_id": session_id}, timeout=10).get("closed"))
+        except (OSError, ValueError, CliError) as exc:
+            warn_line(f"aileron: the data plane did not wipe the session's keys ({exc}); revoking its token")
+            wiped = False
+        api.delete(f"/api/v1/orgs/{org}/session-tokens/{session_id}/")
     console.print(f"Session {session_id} ended; token revoked" + ("; keys wiped." if wiped else "."))

@@ -318,14 +318,8 @@ class ControlPlane:
     async def approval_wait(self, approval_id: str, *, timeout: float, request_id: str | None = None) -> ApprovalTicket:
         """Wait (without a thread) until the approval is decided or `timeout` seconds pass. With `request_id`, a
         grant is used for that request in the same call (used_now); without, nothing is used."""
-        if self._async is None:
-            self._async = httpx.AsyncClient(
-                base_url=self._base_url,
-                headers=self._headers,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
-            )
         try:
-            response = await self._async.post(
+            response = await self._async_client().post(
                 f"/api/v1/dataplane/approvals/{approval_id}/wait/",
                 json={"timeout": timeout, **({"request_id": request_id} if request_id else {})},
                 timeout=httpx.Timeout(timeout + 15.0, connect=5.0),
@@ -343,6 +337,47 @@ class ControlPlane:
         if not isinstance(body, dict):
             raise ControlPlaneError("the approval answer is malformed")
         return _ticket(body)
+
+    def _async_client(self) -> httpx.AsyncClient:
+        if self._async is None:
+            self._async = httpx.AsyncClient(
+                base_url=self._base_url,
+                headers=self._headers,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
+            )
+        return self._async
+
+    async def _async_post(self, path: str, body: dict[str, Any], *, timeout: float) -> httpx.Response:
+        try:
+            return await self._async_client().post(path, json=body, timeout=httpx.Timeout(timeout, connect=5.0))
+        except httpx.HTTPError as exc:
+            raise ControlPlaneError(f"control plane unreachable: {exc.__class__.__name__}") from None
+
+    async def keychannel_pull(self, *, timeout: float) -> list[dict[str, Any]]:
+        """Key-channel requests relayed from CLIs on other machines (vaults.keyrelay): wait up to `timeout`
+        seconds for some. Each is {"id", "op", "body"}; each is handed to one puller only."""
+        response = await self._async_post(
+            "/api/v1/dataplane/key-channel/pull/", {"timeout": timeout}, timeout=timeout + 15.0
+        )
+        if response.status_code != 200:
+            raise ControlPlaneError(f"control plane answered {response.status_code}")
+        try:
+            listed = response.json()["requests"]
+        except (ValueError, KeyError, TypeError):
+            raise ControlPlaneError("the relayed requests are malformed") from None
+        if not isinstance(listed, list):
+            raise ControlPlaneError("the relayed requests are malformed")
+        return [r for r in listed if isinstance(r, dict)]
+
+    async def keychannel_answer(self, request_id: str, answer: dict[str, Any]) -> None:
+        """Answer one relayed request; NotFoundError when its CLI stopped waiting."""
+        response = await self._async_post(
+            f"/api/v1/dataplane/key-channel/{request_id}/answer/", {"answer": answer}, timeout=10.0
+        )
+        if response.status_code == 404:
+            raise NotFoundError("nobody waits for that answer")
+        if response.status_code != 204:
+            raise ControlPlaneError(f"control plane answered {response.status_code}")
 
     def approval_release(self, approval_id: str, *, request_id: str) -> None:
         """Give back a grant used for a request that was not sent (its agent went away)."""

@@ -19,13 +19,19 @@ service, or the proxy) passes in the provider and the X25519 key the reports are
 
 `rotate` is how the control plane's worker gets a pending key rotation done: with the unlocked keys of a
 vault owner's live session, here, since the control plane itself can decrypt nothing.
+
+A CLI on another machine cannot reach the socket: it posts the same requests to the control plane, which
+relays them (vaults.keyrelay); `relay` below pulls them and answers with the same code. Only attest, open,
+status and close are relayed; rotate and confirm stay the worker's, on this machine's socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
+import logging
 import os
 import socket
 import struct
@@ -41,11 +47,16 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from aileron_shared import tokens
 from aileron_shared.keychannel import request as request  # the client: open_session below, and callers of this module
 from dataplane import attestation
-from dataplane.control import ControlPlaneError, NotFoundError
+from dataplane.control import ControlPlane, ControlPlaneError, NotFoundError
 from dataplane.credentials import CredentialService, CredentialServiceError, SessionUnknown, WrongKey
 from vaults import crypto
 
+log = logging.getLogger("aileron.keychannel")
+
 MAX_LINE = 16 * 1024
+RELAYED_OPS = frozenset({"attest", "open", "status", "close"})
+RELAY_POLL_SECONDS = 5.0  # short: an API server shutting down waits for a poll in progress (Django orphans it)
+RELAY_MAX_BACKOFF_SECONDS = 15.0
 MAX_PENDING_NONCES = 256
 UNSEALED_REFUSED = "master key must be sealed to the attested key"
 
@@ -180,6 +191,45 @@ async def _vault_op(run: Callable[..., int], request: dict[str, Any], *, what: s
     return {"ok": True, answer: result}
 
 
+async def relay(channel: Channel, control: ControlPlane, *, poll: float = RELAY_POLL_SECONDS) -> None:
+    """Answer key-channel requests relayed through the control plane, until cancelled. An unreachable control
+    plane is retried with backoff; a request is answered like the socket's, and refused if not relayable."""
+    backoff = 0.0
+    while True:
+        try:
+            pulled = await control.keychannel_pull(timeout=poll)
+        except ControlPlaneError as exc:
+            backoff = min(RELAY_MAX_BACKOFF_SECONDS, backoff * 2 or 0.5)
+            if backoff >= RELAY_MAX_BACKOFF_SECONDS / 2:
+                log.warning("key-channel relay: %s; retrying in %.0f s", exc, backoff)
+            await asyncio.sleep(backoff)
+            continue
+        backoff = 0.0
+        for item in pulled:
+            await _answer_relayed(channel, control, item)
+
+
+async def _answer_relayed(channel: Channel, control: ControlPlane, item: dict[str, Any]) -> None:
+    op, body, request_id = item.get("op"), item.get("body"), item.get("id")
+    if not isinstance(request_id, str):
+        return
+    if op not in RELAYED_OPS:
+        answer: dict[str, Any] = {"ok": False, "error": f"op {op!r} is not relayed"}
+    elif not isinstance(body, dict):
+        answer = {"ok": False, "error": "malformed request"}
+    else:
+        try:
+            answer = await _dispatch(channel, str(op), {**body, "op": op})
+        except (KeyError, ValueError, TypeError):
+            answer = {"ok": False, "error": "malformed request"}
+    try:
+        await control.keychannel_answer(request_id, answer)
+    except NotFoundError:
+        pass  # its CLI stopped waiting
+    except ControlPlaneError as exc:
+        log.warning("key-channel relay: cannot answer %s: %s", request_id, exc)
+
+
 async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
     writer.write(json.dumps(body).encode() + b"\n")
     await writer.drain()
@@ -216,10 +266,12 @@ async def serve(
     provider: attestation.Provider | None = None,
     private_key: x25519.X25519PrivateKey | None = None,
     sweep_every: float = 30.0,
+    relayed: bool = True,
 ) -> None:
     """Serve the key channel on `path`; master keys are sealed to `private_key`, which `provider` attests.
 
-    Without them: a fresh key, attested by the software provider with the service's config.
+    Without them: a fresh key, attested by the software provider with the service's config. `relayed`: also
+    answer requests relayed through the control plane from CLIs on other machines.
     """
     if (provider is None) != (private_key is None):
         raise ChannelError("pass both the attestation provider and its private key, or neither")
@@ -254,16 +306,22 @@ async def serve(
             await asyncio.sleep(sweep_every)
             service.sweep()
 
-    task = asyncio.create_task(sweeper())
+    tasks = [asyncio.create_task(sweeper())]
+    if relayed:
+        tasks.append(asyncio.create_task(relay(channel, service.control)))
     try:
         async with server:
             await server.serve_forever()
     finally:
-        task.cancel()
+        for task in tasks:
+            task.cancel()
+
+
+Send = Callable[[dict[str, Any], float], dict[str, Any]]  # one request, its answer (a socket, or the relay)
 
 
 def open_session(
-    path: Path,
+    path: Path | Send,
     *,
     session_token: str,
     master_key: bytes | bytearray,
@@ -274,10 +332,12 @@ def open_session(
     """Client side: attest the data plane for a fresh nonce, verify, and open the session with the sealed key.
 
     Returns the channel's answer to `open`; raises AttestationError when the data plane cannot be trusted with
-    the key (nothing was sent then). The expected measurement defaults to this installation's own.
+    the key (nothing was sent then). The expected measurement defaults to this installation's own. `path`: the
+    socket, or how to send a request some other way (through the control plane's relay: aileron_cli.sessions).
     """
+    send: Send = path if not isinstance(path, Path) else functools.partial(request, path)
     nonce = os.urandom(attestation.NONCE_BYTES)
-    answer = request(path, {"op": "attest", "nonce": crypto.b64(nonce)}, timeout)
+    answer = send({"op": "attest", "nonce": crypto.b64(nonce)}, timeout)
     if not answer.get("ok"):
         raise attestation.AttestationError(f"the data plane gave no report: {answer.get('error')}")
     report = attestation.Report.from_json(answer.get("report") or {})
@@ -295,4 +355,4 @@ def open_session(
         "nonce": crypto.b64(nonce),
         "sealed_master_key": crypto.b64(sealed),
     }
-    return request(path, body, timeout)
+    return send(body, timeout)

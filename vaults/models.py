@@ -108,3 +108,26 @@ class StoredFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.vault_id}/{self.path}"
+
+
+class KeyChannelMessage(models.Model):
+    """One key-channel request from a CLI to the data plane, relayed through the control plane, and its answer.
+
+    For a CLI on another machine than the data plane (vaults.keyrelay). The control plane cannot open what it
+    carries: a master key travels HPKE-sealed to the key the data plane's attestation report names. A row
+    lives for seconds: its request is cleared when the data plane claims it, and the row is deleted when the
+    CLI has its answer (or gave up waiting).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    op = models.CharField(max_length=16)
+    body = models.JSONField(default=dict)
+    answer = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.id}"

@@ -185,7 +185,7 @@ class RunningChannel:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.task = self.loop.create_task(keychannel.serve(self.service, self.path))
+        self.task = self.loop.create_task(keychannel.serve(self.service, self.path, relayed=False))
         try:
             self.loop.run_until_complete(self.task)
         except (asyncio.CancelledError, keychannel.ChannelError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from vaults.api import dataplane
+from vaults.api import dataplane, keyrelay
 from vaults.api import views as v
 
 VAULT = "orgs/<uuid:org_id>/vaults/<uuid:vault_id>/"
@@ -19,6 +19,13 @@ urlpatterns = [
     path("dataplane/rotations/commit/", dataplane.RotationCommitView.as_view(), name="dataplane-rotation-commit"),
     path("dataplane/confirmations/export/", dataplane.ConfirmExportView.as_view(), name="dataplane-confirm-export"),
     path("dataplane/confirmations/commit/", dataplane.ConfirmCommitView.as_view(), name="dataplane-confirm-commit"),
+    path("orgs/<uuid:org_id>/key-channel/", keyrelay.KeyChannelRelayView.as_view(), name="key-channel-relay"),
+    path("dataplane/key-channel/pull/", keyrelay.KeyChannelPullView.as_view(), name="dataplane-key-channel-pull"),
+    path(
+        "dataplane/key-channel/<uuid:message_id>/answer/",
+        keyrelay.KeyChannelAnswerView.as_view(),
+        name="dataplane-key-channel-answer",
+    ),
     path("orgs/<uuid:org_id>/vaults/", v.VaultViewSet.as_view({"get": "list", "post": "create"}), name="vault-list"),
     path(
         VAULT,
