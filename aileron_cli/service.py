@@ -206,6 +206,10 @@ def run_service(
     listen = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - a listening address, not a bind
     shown = f"[{listen}]" if ":" in listen else listen
     public_proxy = os.environ.get("AILERON_PUBLIC_PROXY") or f"{shown}:{proxy_port}"
+    api_env = {"AILERON_PUBLIC_PROXY": public_proxy}
+    if "AILERON_ALLOWED_HOSTS" not in os.environ and listen not in ("127.0.0.1", "localhost", "::1"):
+        # Serving on an address of this machine's (for teammates on others): requests name it as their Host.
+        api_env["AILERON_ALLOWED_HOSTS"] = ",".join(("localhost", "127.0.0.1", "[::1]", shown))
     children = [
         Child(
             "api",
@@ -221,7 +225,7 @@ def run_service(
                 "1",
                 "aileron_site.asgi:application",
             ],
-            env={"AILERON_PUBLIC_PROXY": public_proxy},
+            env=api_env,
         ),
         Child(
             "worker",

@@ -54,7 +54,7 @@ class World:
 
     @property
     def proxy_url(self) -> str:
-        return f"http://aileron:{self.token}@127.0.0.1:{self.service.proxy_port}"
+        return f"http://aileron:{self.token}@{self.service.host}:{self.service.proxy_port}"
 
     def agent_env(self, **extra: str) -> dict[str, str]:
         """The runtime contract an agent gets: proxy, token, session CA; no credential."""
@@ -210,8 +210,8 @@ def cli(env: dict[str, str], *args: str, stdin: bytes | None = None) -> subproce
     return result
 
 
-def session_ca(proxy_port: int, token: str) -> bytes:
-    with httpx.Client(proxy=f"http://aileron:{token}@127.0.0.1:{proxy_port}", timeout=10) as client:
+def session_ca(proxy_port: int, token: str, host: str = "127.0.0.1") -> bytes:
+    with httpx.Client(proxy=f"http://aileron:{token}@{host}:{proxy_port}", timeout=10) as client:
         response = client.get("http://aileron.proxy/ca.pem")
     assert response.status_code == 200, response.text
     return response.content
@@ -228,6 +228,7 @@ def proxy_world(
     plain_http: dict[str, int] | None = None,
     tcp: dict[str, int] | None = None,
     credentials: bool = True,
+    host: str = "127.0.0.1",
 ) -> Iterator[World]:
     """`imported`: connector name -> (OpenAPI description, host), imported (bearer auth) before the service
     starts, enabled for the team and given a canary credential like the built-in ones.
@@ -235,6 +236,7 @@ def proxy_world(
     `credentials=False`: no canary is added, so the session reaches no credential (its egress is not scanned).
     `plain_http`: host name -> a local port its plain HTTP (port 80) resolves to.
     `tcp`: "host:port" -> a local port it resolves to (raw TCP under the organization's rules).
+    `host`: the address the service's API and proxy listen on.
     """
     imported = imported or {}
     elsewhere = elsewhere or {}
@@ -261,7 +263,7 @@ def proxy_world(
             "AILERON_MAX_BODY_BYTES": str(256 * 1024),
             **(extra_env or {}),
         }
-        service = stack.enter_context(running_service(folder, extra_env=env, service_args=service_args))
+        service = stack.enter_context(running_service(folder, extra_env=env, service_args=service_args, host=host))
         outputs: dict[str, bytes] = {}
 
         def keep(label: str, result: subprocess.CompletedProcess[bytes]) -> subprocess.CompletedProcess[bytes]:
@@ -284,7 +286,7 @@ def proxy_world(
             )
         started = json.loads(keep("session start", cli(service.env, "session", "start", "--json")).stdout)
         ca_file = folder / "session-ca.pem"
-        ca_file.write_bytes(session_ca(service.proxy_port, started["token"]))
+        ca_file.write_bytes(session_ca(service.proxy_port, started["token"], host))
         yield World(
             service=service,
             upstream=upstream,

@@ -35,6 +35,7 @@ class Service:
     home: Path
     process: subprocess.Popen[bytes]
     log: Path
+    host: str = "127.0.0.1"
 
     def aileron(
         self, *args: str, check: bool = False, env: dict[str, str] | None = None
@@ -63,7 +64,7 @@ class Service:
 
     def proxy_listening(self) -> bool:
         try:
-            socket.create_connection(("127.0.0.1", self.proxy_port), timeout=1).close()
+            socket.create_connection((self.host, self.proxy_port), timeout=1).close()
         except OSError:
             return False
         return True
@@ -111,9 +112,11 @@ def running_service(
     service_args: tuple[str, ...] = (),
     *,
     cwd: Path | None = None,
+    host: str = "127.0.0.1",
 ) -> Iterator[Service]:
     """`aileron service` in its own AILERON_HOME (and, in the Postgres run, its own database); `cwd`: where its
-    `python -m` children start, which is where they import the project's packages from first."""
+    `python -m` children start, which is where they import the project's packages from first. `host`: the
+    address its API and proxy listen on (another than loopback for CLIs in other network namespaces)."""
     with isolated_database_url() as database_url:
         home = folder / "home"
         port = free_port()
@@ -139,6 +142,7 @@ def running_service(
                     str(port),
                     "--proxy-port",
                     str(proxy_port),
+                    *(("--host", host) if host != "127.0.0.1" else ()),
                     *service_args,
                 ],
                 env=env,
@@ -148,13 +152,14 @@ def running_service(
                 cwd=cwd,
             )
         svc = Service(
-            url=f"http://127.0.0.1:{port}",
+            url=f"http://{host}:{port}",
             port=port,
             proxy_port=proxy_port,
             env=env,
             home=home,
             process=process,
             log=log,
+            host=host,
         )
         try:
             svc.wait_healthy()

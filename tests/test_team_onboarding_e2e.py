@@ -2,13 +2,21 @@
 invites bob into the team; bob joins from his own AILERON_HOME and his first `aileron launch` reaches Linear
 with the team's key injected, with no admin step in between (the data plane, holding the owner's unlocked
 session, let him into the vault). When bob leaves the team his next request gets no credential and the vault
-key is rotated."""
+key is rotated.
+
+Bob has no key channel socket: his CLI unlocks his session through the server's relay. In the second variant
+he is on another host, a network namespace whose only way to the service is a veth link to the address its
+API and proxy listen on."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +31,46 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 TEAM_KEY = b"lin_api_support_team_key_0123456789"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with proxy_world(tmp_path_factory.mktemp("team"), credentials=False) as w:
-        yield w
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@contextlib.contextmanager
+def other_host() -> Iterator[tuple[str, list[str]]]:
+    """A network namespace linked to this one by a veth pair: (this side's address, the command prefix that runs
+    a program over there). Over there nothing but that link exists: not this host's loopback, nor its sockets'
+    addresses."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("a second host needs root and iproute2 (ip netns): run as root with iproute2 installed")
+    name = f"ail{secrets.token_hex(3)}"
+    subnet = f"10.213.{secrets.randbelow(250) + 1}"
+    try:
+        _ip("netns", "add", name)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot make a network namespace here ({exc.stderr.decode().strip()}): needs CAP_NET_ADMIN")
+    try:
+        _ip("link", "add", f"{name}h", "type", "veth", "peer", "name", f"{name}p")
+        _ip("link", "set", f"{name}p", "netns", name)
+        _ip("addr", "add", f"{subnet}.1/30", "dev", f"{name}h")
+        _ip("link", "set", f"{name}h", "up")
+        _ip("-n", name, "addr", "add", f"{subnet}.2/30", "dev", f"{name}p")
+        _ip("-n", name, "link", "set", f"{name}p", "up")
+        _ip("-n", name, "link", "set", "lo", "up")
+        yield f"{subnet}.1", ["ip", "netns", "exec", name]
+    finally:
+        subprocess.run(["ip", "link", "del", f"{name}h"], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+@pytest.fixture(scope="module", params=["same-machine", "other-host"])
+def placed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[World, list[str]]]:
+    """The world, and the command prefix bob's CLI runs under (none: this machine, with his own AILERON_HOME)."""
+    with contextlib.ExitStack() as stack:
+        host, prefix = stack.enter_context(other_host()) if request.param == "other-host" else ("127.0.0.1", [])
+        world = stack.enter_context(proxy_world(tmp_path_factory.mktemp("team"), credentials=False, host=host))
+        yield world, prefix
 
 
 def json_of(env: dict[str, str], *args: str, stdin: bytes | None = None) -> Any:
@@ -47,8 +91,9 @@ def wait_until(check: Any, what: str, timeout: float = 60) -> Any:
 
 
 def test_bob_joins_the_team_and_his_first_launch_uses_the_team_key_until_he_leaves(
-    world: World, tmp_path: Path
+    placed: tuple[World, list[str]], tmp_path: Path
 ) -> None:
+    world, over_there = placed
     alice = world.service.env  # holds a live session (the world's), unlocked in the data plane
     cli(alice, "team", "create", "Support")
     cli(alice, "connector", "enable", "linear", "--team", "support")
@@ -64,11 +109,24 @@ def test_bob_joins_the_team_and_his_first_launch_uses_the_team_key_until_he_leav
         "PATH": f"{BIN}:{os.environ.get('PATH', os.defpath)}",  # the `linear` shim
     }
     assert "AILERON_PROXY" not in bob  # `launch` learns the proxy (on a free port here) from the server
-    joined = json_of({**bob, "AILERON_INVITATION": invitation}, "join", "--server", world.service.url)
-    assert joined["teams"] == ["support"]
-    # Until issue 15's remote sessions, a CLI reaches the data plane's key channel on the same machine only:
-    # bob's home points at the service's.
-    (bob_home / "run").symlink_to(world.service.home / "run")
+
+    def bob_runs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [*over_there, str(BIN / "aileron"), *args],
+            env=env or bob,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=120,
+        )
+
+    if over_there:  # over there, this machine's loopback (the upstream, the API's loopback port) is out of reach
+        for port in (world.upstream.port, world.service.port):
+            probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), 2)"
+            assert subprocess.run([*over_there, sys.executable, "-c", probe], capture_output=True).returncode != 0
+    joining = bob_runs("join", "--server", world.service.url, "--json", env={**bob, "AILERON_INVITATION": invitation})
+    assert joining.returncode == 0, joining.stderr.decode()
+    assert json.loads(joining.stdout)["teams"] == ["support"]
+    assert not (bob_home / "run" / "credentials.sock").exists()  # no key channel here: the server relays it
 
     # Nobody typed a command for bob: the worker had alice's live session wrap the key to him.
     members = wait_until(
@@ -78,13 +136,7 @@ def test_bob_joins_the_team_and_his_first_launch_uses_the_team_key_until_he_leav
     assert len(members) == 1 and vault_named(alice, "Support keys")["waiting"] == []
 
     mark = len(world.upstream.received)
-    first = subprocess.run(
-        [str(BIN / "aileron"), "launch", "--sandbox", "none", "--", "linear", "viewer"],
-        env=bob,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=120,
-    )
+    first = bob_runs("launch", "--sandbox", "none", "--", "linear", "viewer")
     assert first.returncode == 0, first.stderr.decode() + first.stdout.decode()
     got = world.received_since(mark)
     assert [(r.method, r.path) for r in got] == [("POST", "/graphql")]
@@ -101,13 +153,7 @@ def test_bob_joins_the_team_and_his_first_launch_uses_the_team_key_until_he_leav
     )
     assert [m["role"] for m in rotated["members"]] == ["owner"]
     mark = len(world.upstream.received)
-    after = subprocess.run(
-        [str(BIN / "aileron"), "launch", "--sandbox", "none", "--", "linear", "viewer"],
-        env=bob,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=120,
-    )
+    after = bob_runs("launch", "--sandbox", "none", "--", "linear", "viewer")
     assert after.returncode != 0
     assert world.received_since(mark) == []
     assert b"linear" in after.stdout + after.stderr
