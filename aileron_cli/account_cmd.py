@@ -207,7 +207,7 @@ def status(server: str | None, as_json: bool) -> None:
         "data plane",
         f"proxy {probe['proxy']} "
         + ("listening" if probe["listening"] else "not reachable")
-        + (", key channel ready" if probe["key_channel"] else ", no local key channel"),
+        + (", key channel here" if probe["key_channel"] else ", key channel through the server (relayed)"),
     )
     if probe.get("health") is not None:
         table.add_row("audit", _audit_line(probe["health"]))
