@@ -21,6 +21,7 @@ from aileron_cli.common import (
     logged_in_api,
     require_login,
     set_up_keys,
+    warn_if_cleartext,
 )
 from aileron_cli.session_cmd import live_sessions
 from aileron_cli.team_cmd import team_find
@@ -42,6 +43,7 @@ def init(org_name: str, email: str, name: str, server: str | None, as_json: bool
     """
     existing = state.login_load()
     url = state.server_url(server)
+    warn_if_cleartext(url)
     if existing is not None:
         raise CliError(
             f"already logged in as {existing.email} on {existing.server} "
@@ -120,6 +122,7 @@ def join(name: str, server: str | None, as_json: bool) -> None:
     """Join an organization with an invitation secret (from AILERON_INVITATION, stdin or a hidden prompt)."""
     existing = state.login_load()
     url = state.server_url(server)
+    warn_if_cleartext(url)
     if existing is not None and existing.server.rstrip("/") != url:
         raise CliError(f"logged in on {existing.server}, not {url}; use another AILERON_HOME to join there")
     invitation = read_token("AILERON_INVITATION", "Invitation secret: ")
@@ -316,6 +319,7 @@ def login(org_ref: str | None, server: str | None, as_json: bool) -> None:
     if state.login_load() is not None:
         raise CliError(f"already logged in ({state.login_path()}); use another AILERON_HOME or move that file away")
     url = state.server_url(server)
+    warn_if_cleartext(url)
     token = read_token("AILERON_LOGIN_TOKEN", "Personal access token: ")
     with ApiClient(url, token=token) as api:
         who = api.get("/api/v1/whoami/")

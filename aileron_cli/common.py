@@ -94,6 +94,21 @@ def warn_line(line: str) -> None:
     err_console.print(line, markup=False)
 
 
+def warn_if_cleartext(url: str) -> None:
+    """A token sent to a server on another machine over plain HTTP can be read on the way: say so, once."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = (parts.hostname or "").strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if parts.scheme == "http" and not loopback:
+        warn_line(f"aileron: warning: {url} is plain HTTP: your token crosses the network unencrypted (use https://)")
+
+
 def installed_connectors() -> list[Any]:
     from connectors.package import ConnectorError
     from connectors.registry import installed

@@ -126,6 +126,8 @@ def test_bob_joins_the_team_and_his_first_launch_uses_the_team_key_until_he_leav
     joining = bob_runs("join", "--server", world.service.url, "--json", env={**bob, "AILERON_INVITATION": invitation})
     assert joining.returncode == 0, joining.stderr.decode()
     assert json.loads(joining.stdout)["teams"] == ["support"]
+    # Told when his token crosses a network in the clear (not for this machine's loopback).
+    assert (b"is plain HTTP: your token crosses the network unencrypted" in joining.stderr) == bool(over_there)
     assert not (bob_home / "run" / "credentials.sock").exists()  # no key channel here: the server relays it
 
     # Nobody typed a command for bob: the worker had alice's live session wrap the key to him.
