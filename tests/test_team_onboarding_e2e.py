@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.docker_engine import base_image as base_image
+from tests.docker_engine import docker_client as docker_client
 from tests.proxy_world import World, cli, proxy_world
 from tests.service import BIN
 
@@ -91,7 +93,7 @@ def wait_until(check: Any, what: str, timeout: float = 60) -> Any:
 
 
 def test_bob_joins_the_team_and_his_first_launch_uses_the_team_key_until_he_leaves(
-    placed: tuple[World, list[str]], tmp_path: Path
+    placed: tuple[World, list[str]], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     world, over_there = placed
     alice = world.service.env  # holds a live session (the world's), unlocked in the data plane
@@ -110,13 +112,13 @@ def test_bob_joins_the_team_and_his_first_launch_uses_the_team_key_until_he_leav
     }
     assert "AILERON_PROXY" not in bob  # `launch` learns the proxy (on a free port here) from the server
 
-    def bob_runs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    def bob_runs(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
         return subprocess.run(
             [*over_there, str(BIN / "aileron"), *args],
             env=env or bob,
             stdin=subprocess.DEVNULL,
             capture_output=True,
-            timeout=120,
+            timeout=timeout,
         )
 
     if over_there:  # over there, this machine's loopback (the upstream, the API's loopback port) is out of reach
@@ -145,6 +147,20 @@ def test_bob_joins_the_team_and_his_first_launch_uses_the_team_key_until_he_leav
     assert got[0].headers["authorization"] == TEAM_KEY.decode()
     records = world.audit_wait(lambda rs: any(r["connector"] == "linear" and r.get("completed_at") for r in rs))
     assert any(r["user"] and r["connector"] == "linear" and r["decision"] == "allow" for r in records)
+
+    if over_there:
+        # From a docker sandbox too: the relay bob's CLI runs for it reaches the proxy on the other host.
+        request.getfixturevalue("base_image")
+        project = tmp_path / "project"
+        project.mkdir()
+        project.chmod(0o755)
+        mark = len(world.upstream.received)
+        boxed = bob_runs("launch", "--sandbox", "docker", "--dir", str(project), "--", "linear", "viewer", timeout=240)
+        assert boxed.returncode == 0, boxed.stderr.decode() + boxed.stdout.decode()
+        assert b"in a docker sandbox" in boxed.stderr
+        got = world.received_since(mark)
+        assert [(r.method, r.path) for r in got] == [("POST", "/graphql")]
+        assert got[0].headers["authorization"] == TEAM_KEY.decode()
 
     # Bob leaves the team: revoked from its vault, which rotates through alice's session; no credential reaches
     # his next request.

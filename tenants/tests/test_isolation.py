@@ -19,6 +19,7 @@ from policies.services import policy_create, shell_policy_set
 from tenants import services
 from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
 from tests.urlwalk import api_routes, methods_of
+from vaults.keyrelay import keyrelay_post
 
 pytestmark = pytest.mark.django_db
 WRITE_BODY = {"name": "x", "role": "admin", "email": "zed@example.com", "user_id": None, "organization": "x"}
@@ -51,6 +52,7 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
     assert pat is not None
     give_keys(person)
     vault = make_vault(person)
+    message = keyrelay_post(membership=person.membership, op="attest", body={"nonce": "A" * 43 + "="})
     return Objects(
         person,
         {
@@ -68,6 +70,7 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
             "policy_id": str(policy.pk),
             "approval_id": str(approval.pk),
             "rule_id": str(rule.pk),
+            "message_id": str(message.pk),  # a key-channel request waiting for the data plane
             "shell_rule": shell_rule,  # not a URL id: a value that must not show through another organization
             "name": "github",  # a connector: installed server-wide, enabled per team
         },

@@ -192,7 +192,7 @@ class KeyChannelPullView(View):
         if token.kind != TokenKind.SERVICE:
             return _problem(403, "forbidden", "Forbidden", "This endpoint is for the data plane's service token.")
         body = _json_body(request)
-        timeout = body.get("timeout", 20) if body is not None else None
+        timeout = body.get("timeout") if body is not None else None
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 <= timeout <= MAX_PULL_SECONDS:
             return _problem(400, "validation-error", "Invalid input", f"Send {{timeout: 0 to {MAX_PULL_SECONDS:.0f}}}.")
         claimed: list[dict[str, Any]] | None = await _wait_for(REQUESTS_GROUP, _claimed, float(timeout))
