@@ -205,6 +205,8 @@ def run_service(
     listen = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - a listening address, not a bind
     shown = f"[{listen}]" if ":" in listen else listen
     public_proxy = os.environ.get("AILERON_PUBLIC_PROXY") or f"{shown}:{proxy_port}"
+    # Where people open the links in notifications (the worker writes them); an operator's own wins.
+    public_url = {"AILERON_PUBLIC_URL": os.environ.get("AILERON_PUBLIC_URL") or f"http://{shown}:{api_port}"}
     children = [
         Child(
             "api",
@@ -220,7 +222,7 @@ def run_service(
                 "1",
                 "aileron_site.asgi:application",
             ],
-            env={"AILERON_PUBLIC_PROXY": public_proxy},
+            env={"AILERON_PUBLIC_PROXY": public_proxy, **public_url},
         ),
         Child(
             "worker",
@@ -244,7 +246,7 @@ def run_service(
             ],
             # An in-memory channel layer reaches only the API process: the worker's approval events (expiry)
             # go through the API instead (approvals.events).
-            env=relay_env,
+            env={**relay_env, **public_url},
         ),
         Child(
             "dataplane",
