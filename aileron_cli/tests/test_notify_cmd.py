@@ -34,7 +34,7 @@ def one_line_error(*args: str) -> str:
     assert result.exit_code != 0, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("aileron: "), lines
-    return lines[0]
+    return str(lines[0])
 
 
 def test_a_webhook_is_added_with_its_secret_printed_once_then_tested_listed_and_removed(
