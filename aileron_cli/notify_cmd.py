@@ -129,5 +129,7 @@ def notify_test(name: str, as_json: bool) -> None:
         tested = api.post(f"/api/v1/orgs/{org}/notification-channels/{found['id']}/test/", {})
     if as_json:
         emit_json(tested)
-        return
-    console.print(f"Delivered a test message to {tested['name']}.", markup=False)
+    if not tested["delivered"]:
+        raise CliError(f"the test message to {tested['name']} was not delivered: {tested['error']}")
+    if not as_json:
+        console.print(f"Delivered a test message to {tested['name']}.", markup=False)

@@ -188,6 +188,8 @@ SPECTACULAR_SETTINGS = {
         "ShellModeEnum": "policies.models.ShellMode.choices",
         "VaultRoleEnum": "vaults.store.VAULT_ROLES",
         "VaultTypeEnum": "vaults.store.VAULT_TYPES",
+        "NotificationChannelKindEnum": "approvals.models.ChannelKind.choices",
+        "ApprovalDecisionEnum": "approvals.models.DecisionKind.choices",
     },
 }
 

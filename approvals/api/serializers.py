@@ -156,6 +156,15 @@ class NotificationChannelCreatedSerializer(NotificationChannelSerializer):
         read_only_fields = fields
 
 
+class NotificationTestSerializer(NotificationChannelSerializer):
+    delivered = serializers.BooleanField(help_text="The receiver accepted the test message.")
+    error = serializers.CharField(allow_blank=True, help_text="Why not: the receiver's answer or the network error.")
+
+    class Meta(NotificationChannelSerializer.Meta):
+        fields = [*NotificationChannelSerializer.Meta.fields, "delivered", "error"]
+        read_only_fields = fields
+
+
 class NotificationChannelCreateSerializer(serializers.Serializer[Any]):
     name = serializers.CharField(max_length=60)
     kind = serializers.ChoiceField(choices=ChannelKind.choices)

@@ -231,12 +231,14 @@ class NotificationChannelViewSet(OrgScopedViewSet):
         notifications.notification_channel_delete(channel=self._get(channel_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=None, responses=s.NotificationChannelSerializer)
+    @extend_schema(request=None, responses=s.NotificationTestSerializer)
     def test(self, request: Request, org_id: uuid.UUID, channel_id: uuid.UUID) -> Response:
-        """Send a test message now; 502 problem+json with the receiver's answer if it did not arrive."""
+        """Send a test message now, once: `delivered`, and the receiver's answer in `error` if it did not arrive."""
         channel = self._get(channel_id)
         _body(request, frozenset())
-        return Response(s.NotificationChannelSerializer(notifications.notification_channel_test(channel=channel)).data)
+        outcome = notifications.notification_channel_test(channel=channel)
+        body = s.NotificationChannelSerializer(channel).data
+        return Response({**body, "delivered": outcome.status == "ok", "error": outcome.error})
 
 
 def _link_view(view: links.LinkView) -> dict[str, Any]:
