@@ -8,6 +8,7 @@ from aileron_cli.account_cmd import init, invite, join, login, logout, status
 from aileron_cli.approval_cmd import approval
 from aileron_cli.audit_cmd import audit
 from aileron_cli.connector_cmd import actions, connector
+from aileron_cli.notify_cmd import notify
 from aileron_cli.sandbox_cmd import sandbox
 from aileron_cli.service_cmd import dataplane, service
 from aileron_cli.session_cmd import launch, session, tcp
@@ -26,7 +27,7 @@ for command in (service, dataplane, init, join, status, login, logout, invite, t
     cli.add_command(command)
 for command in (vault, secret, session, tcp, launch):
     cli.add_command(command)
-for command in (connector, actions, audit, approval, sandbox):
+for command in (connector, actions, audit, approval, notify, sandbox):
     cli.add_command(command)
 
 

@@ -206,7 +206,9 @@ def run_service(
     listen = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - a listening address, not a bind
     shown = f"[{listen}]" if ":" in listen else listen
     public_proxy = os.environ.get("AILERON_PUBLIC_PROXY") or f"{shown}:{proxy_port}"
-    api_env = {"AILERON_PUBLIC_PROXY": public_proxy}
+    # Where people open the links in notifications (the worker writes them); an operator's own wins.
+    public_url = {"AILERON_PUBLIC_URL": os.environ.get("AILERON_PUBLIC_URL") or f"http://{shown}:{api_port}"}
+    api_env = {"AILERON_PUBLIC_PROXY": public_proxy, **public_url}
     if "AILERON_ALLOWED_HOSTS" not in os.environ and listen not in ("127.0.0.1", "localhost", "::1"):
         # Serving on an address of this machine's (for teammates on others): requests name it as their Host.
         api_env["AILERON_ALLOWED_HOSTS"] = ",".join(("localhost", "127.0.0.1", "[::1]", shown))
@@ -249,7 +251,7 @@ def run_service(
             ],
             # An in-memory channel layer reaches only the API process: the worker's approval events (expiry)
             # go through the API instead (approvals.events).
-            env=relay_env,
+            env={**relay_env, **public_url},
         ),
         Child(
             "dataplane",

@@ -14,7 +14,8 @@ import string
 from dataclasses import dataclass
 
 PREFIX = "ail_"
-KINDS = ("pat", "ses", "svc", "inv")
+# apl: a one-time approval link (approvals.links), good for one decision of one approval and nothing else.
+KINDS = ("pat", "ses", "svc", "inv", "apl")
 LOOKUP_LENGTH = 12
 SECRET_LENGTH = 32
 _ALPHABET = string.ascii_letters + string.digits

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,6 +27,20 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class EmailConfig:
+    """How notification emails leave (Django's SMTP backend)."""
+
+    host: str = "localhost"
+    port: int = 25
+    user: str = ""
+    password: str = ""
+    use_tls: bool = False
+    use_ssl: bool = False
+    sender: str = "aileron@localhost"
+    timeout_seconds: int = 10
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     mode: str
     home: Path
@@ -42,6 +56,11 @@ class Config:
     vault_store: str
     approval_ttl_seconds: int = 24 * 3600
     approval_grant_ttl_seconds: int = 3600
+    # Where people reach this service (the links in notifications); empty: messages carry no link.
+    public_url: str = ""
+    email: EmailConfig = field(default_factory=lambda: EmailConfig())
+    # Whether notification channels may call private addresses (loopback, RFC 1918, link-local, ...).
+    notify_allow_private: bool = True
 
     @property
     def is_production(self) -> bool:
@@ -100,6 +119,41 @@ def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     if not parts.hostname and not parts.path:
         raise ConfigError(f"{name}={value!r} names no host")
     return value
+
+
+def _email(env: Mapping[str, str]) -> EmailConfig:
+    use_tls = _bool(env, "AILERON_EMAIL_USE_TLS", default=False)
+    use_ssl = _bool(env, "AILERON_EMAIL_USE_SSL", default=False)
+    if use_tls and use_ssl:
+        raise ConfigError("set AILERON_EMAIL_USE_TLS (STARTTLS) or AILERON_EMAIL_USE_SSL (implicit TLS), not both")
+    port_raw = env.get("AILERON_EMAIL_PORT", "").strip()
+    if port_raw and (not port_raw.isdigit() or not 1 <= int(port_raw) <= 65535):
+        raise ConfigError(f"AILERON_EMAIL_PORT={port_raw!r} is not a port number")
+    sender = env.get("AILERON_EMAIL_FROM", "").strip() or "aileron@localhost"
+    if "@" not in sender or any(c in sender for c in "\r\n"):
+        raise ConfigError(f"AILERON_EMAIL_FROM={sender!r} is not an email address")
+    return EmailConfig(
+        host=env.get("AILERON_EMAIL_HOST", "").strip() or "localhost",
+        port=int(port_raw) if port_raw else (465 if use_ssl else 25),
+        user=env.get("AILERON_EMAIL_USER", "").strip(),
+        password=_read(env, "AILERON_EMAIL_PASSWORD") or "",
+        use_tls=use_tls,
+        use_ssl=use_ssl,
+        sender=sender,
+        timeout_seconds=_seconds(env, "AILERON_EMAIL_TIMEOUT_SECONDS", 10, low=1, high=120),
+    )
+
+
+def _public_url(env: Mapping[str, str]) -> str:
+    raw = env.get("AILERON_PUBLIC_URL", "").strip().rstrip("/")
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"AILERON_PUBLIC_URL must be an http:// or https:// URL, got {raw!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError("AILERON_PUBLIC_URL may not carry credentials, a query or a fragment")
+    return raw
 
 
 def _embedded_secret_key(home: Path) -> str:
@@ -189,4 +243,9 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         # How long a held request may wait for people (a night's run), and a grant for the agent's retry.
         approval_ttl_seconds=_seconds(env, "AILERON_APPROVAL_TTL_SECONDS", 24 * 3600, low=5, high=30 * 86400),
         approval_grant_ttl_seconds=_seconds(env, "AILERON_APPROVAL_GRANT_TTL_SECONDS", 3600, low=5, high=7 * 86400),
+        public_url=_public_url(env),
+        email=_email(env),
+        # Channels are set up by organization admins and called from the worker: in production they may reach
+        # only public addresses unless the operator says otherwise (an internal webhook receiver).
+        notify_allow_private=_bool(env, "AILERON_NOTIFY_ALLOW_PRIVATE", default=not production),
     )

@@ -23,6 +23,19 @@ AILERON_OPEN_SIGNUP = CONFIG.open_signup
 AILERON_VAULT_STORE = CONFIG.vault_store
 AILERON_APPROVAL_TTL_SECONDS = CONFIG.approval_ttl_seconds
 AILERON_APPROVAL_GRANT_TTL_SECONDS = CONFIG.approval_grant_ttl_seconds
+# Notifications (approvals.notifications): where people reach this service (the links in messages), whether
+# channels may call private addresses, and how emails leave (Django's SMTP backend).
+AILERON_PUBLIC_URL = CONFIG.public_url
+AILERON_NOTIFY_ALLOW_PRIVATE = CONFIG.notify_allow_private
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = CONFIG.email.host
+EMAIL_PORT = CONFIG.email.port
+EMAIL_HOST_USER = CONFIG.email.user
+EMAIL_HOST_PASSWORD = CONFIG.email.password
+EMAIL_USE_TLS = CONFIG.email.use_tls
+EMAIL_USE_SSL = CONFIG.email.use_ssl
+EMAIL_TIMEOUT = CONFIG.email.timeout_seconds
+DEFAULT_FROM_EMAIL = CONFIG.email.sender
 AILERON_VAULT_ROOT = CONFIG.home / "store" / "vaults"
 # The credential service's local key channel (v4: one machine). See dataplane.keychannel.
 AILERON_KEY_SOCKET = CONFIG.home / "run" / "credentials.sock"
@@ -175,6 +188,8 @@ SPECTACULAR_SETTINGS = {
         "ShellModeEnum": "policies.models.ShellMode.choices",
         "VaultRoleEnum": "vaults.store.VAULT_ROLES",
         "VaultTypeEnum": "vaults.store.VAULT_TYPES",
+        "NotificationChannelKindEnum": "approvals.models.ChannelKind.choices",
+        "ApprovalDecisionEnum": "approvals.models.DecisionKind.choices",
     },
 }
 

@@ -29,6 +29,7 @@ log = logging.getLogger("aileron.approvals")
 
 EVENT_TYPE = "approval.event"  # the consumers' handler: approval_event()
 KINDS = ("created", "voted", "decided", "used", "completed", "expired", "cancelled")
+NOTIFIED = ("created", "decided", "expired", "cancelled")  # approvals.models.NOTIFY_EVENTS
 
 
 def org_group(organization_id: uuid.UUID | str) -> str:
@@ -50,16 +51,26 @@ def payload(approval: Approval, kind: str) -> dict[str, Any]:
 
 
 def publish(approval: Approval, kind: str) -> None:
-    """Push `kind` for this approval once the current transaction commits (at once outside one)."""
-    assert kind in KINDS  # noqa: S101
-    approval_id = approval.pk
-    transaction.on_commit(lambda: _send(approval_id, kind))
+    """Push `kind` for this approval once the current transaction commits (at once outside one), and queue its
+    notifications (approvals.notifications) then too."""
+    publish_after(approval.pk, kind)
 
 
 def publish_after(approval_id: uuid.UUID, kind: str) -> None:
     """publish() for an approval known by id only."""
     assert kind in KINDS  # noqa: S101
     transaction.on_commit(lambda: _send(approval_id, kind))
+    if kind in NOTIFIED:
+        transaction.on_commit(lambda: _notify(approval_id, kind))
+
+
+def _notify(approval_id: uuid.UUID, kind: str) -> None:
+    from approvals.notifications import notifications_enqueue
+
+    try:
+        notifications_enqueue(approval_id=approval_id, event=kind)
+    except Exception:  # noqa: BLE001 - a notification that fails must not undo a decision that committed
+        log.exception("could not queue the notifications of %s for %s", kind, approval_id)
 
 
 def _send(approval_id: uuid.UUID, kind: str) -> None:

@@ -145,3 +145,85 @@ class ApprovalDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_email} {self.decision}"
+
+
+# --- notifications ---------------------------------------------------------------------------------------------
+
+
+class ChannelKind(models.TextChoices):
+    WEBHOOK = "webhook", "A signed JSON webhook (HMAC-SHA256 over the body)"
+    SLACK = "slack", "A Slack incoming webhook"
+    EMAIL = "email", "Email through the configured SMTP server"
+
+
+# What a channel may be told about: the approval events people act on (not "voted", "used" or "completed").
+NOTIFY_EVENTS = ("created", "decided", "expired", "cancelled")
+
+
+def default_notify_events() -> list[str]:
+    return list(NOTIFY_EVENTS)
+
+
+class DeliveryStatus(models.TextChoices):
+    NONE = "", "Nothing sent yet"
+    OK = "ok", "Delivered"
+    RETRYING = "retrying", "Failed; a retry is scheduled"
+    FAILED = "failed", "Failed after every attempt (or for good)"
+
+
+class NotificationChannel(models.Model):
+    """Where an organization's approvals are announced to people who are not watching the page.
+
+    The worker calls `target` (a URL for webhook and Slack, comma-separated addresses for email), so only those
+    with notify.manage set channels up; in production a target may resolve to public addresses only
+    (AILERON_NOTIFY_ALLOW_PRIVATE). A webhook's `secret` signs each body; the control plane keeps it to sign and
+    shows it once, when the channel is created.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=60)
+    kind = models.CharField(max_length=8, choices=ChannelKind.choices)
+    target = models.TextField(max_length=2000)
+    secret = models.CharField(max_length=100, blank=True, help_text="Webhook signing secret (never shown again).")
+    events = models.JSONField(default=default_notify_events)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_delivery_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.CharField(max_length=8, choices=DeliveryStatus.choices, default="", blank=True)
+    last_error = models.TextField(blank=True)
+
+    objects: models.Manager[NotificationChannel] = ScopedManager(organization="organization")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="notification_channel_name")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} channel {self.name}"
+
+
+class ApprovalLink(models.Model):
+    """A one-time link that lets one person decide one approval from a notification, without signing in.
+
+    Stored as an HMAC like a token (`ail_apl_…`, aileron_shared.tokens); it opens and decides only its approval,
+    once, as `user` (approval_decide's rules apply to them), until the approval stops being pending.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    approval = models.ForeignKey(Approval, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    channel = models.ForeignKey(NotificationChannel, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    lookup = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    objects: models.Manager[ApprovalLink] = ScopedManager(organization="organization")
+
+    def __str__(self) -> str:
+        return f"approval link {self.lookup} for {self.approval_id}"

@@ -7,7 +7,7 @@ import uuid
 from django.db.models import QuerySet
 
 from aileron_site.problems import NotFound
-from approvals.models import Approval, ApprovalRule
+from approvals.models import Approval, ApprovalRule, NotificationChannel
 from tenants.models import Membership
 from tenants.permissions import Perm, role_has
 
@@ -38,3 +38,15 @@ def approval_rule_get(*, membership: Membership, rule_id: uuid.UUID) -> Approval
     if rule is None:
         raise NotFound("No such approval rule.")
     return rule
+
+
+def notification_channel_list(*, membership: Membership) -> QuerySet[NotificationChannel]:
+    return NotificationChannel.objects.filter(organization=membership.organization).select_related("created_by")
+
+
+def notification_channel_get(*, membership: Membership, channel_id: uuid.UUID) -> NotificationChannel:
+    """The one access function: 404 alike for missing and another organization's channel."""
+    channel = notification_channel_list(membership=membership).filter(pk=channel_id).first()
+    if channel is None:
+        raise NotFound("No such notification channel.")
+    return channel

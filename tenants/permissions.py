@@ -32,6 +32,7 @@ class Perm(StrEnum):
     VAULT_VIEW_ALL = "vault.view_all"
     APPROVAL_DECIDE = "approval.decide"
     AUDIT_READ = "audit.read"
+    NOTIFY_MANAGE = "notify.manage"
 
 
 DESCRIPTIONS: dict[Perm, str] = {
@@ -55,6 +56,7 @@ DESCRIPTIONS: dict[Perm, str] = {
     Perm.VAULT_VIEW_ALL: "See every vault's metadata (names, members, credential names; never ciphertext)",
     Perm.APPROVAL_DECIDE: "Grant or reject held actions, and see everyone's (others see their own)",
     Perm.AUDIT_READ: "Read every member's audit records (without it, a member reads only their own)",
+    Perm.NOTIFY_MANAGE: "Set up the notification channels (webhook, Slack, email) the worker sends approvals to",
 }
 
 _EVERYONE = frozenset({Perm.ORG_VIEW, Perm.MEMBER_VIEW, Perm.TEAM_VIEW, Perm.PROJECT_VIEW})
@@ -62,7 +64,7 @@ _AGENT_USER = _EVERYONE | {Perm.SESSION_CREATE, Perm.VAULT_CREATE}
 _ADMIN = (
     _AGENT_USER
     | {Perm.ORG_UPDATE, Perm.MEMBER_INVITE, Perm.MEMBER_MANAGE, Perm.TEAM_MANAGE, Perm.PROJECT_MANAGE}
-    | {Perm.CONNECTOR_MANAGE, Perm.POLICY_MANAGE}
+    | {Perm.CONNECTOR_MANAGE, Perm.POLICY_MANAGE, Perm.NOTIFY_MANAGE}
     | {Perm.SESSION_VIEW_ALL, Perm.SESSION_REVOKE_ALL, Perm.APPROVAL_DECIDE, Perm.AUDIT_READ, Perm.VAULT_VIEW_ALL}
 )
 

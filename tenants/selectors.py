@@ -159,7 +159,7 @@ def token_authenticate(*, raw: str) -> ApiToken | None:
         parsed = tokens.parse(raw)
     except tokens.MalformedToken:
         return None
-    if parsed.kind == "inv":
+    if parsed.kind in ("inv", "apl"):  # an invitation or an approval link is never a bearer token
         return None
     token = (
         ApiToken.objects.select_related("user", "organization").filter(lookup=parsed.lookup, kind=parsed.kind).first()

@@ -58,11 +58,43 @@ def test_production_accepts_a_complete_secure_configuration(tmp_path: Path) -> N
         ({"AILERON_APPROVAL_TTL_SECONDS": "soon"}, "AILERON_APPROVAL_TTL_SECONDS"),
         ({"AILERON_APPROVAL_TTL_SECONDS": "1"}, "from 5 to"),
         ({"AILERON_APPROVAL_GRANT_TTL_SECONDS": "-3"}, "AILERON_APPROVAL_GRANT_TTL_SECONDS"),
+        ({"AILERON_PUBLIC_URL": "ftp://aileron.example.com"}, "AILERON_PUBLIC_URL"),
+        ({"AILERON_PUBLIC_URL": "https://u:p@aileron.example.com"}, "credentials"),
+        ({"AILERON_EMAIL_PORT": "smtp"}, "AILERON_EMAIL_PORT"),
+        ({"AILERON_EMAIL_USE_TLS": "true", "AILERON_EMAIL_USE_SSL": "true"}, "not both"),
+        ({"AILERON_EMAIL_FROM": "nobody"}, "AILERON_EMAIL_FROM"),
+        ({"AILERON_NOTIFY_ALLOW_PRIVATE": "sometimes"}, "not a boolean"),
     ],
 )
 def test_production_refuses_insecure_or_invalid_values(tmp_path: Path, change: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(prod(tmp_path, **change))
+
+
+def test_notification_settings_have_safe_defaults_and_read_the_environment(tmp_path: Path) -> None:
+    embedded = load({"AILERON_HOME": str(tmp_path / "home")})
+    assert embedded.notify_allow_private and embedded.public_url == ""
+    assert (embedded.email.host, embedded.email.port, embedded.email.sender) == ("localhost", 25, "aileron@localhost")
+    password = tmp_path / "smtp-password"
+    password.write_text("s3cret\n")
+    config = load(
+        prod(
+            tmp_path,
+            AILERON_PUBLIC_URL="https://aileron.example.com/",
+            AILERON_EMAIL_HOST="smtp.example.com",
+            AILERON_EMAIL_USE_SSL="true",
+            AILERON_EMAIL_USER="aileron",
+            AILERON_EMAIL_PASSWORD_FILE=str(password),
+            AILERON_EMAIL_FROM="approvals@example.com",
+        )
+    )
+    assert config.public_url == "https://aileron.example.com" and not config.notify_allow_private
+    assert (config.email.host, config.email.port, config.email.use_ssl) == ("smtp.example.com", 465, True)
+    assert (config.email.user, config.email.password, config.email.sender) == (
+        "aileron",
+        "s3cret",
+        "approvals@example.com",
+    )
 
 
 def test_secrets_can_come_from_files(tmp_path: Path) -> None:

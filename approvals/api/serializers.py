@@ -8,7 +8,18 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from approvals.events import KINDS
-from approvals.models import WINDOW_MAX_SECONDS, Approval, ApprovalDecision, ApprovalRule, ApprovalState
+from approvals.models import (
+    NOTIFY_EVENTS,
+    WINDOW_MAX_SECONDS,
+    Approval,
+    ApprovalDecision,
+    ApprovalRule,
+    ApprovalState,
+    ChannelKind,
+    DecisionKind,
+    NotificationChannel,
+)
+from approvals.notifications import target_shown
 
 
 class DecisionSerializer(serializers.ModelSerializer[ApprovalDecision]):
@@ -104,6 +115,103 @@ class ApprovalRuleUpdateSerializer(serializers.Serializer[Any]):
     four_eyes = serializers.BooleanField(required=False)
     approvers_required = serializers.IntegerField(required=False, min_value=1, max_value=2)
     window_seconds = serializers.IntegerField(required=False, min_value=1, max_value=WINDOW_MAX_SECONDS)
+
+
+# --- notification channels and one-time links ---------------------------------------------------------------
+
+
+class NotificationChannelSerializer(serializers.ModelSerializer[NotificationChannel]):
+    target = serializers.SerializerMethodField(help_text="URL or addresses (a Slack webhook's secret path hidden).")
+    events = serializers.ListField(child=serializers.ChoiceField(choices=list(NOTIFY_EVENTS)))
+    created_by = serializers.EmailField(source="created_by.email", read_only=True, allow_null=True, default=None)
+
+    class Meta:
+        model = NotificationChannel
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "target",
+            "events",
+            "enabled",
+            "created_by",
+            "created_at",
+            "last_delivery_at",
+            "last_status",
+            "last_error",
+        ]
+        read_only_fields = fields
+
+    def get_target(self, channel: NotificationChannel) -> str:
+        return target_shown(channel)
+
+
+class NotificationChannelCreatedSerializer(NotificationChannelSerializer):
+    secret = serializers.CharField(
+        allow_null=True, help_text="A webhook's signing secret: shown this once (null for Slack and email)."
+    )
+
+    class Meta(NotificationChannelSerializer.Meta):
+        fields = [*NotificationChannelSerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+
+class NotificationTestSerializer(NotificationChannelSerializer):
+    delivered = serializers.BooleanField(help_text="The receiver accepted the test message.")
+    error = serializers.CharField(allow_blank=True, help_text="Why not: the receiver's answer or the network error.")
+
+    class Meta(NotificationChannelSerializer.Meta):
+        fields = [*NotificationChannelSerializer.Meta.fields, "delivered", "error"]
+        read_only_fields = fields
+
+
+class NotificationChannelCreateSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=60)
+    kind = serializers.ChoiceField(choices=ChannelKind.choices)
+    target = serializers.CharField(
+        max_length=2000, help_text="http(s) URL (webhook, slack) or comma-separated addresses (email)."
+    )
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(NOTIFY_EVENTS)),
+        required=False,
+        allow_empty=False,
+        help_text=f"Default: all of {', '.join(NOTIFY_EVENTS)}.",
+    )
+    enabled = serializers.BooleanField(required=False, default=True)
+
+
+class NotificationChannelUpdateSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField(required=False, max_length=60)
+    target = serializers.CharField(required=False, max_length=2000)
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(NOTIFY_EVENTS)), required=False, allow_empty=False
+    )
+    enabled = serializers.BooleanField(required=False)
+
+
+class LinkOpenSerializer(serializers.Serializer[Any]):
+    token = serializers.CharField(max_length=100, help_text="The one-time link's secret (ail_apl_…).")
+
+
+class LinkDecideSerializer(LinkOpenSerializer):
+    approval_id = serializers.UUIDField(help_text="The link's own approval (any other is refused).")
+    decision = serializers.ChoiceField(choices=DecisionKind.choices)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
+
+
+class LinkOrganizationSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+
+
+class LinkViewSerializer(serializers.Serializer[Any]):
+    approval = ApprovalSerializer()
+    decider = serializers.EmailField(help_text="Who decides through this link.")
+    decider_id = serializers.UUIDField()
+    organization = LinkOrganizationSerializer()
+    may_decide = serializers.BooleanField(help_text="The link is unused and its approval still pending.")
+    used_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField()
 
 
 # --- the data plane's side -----------------------------------------------------------------------------------

@@ -51,4 +51,21 @@ urlpatterns = [
         v.ApprovalRuleViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
         name="approval-rule-detail",
     ),
+    path(
+        "orgs/<uuid:org_id>/notification-channels/",
+        v.NotificationChannelViewSet.as_view({"get": "list", "post": "create"}),
+        name="notification-channel-list",
+    ),
+    path(
+        "orgs/<uuid:org_id>/notification-channels/<uuid:channel_id>/",
+        v.NotificationChannelViewSet.as_view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+        name="notification-channel-detail",
+    ),
+    path(
+        "orgs/<uuid:org_id>/notification-channels/<uuid:channel_id>/test/",
+        v.NotificationChannelViewSet.as_view({"post": "test"}),
+        name="notification-channel-test",
+    ),
+    path("approval-links/open/", v.ApprovalLinkOpenView.as_view(), name="approval-link-open"),
+    path("approval-links/decide/", v.ApprovalLinkDecideView.as_view(), name="approval-link-decide"),
 ]

@@ -9,14 +9,16 @@ import django_filters
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from aileron_site.api import UtcDateTimeFilter
 from aileron_site.problems import InvalidInput
-from approvals import selectors, services
+from approvals import links, notifications, selectors, services
 from approvals.api import serializers as s
-from approvals.models import Approval, ApprovalRule, ApprovalState
+from approvals.models import Approval, ApprovalRule, ApprovalState, NotificationChannel
 from tenants.api.views import OrgScopedViewSet
 from tenants.permissions import Perm
 
@@ -171,3 +173,120 @@ class ApprovalRuleViewSet(OrgScopedViewSet):
     def destroy(self, request: Request, org_id: uuid.UUID, rule_id: uuid.UUID) -> Response:
         services.approval_rule_delete(rule=selectors.approval_rule_get(membership=self.membership, rule_id=rule_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+CHANNEL_FIELDS = frozenset({"name", "target", "events", "enabled"})
+
+
+class NotificationChannelViewSet(OrgScopedViewSet):
+    """Where the organization's approvals are sent. Only notify.manage sees or changes channels: their targets
+    are called by the worker, and a Slack webhook's URL is itself a secret."""
+
+    serializer_class = s.NotificationChannelSerializer
+    permission_map = {
+        "list": Perm.NOTIFY_MANAGE,
+        "retrieve": Perm.NOTIFY_MANAGE,
+        "create": Perm.NOTIFY_MANAGE,
+        "partial_update": Perm.NOTIFY_MANAGE,
+        "destroy": Perm.NOTIFY_MANAGE,
+        "test": Perm.NOTIFY_MANAGE,
+    }
+    ordering_fields: ClassVar[list[str]] = ["name", "created_at"]
+    ordering: ClassVar[list[str]] = ["name"]
+
+    def get_queryset(self) -> QuerySet[NotificationChannel]:
+        if self.fake:
+            return NotificationChannel.objects.none()
+        return selectors.notification_channel_list(membership=self.membership)
+
+    def _get(self, channel_id: uuid.UUID) -> NotificationChannel:
+        return selectors.notification_channel_get(membership=self.membership, channel_id=channel_id)
+
+    def list(self, request: Request, org_id: uuid.UUID) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(s.NotificationChannelSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=s.NotificationChannelCreateSerializer, responses={201: s.NotificationChannelCreatedSerializer}
+    )
+    def create(self, request: Request, org_id: uuid.UUID) -> Response:
+        data = s.NotificationChannelCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        created = notifications.notification_channel_create(membership=self.membership, **data.validated_data)
+        body = s.NotificationChannelSerializer(created.channel).data
+        return Response({**body, "secret": created.secret}, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request: Request, org_id: uuid.UUID, channel_id: uuid.UUID) -> Response:
+        return Response(s.NotificationChannelSerializer(self._get(channel_id)).data)
+
+    @extend_schema(request=s.NotificationChannelUpdateSerializer, responses=s.NotificationChannelSerializer)
+    def partial_update(self, request: Request, org_id: uuid.UUID, channel_id: uuid.UUID) -> Response:
+        channel = self._get(channel_id)
+        data = s.NotificationChannelUpdateSerializer(data=_body(request, CHANNEL_FIELDS))
+        data.is_valid(raise_exception=True)
+        notifications.notification_channel_update(channel=channel, **data.validated_data)
+        return Response(s.NotificationChannelSerializer(channel).data)
+
+    def destroy(self, request: Request, org_id: uuid.UUID, channel_id: uuid.UUID) -> Response:
+        notifications.notification_channel_delete(channel=self._get(channel_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses=s.NotificationTestSerializer)
+    def test(self, request: Request, org_id: uuid.UUID, channel_id: uuid.UUID) -> Response:
+        """Send a test message now, once: `delivered`, and the receiver's answer in `error` if it did not arrive."""
+        channel = self._get(channel_id)
+        _body(request, frozenset())
+        outcome = notifications.notification_channel_test(channel=channel)
+        body = s.NotificationChannelSerializer(channel).data
+        return Response({**body, "delivered": outcome.status == "ok", "error": outcome.error})
+
+
+def _link_view(view: links.LinkView) -> dict[str, Any]:
+    return dict(
+        s.LinkViewSerializer(
+            {
+                "approval": view.approval,
+                "decider": view.link.user.email,
+                "decider_id": view.link.user_id,
+                "organization": {"id": view.link.organization_id, "name": view.link.organization.name},
+                "may_decide": view.may_decide,
+                "used_at": view.link.used_at,
+                "expires_at": view.link.expires_at,
+            }
+        ).data
+    )
+
+
+class ApprovalLinkOpenView(APIView):
+    """What a one-time approval link shows: its approval, who decides through it, and whether it still can.
+
+    The link's secret is the credential (in the body, never the URL); it is not a bearer token."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=s.LinkOpenSerializer, responses=s.LinkViewSerializer)
+    def post(self, request: Request) -> Response:
+        data = s.LinkOpenSerializer(data=_body(request, frozenset({"token"})))
+        data.is_valid(raise_exception=True)
+        return Response(_link_view(links.approval_link_open(raw=data.validated_data["token"])))
+
+
+class ApprovalLinkDecideView(APIView):
+    """Grant or reject the link's approval, once, as the person the link was sent to."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=s.LinkDecideSerializer, responses=s.LinkViewSerializer)
+    def post(self, request: Request) -> Response:
+        data = s.LinkDecideSerializer(data=_body(request, frozenset({"token", "approval_id", "decision", "reason"})))
+        data.is_valid(raise_exception=True)
+        raw = data.validated_data["token"]
+        links.approval_link_decide(
+            raw=raw,
+            approval_id=data.validated_data["approval_id"],
+            decision=data.validated_data["decision"],
+            reason=data.validated_data["reason"],
+        )
+        return Response(_link_view(links.approval_link_open(raw=raw)))

@@ -11,6 +11,7 @@ import pytest
 from django.urls import URLPattern
 from django_scopes import scope, scopes_disabled
 
+from approvals.notifications import notification_channel_create
 from approvals.services import approval_rule_create
 from approvals.tests.factories import held_approval
 from audit.tests.factories import record_stored
@@ -48,6 +49,9 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
         shell_rule = f"rm -rf /{org.slug}-only-*"
         shell_policy_set(acting=person.membership, mode="enforce", deny=[shell_rule], allow=[], record_allowed=False)
         approval = held_approval(session)
+        channel = notification_channel_create(
+            membership=person.membership, name="hooks", kind="webhook", target=f"https://{org.slug}.example/hook"
+        ).channel
     pat = ApiToken.objects.filter(user=person.user, kind="pat").first()
     assert pat is not None
     give_keys(person)
@@ -71,6 +75,7 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
             "approval_id": str(approval.pk),
             "rule_id": str(rule.pk),
             "message_id": str(message.pk),  # a key-channel request waiting for the data plane
+            "channel_id": str(channel.pk),
             "shell_rule": shell_rule,  # not a URL id: a value that must not show through another organization
             "name": "github",  # a connector: installed server-wide, enabled per team
         },

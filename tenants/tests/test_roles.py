@@ -115,6 +115,8 @@ PROBES[Perm.APPROVAL_DECIDE] = Probe(
     {"reason": "ok"},
     denied=(403, 404),
 )
+# Notification channels are called by the worker (and a Slack URL is a secret): only notify.manage sees them.
+PROBES[Perm.NOTIFY_MANAGE] = Probe("get", lambda w: f"/api/v1/orgs/{w.org_id}/notification-channels/")
 # Someone else's vault is invisible (404) without vault.view_all.
 PROBES[Perm.VAULT_VIEW_ALL] = Probe(
     "get", lambda w: f"/api/v1/orgs/{w.org_id}/vaults/{w.victim_vault_id}/", denied=(404,)

@@ -1,12 +1,15 @@
 // The approvals page: pending approvals, live from the websocket, decided through the REST API.
 //
 // Sign-in: a personal token from the URL fragment (#token=ail_pat_…&org=<id>, which never reaches the server)
-// or pasted into the form, kept in this tab's sessionStorage. Everything an agent or a requester wrote
+// or pasted into the form, kept in this tab's sessionStorage. A notification's one-time link
+// (#link=ail_apl_…) instead shows its one approval and decides it once, as the person it was sent to, through
+// /api/v1/approval-links/ (it is no token for anything else). Everything an agent or a requester wrote
 // (actions, arguments, reasons) is untrusted and is only ever set as text, never as HTML.
 "use strict";
 
 (() => {
   const TOKEN_KEY = "aileron.token";
+  const LINK_KEY = "aileron.link";
   const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
   const RECENT_MAX = 20;
   const HISTORY_PAGES_MAX = 20;
@@ -22,6 +25,8 @@
   const decideRoles = new Set((body.dataset.decideRoles || "").split(" ").filter(Boolean));
   const state = {
     token: null,
+    link: null, // a one-time approval link's secret, while it may still decide
+    linkView: null, // what the server said about the link (its approval, its person, may_decide)
     org: UUID.test(body.dataset.org || "") ? body.dataset.org : null,
     me: null,
     role: null,
@@ -82,7 +87,9 @@
     const params = new URLSearchParams(location.hash.slice(1));
     const token = params.get("token");
     const org = params.get("org");
+    const link = params.get("link");
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    if (link) sessionStorage.setItem(LINK_KEY, link);
     if (!state.org && org && UUID.test(org)) state.org = org;
     // The token must not stay in the address bar, the history or a bookmark.
     const path = state.org ? `/approvals/${state.org}/` : location.pathname;
@@ -126,6 +133,10 @@
 
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
+    forgetLink();
+    state.linkView = null;
+    delete body.dataset.mode;
+    show($("tab-history"), true);
     state.token = null;
     stopSocket();
     show($("board"), false);
@@ -136,6 +147,76 @@
     show($("signin"), true);
     notice(message || "");
     $("token-input").focus();
+  }
+
+  // --- a one-time approval link --------------------------------------------------------------------------
+
+  function forgetLink() {
+    sessionStorage.removeItem(LINK_KEY);
+    state.link = null;
+  }
+
+  async function linkCall(verb, payload) {
+    let response;
+    try {
+      response = await fetch(`/api/v1/approval-links/${verb}/`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify(payload),
+        cache: "no-store",
+        credentials: "omit",
+      });
+    } catch (err) {
+      throw new ApiError(0, null, "The server cannot be reached. Check your connection and try again.");
+    }
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (err) {
+      data = null;
+    }
+    if (!response.ok) {
+      const detail = data && (data.detail || data.title);
+      throw new ApiError(response.status, data, detail || `The server answered ${response.status}.`);
+    }
+    return data;
+  }
+
+  async function startLink() {
+    show($("signin"), false);
+    let view;
+    try {
+      view = await linkCall("open", { token: state.link });
+    } catch (err) {
+      forgetLink();
+      signOut(err.status === 404 ? `${err.message} Sign in to see the approvals.` : err.message);
+      return;
+    }
+    showLink(view, "");
+  }
+
+  function showLink(view, message) {
+    state.linkView = view;
+    state.org = view.organization.id;
+    state.me = { kind: "apl", user: { id: view.decider_id, email: view.decider } };
+    body.dataset.mode = "link";
+    $("org-name").textContent = `${view.organization.name} · deciding as ${view.decider} through a one-time link`;
+    show($("tab-history"), false);
+    show($("board"), true);
+    if (!view.may_decide) {
+      forgetLink(); // used up, or nothing left to decide: it must not linger in the tab
+      setConn("link", "Link used up");
+      notice(
+        message ||
+          (view.used_at
+            ? "This link has been used: it decides once. Sign in to see the other approvals."
+            : "This approval can no longer be decided through this link."),
+      );
+    } else {
+      setConn("link", "One-time link");
+    }
+    keep(view.approval);
+    renderPending();
   }
 
   // --- start-up -----------------------------------------------------------------------------------------
@@ -303,7 +384,7 @@
       was.card.remove();
     }
     const known = state.recent.get(approval.id);
-    if (!was && !known) return; // never shown here: the morning view has it
+    if (!was && !known && !state.linkView) return; // never shown here: the morning view has it
     const entry = known || { approval, bornAt, card: null };
     entry.approval = approval;
     if (entry.card) entry.card.remove();
@@ -353,6 +434,7 @@
   }
 
   function mayDecide() {
+    if (state.linkView) return Boolean(state.linkView.may_decide);
     return decideRoles.has(state.role);
   }
 
@@ -398,7 +480,7 @@
         }
         decide(entry, "reject", reason.value, card);
       });
-    } else {
+    } else if (!state.linkView) {
       const withdraw = el("button", "cancel", "Withdraw this request");
       withdraw.type = "button";
       controls.append(withdraw);
@@ -488,6 +570,24 @@
     });
     fail(card, "");
     const payload = verb === "cancel" ? undefined : { reason: reason.trim() };
+    if (state.linkView) {
+      try {
+        const view = await linkCall("decide", {
+          token: state.link,
+          approval_id: entry.approval.id,
+          decision: verb,
+          reason: reason.trim(),
+        });
+        const done = view.approval.state === "pending" ? "Your vote is in" : `Done: ${view.approval.state}`;
+        showLink(view, `${done}. This link is now used up.`);
+      } catch (err) {
+        fail(card, err.message);
+        buttons.forEach((b) => {
+          b.disabled = false;
+        });
+      }
+      return;
+    }
     try {
       const updated = await api(
         "POST",
@@ -645,6 +745,11 @@
   function boot() {
     takeFragment();
     wire();
+    state.link = sessionStorage.getItem(LINK_KEY);
+    if (state.link) {
+      startLink();
+      return;
+    }
     state.token = sessionStorage.getItem(TOKEN_KEY);
     if (!state.token) {
       signOut("");
