@@ -38,6 +38,8 @@ SHOWN_FIELDS = (
     "decision_reason",
     "decisions",
 )
+# What a credential-due notice carries: where and what, never the value.
+CREDENTIAL_FIELDS = ("id", "name", "vault", "vault_id", "connector", "version", "why", "due_at", "owners")
 ARG_VALUE_MAX = 200
 SUBJECT_MAX = 200
 VERBS = {
@@ -148,6 +150,41 @@ def approval_notice(
     )
 
 
+def event_type(event: str) -> str:
+    """The event's name for machines (a webhook's `type` and X-Aileron-Event)."""
+    if event == "test":
+        return "test"
+    if event == "credential_due":
+        return "credential.due"
+    return f"approval.{event}"
+
+
+def credential_due_notice(
+    *, organization: dict[str, str], credential: dict[str, Any], page_url: str | None = None
+) -> Notice:
+    """A credential expires, or is due for replacement, soon: its name, vault and version, never its value."""
+    name, vault = str(credential.get("name", "")), str(credential.get("vault", ""))
+    why, due_at = str(credential.get("why", "")), str(credential.get("due_at", ""))
+    headline = one_line(f"Credential {name} in {vault}: {why} {due_at[:10]}")
+    facts = [
+        ("Credential", _value(name)),
+        ("Vault", _value(vault)),
+        ("Connector", _value(credential.get("connector", ""))),
+        ("Version", _value(credential.get("version", ""))),
+        ("Due", _value(f"{why} at {due_at}")),
+        ("Owners", _value(", ".join(credential.get("owners") or []) or "none")),
+        ("To do", _value(f"an owner runs `aileron secret update {name}`")),
+    ]
+    return Notice(
+        event="credential_due",
+        organization=organization,
+        headline=headline,
+        facts=facts,
+        data={"credential": {k: credential.get(k) for k in CREDENTIAL_FIELDS}},
+        page_url=page_url,
+    )
+
+
 def channel_test_notice(*, organization: dict[str, str], channel: str, page_url: str | None) -> Notice:
     return Notice(
         event="test",
@@ -166,7 +203,7 @@ def webhook_body(notice: Notice, *, delivery_id: str, sent_at: int) -> bytes:
     """The JSON a webhook receives: compact, keys sorted, so the signed bytes are the sent bytes."""
     body = {
         "id": delivery_id,
-        "type": notice.event if notice.event == "test" else f"approval.{notice.event}",
+        "type": event_type(notice.event),
         "created": sent_at,
         "organization": notice.organization,
         "headline": notice.headline,
@@ -232,5 +269,9 @@ def email_message(notice: Notice) -> tuple[str, str]:
         lines += ["", "The approvals page:", notice.page_url]
     if notice.notes:
         lines += ["", *notice.notes]
-    lines += ["", "-- ", "Aileron: you get this because your organization sends approvals to this address."]
+    lines += [
+        "",
+        "-- ",
+        "Aileron: you get this because your organization sends approvals (and credential warnings) to this address.",
+    ]
     return subject, "\n".join(lines) + "\n"

@@ -156,8 +156,9 @@ class ChannelKind(models.TextChoices):
     EMAIL = "email", "Email through the configured SMTP server"
 
 
-# What a channel may be told about: the approval events people act on (not "voted", "used" or "completed").
-NOTIFY_EVENTS = ("created", "decided", "expired", "cancelled")
+# What a channel may be told about: the approval events people act on (not "voted", "used" or "completed"),
+# and a credential that expires or is due for replacement soon (vaults.services.credentials_due_warn).
+NOTIFY_EVENTS = ("created", "decided", "expired", "cancelled", "credential_due")
 
 
 def default_notify_events() -> list[str]:

@@ -2,7 +2,8 @@
 
 On every approval event people act on (created, decided, expired, cancelled) `notifications_enqueue` runs after
 the change commits and queues one Celery task per subscribed channel (approvals.tasks.notification_deliver), so
-a slow or dead receiver never holds up, or undoes, the approval. The task calls `notification_deliver` once per
+a slow or dead receiver never holds up, or undoes, the approval. A credential that is due for replacement
+is sent the same way (`notifications_credential_due`, from vaults' hourly warning). The task calls `notification_deliver` once per
 attempt: a webhook or Slack POST (5 s timeout, redirects never followed) or one email per address through
 Django's email backend. Network errors, 5xx and 429 are retried with exponential backoff up to MAX_ATTEMPTS;
 other answers are final. Every outcome is recorded on the channel (`last_status`, `last_error`), which
@@ -59,6 +60,7 @@ MAX_ATTEMPTS = 6  # the first try and five retries: 10 s, 20 s, 40 s, 80 s, 160 
 RETRY_BASE_SECONDS = 10.0
 RETRY_CAP_SECONDS = 600.0
 ERROR_MAX = 500
+CREDENTIAL_DUE = "credential_due"  # not an approval's event: vaults.services.credentials_due_warn sends it
 
 
 # --- validation --------------------------------------------------------------------------------------------------
@@ -224,7 +226,7 @@ def notifications_enqueue(*, approval_id: uuid.UUID, event: str) -> int:
 
     Runs after the approval's change committed; a failure to queue is logged and recorded on the channel, never
     raised (the approval itself stands)."""
-    if event not in NOTIFY_EVENTS:
+    if event not in NOTIFY_EVENTS or event == CREDENTIAL_DUE:
         return 0
     with scopes_disabled():
         organization_id = Approval.objects.filter(pk=approval_id).values_list("organization_id", flat=True).first()
@@ -239,7 +241,22 @@ def notifications_enqueue(*, approval_id: uuid.UUID, event: str) -> int:
     return queued
 
 
-def _queue(*, channel: NotificationChannel, event: str, approval_id: uuid.UUID | None) -> int:
+def notifications_credential_due(*, organization_id: uuid.UUID, credential: dict[str, Any]) -> int:
+    """Queue a warning that a credential is due (`messages.CREDENTIAL_FIELDS`: names and dates, never a value)
+    to each enabled channel of the organization that wants it; how many were queued."""
+    with scopes_disabled():
+        channels = list(NotificationChannel.objects.filter(organization_id=organization_id, enabled=True))
+    shown = {k: credential.get(k) for k in messages.CREDENTIAL_FIELDS}
+    return sum(
+        _queue(channel=c, event=CREDENTIAL_DUE, approval_id=None, about=shown)
+        for c in channels
+        if CREDENTIAL_DUE in c.events
+    )
+
+
+def _queue(
+    *, channel: NotificationChannel, event: str, approval_id: uuid.UUID | None, about: dict[str, Any] | None = None
+) -> int:
     from approvals.tasks import notification_deliver_task
 
     try:
@@ -249,6 +266,7 @@ def _queue(*, channel: NotificationChannel, event: str, approval_id: uuid.UUID |
                 "event": event,
                 "approval_id": str(approval_id) if approval_id else None,
                 "delivery_id": str(uuid.uuid4()),
+                **({"about": about} if about is not None else {}),
             }
         )
     except Exception as exc:  # noqa: BLE001 - the broker is down: say so on the channel, never fail the approval
@@ -368,7 +386,7 @@ def _organization(organization: Organization) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class _Subject:
-    """What a channel is told: an approval's event (with links for deciders), or a test."""
+    """What a channel is told: an approval's event (with links for deciders), a credential due, or a test."""
 
     organization: Organization
     event: str
@@ -378,6 +396,10 @@ class _Subject:
 
     def notice(self, channel: NotificationChannel, decider: User | None) -> messages.Notice:
         page = _page_url(self.organization.pk)
+        if self.event == CREDENTIAL_DUE:
+            return messages.credential_due_notice(
+                organization=_organization(self.organization), credential=self.shown or {}
+            )
         if self.approval is None or self.shown is None:
             return messages.channel_test_notice(
                 organization=_organization(self.organization), channel=channel.name, page_url=page
@@ -397,9 +419,13 @@ class _Subject:
         )
 
 
-def _subject(channel: NotificationChannel, event: str, approval_id: str | None) -> _Subject | None:
+def _subject(
+    channel: NotificationChannel, event: str, approval_id: str | None, about: dict[str, Any] | None = None
+) -> _Subject | None:
     from approvals.api.serializers import ApprovalSerializer
 
+    if event == CREDENTIAL_DUE:
+        return _Subject(channel.organization, event, None, about or {}, None)
     if approval_id is None:
         return _Subject(channel.organization, "test", None, None, None)
     with scopes_disabled():
@@ -425,13 +451,14 @@ def notification_deliver(
     recipients: list[str] | None = None,
     attempt: int = 0,
     may_retry: bool = True,
+    about: dict[str, Any] | None = None,
 ) -> Delivery:
     """One attempt at delivering EVENT (of the approval, or a test without one) to the channel; recorded on it."""
     with scopes_disabled():
         channel = NotificationChannel.objects.select_related("organization", "created_by").filter(pk=channel_id).first()
     if channel is None or (not channel.enabled and event != "test"):
         return Delivery(status="dropped", error="the channel is gone or disabled")
-    subject = _subject(channel, event, approval_id)
+    subject = _subject(channel, event, approval_id, about)
     if subject is None:
         return Delivery(status="dropped", error="the approval is gone")
     if channel.kind == ChannelKind.EMAIL:
@@ -466,7 +493,7 @@ def _send_post(channel: NotificationChannel, subject: _Subject, delivery_id: str
     body = messages.webhook_body(notice, delivery_id=delivery_id, sent_at=sent_at)
     headers = {
         "Content-Type": "application/json",
-        "X-Aileron-Event": notice.event if notice.event == "test" else f"approval.{notice.event}",
+        "X-Aileron-Event": messages.event_type(notice.event),
         "X-Aileron-Delivery": delivery_id,
         "X-Aileron-Signature": signing.header(channel.secret, body, sent_at),
     }

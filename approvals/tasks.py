@@ -25,6 +25,7 @@ def notification_deliver_task(
     approval_id: str | None = None,
     recipients: list[str] | None = None,
     attempt: int = 0,
+    about: dict[str, Any] | None = None,
 ) -> str:
     """Deliver one approval event to one channel; on a retryable failure, try again later (the service says
     when and to whom: notifications.MAX_ATTEMPTS bounds it)."""
@@ -35,6 +36,7 @@ def notification_deliver_task(
         approval_id=approval_id,
         recipients=recipients,
         attempt=attempt,
+        about=about,
     )
     if outcome.retry_in is not None:
         kwargs = {
@@ -44,6 +46,7 @@ def notification_deliver_task(
             "approval_id": approval_id,
             "recipients": outcome.remaining,
             "attempt": attempt + 1,
+            "about": about,
         }
         raise self.retry(kwargs=kwargs, countdown=outcome.retry_in)
     return outcome.status

@@ -131,3 +131,21 @@ class KeyChannelMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.op} {self.id}"
+
+
+class CredentialDueNotice(models.Model):
+    """That the organization's notification channels were told, on DAY, that a credential (at VERSION) is due:
+    the hourly warning reaches them once a day per credential, not every hour."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    credential_id = models.CharField(max_length=64)
+    version = models.PositiveIntegerField()
+    day = models.DateField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["credential_id", "version", "day"], name="credential_due_notice_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.credential_id} v{self.version} on {self.day}"

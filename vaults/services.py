@@ -24,7 +24,7 @@ from tenants.permissions import Perm, role_has
 from tenants.selectors import may_work_in
 from vaults import crypto
 from vaults.backend import vault_store
-from vaults.models import PendingMember, UserKeys, Vault
+from vaults.models import CredentialDueNotice, PendingMember, UserKeys, Vault
 from vaults.store import (
     Bundle,
     CredentialMeta,
@@ -521,6 +521,7 @@ def credentials_due_warn(*, within: timedelta = DUE_WITHIN) -> int:
         try:
             members = vault_store().members(str(vault.pk))
             credentials = vault_store().credentials(str(vault.pk))
+            vault_name = vault_store().meta(str(vault.pk)).name
         except VaultMissing:
             continue
         owners = [m.user_id for m in members if m.role == "owner"]
@@ -545,7 +546,37 @@ def credentials_due_warn(*, within: timedelta = DUE_WITHIN) -> int:
                 ", ".join(emails) or "none",
                 credential.name,
             )
+            _notify_due(vault, vault_name, credential, why=found[0], due_at=found[1], owners=emails)
     return due
+
+
+def _notify_due(
+    vault: Vault, vault_name: str, credential: CredentialMeta, *, why: str, due_at: datetime, owners: list[str]
+) -> None:
+    """Tell the organization's notification channels, once a day per credential version (the task runs hourly)."""
+    from approvals.notifications import notifications_credential_due
+
+    _, first = CredentialDueNotice.objects.get_or_create(
+        organization_id=vault.organization_id,
+        credential_id=credential.id,
+        version=credential.version,
+        day=timezone.now().date(),
+    )
+    if first:
+        notifications_credential_due(
+            organization_id=vault.organization_id,
+            credential={
+                "id": credential.id,
+                "name": credential.name,
+                "vault": vault_name,
+                "vault_id": str(vault.pk),
+                "connector": credential.connector,
+                "version": credential.version,
+                "why": why,
+                "due_at": due_at.isoformat(),
+                "owners": owners,
+            },
+        )
 
 
 def credential_list(*, view: VaultView) -> list[CredentialMeta]:

@@ -13,7 +13,7 @@ import pytest
 from django.core import mail
 from django_scopes import scopes_disabled
 
-from approvals import notifications, signing
+from approvals import messages, notifications, signing
 from approvals.models import ApprovalLink, NotificationChannel
 from approvals.tests.factories import held_approval
 from conftest import Cast, Person, client_for, make_person
@@ -77,7 +77,7 @@ def test_an_admin_adds_a_webhook_and_sees_its_secret_only_once(cast: Cast, recei
     assert made.status_code == 201, made.content
     body = made.json()
     assert body["name"] == "ops-hooks" and body["target"] == receiver.url and body["created_by"] == "alice@example.com"
-    assert body["events"] == ["created", "decided", "expired", "cancelled"]
+    assert body["events"] == ["created", "decided", "expired", "cancelled", "credential_due"]
     assert body["secret"].startswith("whsec_") and len(body["secret"]) > 40
     listed = client_for(cast.alice.token).get(channels_url(cast.alice)).json()["results"]
     shown = client_for(cast.alice.token).get(channels_url(cast.alice, body["id"])).json()
@@ -418,3 +418,60 @@ def test_email_goes_through_a_real_smtp_server(cast: Cast, approver: Person, eag
     assert message["To"] == "dana@example.com" and message["X-Envelope-To"] == "dana@example.com"
     assert "Approval needed" in message["Subject"]
     assert "#link=ail_apl_" in message.get_content()
+
+
+def test_a_credential_due_is_sent_once_a_day_naming_it_and_never_its_value(
+    cast: Cast, receiver: WebhookReceiver, eager: None
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_scopes import scope
+
+    from conftest import give_keys, make_vault
+    from vaults import crypto
+    from vaults import services as vault_services
+
+    secret = add(cast.alice, name="hooks", kind="webhook", target=receiver.url).json()["secret"]
+    add(cast.alice, name="approvals-only", kind="webhook", target=receiver.url + "other", events=["created"])
+    give_keys(cast.alice)
+    vault = make_vault(cast.alice, secret=b"ghp_old_value")
+    expires = (timezone.now() + timedelta(days=3)).isoformat()
+    with scope(organization=cast.alice.org):
+        view = vault_services.vault_get_for(membership=cast.alice.membership, vault_id=uuid.UUID(vault.id))
+        vault_services.credential_update(
+            view=view,
+            acting_user_id=cast.alice.user.pk,
+            credential_id=uuid.UUID(vault.credential_id),
+            ciphertext=crypto.credential_encrypt(
+                b"ghp_new_value",
+                vault.key,
+                organization_id=str(cast.alice.org.pk),
+                vault_id=vault.id,
+                credential_id=vault.credential_id,
+                key_version=1,
+            ),
+            expires_at=expires,
+        )
+    assert vault_services.credentials_due_warn() == 1
+    assert vault_services.credentials_due_warn() == 1  # the hourly task again: still due, not sent again today
+    (hit,) = receiver.hits  # the channel that wants only approvals got nothing
+    assert hit.path == "/hooks/aileron" and hit.headers["x-aileron-event"] == "credential.due"
+    assert signing.verify(secret, hit.body, hit.headers["x-aileron-signature"])
+    payload = json.loads(hit.body)
+    assert payload["type"] == "credential.due" and payload["link"] is None
+    assert payload["data"]["credential"] == {
+        "id": vault.credential_id,
+        "name": "github-token",
+        "vault": "shared vault",
+        "vault_id": vault.id,
+        "connector": "github",
+        "version": 2,
+        "why": "expires",
+        "due_at": expires,
+        "owners": ["alice@example.com"],
+    }
+    assert b"ghp_" not in hit.body
+    # People (email, Slack) are told what to do about it.
+    notice = messages.credential_due_notice(organization={"name": "Org A"}, credential=payload["data"]["credential"])
+    assert "an owner runs `aileron secret update github-token`" in messages.email_message(notice)[1]
