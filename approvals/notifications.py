@@ -1,13 +1,13 @@
 """Notification channels: setting them up (notify.manage), and delivering approval events to them.
 
-On every approval event people act on (created, decided, expired, cancelled) `notifications_enqueue` runs after
-the change commits and queues one Celery task per subscribed channel (approvals.tasks.notification_deliver), so
-a slow or dead receiver never holds up, or undoes, the approval. A credential that is due for replacement
-is sent the same way (`notifications_credential_due`, from vaults' hourly warning). The task calls `notification_deliver` once per
-attempt: a webhook or Slack POST (5 s timeout, redirects never followed) or one email per address through
-Django's email backend. Network errors, 5xx and 429 are retried with exponential backoff up to MAX_ATTEMPTS;
-other answers are final. Every outcome is recorded on the channel (`last_status`, `last_error`), which
-`aileron notify list` shows.
+On every approval event people act on (created, decided, expired, cancelled) `notifications_enqueue` runs after the
+change commits and queues one Celery task per subscribed channel (approvals.tasks.notification_deliver), so a slow
+or dead receiver never holds up, or undoes, the approval. A credential that is due for replacement is sent the same
+way (`notifications_credential_due`, from vaults' hourly warning). The task calls `notification_deliver` once per
+attempt: a webhook or Slack POST (5 s timeout, redirects never followed) or one email per address through Django's
+email backend. Network errors, 5xx and 429 are retried with exponential backoff up to MAX_ATTEMPTS; other answers
+are final. Every outcome is recorded on the channel (`last_status`, `last_error`), which `aileron notify list`
+shows.
 
 The targets are called from the worker (and, for `test`, the API): in production they must resolve to public
 addresses unless AILERON_NOTIFY_ALLOW_PRIVATE is on. The check resolves the name before connecting; a name that
