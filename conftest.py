@@ -55,6 +55,17 @@ def cast(db: Any) -> Cast:
     return Cast(alice, bob, charlie)
 
 
+@pytest.fixture(autouse=True)
+def fresh_throttle_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test counts throttled requests from zero (aileron_site.throttles), in memory of its own."""
+    import uuid
+
+    from django.core.cache.backends.locmem import LocMemCache
+    from rest_framework.throttling import SimpleRateThrottle
+
+    monkeypatch.setattr(SimpleRateThrottle, "cache", LocMemCache(f"throttle-{uuid.uuid4()}", {}))
+
+
 def client_for(token: str | None) -> APIClient:
     client = APIClient()
     if token:

@@ -6,6 +6,7 @@ Pure: no Django import, so the CLI can report a bad value in one line and the te
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,14 @@ EMBEDDED = "embedded"
 PRODUCTION = "production"
 MODES = (EMBEDDED, PRODUCTION)
 VAULT_STORES = ("file", "database")
+# Per client address (per person once signed in), per scope: generous for people, tight for a guessing script.
+THROTTLE_DEFAULTS = {
+    "signup": "20/hour",
+    "invitation-accept": "30/hour",
+    "token-create": "60/hour",
+    "approval-link": "120/minute",
+}
+_RATE = re.compile(r"^[1-9][0-9]{0,6}/(second|minute|hour|day)$")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -61,6 +70,8 @@ class Config:
     email: EmailConfig = field(default_factory=lambda: EmailConfig())
     # Whether notification channels may call private addresses (loopback, RFC 1918, link-local, ...).
     notify_allow_private: bool = True
+    # Requests per period for the endpoints that take secrets or make accounts (aileron_site.throttles).
+    throttle_rates: dict[str, str] = field(default_factory=lambda: dict(THROTTLE_DEFAULTS))
 
     @property
     def is_production(self) -> bool:
@@ -183,6 +194,19 @@ def ensure_home(home: Path) -> None:
         raise ConfigError(f"AILERON_HOME={home}: cannot create it ({exc.strerror})") from None
 
 
+def _throttle_rates(env: Mapping[str, str]) -> dict[str, str]:
+    """THROTTLE_DEFAULTS, each overridable as AILERON_THROTTLE_<SCOPE> (dashes as underscores), e.g. "5/minute"."""
+    rates = dict(THROTTLE_DEFAULTS)
+    for scope in rates:
+        name = "AILERON_THROTTLE_" + scope.upper().replace("-", "_")
+        value = env.get(name, "").strip()
+        if value:
+            if not _RATE.match(value):
+                raise ConfigError(f"{name}={value!r} is not a rate like 20/hour (second, minute, hour or day)")
+            rates[scope] = value
+    return rates
+
+
 def load(env: Mapping[str, str] | None = None) -> Config:
     """Build the configuration from ENV (default: os.environ), refusing unsafe production values."""
     env = os.environ if env is None else env
@@ -248,4 +272,5 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         # Channels are set up by organization admins and called from the worker: in production they may reach
         # only public addresses unless the operator says otherwise (an internal webhook receiver).
         notify_allow_private=_bool(env, "AILERON_NOTIFY_ALLOW_PRIVATE", default=not production),
+        throttle_rates=_throttle_rates(env),
     )

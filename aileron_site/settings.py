@@ -105,6 +105,20 @@ else:
         }
     }
 
+# The cache counts throttled requests (aileron_site.throttles): shared by every API process through Redis in the
+# split topology; the embedded default has one API process, whose memory is enough.
+CACHES: dict[str, dict[str, Any]] = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CONFIG.redis_url,
+            "KEY_PREFIX": "aileron",
+        }
+        if CONFIG.redis_url
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if CONFIG.redis_url:
     CHANNEL_LAYERS = {
@@ -169,6 +183,11 @@ REST_FRAMEWORK = {
     "DEFAULT_VERSIONING_CLASS": None,
     # Escape non-ASCII in JSON: an error that echoes a lone surrogate from the input must still encode.
     "UNICODE_JSON": False,
+    # Only the views that name a throttle_scope are throttled (aileron_site.throttles), at these rates.
+    "DEFAULT_THROTTLE_RATES": dict(CONFIG.throttle_rates),
+    # Who a client is: its address, or the one the TLS proxy in front says (only then is X-Forwarded-For read;
+    # otherwise a client would name itself anew on each request and never be throttled).
+    "NUM_PROXIES": 1 if CONFIG.behind_tls_proxy else 0,
 }
 
 SPECTACULAR_SETTINGS = {

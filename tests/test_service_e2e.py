@@ -225,3 +225,28 @@ def test_an_operator_bootstrapped_owner_logs_in_and_gets_keys(service: Service) 
     assert json.loads(logged.stdout)["personal_vault"]
     vaults = json.loads(service.aileron("vault", "list", "--json").stdout)
     assert [(v["name"], v["type"], v["my_role"]) for v in vaults] == [("Personal", "personal", "owner")]
+
+
+def test_signups_over_the_rate_get_one_line_with_the_wait(tmp_path: Path) -> None:
+    from tests.service import running_service
+
+    (tmp_path / "svc").mkdir()
+    with running_service(tmp_path / "svc", extra_env={"AILERON_THROTTLE_SIGNUP": "1/hour"}) as svc:
+        results = []
+        for n in range(2):
+            env = {**svc.env, "AILERON_HOME": str(tmp_path / f"home{n}")}
+            results.append(
+                subprocess.run(
+                    [str(BIN / "aileron"), "init", "--org", f"Org {n}", "--email", f"o{n}@example.com"],
+                    env={**env, "AILERON_SERVER": svc.url},
+                    capture_output=True,
+                    text=True,
+                    timeout=90,
+                )
+            )
+    assert results[0].returncode == 0, results[0].stderr
+    refused = results[1]
+    assert refused.returncode != 0 and refused.stdout == ""
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("aileron: Request was throttled.") and line.endswith("(429)"), line
+    assert not (tmp_path / "home1" / "cli.json").exists()

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from aileron_site.api import UtcDateTimeFilter
 from aileron_site.problems import InvalidInput
+from aileron_site.throttles import Throttle
 from approvals import links, notifications, selectors, services
 from approvals.api import serializers as s
 from approvals.models import Approval, ApprovalRule, ApprovalState, NotificationChannel
@@ -264,6 +265,8 @@ class ApprovalLinkOpenView(APIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    throttle_classes = [Throttle]
+    throttle_scope = "approval-link"
 
     @extend_schema(request=s.LinkOpenSerializer, responses=s.LinkViewSerializer)
     def post(self, request: Request) -> Response:
@@ -277,6 +280,8 @@ class ApprovalLinkDecideView(APIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    throttle_classes = [Throttle]
+    throttle_scope = "approval-link"
 
     @extend_schema(request=s.LinkDecideSerializer, responses=s.LinkViewSerializer)
     def post(self, request: Request) -> Response:

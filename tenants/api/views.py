@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from aileron_site.problems import Forbidden, NotFound
+from aileron_site.throttles import Throttle
 from tenants import selectors, services
 from tenants.api import serializers as s
 from tenants.api.permissions import IsAnyToken
@@ -94,6 +95,8 @@ class SignupView(APIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    throttle_classes = [Throttle]
+    throttle_scope = "signup"
 
     @extend_schema(request=s.SignupSerializer, responses={201: s.OnboardedSerializer})
     def post(self, request: Request) -> Response:
@@ -118,6 +121,8 @@ class InvitationAcceptView(APIView):
 
     authentication_classes = [BearerTokenAuthentication]
     permission_classes = [AllowAny]
+    throttle_classes = [Throttle]
+    throttle_scope = "invitation-accept"
 
     @extend_schema(request=s.InvitationAcceptSerializer, responses={201: s.OnboardedSerializer})
     def post(self, request: Request) -> Response:
@@ -477,6 +482,10 @@ class PersonalTokenViewSet(viewsets.GenericViewSet[ApiToken]):
     ordering_fields: ClassVar[list[str]] = ["created_at", "name", "expires_at", "last_used_at"]
     ordering: ClassVar[list[str]] = ORDER_BY_CREATED
     filterset_fields: ClassVar[list[str]] = ["name"]
+    throttle_scope = "token-create"
+
+    def get_throttles(self) -> list[Any]:
+        return [Throttle()] if self.action == "create" else []  # minting, not listing or revoking
 
     def get_queryset(self) -> QuerySet[ApiToken]:
         if getattr(self, "swagger_fake_view", False):
