@@ -177,7 +177,7 @@ REST_FRAMEWORK = {
         "aileron_site.api.ScopedFilterBackend",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "aileron_site.schema.AileronAutoSchema",
     "EXCEPTION_HANDLER": "aileron_site.problems.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_VERSIONING_CLASS": None,
@@ -192,7 +192,12 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Aileron control plane API",
-    "DESCRIPTION": "Organizations, teams, members, projects and tokens. Errors are RFC 9457 problem+json.",
+    "DESCRIPTION": (
+        "Aileron's control plane: organizations, members, teams, projects, tokens, vaults (ciphertext only), "
+        "connectors, policies, approvals, notifications and audit. Authenticate with `Authorization: Bearer "
+        "ail_pat_…` (a personal token: `aileron init` stores one in AILERON_HOME/cli.json). Errors are RFC 9457 "
+        "problem+json; lists are paginated (`limit`, `offset`)."
+    ),
     "VERSION": "v1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
@@ -201,6 +206,30 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["aileron_site.schema.exclude_internal"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "aileron_site.schema.add_async_views",
+    ],
+    "TAGS": [
+        {"name": name, "description": about}
+        for name, about in (
+            ("Organizations", "The tenant: your organizations, renaming and deleting one."),
+            ("Sign-up", "Creating an organization with its first owner."),
+            ("Members", "People in the organization, their roles, and invitations."),
+            ("Teams", "Teams: who gets which connectors, and team vaults' members."),
+            ("Projects", "Projects: attribution and their own TCP rules."),
+            ("Tokens", "Personal access tokens, and who a token speaks for."),
+            ("Sessions", "Agent sessions: their narrow tokens, and the key channel relayed to the data plane."),
+            ("Vaults", "Vaults and credentials: ciphertext and wrappings only, never a plaintext value."),
+            ("Connectors", "The installed connector catalog, enabled per team."),
+            ("Policies", "Cedar policies, egress rules and the shell policy."),
+            ("Approvals", "Held requests, approval rules and one-time approval links."),
+            ("Notifications", "Where approvals and credential warnings are sent."),
+            ("Audit", "Every request the agents made, attributed to its action."),
+            ("Runtime", "Health of the service."),
+        )
+    ],
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "tenants.roles.Role.choices",
         "EgressModeEnum": "policies.models.EgressMode.choices",
