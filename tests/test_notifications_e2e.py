@@ -64,6 +64,8 @@ class Setup:
         def find(hits: list[Hit]) -> tuple[Hit, dict[str, Any]] | None:
             for hit in hits:
                 payload = json.loads(hit.body)
+                if payload["type"] != f"approval.{kind}":
+                    continue  # another approval event, or a credential warning
                 shown = payload["data"]["approval"]
                 if payload["type"] == f"approval.{kind}" and (
                     shown["args"].get("charge") == charge_or_customer or shown["path"].endswith(charge_or_customer)
