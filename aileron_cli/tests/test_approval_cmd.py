@@ -133,7 +133,7 @@ def test_list_shows_pending_approvals_by_default_and_json_prints_the_raw_list(ca
     assert "charge=ch_1" in human.output and "amount=5000" in human.output and "nightly agent" in human.output
     assert "stripe.create-payout" not in human.output
     assert human.output.strip().endswith("1 pending")
-    assert [a["id"] for a in json.loads(machine.output)] == [str(pending.pk)]
+    assert [a["id"] for a in json.loads(machine.stdout)] == [str(pending.pk)]
 
 
 def test_the_morning_view_groups_what_ran_what_was_refused_and_what_still_waits(cast: Cast, logged_in_as: Any) -> None:
@@ -178,7 +178,7 @@ def test_since_and_action_reach_the_api(cast: Cast, logged_in_as: Any) -> None:
     result = run("list", "--state", "all", "--since", "1h", "--action", "stripe.*", "--json")
 
     assert result.exit_code == 0, result.output
-    assert [a["id"] for a in json.loads(result.output)] == [str(refund.pk)]
+    assert [a["id"] for a in json.loads(result.stdout)] == [str(refund.pk)]
 
 
 def test_a_bad_since_is_one_line_and_exit_2(cast: Cast, logged_in_as: Any) -> None:
@@ -209,7 +209,7 @@ def test_show_prints_the_request_binding_and_decisions_and_takes_a_unique_prefix
     assert "1 of 2 approvals; four eyes" in out
     assert "granted by dave@example.com" in out and ": known" in out
     assert "expires" in out and "refunds need a human" in out
-    assert json.loads(by_id.output)["id"] == str(approval.pk)
+    assert json.loads(by_id.stdout)["id"] == str(approval.pk)
 
 
 def test_an_approval_of_another_organization_is_not_found_in_one_line(cast: Cast, logged_in_as: Any) -> None:
@@ -262,7 +262,7 @@ def test_a_two_approver_rule_says_it_waits_for_another_approver(cast: Cast, logg
     logged_in_as(approver)
     second = run("grant", short(approval), "--json")
     assert second.exit_code == 0, second.output
-    assert json.loads(second.output)["state"] == "granted" and reload(approval).state == "granted"
+    assert json.loads(second.stdout)["state"] == "granted" and reload(approval).state == "granted"
 
 
 def test_reject_needs_a_reason_in_one_line_and_records_it(cast: Cast, logged_in_as: Any) -> None:
@@ -314,7 +314,7 @@ def test_open_mints_a_one_day_token_for_the_page_rather_than_handing_out_the_log
     result = run("open", "--json")
 
     assert result.exit_code == 0, result.output
-    opened = json.loads(result.output)
+    opened = json.loads(result.stdout)
     prefix = "http://testserver/approvals/#token="
     assert opened["url"].startswith(prefix) and opened["url"].endswith(f"&org={cast.alice.org.pk}")
     token = opened["url"][len(prefix) :].split("&", 1)[0]

@@ -91,7 +91,7 @@ def test_json_prints_the_records_and_filters_reach_the_api(cast: Cast, logged_in
     result = run("--action", "stripe.*", "--decision", "deny", "--since", "2030-01-01T00:00:00Z", "--json")
 
     assert result.exit_code == 0, result.output
-    assert [r["id"] for r in json.loads(result.output)] == [denied]
+    assert [r["id"] for r in json.loads(result.stdout)] == [denied]
 
 
 def test_a_bad_since_is_one_line_and_exit_2(cast: Cast, logged_in_as: Any) -> None:

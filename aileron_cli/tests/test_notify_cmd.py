@@ -54,19 +54,19 @@ def test_a_webhook_is_added_with_its_secret_printed_once_then_tested_listed_and_
         receiver.script = [(500, {})]
         failed = one_line_error("notify", "test", "ops")
         assert "the test message to ops was not delivered: the receiver answered 500" in failed
-    listed = json.loads(ok("notify", "list", "--json").output)
+    listed = json.loads(ok("notify", "list", "--json").stdout)
     assert [(c["name"], c["kind"], c["last_status"]) for c in listed] == [("ops", "webhook", "failed")]
     assert secret not in ok("notify", "list", "--json").output
     table = aileron("notify", "list")
     assert "ops" in table.output and "failed" in table.output and "the last delivery to ops failed" in table.output
-    assert json.loads(ok("notify", "remove", "ops", "--json").output)["removed"]["name"] == "ops"
-    assert json.loads(ok("notify", "list", "--json").output) == []
+    assert json.loads(ok("notify", "remove", "ops", "--json").stdout)["removed"]["name"] == "ops"
+    assert json.loads(ok("notify", "list", "--json").stdout) == []
 
 
 def test_slack_and_email_channels_print_no_secret(cast: Cast, logged_in_as: Any) -> None:  # noqa: F811
     logged_in_as(cast.alice)
     slack = json.loads(
-        ok("notify", "add", "chat", "--slack", "https://hooks.slack.com/services/T/B/x", "--json").output
+        ok("notify", "add", "chat", "--slack", "https://hooks.slack.com/services/T/B/x", "--json").stdout
     )
     assert slack["secret"] is None and slack["target"] == "https://hooks.slack.com/…"
     out = ok("notify", "add", "mail", "--email", "alice@example.com,bob@example.com").output

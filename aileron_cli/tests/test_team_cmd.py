@@ -39,7 +39,7 @@ def test_after_init_enable_and_secret_add_the_owners_first_session_has_the_conne
 ) -> None:
     monkeypatch.setenv("AILERON_PASSPHRASE", PASSPHRASE)
     made = json.loads(
-        ok("init", "--org", "Acme", "--email", "owner@acme.example", "--server", "http://testserver", "--json").output
+        ok("init", "--org", "Acme", "--email", "owner@acme.example", "--server", "http://testserver", "--json").stdout
     )
     assert made["team"]["slug"] == "everyone"
     with scopes_disabled():
@@ -61,7 +61,7 @@ def test_after_init_enable_and_secret_add_the_owners_first_session_has_the_conne
 
 def test_teams_are_managed_by_email_and_say_in_one_line_who_is_not_there(cast: Cast, logged_in_as: Any) -> None:  # noqa: F811
     logged_in_as(cast.alice)
-    created = json.loads(ok("team", "create", "Support", "--json").output)
+    created = json.loads(ok("team", "create", "Support", "--json").stdout)
     ok("team", "add", "support", "BOB@example.com")
     with scopes_disabled():
         assert TeamMembership.objects.filter(team_id=created["id"], user=cast.bob.user).exists()
@@ -77,7 +77,7 @@ def test_teams_are_managed_by_email_and_say_in_one_line_who_is_not_there(cast: C
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("aileron: ") and message in lines[0], (args, lines)
     ok("connector", "enable", "slack", "--team", "Support")
-    listed = json.loads(ok("team", "list", "--json").output)
+    listed = json.loads(ok("team", "list", "--json").stdout)
     assert [(t["slug"], t["members"], t["connectors"]) for t in listed] == [("support", ["bob@example.com"], ["slack"])]
     ok("connector", "disable", "slack", "--team", "support")
     ok("team", "remove", "support", "bob@example.com")
@@ -88,7 +88,7 @@ def test_teams_are_managed_by_email_and_say_in_one_line_who_is_not_there(cast: C
 
 def test_members_roles_and_removal_by_email(cast: Cast, logged_in_as: Any) -> None:  # noqa: F811
     logged_in_as(cast.alice)
-    members = json.loads(ok("member", "list", "--json").output)
+    members = json.loads(ok("member", "list", "--json").stdout)
     assert sorted((m["user"]["email"], m["role"]) for m in members) == [
         ("alice@example.com", "owner"),
         ("bob@example.com", "member"),
@@ -115,13 +115,13 @@ def test_members_may_not_change_roles_and_are_told_why(cast: Cast, logged_in_as:
 def test_invitations_are_listed_and_revoked_by_email(cast: Cast, logged_in_as: Any) -> None:  # noqa: F811
     logged_in_as(cast.alice)
     ok("invite", "carol@example.com")
-    pending = json.loads(ok("invitation", "list", "--json").output)
+    pending = json.loads(ok("invitation", "list", "--json").stdout)
     assert [(i["email"], i["state"]) for i in pending] == [("carol@example.com", "pending")]
     ok("invitation", "revoke", "Carol@Example.com")
     with scopes_disabled():
         assert Invitation.objects.get(email="carol@example.com").revoked_at is not None
-    assert json.loads(ok("invitation", "list", "--json").output) == []
-    assert [i["state"] for i in json.loads(ok("invitation", "list", "--all", "--json").output)] == ["revoked"]
+    assert json.loads(ok("invitation", "list", "--json").stdout) == []
+    assert [i["state"] for i in json.loads(ok("invitation", "list", "--all", "--json").stdout)] == ["revoked"]
     again = aileron("invitation", "revoke", "carol@example.com")
     assert again.exit_code == 2
     assert again.output.strip() == "aileron: no pending invitation for carol@example.com (`aileron invitation list`)"
@@ -129,7 +129,7 @@ def test_invitations_are_listed_and_revoked_by_email(cast: Cast, logged_in_as: A
 
 def test_logout_revokes_the_token_and_forgets_the_login(cast: Cast, logged_in_as: Any) -> None:  # noqa: F811
     logged_in_as(cast.alice)
-    assert json.loads(ok("logout", "--json").output)["token_revoked"] is True
+    assert json.loads(ok("logout", "--json").stdout)["token_revoked"] is True
     with scopes_disabled():
         token = ApiToken.objects.get(user=cast.alice.user, kind="pat")
     assert token.revoked_at is not None
@@ -151,14 +151,14 @@ def test_an_invitation_with_teams_makes_the_person_join_them(
     assert refused.exit_code == 2 and "no team 'nope'" in refused.output
     with scopes_disabled():
         assert not Invitation.objects.filter(email="dave@example.com").exists()  # nothing half-made
-    invited = json.loads(ok("invite", "dave@example.com", "--team", "support", "--team", "Ops", "--json").output)
+    invited = json.loads(ok("invite", "dave@example.com", "--team", "support", "--team", "Ops", "--json").stdout)
     assert sorted(invited["teams"]) == ["ops", "support"]
-    listed = json.loads(ok("invitation", "list", "--json").output)
+    listed = json.loads(ok("invitation", "list", "--json").stdout)
     assert sorted(listed[0]["teams"]) == ["ops", "support"]
     monkeypatch.setenv("AILERON_HOME", str(tmp_path_factory.mktemp("dave")))  # dave's own machine
     monkeypatch.setenv("AILERON_INVITATION", invited["token"])
     monkeypatch.setenv("AILERON_PASSPHRASE", PASSPHRASE)
-    joined = json.loads(ok("join", "--server", "http://testserver", "--json").output)
+    joined = json.loads(ok("join", "--server", "http://testserver", "--json").stdout)
     assert sorted(joined["teams"]) == ["ops", "support"]
     with scopes_disabled():
         teams = TeamMembership.objects.filter(user__email="dave@example.com").values_list("team__slug", flat=True)

@@ -55,7 +55,7 @@ def test_a_team_vault_reaches_the_team_now_and_later_and_leaving_the_team_revoke
     ok("team", "add", "support", "bob@example.com")
     ok("connector", "enable", "linear", "--team", "support")
 
-    made = json.loads(ok("vault", "create", "Support keys", "--team", "support", "--json").output)
+    made = json.loads(ok("vault", "create", "Support keys", "--team", "support", "--json").stdout)
     vault_id = made["id"]
     assert made["team"] == "support"
     assert [(c["email"], c["confirmed"]) for c in made["confirmed"]] == [("bob@example.com", True)]
@@ -72,11 +72,11 @@ def test_a_team_vault_reaches_the_team_now_and_later_and_leaving_the_team_revoke
     assert str(carol.user.pk) not in members_of(vault_id)
     waiting = context_of(carol)
     assert waiting.credentials == [] and waiting.waiting == {"linear": "Support keys"}
-    listed = json.loads(ok("vault", "list", "--json").output)
+    listed = json.loads(ok("vault", "list", "--json").stdout)
     [team_vault] = [v for v in listed if v["id"] == vault_id]
     assert [w["email"] for w in team_vault["waiting"]] == ["carol@example.com"]
 
-    confirmed = json.loads(ok("vault", "confirm", "--json").output)
+    confirmed = json.loads(ok("vault", "confirm", "--json").stdout)
     assert confirmed == [{"vault": "Support keys", "email": "carol@example.com", "confirmed": True, "error": None}]
     assert members_of(vault_id)[str(carol.user.pk)] == "reader"
     with scopes_disabled():
@@ -121,12 +121,12 @@ def test_an_updated_value_is_the_next_version_and_owners_are_warned_before_it_ex
     ok("login", "--server", "http://testserver")
     ok("secret", "add", "gh", "--connector", "github", stdin="ghp_first\n")
     ok("secret", "add", "far", "--connector", "slack", stdin="xoxb_far\n")
-    assert json.loads(ok("status", "--json").output)["credentials_due"] == []
+    assert json.loads(ok("status", "--json").stdout)["credentials_due"] == []
     soon = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%d")
-    updated = json.loads(ok("secret", "update", "gh", "--expires", soon, "--json", stdin="ghp_second\n").output)
+    updated = json.loads(ok("secret", "update", "gh", "--expires", soon, "--json", stdin="ghp_second\n").stdout)
     assert (updated["version"], updated["expires_at"][:10]) == (2, soon)
     ok("secret", "update", "far", "--rotate-every", "90", stdin="xoxb_far_2\n")  # due in 90 days: not yet
-    due = json.loads(ok("status", "--json").output)["credentials_due"]
+    due = json.loads(ok("status", "--json").stdout)["credentials_due"]
     assert [(d["name"], d["why"], d["due_at"][:10]) for d in due] == [("gh", "expires", soon)]
     assert "gh in Personal: expires" in ok("status").output
     missing = CliRunner().invoke(cli, ["secret", "update", "nope"], input="x\n")
@@ -149,8 +149,8 @@ def test_holes_an_outside_review_found_stay_closed(
     monkeypatch.setenv("AILERON_LOGIN_TOKEN", cast.alice.token)
     monkeypatch.setenv("AILERON_PASSPHRASE", PASSPHRASE)
     ok("login", "--server", "http://testserver")
-    team = json.loads(ok("team", "create", "Ops", "--json").output)
-    made = json.loads(ok("vault", "create", "Ops keys", "--team", "ops", "--manual-confirm", "--json").output)
+    team = json.loads(ok("team", "create", "Ops", "--json").stdout)
+    made = json.loads(ok("vault", "create", "Ops keys", "--team", "ops", "--manual-confirm", "--json").stdout)
     assert made["auto_confirm"] is False
     refused = CliRunner().invoke(cli, ["team", "create", "Ops"])  # a second "Ops" (slug ops-xxxx)
     assert refused.exit_code == 0
