@@ -33,6 +33,9 @@ class KeyChannel:
         """One request, the data plane's answer. Raises OSError or ValueError (socket), CliError (relay)."""
         if self.socket_path is not None:
             return local.request(self.socket_path, body, timeout)
+        # The session token stays on this machine: a relayed `open` names the session by id (its master key is
+        # sealed to the token's non-secret lookup part), so no database or log on the way ever holds the token.
+        body = {k: v for k, v in body.items() if k != "session_token"}
         answer = self.api.request(
             "POST", f"/api/v1/orgs/{self.organization_id}/key-channel/", json=body, timeout=timeout + 15
         )
@@ -96,7 +99,11 @@ def session_open(
 
         try:
             answer = keychannel.open_session(
-                channel.send, session_token=created["token"], master_key=master, expected_measurement=expected
+                channel.send,
+                session_token=created["token"],
+                session_id=created["id"],
+                master_key=master,
+                expected_measurement=expected,
             )
         except attestation.AttestationError as exc:
             revoke()

@@ -35,8 +35,8 @@ class InMemoryControl(ControlPlane):
         self.sessions: dict[str, SessionKeys] = {}
         self.bundles: dict[tuple[str, str, str], Bundle] = {}
 
-    def session_resolve(self, session_token: str) -> SessionKeys:
-        return self.sessions[session_token]
+    def session_resolve(self, session_token: str | None = None, *, session_id: str | None = None) -> SessionKeys:
+        return self.sessions[session_token or ""]
 
     def bundle(self, *, session_id: str, vault_id: str, credential_id: str) -> Bundle:
         return self.bundles[(session_id, vault_id, credential_id)]

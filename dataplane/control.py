@@ -31,6 +31,7 @@ class SessionKeys:
     expires_at: str
     sealed_private_key: bytes
     kdf: dict[str, Any]
+    lookup: str = ""  # the session token's non-secret part (what a sealed master key is bound to)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +189,10 @@ class ControlPlane:
             raise ControlPlaneError(f"control plane answered {response.status_code}")
         return answer
 
-    def session_resolve(self, session_token: str) -> SessionKeys:
-        body = self._post("/api/v1/dataplane/sessions/resolve/", {"session_token": session_token})
+    def session_resolve(self, session_token: str | None = None, *, session_id: str | None = None) -> SessionKeys:
+        """A live session's key material, by its token (the local key channel) or its id (a relayed one)."""
+        asked = {"session_id": session_id} if session_id is not None else {"session_token": session_token}
+        body = self._post("/api/v1/dataplane/sessions/resolve/", asked)
         return SessionKeys(
             session_id=body["session_id"],
             user_id=body["user_id"],
@@ -197,6 +200,7 @@ class ControlPlane:
             expires_at=body["expires_at"],
             sealed_private_key=base64.b64decode(body["sealed_private_key"]),
             kdf=body["kdf"],
+            lookup=str(body.get("lookup", "")),
         )
 
     def session_context(self, session_token: str) -> SessionContext:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from dataplane.control import Bundle, ControlPlane, ControlPlaneError, NotFoundError
+from dataplane.control import Bundle, ControlPlane, ControlPlaneError, NotFoundError, SessionKeys
 from vaults import crypto
 from vaults.rotation import rotation_prepare
 
@@ -88,9 +88,12 @@ class CredentialService:
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
-    def open(self, *, session_token: str, master_key: bytes | bytearray) -> SessionInfo:
-        """Unlock a session's key material with the user's master key (delivered over the local channel)."""
-        found = self.control.session_resolve(session_token)
+    def open(
+        self, *, session_token: str = "", master_key: bytes | bytearray, resolved: SessionKeys | None = None
+    ) -> SessionInfo:
+        """Unlock a session's key material with the user's master key (delivered over the key channel). RESOLVED:
+        the session, already resolved by id (a relayed channel, which never carries the token)."""
+        found = resolved or self.control.session_resolve(session_token)
         try:
             private = crypto.open_private_key(found.sealed_private_key, master_key, user_id=found.user_id)
         except crypto.DecryptionError:

@@ -6,6 +6,7 @@ also checks the peer's uid. One JSON request line, one JSON response line. Impor
     {"op": "attest", "nonce": "<base64, 32 bytes>"}                        -> {"ok": true, "report": {…}}
     {"op": "open", "session_token": "ail_ses_…", "nonce": "<base64>",
      "sealed_master_key": "<base64>"}                                     -> {"ok": true, "session_id": …}
+    (relayed: "session_id" instead of "session_token", which never leaves the CLI's machine)
     {"op": "status", "session_id": "…"}                                   -> {"ok": true, "open": true, …}
     {"op": "close", "session_id": "…"}                                    -> {"ok": true, "closed": true}
     {"op": "rotate", "session_id": "…", "vault_id": "…"}                  -> {"ok": true, "key_version": 3}
@@ -57,7 +58,9 @@ MAX_LINE = 16 * 1024
 RELAYED_OPS = frozenset({"attest", "open", "status", "close"})
 RELAY_POLL_SECONDS = 5.0  # short: an API server shutting down waits for a poll in progress (Django orphans it)
 RELAY_MAX_BACKOFF_SECONDS = 15.0
-MAX_PENDING_NONCES = 256
+MAX_PENDING_NONCES = 4096
+MAX_PENDING_PER_OWNER = 8  # attested nonces one requester may hold: nobody can push another's out
+RELAY_CONCURRENCY = 32
 UNSEALED_REFUSED = "master key must be sealed to the attested key"
 
 
@@ -69,16 +72,25 @@ class Channel:
     provider: attestation.Provider
     private_key: x25519.X25519PrivateKey
     clock: Callable[[], float] = time.monotonic
-    # Nonces this channel has reported for, not yet used by an `open`: each opens at most one session.
-    pending: OrderedDict[bytes, float] = field(default_factory=OrderedDict)
+    # Nonces this channel has reported for, not yet used by an `open`, with whom they were reported to ("local":
+    # the socket's user; else the person the control plane relayed for): each opens at most one session.
+    pending: OrderedDict[bytes, tuple[float, str]] = field(default_factory=OrderedDict)
 
-    def remember(self, nonce: bytes) -> None:
-        self.pending[nonce] = self.clock() + attestation.MAX_AGE_SECONDS
+    def remember(self, nonce: bytes, owner: str = "local") -> None:
+        """Keep NONCE for an `open`; a requester's oldest go first once they hold MAX_PENDING_PER_OWNER, so one
+        requester asking for report after report never pushes out another's."""
+        now = self.clock()
+        for stale in [n for n, (expires, _) in self.pending.items() if expires <= now]:
+            del self.pending[stale]
+        self.pending[nonce] = (now + attestation.MAX_AGE_SECONDS, owner)
+        mine = [n for n, (_, who) in self.pending.items() if who == owner]
+        for oldest in mine[: max(0, len(mine) - MAX_PENDING_PER_OWNER)]:
+            del self.pending[oldest]
         while len(self.pending) > MAX_PENDING_NONCES:
             self.pending.popitem(last=False)
 
     def redeem(self, nonce: bytes) -> bool:
-        expires = self.pending.pop(nonce, None)
+        expires, _ = self.pending.pop(nonce, (None, ""))
         return expires is not None and expires > self.clock()
 
 
@@ -118,7 +130,7 @@ def _nonce(request: dict[str, Any]) -> bytes:
     return nonce
 
 
-async def _attest(channel: Channel, request: dict[str, Any]) -> dict[str, Any]:
+async def _attest(channel: Channel, request: dict[str, Any], owner: str = "local") -> dict[str, Any]:
     try:
         nonce = _nonce(request)
     except (KeyError, ValueError):
@@ -127,7 +139,7 @@ async def _attest(channel: Channel, request: dict[str, Any]) -> dict[str, Any]:
         report = await asyncio.to_thread(channel.provider.report, nonce)
     except attestation.AttestationError as exc:
         return {"ok": False, "error": f"attestation failed: {exc}"}
-    channel.remember(nonce)
+    channel.remember(nonce, owner)
     return {"ok": True, "report": report.to_json()}
 
 
@@ -136,8 +148,10 @@ async def _open(channel: Channel, request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": UNSEALED_REFUSED}
     master = bytearray()
     try:
-        token = str(request["session_token"])
-        lookup = tokens.parse(token).lookup
+        # The session by its token (the socket), or by its id (relayed: the token never leaves the CLI's machine).
+        token = str(request["session_token"]) if "session_token" in request else None
+        session_id = None if token is not None else str(request["session_id"])
+        lookup = tokens.parse(token).lookup if token is not None else ""
         nonce = _nonce(request)
         sealed = base64.b64decode(str(request["sealed_master_key"]), validate=True)
     except (KeyError, ValueError):
@@ -145,8 +159,14 @@ async def _open(channel: Channel, request: dict[str, Any]) -> dict[str, Any]:
     if not channel.redeem(nonce):
         return {"ok": False, "error": "no pending attestation for that nonce: ask for a fresh report"}
     try:
+        resolved = None
+        if session_id is not None:
+            resolved = await asyncio.to_thread(channel.service.control.session_resolve, session_id=session_id)
+            lookup = resolved.lookup
         master = crypto.master_key_open(sealed, channel.private_key, token_lookup=lookup, nonce=nonce)
-        info = await asyncio.to_thread(channel.service.open, session_token=token, master_key=master)
+        info = await asyncio.to_thread(
+            channel.service.open, session_token=token or "", master_key=master, resolved=resolved
+        )
     except crypto.DecryptionError:
         return {"ok": False, "error": "the sealed master key does not open here (sealed to another key or token?)"}
     except WrongKey:
@@ -160,10 +180,10 @@ async def _open(channel: Channel, request: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "session_id": info.session_id, "expires_in": round(info.expires_in)}
 
 
-async def _dispatch(channel: Channel, op: str, request: dict[str, Any]) -> dict[str, Any]:
+async def _dispatch(channel: Channel, op: str, request: dict[str, Any], owner: str = "local") -> dict[str, Any]:
     service = channel.service
     if op == "attest":
-        return await _attest(channel, request)
+        return await _attest(channel, request, owner)
     if op == "open":
         return await _open(channel, request)
     if op == "status":
@@ -195,22 +215,39 @@ async def relay(channel: Channel, control: ControlPlane, *, poll: float = RELAY_
     """Answer key-channel requests relayed through the control plane, until cancelled. An unreachable control
     plane is retried with backoff; a request is answered like the socket's, and refused if not relayable."""
     backoff = 0.0
-    while True:
+    slots = asyncio.Semaphore(RELAY_CONCURRENCY)
+    running: set[asyncio.Task[None]] = set()
+
+    async def answer(item: dict[str, Any]) -> None:
         try:
-            pulled = await control.keychannel_pull(timeout=poll)
-        except ControlPlaneError as exc:
-            backoff = min(RELAY_MAX_BACKOFF_SECONDS, backoff * 2 or 0.5)
-            if backoff >= RELAY_MAX_BACKOFF_SECONDS / 2:
-                log.warning("key-channel relay: %s; retrying in %.0f s", exc, backoff)
-            await asyncio.sleep(backoff)
-            continue
-        backoff = 0.0
-        for item in pulled:
             await _answer_relayed(channel, control, item)
+        finally:
+            slots.release()
+
+    try:
+        while True:
+            try:
+                pulled = await control.keychannel_pull(timeout=poll)
+            except ControlPlaneError as exc:
+                backoff = min(RELAY_MAX_BACKOFF_SECONDS, backoff * 2 or 0.5)
+                if backoff >= RELAY_MAX_BACKOFF_SECONDS / 2:
+                    log.warning("key-channel relay: %s; retrying in %.0f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                continue
+            backoff = 0.0
+            for item in pulled:  # side by side: one slow `open` holds up nobody else's
+                await slots.acquire()
+                task = asyncio.create_task(answer(item))
+                running.add(task)
+                task.add_done_callback(running.discard)
+    finally:
+        for task in running:
+            task.cancel()
 
 
 async def _answer_relayed(channel: Channel, control: ControlPlane, item: dict[str, Any]) -> None:
     op, body, request_id = item.get("op"), item.get("body"), item.get("id")
+    owner = f"relayed:{item.get('requester') or ''}"
     if not isinstance(request_id, str):
         return
     if op not in RELAYED_OPS:
@@ -219,7 +256,7 @@ async def _answer_relayed(channel: Channel, control: ControlPlane, item: dict[st
         answer = {"ok": False, "error": "malformed request"}
     else:
         try:
-            answer = await _dispatch(channel, str(op), {**body, "op": op})
+            answer = await _dispatch(channel, str(op), {**body, "op": op}, owner)
         except (KeyError, ValueError, TypeError):
             answer = {"ok": False, "error": "malformed request"}
     try:
@@ -325,6 +362,7 @@ def open_session(
     *,
     session_token: str,
     master_key: bytes | bytearray,
+    session_id: str | None = None,
     expected_measurement: str | None = None,
     provider: attestation.Provider | None = None,
     timeout: float = 30.0,
@@ -351,7 +389,8 @@ def open_session(
         raise attestation.AttestationError(f"cannot seal the master key to the reported key: {exc}") from None
     body = {
         "op": "open",
-        "session_token": session_token,
+        "session_token": session_token,  # a relay drops it and sends SESSION_ID instead (aileron_cli.sessions)
+        **({"session_id": session_id} if session_id else {}),
         "nonce": crypto.b64(nonce),
         "sealed_master_key": crypto.b64(sealed),
     }

@@ -8,8 +8,9 @@ attestation report names, which the control plane cannot open. (With v4's softwa
 control plane that lies could hand the CLI a report for a key of its own; a hardware provider's report is
 signed by the CPU and cannot be made up. dataplane.attestation says what each proves.)
 
-A person relays only for themself: `open` takes a live session token of theirs, in this organization; `status`
-and `close` one of their own sessions; `attest` a nonce. The operations that use a session's unlocked keys on
+A person relays only for themself: `open` names a live session of theirs in this organization by its id (never by
+its token, which stays on the CLI's machine: the sealed master key is bound to the token's non-secret lookup part);
+`status` and `close` one of their own sessions; `attest` a nonce. The operations that use a session's unlocked keys on
 the control plane's behalf (rotate, confirm) are the worker's, not relayed. Rows are short-lived: the request
 is cleared when the data plane claims it, the row deleted when its answer is taken or nobody waits any more.
 """
@@ -26,14 +27,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from aileron_site.problems import InvalidInput, NotFound, Problem
-from tenants.models import ApiToken, Membership, TokenKind
-from tenants.selectors import token_authenticate
+from tenants.models import ApiToken, Membership, TokenKind, User
 from vaults.models import KeyChannelMessage
 
 RELAYED_OPS = ("attest", "open", "status", "close")
 NONCE_BYTES = 32  # dataplane.attestation.NONCE_BYTES (the control plane does not import the data plane)
 MAX_SEALED_BYTES = 1024
 MAX_OUTSTANDING_PER_USER = 8
+MAX_OUTSTANDING_PER_ORGANIZATION = 32
 LIFETIME = timedelta(minutes=2)  # far beyond any wait: a row older than this was abandoned
 
 
@@ -58,7 +59,7 @@ def _b64(body: dict[str, Any], field: str, *, exact: int | None = None, most: in
     return value
 
 
-def _own_session(*, membership: Membership, session_id: Any) -> str:
+def _own_session(*, membership: Membership, session_id: Any, live: bool = False) -> str:
     try:
         parsed = uuid.UUID(str(session_id))
     except ValueError:
@@ -66,8 +67,10 @@ def _own_session(*, membership: Membership, session_id: Any) -> str:
     mine = ApiToken.objects.filter(
         pk=parsed, kind=TokenKind.SESSION, user_id=membership.user_id, organization_id=membership.organization_id
     )
+    if live:
+        mine = mine.filter(revoked_at__isnull=True, expires_at__gt=timezone.now())
     if not mine.exists():
-        raise NotFound("No such session of yours.")
+        raise NotFound("No such session of yours." if not live else "No live session of yours has that id.")
     return str(parsed)
 
 
@@ -76,17 +79,12 @@ def keyrelay_request_clean(*, membership: Membership, op: str, body: dict[str, A
     if op == "attest":
         return {"nonce": _b64(body, "nonce", exact=NONCE_BYTES)}
     if op == "open":
-        raw = body.get("session_token")
-        token = token_authenticate(raw=raw) if isinstance(raw, str) and len(raw) <= 256 else None
-        if (
-            token is None
-            or token.kind != TokenKind.SESSION
-            or token.user_id != membership.user_id
-            or token.organization_id != membership.organization_id
-        ):
-            raise NotFound("No live session of yours has that token.")
+        if "session_token" in body:
+            # The token is a live credential: it must never sit in this database (nor its WAL, nor a backup).
+            raise InvalidInput("Name the session by session_id: a session token is never relayed.")
+        session_id = _own_session(membership=membership, session_id=body.get("session_id"), live=True)
         return {
-            "session_token": raw,
+            "session_id": session_id,
             "nonce": _b64(body, "nonce", exact=NONCE_BYTES),
             "sealed_master_key": _b64(body, "sealed_master_key", most=MAX_SEALED_BYTES),
         }
@@ -99,11 +97,14 @@ def keyrelay_post(*, membership: Membership, op: str, body: dict[str, Any]) -> K
     """Queue one request for the data plane (after checking it); the caller then waits for its answer."""
     request = keyrelay_request_clean(membership=membership, op=op, body=body)
     with transaction.atomic():
-        outstanding = KeyChannelMessage.objects.filter(
-            user_id=membership.user_id, answered_at__isnull=True, created_at__gt=timezone.now() - LIFETIME
-        ).count()
+        # Counted under a lock of the person's row: concurrent posts (PostgreSQL's READ COMMITTED) wait in line.
+        User.objects.select_for_update().filter(pk=membership.user_id).first()
+        waiting = KeyChannelMessage.objects.filter(answered_at__isnull=True, created_at__gt=timezone.now() - LIFETIME)
+        outstanding = waiting.filter(user_id=membership.user_id).count()
         if outstanding >= MAX_OUTSTANDING_PER_USER:
             raise TooManyRequests(f"{outstanding} of your key-channel requests are still waiting; try again shortly.")
+        if waiting.filter(organization_id=membership.organization_id).count() >= MAX_OUTSTANDING_PER_ORGANIZATION:
+            raise TooManyRequests("Your organization's key-channel requests are queueing; try again shortly.")
         return KeyChannelMessage.objects.create(
             organization_id=membership.organization_id, user_id=membership.user_id, op=op, body=request
         )

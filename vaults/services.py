@@ -686,13 +686,21 @@ class SessionKeys:
     organization_id: uuid.UUID
     expires_at: object
     keys: UserKeys
+    lookup: str = ""  # the token's non-secret part: what a sealed master key is bound to
 
 
-def session_keys_resolve(*, session_token: str) -> SessionKeys:
-    """The live agent session a token stands for, with its user's sealed key material (opaque here)."""
+def session_keys_resolve(*, session_token: str | None = None, session_id: uuid.UUID | None = None) -> SessionKeys:
+    """The live agent session a token (or, for a key channel relayed through here, an id) stands for, with its
+    user's sealed key material (opaque here). By id only the session's own token lookup comes back, never the
+    token: a relayed `open` never carries the token, and the master key it carries is sealed to that lookup."""
+    from tenants.models import ApiToken
     from tenants.selectors import token_authenticate
 
-    token = token_authenticate(raw=session_token)
+    if session_id is not None:
+        found = ApiToken.objects.filter(pk=session_id, kind="ses").select_related("user").first()
+        token = found if found is not None and _session_live(found) else None
+    else:
+        token = token_authenticate(raw=session_token or "")
     if token is None or token.kind != "ses" or token.user is None or token.organization_id is None:
         raise NotFound("No live session for that token.")
     keys = UserKeys.objects.filter(user=token.user).first()
@@ -704,6 +712,7 @@ def session_keys_resolve(*, session_token: str) -> SessionKeys:
         organization_id=token.organization_id,
         expires_at=token.expires_at,
         keys=keys,
+        lookup=token.lookup,
     )
 
 

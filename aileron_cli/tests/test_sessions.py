@@ -142,9 +142,9 @@ def test_the_relay_serves_a_person_only_for_their_own_sessions(
     for op in ("status", "close"):
         with pytest.raises(CliError, match=r"No such session of yours\. \(404\)"):
             theirs.send({"op": op, "session_id": opened.session_id})
-    # ... nor replay its token, nor send what the relay does not carry, nor relay into alice's organization.
-    with pytest.raises(CliError, match=r"No live session of yours has that token\. \(404\)"):
-        theirs.send({"op": "open", "session_token": opened.token, "nonce": "A" * 44, "sealed_master_key": "AAAA"})
+    # ... nor open it, nor send what the relay does not carry, nor relay into alice's organization.
+    with pytest.raises(CliError, match=r"No live session of yours has that id\. \(404\)"):
+        theirs.send({"op": "open", "session_id": opened.session_id, "nonce": "A" * 44, "sealed_master_key": "AAAA"})
     with pytest.raises(CliError, match=r"op must be one of attest, open, status, close\. \(400\)"):
         theirs.send({"op": "rotate", "session_id": opened.session_id, "vault_id": str(uuid.uuid4())})
     with pytest.raises(CliError, match=r"No such organization\. \(404\)"):
@@ -155,3 +155,28 @@ def test_the_relay_serves_a_person_only_for_their_own_sessions(
             {"op": "attest", "nonce": "A" * 44}
         )
     assert keychannel.request(socket_of(module_service), {"op": "status", "session_id": opened.session_id})["open"]
+
+
+def test_a_relayed_session_token_never_reaches_the_server(
+    module_service: Service, alice: tuple[ApiClient, Identity]
+) -> None:
+    """The token is a live credential for the proxy: a relayed `open` names the session by id, so no row, WAL
+    frame or backup of the control plane's database ever holds it, and a token sent anyway is refused."""
+    api, identity = alice
+    opened = session_open(
+        api,
+        identity,
+        passphrase=PASSPHRASE,
+        name="remote",
+        minutes=10,
+        channel=KeyChannel(api, identity.organization_id),
+    )
+    assert keychannel.request(socket_of(module_service), {"op": "status", "session_id": opened.session_id})["open"]
+    secret = opened.token.encode()
+    held = [p for p in module_service.home.rglob("*") if p.is_file() and secret in p.read_bytes()]
+    assert held == []
+    with pytest.raises(CliError, match=r"a session token is never relayed\. \(400\)"):
+        api.post(
+            f"/api/v1/orgs/{identity.organization_id}/key-channel/",
+            {"op": "open", "session_token": opened.token, "nonce": "A" * 44, "sealed_master_key": "AAAA"},
+        )

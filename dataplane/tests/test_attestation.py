@@ -157,7 +157,7 @@ class FakeControl(ControlPlane):
         super().__init__("http://127.0.0.1:9", "ail_svc_unused")
         self.sealed = sealed_private_key
 
-    def session_resolve(self, session_token: str) -> SessionKeys:
+    def session_resolve(self, session_token: str | None = None, *, session_id: str | None = None) -> SessionKeys:
         assert session_token == TOKEN
         return SessionKeys("session-1", USER, "org-1", "2999-01-01T00:00:00+00:00", self.sealed, {})
 

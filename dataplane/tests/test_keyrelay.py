@@ -91,3 +91,13 @@ def test_the_relay_outlives_a_control_plane_that_is_down_and_a_cli_that_stopped_
     )
     asyncio.run(run_until(control, channel_for(control), 1))
     assert control.pulls >= 3 and list(control.answers) == ["here"] and control.answers["here"]["ok"] is True
+
+
+def test_one_requester_asking_for_report_after_report_never_pushes_out_anothers_nonce() -> None:
+    channel = channel_for(RelayingControl([]))
+    alices = os.urandom(attestation.NONCE_BYTES)
+    channel.remember(alices, "relayed:alice")
+    for _ in range(keychannel.MAX_PENDING_NONCES * 2):
+        channel.remember(os.urandom(attestation.NONCE_BYTES), "relayed:mallory")
+    assert sum(1 for _, who in channel.pending.values() if who == "relayed:mallory") == keychannel.MAX_PENDING_PER_OWNER
+    assert channel.redeem(alices) and not channel.redeem(alices)  # still there, and good once

@@ -16,7 +16,13 @@ from vaults.api.serializers import Base64Field
 
 
 class SessionResolveRequest(serializers.Serializer[Any]):
-    session_token = serializers.CharField(max_length=200)
+    session_token = serializers.CharField(max_length=200, required=False)
+    session_id = serializers.UUIDField(required=False, help_text="Instead of the token (a relayed key channel).")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("session_token" in attrs) == ("session_id" in attrs):
+            raise serializers.ValidationError("Send session_token or session_id.")
+        return attrs
 
 
 class SessionKeysSerializer(serializers.Serializer[Any]):
@@ -27,6 +33,7 @@ class SessionKeysSerializer(serializers.Serializer[Any]):
     public_key = Base64Field()
     sealed_private_key = Base64Field()
     kdf = serializers.DictField()
+    lookup = serializers.CharField(help_text="The session token's non-secret lookup part.")
 
 
 class BundleRequest(serializers.Serializer[Any]):
@@ -53,7 +60,9 @@ class SessionResolveView(APIView):
     def post(self, request: Request) -> Response:
         data = SessionResolveRequest(data=request.data)
         data.is_valid(raise_exception=True)
-        found = services.session_keys_resolve(session_token=data.validated_data["session_token"])
+        found = services.session_keys_resolve(
+            session_token=data.validated_data.get("session_token"), session_id=data.validated_data.get("session_id")
+        )
         return Response(
             SessionKeysSerializer(
                 {
@@ -64,6 +73,7 @@ class SessionResolveView(APIView):
                     "public_key": bytes(found.keys.public_key),
                     "sealed_private_key": bytes(found.keys.sealed_private_key),
                     "kdf": found.keys.kdf,
+                    "lookup": found.lookup,
                 }
             ).data
         )

@@ -36,7 +36,7 @@ from vaults.models import KeyChannelMessage
 
 ANSWER_WAIT_SECONDS = 25.0  # an `open` makes the data plane call the control plane itself: give it room
 MAX_PULL_SECONDS = 30.0
-RECHECK_SECONDS = 1.0
+RECHECK_SECONDS = 5.0  # the channel layer wakes a waiter at once; this is the fallback, and database load
 MAX_BODY = 16 * 1024
 REQUESTS_GROUP = "keyrelay.requests"
 
@@ -175,7 +175,8 @@ class KeyChannelRelayView(View):
 
 def _claimed() -> list[dict[str, Any]] | None:
     keyrelay.keyrelay_sweep()
-    return [{"id": str(m.pk), "op": m.op, "body": m.body} for m in keyrelay.keyrelay_claim()] or None
+    claimed = keyrelay.keyrelay_claim()
+    return [{"id": str(m.pk), "op": m.op, "body": m.body, "requester": str(m.user_id)} for m in claimed] or None
 
 
 @method_decorator(csrf_exempt, name="dispatch")

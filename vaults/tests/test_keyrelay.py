@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -37,7 +38,8 @@ def test_bad_requests_are_refused_before_they_reach_the_data_plane(cast: Cast) -
     for op, body, why in [
         ("attest", {"nonce": "AAAA"}, "nonce must be 32 bytes"),
         ("attest", {"nonce": "not base64!"}, "nonce is not base64"),
-        ("open", {"session_token": "ail_ses_nope", "nonce": NONCE, "sealed_master_key": "AA=="}, "No live session"),
+        ("open", {"session_token": "ail_ses_x", "nonce": NONCE, "sealed_master_key": "AA=="}, "never relayed"),
+        ("open", {"session_id": str(uuid.uuid4()), "nonce": NONCE, "sealed_master_key": "AA=="}, "No live session"),
         ("status", {"session_id": "nope"}, "session_id must be"),
         ("rotate", {}, "op must be one of"),
     ]:
