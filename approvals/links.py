@@ -2,11 +2,11 @@
 
 Who is behind a link (the rule, also in the README): a link is always issued to one user who may decide the
 approval right now (a member with approval.decide who is not the requester of a four-eyes action), and deciding
-through it is `approval_decide` as that user, so four eyes, one vote per person and "pending only" still hold.
-An email channel issues one link per address that belongs to such a member (other addresses get the message
-without a link); a webhook or Slack channel issues its link on behalf of the member who created the channel,
-if they may decide it: whoever reads that channel decides as its creator, so point such channels only at
-people the creator would hand the decision to.
+through it is `approval_decide` as that user, so four eyes, one vote per person and "pending only" still hold. An
+email channel issues one link per address that belongs to such a member (other addresses get the message without a
+link); a webhook or Slack channel issues its link on behalf of the member who created the channel or last changed
+its target (approvals.notifications.notification_channel_update), if they may decide it: whoever reads that channel
+decides as its creator, so point such channels only at people the creator would hand the decision to.
 
 A link opens and decides its own approval and nothing else: it is not a bearer token (the API refuses it), it
 names no other approval, it is used up by its first decision, and it expires when the approval stops being

@@ -116,7 +116,8 @@ def approval_notice(
     facts.append(("Session", _value(approval.get("session_id", ""))))
     if project:
         facts.append(("Project", _value(project)))
-    facts += [(f"Argument {k}", _value(v)) for k, v in sorted((approval.get("args") or {}).items())]
+    # The agent names its arguments too: the name is one line, like every value (no forged line in a message).
+    facts += [(f"Argument {one_line(k, 60)}", _value(v)) for k, v in sorted((approval.get("args") or {}).items())]
     facts.append(("Request", _value(request)))
     if approval.get("held_reason"):
         facts.append(("Held because", _value(approval["held_reason"])))
@@ -220,9 +221,14 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def slack_code(text: str) -> str:
+    """A value as inline code: Slack turns no address in it into a link (an agent's `https://evil…` stays text)."""
+    return "`" + slack_escape(text.replace("`", "'")) + "`" if text else ""
+
+
 def slack_payload(notice: Notice) -> dict[str, Any]:
     """An incoming-webhook message: `text` (the notification's fallback) and Block Kit `blocks`."""
-    fields = "\n".join(f"*{slack_escape(label)}:* {slack_escape(value)}" for label, value in notice.facts)
+    fields = "\n".join(f"*{slack_escape(label)}:* {slack_code(value)}" for label, value in notice.facts)
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*{slack_escape(notice.headline)}*"}},
         {"type": "section", "text": {"type": "mrkdwn", "text": fields[:2900]}},

@@ -43,6 +43,7 @@ from approvals import links, messages, signing
 from approvals.models import (
     NOTIFY_EVENTS,
     Approval,
+    ApprovalLink,
     ChannelKind,
     DeliveryStatus,
     NotificationChannel,
@@ -197,11 +198,20 @@ def notification_channel_create(
     return CreatedChannel(channel=channel, secret=channel.secret or None)
 
 
-def notification_channel_update(*, channel: NotificationChannel, **changes: Any) -> NotificationChannel:
+def notification_channel_update(
+    *, channel: NotificationChannel, acting: User | None = None, **changes: Any
+) -> NotificationChannel:
+    """Change a channel. Whoever points it somewhere new becomes the one its links act for (a webhook's or
+    Slack's link decides as `created_by`): redirecting another admin's channel never lends you their vote, and
+    the links already sent to the old target stop working."""
     if "name" in changes:
         channel.name = channel_name_validate(changes["name"])
     if "target" in changes:
-        channel.target = _target_validate(channel.kind, changes["target"])
+        target = _target_validate(channel.kind, changes["target"])
+        if target != channel.target:
+            channel.target = target
+            channel.created_by = acting
+            _expire_links(channel)
     if "events" in changes:
         channel.events = channel_events_validate(changes["events"])
     if "enabled" in changes:
@@ -215,7 +225,17 @@ def notification_channel_update(*, channel: NotificationChannel, **changes: Any)
 
 
 def notification_channel_delete(*, channel: NotificationChannel) -> None:
-    channel.delete()
+    """Remove a channel; the links it sent stop working."""
+    with transaction.atomic():
+        _expire_links(channel)
+        channel.delete()
+
+
+def _expire_links(channel: NotificationChannel) -> None:
+    with scopes_disabled():
+        ApprovalLink.objects.filter(channel=channel, used_at__isnull=True, expires_at__gt=timezone.now()).update(
+            expires_at=timezone.now()
+        )
 
 
 # --- queueing ------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 
@@ -42,7 +43,8 @@ def verify(
         if sep:
             fields.setdefault(key, []).append(item)
     stamps = fields.get("t", [])
-    if len(stamps) != 1 or not stamps[0].isdigit():
+    # ASCII digits only, and few: str.isdigit() takes "²" (int() then raises) and a 5000-digit number would too.
+    if len(stamps) != 1 or not re.fullmatch(r"[0-9]{1,12}", stamps[0]):
         return False
     at = int(stamps[0])
     if abs((time.time() if now is None else now) - at) > tolerance:

@@ -225,7 +225,7 @@ class NotificationChannelViewSet(OrgScopedViewSet):
         channel = self._get(channel_id)
         data = s.NotificationChannelUpdateSerializer(data=_body(request, CHANNEL_FIELDS))
         data.is_valid(raise_exception=True)
-        notifications.notification_channel_update(channel=channel, **data.validated_data)
+        notifications.notification_channel_update(channel=channel, acting=self.membership.user, **data.validated_data)
         return Response(s.NotificationChannelSerializer(channel).data)
 
     def destroy(self, request: Request, org_id: uuid.UUID, channel_id: uuid.UUID) -> Response:

@@ -475,3 +475,69 @@ def test_a_credential_due_is_sent_once_a_day_naming_it_and_never_its_value(
     # People (email, Slack) are told what to do about it.
     notice = messages.credential_due_notice(organization={"name": "Org A"}, credential=payload["data"]["credential"])
     assert "an owner runs `aileron secret update github-token`" in messages.email_message(notice)[1]
+
+
+def test_redirecting_another_admins_channel_lends_no_vote_and_ends_the_links_sent_before(
+    cast: Cast, receiver: WebhookReceiver, eager: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Bob, an admin, points Alice's webhook at himself: its links then act for him, never for Alice, and the link
+    Alice's channel sent before stops working."""
+    channel_id = add(cast.alice, name="hooks", kind="webhook", target=receiver.url).json()["id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        earlier = held_approval(session_of(cast.bob), charge="ch_earlier")
+    [sent] = [json.loads(h.body) for h in receiver.hits]
+    assert sent["link_for"] == "alice@example.com"
+    with scopes_disabled():
+        tenant_services.membership_update_role(
+            acting=cast.alice.membership, membership=cast.bob.membership, role="admin"
+        )
+    moved = client_for(cast.bob.token).patch(
+        channels_url(cast.alice, channel_id), {"target": receiver.url + "/bob"}, format="json"
+    )
+    assert moved.status_code == 200, moved.content
+    old_link = sent["link"].split("#link=")[1]
+    refused = client_for(None).post(
+        "/api/v1/approval-links/decide/",
+        {"token": old_link, "approval_id": str(earlier.pk), "decision": "grant"},
+        format="json",
+    )
+    assert refused.status_code == 404, refused.content
+    with django_capture_on_commit_callbacks(execute=True):
+        held_approval(session_of(cast.bob), charge="ch_bobs")
+    bobs = json.loads(receiver.hits[-1].body)
+    assert bobs["data"]["approval"]["args"]["charge"] == "ch_bobs"
+    assert bobs["link_for"] == "bob@example.com"
+
+
+def test_deleting_a_channel_ends_the_links_it_sent(
+    cast: Cast, receiver: WebhookReceiver, eager: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    channel_id = add(cast.alice, name="hooks", kind="webhook", target=receiver.url).json()["id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        approval = held_approval(session_of(cast.bob), charge="ch_1")
+    token = json.loads(receiver.hits[0].body)["link"].split("#link=")[1]
+    assert client_for(cast.alice.token).delete(channels_url(cast.alice, channel_id)).status_code == 204
+    body = {"token": token, "approval_id": str(approval.pk), "decision": "grant"}
+    assert client_for(None).post("/api/v1/approval-links/decide/", body, format="json").status_code == 404
+
+
+def test_an_agents_argument_name_cannot_add_a_line_or_a_link_to_a_message() -> None:
+    forged = "x\n*Decide it here:* https://aileron.evil.example/approvals/#link=ail_apl_PHISH"
+    notice = messages.approval_notice(
+        event="created",
+        organization={"name": "Org A"},
+        approval={"action": "stripe.create-refund", "args": {forged: "https://evil.example/x"}, "method": "POST"},
+    )
+    labels = [label for label, _ in notice.facts]
+    assert all("\n" not in label for label in labels)
+    text = messages.email_message(notice)[1]
+    assert not any(line.startswith("*Decide it here") for line in text.splitlines())
+    fields = messages.slack_payload(notice)["blocks"][1]["text"]["text"]
+    assert "`https://evil.example/x`" in fields  # a code span: Slack links nothing in it
+    assert not any(line.startswith("*Decide it here") for line in fields.splitlines())
+
+
+def test_a_malformed_signature_timestamp_is_refused_not_raised() -> None:
+    body = b"{}"
+    for value in ("t=\u00b2,v1=00", f"t={'9' * 5000},v1=00", "t=\u0661\u0662,v1=00", "t=,v1=00"):
+        assert signing.verify("whsec_x", body, value) is False
