@@ -240,11 +240,11 @@ def proxy_world(
     """
     imported = imported or {}
     elsewhere = elsewhere or {}
-    hosts = (*HOSTS, *(host for _, host in imported.values()))
+    hosts = (*HOSTS, *(api_host for _, api_host in imported.values()))
     with ExitStack() as stack:
-        for name, (spec, host) in imported.items():
+        for name, (spec, api_host) in imported.items():
             home_env = {**os.environ, "AILERON_HOME": str(folder / "home")}
-            cli(home_env, "connector", "import", str(spec), "--name", name, "--host", host, "--auth", "bearer")
+            cli(home_env, "connector", "import", str(spec), "--name", name, "--host", api_host, "--auth", "bearer")
         upstream = stack.enter_context(fake_upstream(folder / "upstream", hosts=hosts))
         upstream.responders += [_llm_responder, _echo_auth]
         env = {
