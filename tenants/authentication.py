@@ -53,6 +53,14 @@ class BearerTokenAuthentication(BaseAuthentication):
         return self.www_authenticate
 
 
+def token_from_header(header: str) -> ApiToken | None:
+    """The live token an `Authorization: Bearer …` value carries, or None (for views outside DRF)."""
+    scheme, _, raw = header.partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        return None
+    return token_authenticate(raw=raw.strip())
+
+
 def token_of(request: Request) -> ApiToken | None:
     auth: Any = request.auth
     return auth if isinstance(auth, ApiToken) else None

@@ -6,12 +6,10 @@ import asyncio
 import functools
 import json
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -21,12 +19,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aileron_site.problems import CONTENT_TYPE, NotFound, problem_body
+from aileron_site.asyncviews import problem_response, released
+from aileron_site.problems import NotFound
 from approvals import events, services
 from approvals.api import serializers as s
 from approvals.models import ApprovalState
 from tenants.api.permissions import IsServiceToken
-from tenants.selectors import token_authenticate
+from tenants.authentication import token_from_header
 
 SETTLED_EVENTS = frozenset({"decided", "expired", "cancelled", "used"})  # not "voted": one of two
 
@@ -86,16 +85,8 @@ class ApprovalEventRelayView(APIView):
         return Response(status=204)
 
 
-def _problem(status: int, slug: str, title: str, detail: str) -> HttpResponse:
-    body = problem_body(status=status, slug=slug, title=title, detail=detail)
-    return JsonResponse(body, status=status, content_type=CONTENT_TYPE)
-
-
 def _token_kind(header: str) -> str | None:
-    scheme, _, raw = header.partition(" ")
-    if scheme.lower() != "bearer" or not raw.strip():
-        return None
-    token = token_authenticate(raw=raw.strip())
+    token = token_from_header(header)
     return token.kind if token is not None else None
 
 
@@ -114,26 +105,26 @@ class ApprovalWaitView(View):
     async def http_method_not_allowed(  # type: ignore[override]  # async view: Django awaits it
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponse:
-        return _problem(405, "method-not-allowed", "Method not allowed", "POST {timeout}.")
+        return problem_response(405, "method-not-allowed", "Method not allowed", "POST {timeout}.")
 
 
 async def _wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
-    kind = await sync_to_async(_released(_token_kind))(request.headers.get("authorization", ""))
+    kind = await sync_to_async(released(_token_kind))(request.headers.get("authorization", ""))
     if kind is None:
-        return _problem(401, "not-authenticated", "Not authenticated", "This endpoint needs the service token.")
+        return problem_response(401, "not-authenticated", "Not authenticated", "This endpoint needs the service token.")
     if kind != "svc":
-        return _problem(403, "forbidden", "Forbidden", "This endpoint is for the data plane's service token.")
+        return problem_response(403, "forbidden", "Forbidden", "This endpoint is for the data plane's service token.")
     try:
         body = json.loads(request.body or b"{}")
     except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes
-        return _problem(400, "bad-request", "Bad request", "The body is not JSON.")
+        return problem_response(400, "bad-request", "Bad request", "The body is not JSON.")
     form = s.WaitSerializer(data=body if isinstance(body, dict) else {})
     if not form.is_valid():
-        return _problem(400, "validation-error", "Invalid input", "Send {timeout: seconds}.")
+        return problem_response(400, "validation-error", "Invalid input", "Send {timeout: seconds}.")
     timeout = float(form.validated_data["timeout"])
     request_id = form.validated_data.get("request_id")
-    peek = sync_to_async(_released(services.approval_peek))
-    use = sync_to_async(_released(functools.partial(services.approval_use, announce=False)))
+    peek = sync_to_async(released(services.approval_peek))
+    use = sync_to_async(released(functools.partial(services.approval_use, announce=False)))
     layer = get_channel_layer()
     group = events.approval_group(approval_id)
     channel = await layer.new_channel() if layer is not None else ""
@@ -143,7 +134,7 @@ async def _wait(request: HttpRequest, approval_id: uuid.UUID) -> HttpResponse:
         try:
             claim = await peek(approval_id=approval_id)
         except NotFound:
-            return _problem(404, "not-found", "Not found", "No such approval.")
+            return problem_response(404, "not-found", "Not found", "No such approval.")
         if claim.state == ApprovalState.PENDING and layer is not None:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
@@ -176,19 +167,4 @@ _BACKGROUND: set[asyncio.Task[None]] = set()
 
 async def _announce_used(approval_id: uuid.UUID) -> None:
     await asyncio.sleep(0)  # let the answer go out first
-    await sync_to_async(_released(events.publish_now))(approval_id, "used")
-
-
-def _released[T](function: Callable[..., T]) -> Callable[..., T]:
-    """Run `function`, then give the database connection back: a wait may last minutes, and 50 held requests
-    must not hold 50 of the pool's connections while nothing happens."""
-
-    @functools.wraps(function)
-    def call(*args: Any, **kwargs: Any) -> T:
-        try:
-            return function(*args, **kwargs)
-        finally:
-            if not connection.in_atomic_block:  # (a test's transaction keeps its connection)
-                connection.close()
-
-    return call
+    await sync_to_async(released(events.publish_now))(approval_id, "used")

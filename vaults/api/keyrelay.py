@@ -16,7 +16,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
-from django.db import connection, transaction
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -27,10 +27,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aileron_site.problems import CONTENT_TYPE, NotFound, Problem, problem_body
+from aileron_site.asyncviews import problem_response, released
+from aileron_site.problems import NotFound, Problem
 from tenants.api.permissions import IsServiceToken
-from tenants.models import ApiToken, Membership, TokenKind
-from tenants.selectors import organization_get_for_user, token_authenticate
+from tenants.authentication import token_from_header
+from tenants.models import Membership, TokenKind
+from tenants.selectors import organization_get_for_user
 from vaults import keyrelay
 from vaults.models import KeyChannelMessage
 
@@ -45,35 +47,8 @@ def answer_group(message_id: uuid.UUID | str) -> str:
     return f"keyrelay.answer.{message_id}"
 
 
-def _problem(status: int, slug: str, title: str, detail: str) -> HttpResponse:
-    return JsonResponse(
-        problem_body(status=status, slug=slug, title=title, detail=detail), status=status, content_type=CONTENT_TYPE
-    )
-
-
 def _from(problem: Problem) -> HttpResponse:
-    return _problem(problem.status, problem.slug, problem.title, problem.detail)
-
-
-def _released[T](function: Callable[..., T]) -> Callable[..., T]:
-    """Run `function`, then give the database connection back: waits must not hold the pool's connections."""
-
-    @functools.wraps(function)
-    def call(*args: Any, **kwargs: Any) -> T:
-        try:
-            return function(*args, **kwargs)
-        finally:
-            if not connection.in_atomic_block:  # (a test's transaction keeps its connection)
-                connection.close()
-
-    return call
-
-
-def _token(header: str) -> ApiToken | None:
-    scheme, _, raw = header.partition(" ")
-    if scheme.lower() != "bearer" or not raw.strip():
-        return None
-    return token_authenticate(raw=raw.strip())
+    return problem_response(problem.status, problem.slug, problem.title, problem.detail)
 
 
 def _json_body(request: HttpRequest) -> dict[str, Any] | None:
@@ -101,7 +76,7 @@ async def _wait_for[T](group: str, check: Callable[[], Any], timeout: float) -> 
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        checked = sync_to_async(_released(check))
+        checked = sync_to_async(released(check))
         while True:
             found = await checked()
             remaining = deadline - loop.time()
@@ -119,11 +94,13 @@ async def _wait_for[T](group: str, check: Callable[[], Any], timeout: float) -> 
 
 
 def _post_for(header: str, org_id: uuid.UUID, body: dict[str, Any]) -> KeyChannelMessage | HttpResponse:
-    token = _token(header)
+    token = token_from_header(header)
     if token is None:
-        return _problem(401, "not-authenticated", "Not authenticated", "Send your personal token (aileron login).")
+        return problem_response(
+            401, "not-authenticated", "Not authenticated", "Send your personal token (aileron login)."
+        )
     if token.kind != TokenKind.PERSONAL or token.user is None:
-        return _problem(403, "forbidden", "Forbidden", "Only a person's own token relays to the key channel.")
+        return problem_response(403, "forbidden", "Forbidden", "Only a person's own token relays to the key channel.")
     try:
         membership: Membership = organization_get_for_user(user=token.user, organization_id=org_id)
         with transaction.atomic():
@@ -144,8 +121,8 @@ class KeyChannelRelayView(View):
     async def post(self, request: HttpRequest, org_id: uuid.UUID) -> HttpResponse:
         body = _json_body(request)
         if body is None:
-            return _problem(400, "bad-request", "Bad request", "Send one JSON object: {op, …}.")
-        posted = await sync_to_async(_released(_post_for))(request.headers.get("authorization", ""), org_id, body)
+            return problem_response(400, "bad-request", "Bad request", "Send one JSON object: {op, …}.")
+        posted = await sync_to_async(released(_post_for))(request.headers.get("authorization", ""), org_id, body)
         if isinstance(posted, HttpResponse):
             return posted
         message_id = posted.pk
@@ -156,9 +133,9 @@ class KeyChannelRelayView(View):
                 ANSWER_WAIT_SECONDS,
             )
         finally:
-            await sync_to_async(_released(keyrelay.keyrelay_forget))(message_id=message_id)
+            await sync_to_async(released(keyrelay.keyrelay_forget))(message_id=message_id)
         if answer is None:
-            return _problem(
+            return problem_response(
                 504,
                 "data-plane-timeout",
                 "No answer from the data plane",
@@ -170,7 +147,7 @@ class KeyChannelRelayView(View):
     async def http_method_not_allowed(  # type: ignore[override]  # async view: Django awaits it
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponse:
-        return _problem(405, "method-not-allowed", "Method not allowed", "POST {op, …}.")
+        return problem_response(405, "method-not-allowed", "Method not allowed", "POST {op, …}.")
 
 
 def _claimed() -> list[dict[str, Any]] | None:
@@ -187,22 +164,28 @@ class KeyChannelPullView(View):
     http_method_names = ["post"]
 
     async def post(self, request: HttpRequest) -> HttpResponse:
-        token = await sync_to_async(_released(_token))(request.headers.get("authorization", ""))
+        token = await sync_to_async(released(token_from_header))(request.headers.get("authorization", ""))
         if token is None:
-            return _problem(401, "not-authenticated", "Not authenticated", "This endpoint needs the service token.")
+            return problem_response(
+                401, "not-authenticated", "Not authenticated", "This endpoint needs the service token."
+            )
         if token.kind != TokenKind.SERVICE:
-            return _problem(403, "forbidden", "Forbidden", "This endpoint is for the data plane's service token.")
+            return problem_response(
+                403, "forbidden", "Forbidden", "This endpoint is for the data plane's service token."
+            )
         body = _json_body(request)
         timeout = body.get("timeout") if body is not None else None
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 <= timeout <= MAX_PULL_SECONDS:
-            return _problem(400, "validation-error", "Invalid input", f"Send {{timeout: 0 to {MAX_PULL_SECONDS:.0f}}}.")
+            return problem_response(
+                400, "validation-error", "Invalid input", f"Send {{timeout: 0 to {MAX_PULL_SECONDS:.0f}}}."
+            )
         claimed: list[dict[str, Any]] | None = await _wait_for(REQUESTS_GROUP, _claimed, float(timeout))
         return JsonResponse({"requests": claimed or []})
 
     async def http_method_not_allowed(  # type: ignore[override]
         self, request: HttpRequest, *args: Any, **kwargs: Any
     ) -> HttpResponse:
-        return _problem(405, "method-not-allowed", "Method not allowed", "POST {timeout}.")
+        return problem_response(405, "method-not-allowed", "Method not allowed", "POST {timeout}.")
 
 
 class AnswerRequest(serializers.Serializer[Any]):
