@@ -104,16 +104,11 @@
     }
   }
 
-  async function api(method, path, payload) {
-    const headers = { Authorization: `Bearer ${state.token}`, Accept: "application/json" };
-    const init = { method, headers, cache: "no-store", credentials: "omit" };
-    if (payload !== undefined) {
-      headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(payload);
-    }
+  // One request to the API; its JSON, or an ApiError with the problem's `detail` (RFC 9457, written for people).
+  async function call(path, init) {
     let response;
     try {
-      response = await fetch(path, init);
+      response = await fetch(path, { cache: "no-store", credentials: "omit", ...init });
     } catch (err) {
       throw new ApiError(0, null, "The server cannot be reached. Check your connection and try again.");
     }
@@ -124,11 +119,20 @@
       data = null;
     }
     if (!response.ok) {
-      // RFC 9457 problem details: `detail` is written for people.
       const detail = data && (data.detail || data.title);
       throw new ApiError(response.status, data, detail || `The server answered ${response.status}.`);
     }
     return data;
+  }
+
+  async function api(method, path, payload) {
+    const headers = { Authorization: `Bearer ${state.token}`, Accept: "application/json" };
+    const init = { method, headers };
+    if (payload !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(payload);
+    }
+    return call(path, init);
   }
 
   function signOut(message) {
@@ -157,29 +161,12 @@
   }
 
   async function linkCall(verb, payload) {
-    let response;
-    try {
-      response = await fetch(`/api/v1/approval-links/${verb}/`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify(payload),
-        cache: "no-store",
-        credentials: "omit",
-      });
-    } catch (err) {
-      throw new ApiError(0, null, "The server cannot be reached. Check your connection and try again.");
-    }
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (err) {
-      data = null;
-    }
-    if (!response.ok) {
-      const detail = data && (data.detail || data.title);
-      throw new ApiError(response.status, data, detail || `The server answered ${response.status}.`);
-    }
-    return data;
+    // The link's secret is the credential, in the body: no Authorization header.
+    return call(`/api/v1/approval-links/${verb}/`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify(payload),
+    });
   }
 
   async function startLink() {
