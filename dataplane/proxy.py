@@ -596,6 +596,8 @@ class AileronProxy:
         request.headers["accept-encoding"] = "identity"  # so echoes can be redacted and usage read while streaming
         pending.provider = provider_for(pending.connector, found[0].action.split(".", 1)[-1])
         pending.model = model_of(pending.args)
+        if pending.provider is not None:
+            self.prices.prepare()  # the price catalog loads while the model answers
 
     def _sensitive(self, pending: Pending) -> tuple[str, ...] | list[str]:
         action = self.actions.get(pending.action)

@@ -1,7 +1,7 @@
 """LLM token usage and cost, read from the responses of the Anthropic, OpenAI and Gemini APIs. Imports no Django.
 
 The proxy feeds each LLM response's body to a `UsageParser` as it streams past; `result()` gives the tokens
-the provider reported, normalised across providers so one price table prices them all:
+the provider reported, normalised across providers so one set of prices (`PriceTable`) prices them all:
 
 - `input_tokens` are the input tokens billed at the full input price: cache reads and cache writes are counted
   apart (Anthropic reports them apart already; OpenAI's `prompt_tokens`/`input_tokens` and Gemini's
@@ -18,12 +18,17 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import math
 import re
+import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("aileron.prices")
 
 PROVIDERS = ("anthropic", "openai", "gemini")
 
@@ -465,21 +470,101 @@ def _price_from_json(name: str, value: Any, source: Path) -> Price:
     return Price(number("input"), number("output"), optional("cache_read"), optional("cache_write"))
 
 
-class PriceTable:
-    """USD per 1M tokens by model-name prefix; the longest matching prefix wins."""
+class Catalog:
+    """Prices from genai-prices, the catalog pydantic maintains (tiers by prompt length, cache prices, price
+    changes by date), read from the snapshot the installed package ships: never fetched at run time.
 
-    def __init__(self, prices: dict[str, Price]) -> None:
+    Importing it takes ~0.3 s and ~30 MB, so a proxy process pays only once it sees an LLM call: `prepare()`
+    starts the import on a thread when one is identified, and `cost()` waits for it (once, if ever)."""
+
+    # Our provider names to the catalog's.
+    PROVIDERS = {"anthropic": "anthropic", "openai": "openai", "gemini": "google"}
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._calc: Callable[..., Any] | None = None
+        self._usage: Callable[..., Any] | None = None
+        self.version: str | None = None
+        self.error: str | None = None
+
+    def prepare(self) -> None:
+        """Start loading the catalog in the background (idempotent)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._load, name="aileron-prices", daemon=True)
+                self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            import genai_prices  # noqa: PLC0415 - deliberately lazy: see the class docstring
+        except Exception as exc:  # a broken install must leave the built-in table in charge, not break pricing
+            self.error = f"genai-prices cannot be imported: {exc}"
+            log.warning("LLM prices: %s; the built-in table prices what it knows", self.error)
+            return
+        self._calc, self._usage, self.version = genai_prices.calc_price, genai_prices.Usage, genai_prices.__version__
+
+    def ready(self, timeout: float | None = None) -> bool:
+        """Whether the catalog is loaded, waiting for an import under way at most `timeout` seconds."""
+        self.prepare()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self._calc is not None
+
+    def cost(self, usage: Usage) -> float | None:
+        """The catalog's price of this response, or None where it has no price for the model."""
+        provider = self.PROVIDERS.get(usage.provider)
+        if not usage.model or provider is None or not self.ready(timeout=10):
+            return None
+        calc, usage_of = self._calc, self._usage
+        if calc is None or usage_of is None:
+            return None
+        model = _normalise_model(usage.model)
+        # The catalog counts cache reads and writes inside input_tokens (the providers' own convention before
+        # our normalisation; see the module docstring).
+        counted = usage_of(
+            input_tokens=usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+        )
+        try:
+            priced = calc(counted, model_ref=model, provider_id=provider)
+        except LookupError:
+            return None  # a model the catalog does not know
+        except Exception as exc:  # never let a catalog bug lose the audit record: fall back, say so
+            log.warning("LLM prices: genai-prices failed on %s/%s: %s", provider, model, exc)
+            return None
+        total = float(priced.total_price)
+        return round(total, 10) if math.isfinite(total) and total >= 0 else None
+
+
+class PriceTable:
+    """What one LLM response cost, in USD. In order, the first that prices the model decides:
+
+    1. the operator's own table (AILERON_PRICE_TABLE): negotiated prices, private models;
+    2. the genai-prices catalog (`Catalog`), which is kept current by its maintainers;
+    3. the built-in table (DEFAULT_PRICES), should the catalog be missing or not know the model.
+
+    Tables match by model-name prefix, the longest matching prefix winning."""
+
+    def __init__(
+        self, prices: dict[str, Price], *, overrides: dict[str, Price] | None = None, catalog: Catalog | None = None
+    ) -> None:
         self.prices = {_normalise_model(k): v for k, v in prices.items()}
+        self.overrides = {_normalise_model(k): v for k, v in (overrides or {}).items()}
+        self.catalog = catalog
 
     @classmethod
-    def load(cls, path: Path | None) -> PriceTable:
-        """The built-in prices, overridden and extended by a JSON file if one is named (AILERON_PRICE_TABLE).
+    def load(cls, path: Path | None, *, with_catalog: bool = True) -> PriceTable:
+        """The built-in prices under the catalog, both under a JSON file if one is named (AILERON_PRICE_TABLE).
 
         The file maps model-name prefixes to prices: {"my-model": {"input": 1, "output": 2, "cache_read": 0.1}}.
         """
-        prices = dict(DEFAULT_PRICES)
+        catalog = Catalog() if with_catalog else None
         if path is None:
-            return cls(prices)
+            return cls(dict(DEFAULT_PRICES), catalog=catalog)
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
@@ -488,26 +573,31 @@ class PriceTable:
             raise ValueError(f"the price table {path} is not valid JSON: {str(exc).splitlines()[0]}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: the price table must map model-name prefixes to prices")
+        overrides: dict[str, Price] = {}
         for name, value in data.items():
             if not name.strip():
                 raise ValueError(f"{path}: a model-name prefix may not be empty")
-            prices[name] = _price_from_json(name, value, Path(path))
-        return cls(prices)
+            overrides[name] = _price_from_json(name, value, Path(path))
+        return cls(dict(DEFAULT_PRICES), overrides=overrides, catalog=catalog)
+
+    def prepare(self) -> None:
+        """An LLM call is under way: have the catalog ready by the time its response is priced."""
+        if self.catalog is not None:
+            self.catalog.prepare()
 
     def price_for(self, model: str | None) -> Price | None:
-        if not model:
-            return None
-        wanted = _normalise_model(model)
-        best: str | None = None
-        for prefix in self.prices:
-            if wanted == prefix or (wanted.startswith(prefix) and wanted[len(prefix)] in _BOUNDARY):
-                if best is None or len(prefix) > len(best):
-                    best = prefix
-        return self.prices[best] if best is not None else None
+        """The price a table gives this model (the operator's, else the built-in), without the catalog."""
+        return _lookup(self.overrides, model) or _lookup(self.prices, model)
 
     def cost(self, usage: Usage) -> float | None:
-        """The response's cost in USD, or None for a model this table does not price."""
-        price = self.price_for(usage.model)
+        """The response's cost in USD, or None for a model nobody prices (never a guess)."""
+        price = _lookup(self.overrides, usage.model)
+        if price is None and self.catalog is not None:
+            cost = self.catalog.cost(usage)
+            if cost is not None:
+                return cost
+        if price is None:
+            price = _lookup(self.prices, usage.model)
         if price is None:
             return None
         read = price.cache_read if price.cache_read is not None else price.input
@@ -519,3 +609,15 @@ class PriceTable:
             + usage.cache_write_tokens * write
         )
         return round(total / 1_000_000, 10)
+
+
+def _lookup(prices: dict[str, Price], model: str | None) -> Price | None:
+    if not model or not prices:
+        return None
+    wanted = _normalise_model(model)
+    best: str | None = None
+    for prefix in prices:
+        if wanted == prefix or (wanted.startswith(prefix) and wanted[len(prefix)] in _BOUNDARY):
+            if best is None or len(prefix) > len(best):
+                best = prefix
+    return prices[best] if best is not None else None

@@ -335,6 +335,26 @@ def test_anthropic_sdk_plain_and_streaming_gets_the_key_and_usage_is_audited(wor
     assert usages == [(21, 9), (31, 17)]
 
 
+def test_a_model_only_the_price_catalog_knows_is_costed_by_the_running_data_plane(world: World) -> None:
+    """Claude Code's default model is not in the built-in table: the genai-prices catalog prices it, in the real
+    data plane process ($4 input, $20 output per million tokens in the pinned catalog)."""
+    code = """
+import anthropic
+reply = anthropic.Anthropic().messages.create(
+    model="claude-opus-5-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+)
+print("plain", reply.usage.input_tokens, reply.model)
+"""
+    assert "plain 21 claude-opus-5-5" in run_agent_python(world, code)
+    records = world.audit_wait(
+        lambda rs: any(r["usage"] and r["usage"]["model"] == "claude-opus-5-5" for r in rs),
+        action="anthropic.create-message",
+    )
+    [usage] = [r["usage"] for r in records if r["usage"] and r["usage"]["model"] == "claude-opus-5-5"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (21, 9)
+    assert usage["cost_usd"] == pytest.approx((21 * 4 + 9 * 20) / 1_000_000)
+
+
 def refused(world: World, result: subprocess.CompletedProcess[bytes]) -> tuple[int, dict[str, object]]:
     status, body = status_and_body(result)
     assert body, result.stderr.decode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -485,7 +486,7 @@ def test_usage_serialises_to_a_plain_dict() -> None:
 
 
 def test_the_built_in_table_prices_each_family_by_its_longest_prefix() -> None:
-    table = PriceTable.load(None)
+    table = PriceTable.load(None, with_catalog=False)
     sonnet = Usage("anthropic", "claude-sonnet-4-5-20250929", 1_000_000, 1_000_000, 1_000_000, 1_000_000)
     assert table.cost(sonnet) == pytest.approx(3 + 15 + 0.3 + 3.75)
     assert table.cost(Usage("openai", "gpt-4o-mini-2024-07-18", 1_000_000, 0)) == pytest.approx(0.15)
@@ -497,17 +498,70 @@ def test_the_built_in_table_prices_each_family_by_its_longest_prefix() -> None:
 def test_an_unknown_or_missing_model_costs_none_not_a_guess() -> None:
     table = PriceTable.load(None)
     assert table.cost(Usage("openai", "gpt-9-turbo", 10, 10)) is None
+    assert table.cost(Usage("anthropic", "claude-nonesuch-1", 10, 10)) is None
     assert table.cost(Usage("openai", None, 10, 10)) is None
-    assert table.cost(Usage("openai", "gpt-5.9", 10, 10)) is None  # not gpt-5's price
-    assert table.cost(Usage("anthropic", "claude-opus-4-7", 10, 10)) is None  # not claude-opus-4's price
+    built_in = PriceTable.load(None, with_catalog=False)
+    assert built_in.cost(Usage("openai", "gpt-5.9", 10, 10)) is None  # not gpt-5's price
+    assert built_in.cost(Usage("anthropic", "claude-opus-4-7", 10, 10)) is None  # not claude-opus-4's price
 
 
-def test_a_price_file_overrides_and_extends_the_defaults(tmp_path: Path) -> None:
+# The catalog (genai-prices 0.2.5, pinned) is what prices a model the built-in table does not know, such as
+# claude-opus-5-5, Claude Code's default model: $4 input, $20 output, $0.20 cache read, $5 cache write per MTok.
+OPUS_5_5 = Usage("anthropic", "claude-opus-5-5", 1_000_000, 1_000_000, 1_000_000, 1_000_000)
+
+
+def test_the_catalog_prices_what_the_built_in_table_does_not_know_with_cache_tokens_at_their_own_price() -> None:
+    assert PriceTable.load(None, with_catalog=False).cost(OPUS_5_5) is None
+    table = PriceTable.load(None)
+    assert table.cost(OPUS_5_5) == pytest.approx(4 + 20 + 0.2 + 5)
+    assert table.cost(Usage("anthropic", "claude-opus-5-5-20261001", 0, 1_000_000)) == pytest.approx(20)
+    assert table.cost(Usage("gemini", "models/gemini-2.5-flash", 1_000_000, 0, 1_000_000)) == pytest.approx(0.3 + 0.03)
+    assert table.cost(Usage("openai", "gpt-5.1", 2_000_000, 0, 1_000_000)) == pytest.approx(2.5 + 0.125)
+
+
+def test_the_catalog_prices_long_prompts_at_their_tier_which_the_built_in_table_cannot() -> None:
+    long = Usage("anthropic", "claude-sonnet-4-5-20250929", 300_000, 0)  # over the 200k-token threshold
+    assert PriceTable.load(None, with_catalog=False).cost(long) == pytest.approx(0.3 * 3)
+    assert PriceTable.load(None).cost(long) == pytest.approx(0.3 * 6)
+
+
+def test_the_operators_table_beats_the_catalog(tmp_path: Path) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps({"claude-opus-5-5": {"input": 1, "output": 1}}))
+    assert PriceTable.load(path).cost(OPUS_5_5) == pytest.approx(1 + 1 + 1 + 1)
+    assert PriceTable.load(path).cost(Usage("openai", "gpt-5.1", 1_000_000, 0)) == pytest.approx(1.25)
+
+
+def test_without_the_catalog_the_built_in_table_still_prices_and_nothing_raises(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "genai_prices", None)  # `import genai_prices` raises ImportError
+    table = PriceTable.load(None)
+    table.prepare()
+    assert table.cost(Usage("anthropic", "claude-haiku-4-5", 1_000_000, 0)) == pytest.approx(1)
+    assert table.cost(OPUS_5_5) is None
+    assert table.catalog is not None and "genai-prices cannot be imported" in (table.catalog.error or "")
+    assert "the built-in table prices what it knows" in caplog.text
+
+
+def test_a_catalog_failure_on_one_model_falls_back_to_the_built_in_price(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = PriceTable.load(None)
+    assert table.catalog is not None and table.catalog.ready()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the catalog")
+
+    monkeypatch.setattr(table.catalog, "_calc", broken)
+    assert table.cost(Usage("anthropic", "claude-haiku-4-5", 1_000_000, 0)) == pytest.approx(1)
+
+
+@pytest.mark.parametrize("with_catalog", [True, False])
+def test_a_price_file_overrides_and_extends_the_defaults(tmp_path: Path, with_catalog: bool) -> None:
     path = tmp_path / "prices.json"
     path.write_text(
         json.dumps({"gpt-4o": {"input": 1, "output": 2}, "acme-llm": {"input": 4, "output": 8, "cache_read": 1}})
     )
-    table = PriceTable.load(path)
+    table = PriceTable.load(path, with_catalog=with_catalog)
     assert table.cost(Usage("openai", "gpt-4o-2024-08-06", 1_000_000, 1_000_000, 1_000_000)) == pytest.approx(1 + 2 + 1)
     assert table.cost(Usage("openai", "acme-llm-large", 500_000, 0, 1_000_000)) == pytest.approx(2 + 1)
     assert table.cost(Usage("anthropic", "claude-haiku-4-5", 1_000_000, 0)) == pytest.approx(1)
