@@ -347,10 +347,11 @@ class Case:
 
 
 PROMPT = "File an issue in octo/hello"
-# Models the price table knows (Claude Code 2.1.332's default, claude-opus-5-5, has no price there yet).
+# Claude Code runs on its own default model (claude-opus-5-5 in 2.1.332), which only the genai-prices catalog
+# prices; Codex and Gemini CLI are pinned to models every price source knows.
 CASES = {
     "claude": Case(
-        ("claude", "--model", "claude-sonnet-4-5", "-p", PROMPT),
+        ("claude", "-p", PROMPT),
         lambda r: r.method == "POST" and r.path.startswith("/v1/messages"),
         ("x-api-key", "anthropic"),
         tool_results,
@@ -425,6 +426,8 @@ def test_the_real_agent_files_an_issue_through_aileron_and_holds_no_credential(
     [filed] = [r for r in records if r["session_id"] == session_id and r["action"] == "github.create-issue"]
     assert filed["upstream_status"] == 201
     assert all(r["usage"]["input_tokens"] == 120 and r["usage"]["cost_usd"] > 0 for r in llm_records(records))
+    if agent == "claude":  # its own default model, which only the price catalog knows
+        assert {r["usage"]["model"] for r in llm_records(records)} == {"claude-opus-5-5"}
     for name, secret in world.canaries.items():
         assert secret.decode() not in output + result.stderr, f"the {name} credential reached the terminal"
 
