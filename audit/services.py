@@ -11,7 +11,8 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
-from audit.models import AuditDecision, AuditOutcome, AuditRecord
+from audit.chaining import Entry, half_digest, links_append
+from audit.models import AuditDecision, AuditOutcome, AuditRecord, LinkKind
 from audit.records import RecordError, ShippedRecord, raw_id, record_parse
 from tenants.models import ApiToken, TeamMembership, TokenKind
 
@@ -81,6 +82,7 @@ def _new_row(record: ShippedRecord, who: _Attribution, now: Any) -> Any:
     row.__dict__.update(
         id=record.id,
         organization_id=who.organization_id,
+        organization_uuid=who.organization_id,
         session_id=session.pk if session is not None else None,
         session_uuid=session.pk if session is not None else None,
         session_verified=who.verified,
@@ -114,19 +116,26 @@ def _insert(rows: list[Any]) -> None:
         cursor.executemany(sql, params)
 
 
-def _close_runs(restarts: list[ShippedRecord]) -> None:
+def _close_runs(restarts: list[ShippedRecord], chained: dict[uuid.UUID, list[Entry]]) -> None:
     """A data plane's spool started again: the previous run's attempts that never got an outcome never will.
 
     The restart record follows every record of the previous run in its spool, so they are all in by now; a
-    re-sent restart record finds nothing left to close.
+    re-sent restart record finds nothing left to close. Each closed attempt is a link of its chain.
     """
     for restart in restarts:
-        AuditRecord.objects.filter(
+        rows = AuditRecord.objects.filter(
             dataplane_run=restart.fields["previous_run"],
             has_attempt=True,
             has_outcome=False,
             decision=AuditDecision.ALLOW,
-        ).update(has_outcome=True, outcome=AuditOutcome.UNKNOWN, completed_at=restart.at)
+        ).order_by("ingested_at", "id")
+        for row in rows:
+            row.has_outcome, row.outcome, row.completed_at = True, AuditOutcome.UNKNOWN, restart.at
+            if row.organization_uuid is not None:
+                chained[row.organization_uuid].append((LinkKind.CLOSED, str(row.pk), half_digest(row, "outcome")))
+        AuditRecord.objects.filter(pk__in=[row.pk for row in rows]).update(
+            has_outcome=True, outcome=AuditOutcome.UNKNOWN, completed_at=restart.at
+        )
 
 
 def _apply(row: Any, record: ShippedRecord) -> dict[str, Any]:
@@ -177,6 +186,7 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
         now = timezone.now()
         created: dict[uuid.UUID, Any] = {}
         changed: dict[uuid.UUID, dict[str, Any]] = defaultdict(dict)
+        chained: dict[uuid.UUID, list[Entry]] = defaultdict(list)  # each organization's new links, in order
         for index, record in parsed:
             if record.session_id is not None:
                 attribution = who.get(record.session_id)
@@ -198,6 +208,8 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
             changes = _apply(row, record)
             if changes and record.id not in created:
                 changed[record.id].update(changes)
+            if changes and row.organization_uuid is not None:
+                chained[row.organization_uuid].append((record.phase, str(record.id), half_digest(row, record.phase)))
             result.accepted += 1
         _insert(list(created.values()))
         # One UPDATE per completed row: each row gets different values, and bulk_update's CASE per column was
@@ -205,7 +217,8 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
         for record_id, changes in changed.items():
             AuditRecord.objects.filter(pk=record_id).update(**changes)
         _approval_outcomes([r for _, r in parsed if r.phase == "outcome"])
-        _close_runs(restarts)
+        _close_runs(restarts, chained)
+        links_append(chained)
         result.accepted += len(restarts)
     result.rejected.sort(key=lambda r: int(r["index"]))
     return result
