@@ -41,20 +41,14 @@ def _plain(value: Any) -> Any:
         if value.tzinfo is None:
             raise ValueError("audit times must be timezone-aware")
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if isinstance(value, uuid.UUID):
+    if isinstance(value, uuid.UUID | Decimal):
         return str(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+    raise TypeError(f"{type(value).__name__} has no canonical form")
 
 
 def canonical(content: Mapping[str, Any]) -> bytes:
     """Sorted keys, no spaces, UTF-8; times in UTC to the microsecond; ids as text."""
-    return json.dumps(_plain(content), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain).encode()
 
 
 def digest(content: Mapping[str, Any]) -> str:

@@ -24,6 +24,7 @@ from django.utils import timezone
 from django_scopes import scopes_disabled
 
 from audit import chain
+from audit.bulk import insert_many
 from audit.models import AuditChainHead, AuditCheckpoint, AuditLink, AuditOutcome, AuditRecord, LinkKind
 
 ATTEMPT_CONTENT = (
@@ -63,10 +64,14 @@ OUTCOME_CONTENT = (
 )
 
 
+# The JSON columns: PostgreSQL's jsonb gives numbers back in its own form (1e16 comes back as 10000000000000000).
+_JSON_CONTENT = frozenset({"args", "usage", "approvers"})
+
+
 def _stable(value: Any) -> Any:
-    """JSON numbers as every database gives them back: PostgreSQL's jsonb turns 1e16 into 10000000000000000."""
-    if isinstance(value, float) and value.is_integer():
-        return int(Decimal(repr(value)))
+    """A JSON value with its integral floats as integers, as every database gives them back."""
+    if isinstance(value, float):
+        return int(Decimal(repr(value))) if value.is_integer() else value
     if isinstance(value, dict):
         return {k: _stable(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -77,10 +82,32 @@ def _stable(value: Any) -> Any:
 def half_digest(row: Any, kind: str) -> str:
     """The digest of what a link of KIND covers in ROW (a model instance or ingest's plain row)."""
     names = ATTEMPT_CONTENT if kind == LinkKind.ATTEMPT else OUTCOME_CONTENT
-    return chain.digest({name: _stable(getattr(row, name)) for name in names})
+    return half_digest_of({name: getattr(row, name) for name in names})
+
+
+def half_digest_of(values: dict[str, Any]) -> str:
+    """half_digest over the content's columns given by name."""
+    for name in _JSON_CONTENT.intersection(values):
+        if values[name]:
+            values[name] = _stable(values[name])
+    return chain.digest(values)
 
 
 Entry = tuple[str, str, str]  # (kind, record id, digest)
+
+
+@dataclass(slots=True)
+class _LinkRow:
+    """An AuditLink's columns for insert_many (a model instance per link cost more than the INSERT)."""
+
+    organization_uuid: uuid.UUID
+    seq: int
+    kind: str
+    record_id: str
+    digest: str
+    prev: str
+    hash: str
+    at: datetime
 
 
 def links_append(entries: dict[uuid.UUID, list[Entry]]) -> None:
@@ -99,20 +126,12 @@ def links_append(entries: dict[uuid.UUID, list[Entry]]) -> None:
         head = AuditChainHead.objects.select_for_update().get(pk=organization_uuid)
         made = chain.chain(head.hash, head.next_seq, todo)
         now = timezone.now()
-        AuditLink.objects.bulk_create(
+        insert_many(
+            AuditLink,
             [
-                AuditLink(
-                    organization_uuid=organization_uuid,
-                    seq=link.seq,
-                    kind=link.kind,
-                    record_id=link.record_id,
-                    digest=link.digest,
-                    prev=link.prev,
-                    hash=link.hash,
-                    at=now,
-                )
+                _LinkRow(organization_uuid, link.seq, link.kind, link.record_id, link.digest, link.prev, link.hash, now)
                 for link in made
-            ]
+            ],
         )
         AuditChainHead.objects.filter(pk=organization_uuid).update(next_seq=made[-1].seq + 1, hash=made[-1].hash)
 
@@ -214,17 +233,21 @@ def _links(organization_uuid: uuid.UUID, first_seq: int) -> Iterator[list[chain.
 def _current(organization_uuid: uuid.UUID, links: list[chain.Link]) -> dict[tuple[str, str], str | None]:
     """The digest of what each link's record holds now (None: the row or its half is gone)."""
     ids = {link.record_id for link in links}
-    rows = {str(r.pk): r for r in AuditRecord.objects.filter(pk__in=ids, organization_uuid=organization_uuid)}
+    columns = ("id", "has_attempt", "has_outcome", "outcome", *ATTEMPT_CONTENT, *OUTCOME_CONTENT)
+    found = AuditRecord.objects.filter(pk__in=ids, organization_uuid=organization_uuid).values(*set(columns))
+    rows = {str(r["id"]): r for r in found}
     current: dict[tuple[str, str], str | None] = {}
     for link in links:
         row = rows.get(link.record_id)
+        key = (link.kind, link.record_id)
         if row is None:
-            current[(link.kind, link.record_id)] = None
+            current[key] = None
         elif link.kind == LinkKind.ATTEMPT:
-            current[(link.kind, link.record_id)] = half_digest(row, LinkKind.ATTEMPT) if row.has_attempt else None
+            present = row["has_attempt"]
+            current[key] = half_digest_of({n: row[n] for n in ATTEMPT_CONTENT}) if present else None
         else:
-            present = row.has_outcome and (row.outcome == AuditOutcome.UNKNOWN) == (link.kind == LinkKind.CLOSED)
-            current[(link.kind, link.record_id)] = half_digest(row, LinkKind.OUTCOME) if present else None
+            present = row["has_outcome"] and (row["outcome"] == AuditOutcome.UNKNOWN) == (link.kind == LinkKind.CLOSED)
+            current[key] = half_digest_of({n: row[n] for n in OUTCOME_CONTENT}) if present else None
     return current
 
 

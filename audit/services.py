@@ -7,10 +7,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connections, router, transaction
+from django.db import transaction
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
+from audit.bulk import insert_many, update_many
 from audit.chaining import Entry, half_digest, links_append
 from audit.models import AuditDecision, AuditOutcome, AuditRecord, LinkKind
 from audit.records import RecordError, ShippedRecord, raw_id, record_parse
@@ -71,7 +72,7 @@ def _by_lookup(records: list[ShippedRecord]) -> dict[str, _Attribution]:
 
 
 class _NewRow:
-    """A row not in the table yet: its columns as plain attributes, written by _insert. Making a model instance
+    """A row not in the table yet: its columns as plain attributes, written by insert_many. Making a model instance
     (signals, descriptors) cost more than writing it."""
 
 
@@ -94,26 +95,6 @@ def _new_row(record: ShippedRecord, who: _Attribution, now: Any) -> Any:
         ingested_at=now,
     )
     return row
-
-
-def _insert(rows: list[Any]) -> None:
-    """bulk_create's INSERT, prepared once for the batch and run for each row.
-
-    Django compiles its INSERT anew for every field of every row: that was a quarter of the API's time ingesting
-    500-record batches (py-spy). The values are prepared exactly as bulk_create prepares them (each field's
-    pre_save, then get_db_prep_save), from a model instance or a _NewRow alike.
-    """
-    if not rows:
-        return
-    connection = connections[router.db_for_write(AuditRecord)]
-    fields = list(AuditRecord._meta.concrete_fields)
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(str(f.column)) for f in fields)
-    # Names from the model, quoted by the backend; every value is a parameter.
-    sql = f"INSERT INTO {quote(AuditRecord._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
-    params = [[f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields] for row in rows]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
 
 
 def _close_runs(restarts: list[ShippedRecord], chained: dict[uuid.UUID, list[Entry]]) -> None:
@@ -211,11 +192,8 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
             if changes and row.organization_uuid is not None:
                 chained[row.organization_uuid].append((record.phase, str(record.id), half_digest(row, record.phase)))
             result.accepted += 1
-        _insert(list(created.values()))
-        # One UPDATE per completed row: each row gets different values, and bulk_update's CASE per column was
-        # over ten times slower than this for a batch of 500 outcomes on SQLite.
-        for record_id, changes in changed.items():
-            AuditRecord.objects.filter(pk=record_id).update(**changes)
+        insert_many(AuditRecord, list(created.values()))
+        update_many(AuditRecord, changed)  # each row its own values, in one statement
         _approval_outcomes([r for _, r in parsed if r.phase == "outcome"])
         _close_runs(restarts, chained)
         links_append(chained)
