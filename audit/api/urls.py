@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from audit.api import dataplane
-from audit.api.views import AuditCheckpointViewSet, AuditRecordViewSet, AuditVerifyViewSet
+from audit.api.views import AuditCheckpointViewSet, AuditRecordViewSet, AuditRetentionViewSet, AuditVerifyViewSet
 
 urlpatterns = [
     path("dataplane/audit/", dataplane.AuditIngestView.as_view(), name="dataplane-audit"),
@@ -14,6 +14,11 @@ urlpatterns = [
         "orgs/<uuid:org_id>/audit/verify/",
         AuditVerifyViewSet.as_view({"get": "retrieve", "post": "create"}),
         name="audit-verify",
+    ),
+    path(
+        "orgs/<uuid:org_id>/audit/retention/",
+        AuditRetentionViewSet.as_view({"get": "retrieve", "put": "update"}),
+        name="audit-retention",
     ),
     path(
         "orgs/<uuid:org_id>/audit/checkpoint/",
