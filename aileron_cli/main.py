@@ -13,6 +13,7 @@ from aileron_cli.sandbox_cmd import sandbox
 from aileron_cli.service_cmd import dataplane, service
 from aileron_cli.session_cmd import launch, session, tcp
 from aileron_cli.team_cmd import invitation, member, team
+from aileron_cli.usage_cmd import usage
 from aileron_cli.vault_cmd import secret, vault
 from aileron_site import __version__
 
@@ -27,7 +28,7 @@ for command in (service, dataplane, init, join, status, login, logout, invite, t
     cli.add_command(command)
 for command in (vault, secret, session, tcp, launch):
     cli.add_command(command)
-for command in (connector, actions, audit, approval, notify, sandbox):
+for command in (connector, actions, audit, usage, approval, notify, sandbox):
     cli.add_command(command)
 
 

@@ -42,6 +42,7 @@ TAGS = {
     "approval-links": "Approvals",
     "notification-channels": "Notifications",
     "audit": "Audit",
+    "usage": "Audit",
     "health": "Runtime",
 }
 
@@ -93,6 +94,7 @@ SUMMARIES = {
     "GET /api/v1/orgs/{org_id}/audit/checkpoint/": "Get the latest signed audit checkpoint",
     "POST /api/v1/orgs/{org_id}/audit/checkpoint/": "Sign an audit checkpoint now",
     "GET /api/v1/orgs/{org_id}/audit/retention/": "How long audit records are kept",
+    "GET /api/v1/orgs/{org_id}/usage/": "Usage and spend per team, project, agent, user, connector, action or model",
     "PUT /api/v1/orgs/{org_id}/audit/retention/": "Set how long audit records are kept",
     "PATCH /api/v1/orgs/{org_id}/members/{member_id}/": "Change a member's role",
     "DELETE /api/v1/orgs/{org_id}/members/{member_id}/": "Remove a member (or leave)",

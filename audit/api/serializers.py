@@ -168,3 +168,48 @@ class RetentionSerializer(serializers.Serializer[Any]):
     )
     updated_at = serializers.DateTimeField(read_only=True, allow_null=True)
     updated_by = serializers.CharField(read_only=True, help_text="Who set it, by email (empty: never set).")
+
+
+class UsageFiguresSerializer(serializers.Serializer[Any]):
+    requests = serializers.IntegerField()
+    refusals = serializers.IntegerField(help_text="Refused by the proxy or denied by policy.")
+    failed = serializers.IntegerField(help_text="Decision error, a transport error, or an upstream 5xx.")
+    error_rate = serializers.FloatField(help_text="failed / requests.")
+    latency_ms_p50 = serializers.FloatField(allow_null=True)
+    latency_ms_p95 = serializers.FloatField(allow_null=True)
+    input_tokens = serializers.IntegerField(help_text="Billed at the full input price (cache reads and writes apart).")
+    output_tokens = serializers.IntegerField(help_text="Reasoning tokens included.")
+    cache_read_tokens = serializers.IntegerField()
+    cache_write_tokens = serializers.IntegerField()
+    cost_usd = serializers.CharField(help_text="A decimal string, to the micro-dollar.")
+    unpriced_calls = serializers.IntegerField(help_text="LLM calls whose model no price source knew.")
+    approvals_held = serializers.IntegerField()
+    decision_seconds_p50 = serializers.FloatField(allow_null=True, help_text="From held to decided.")
+    decision_seconds_p95 = serializers.FloatField(allow_null=True)
+
+
+class UsagePointSerializer(UsageFiguresSerializer):
+    start = serializers.DateTimeField(help_text="The interval's start.")
+
+
+class UsageGroupSerializer(UsageFiguresSerializer):
+    key = serializers.CharField(allow_null=True, help_text="The team, project or user id, or the name (null: none).")
+    name = serializers.CharField(allow_null=True, help_text="A team's or project's name, a user's email.")
+    series = UsagePointSerializer(many=True, help_text="Per interval, when one was asked for.")
+
+
+class UsageReportSerializer(serializers.Serializer[Any]):
+    group_by = serializers.CharField()
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    interval = serializers.CharField(allow_null=True)
+    groups = UsageGroupSerializer(many=True, help_text="Most spend first.")
+
+
+class UsageQuerySerializer(serializers.Serializer[Any]):
+    group_by = serializers.ChoiceField(
+        choices=["team", "project", "agent", "user", "connector", "action", "model"], default="team"
+    )
+    since = serializers.DateTimeField(required=False, help_text="Inclusive; default: 7 days ago.")
+    until = serializers.DateTimeField(required=False, help_text="Exclusive; default: now.")
+    interval = serializers.ChoiceField(choices=["hour", "day", "week"], required=False)

@@ -5,11 +5,18 @@ from __future__ import annotations
 from django.urls import path
 
 from audit.api import dataplane
-from audit.api.views import AuditCheckpointViewSet, AuditRecordViewSet, AuditRetentionViewSet, AuditVerifyViewSet
+from audit.api.views import (
+    AuditCheckpointViewSet,
+    AuditRecordViewSet,
+    AuditRetentionViewSet,
+    AuditVerifyViewSet,
+    UsageViewSet,
+)
 
 urlpatterns = [
     path("dataplane/audit/", dataplane.AuditIngestView.as_view(), name="dataplane-audit"),
     path("orgs/<uuid:org_id>/audit/", AuditRecordViewSet.as_view({"get": "list"}), name="audit-list"),
+    path("orgs/<uuid:org_id>/usage/", UsageViewSet.as_view({"get": "retrieve"}), name="usage"),
     path(
         "orgs/<uuid:org_id>/audit/verify/",
         AuditVerifyViewSet.as_view({"get": "retrieve", "post": "create"}),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 import django_filters
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.db.models import QuerySet
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.request import Request
@@ -21,12 +22,15 @@ from audit.api.serializers import (
     AuditRecordSerializer,
     CheckpointSerializer,
     RetentionSerializer,
+    UsageQuerySerializer,
+    UsageReportSerializer,
     VerificationSerializer,
     VerifyRequestSerializer,
 )
 from audit.chaining import chain_verify, checkpoint_latest, checkpoint_make
 from audit.models import AuditDecision, AuditRecord, AuditSeverity
 from audit.signing import signing_key
+from audit.usage import UsageError, usage_report
 from tenants.api.views import OrgScopedViewSet
 from tenants.permissions import Perm
 
@@ -171,3 +175,33 @@ class AuditRetentionViewSet(OrgScopedViewSet):
         data.is_valid(raise_exception=True)
         setting = services.audit_retention_set(acting=self.membership, days=data.validated_data["days"])
         return Response(RetentionSerializer(setting).data)
+
+
+class UsageViewSet(OrgScopedViewSet):
+    """Requests, refusals, errors, latency, LLM tokens and spend, and approvals, added up per team, project, agent,
+    user, connector, action or model over a time range (and per interval if asked). Without audit.read, only
+    your own agents' figures."""
+
+    queryset = AuditRecord.objects.none()  # for the schema's path parameters only
+    permission_map = {"retrieve": Perm.ORG_VIEW}
+    pagination_class = None
+
+    @extend_schema(parameters=[UsageQuerySerializer], responses=UsageReportSerializer)
+    def retrieve(self, request: Request, org_id: uuid.UUID) -> Response:
+        data = UsageQuerySerializer(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        now = timezone.now()
+        until = data.validated_data.get("until") or now
+        since = data.validated_data.get("since") or until - timedelta(days=7)
+        try:
+            report = usage_report(
+                organization=self.organization,
+                group_by=data.validated_data["group_by"],
+                since=since,
+                until=until,
+                interval=data.validated_data.get("interval"),
+                user=None if self.may(Perm.AUDIT_READ) else self.membership.user,
+            )
+        except UsageError as exc:
+            raise exceptions.ValidationError({"detail": [str(exc)]}) from None
+        return Response(UsageReportSerializer(report).data)
