@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -11,9 +12,10 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
-from audit.models import AuditDecision, AuditOutcome, AuditRecord
+from audit.models import AdminEvent, AuditDecision, AuditOutcome, AuditRecord
 from audit.records import RecordError, ShippedRecord, raw_id, record_parse
-from tenants.models import ApiToken, TeamMembership, TokenKind
+from audit.snapshots import Snapshot
+from tenants.models import ApiToken, Membership, Organization, TeamMembership, TokenKind, User
 
 
 @dataclass
@@ -209,3 +211,52 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
         result.accepted += len(restarts)
     result.rejected.sort(key=lambda r: int(r["index"]))
     return result
+
+
+# --- admin events --------------------------------------------------------------------------------------------
+
+ADMIN_ACTION = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
+
+
+def admin_event_record(
+    *,
+    acting: Membership | User | None,
+    organization: Organization | None,
+    action: str,
+    target_type: str,
+    target_id: object,
+    target_label: str = "",
+    before: Snapshot | None = None,
+    after: Snapshot | None = None,
+) -> AdminEvent:
+    """Record that ACTING did ACTION to a target of ORGANIZATION, with the target's snapshots before and after.
+
+    ACTING is the membership the person acted through (its role is kept), a user for what belongs to no
+    organization (their personal tokens), or None for the system (a Celery task, the data plane, an operator's
+    command). It must be called inside the transaction that makes the change, so the event and the change
+    commit or roll back together: called outside one, it refuses rather than write an event that may describe a
+    change that never happened.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("admin_event_record must run inside the transaction of the change it records")
+    if not ADMIN_ACTION.match(action):
+        raise ValueError(f"admin event action {action!r} is not a dotted slug like team.create")
+    actor: User | None
+    if isinstance(acting, Membership):
+        actor, role = acting.user, acting.role
+    else:
+        actor, role = acting, ""
+    with scopes_disabled():  # written for any organization, or none, from services that may run outside a scope
+        return AdminEvent.objects.create(
+            organization=organization,
+            organization_uuid=organization.pk if organization is not None else None,
+            actor=actor,
+            actor_email=actor.email if actor is not None else "",
+            actor_role=role,
+            action=action,
+            target_type=target_type,
+            target_id=str(target_id) if target_id is not None else "",
+            target_label=target_label[:200],
+            before=before,
+            after=after,
+        )

@@ -1,0 +1,75 @@
+"""What an admin event keeps of its target, before and after: plain fields by name, never a secret.
+
+Each function lists the fields it keeps rather than walking the model: a field added to a model later (a new
+digest, a wrapped key) stays out of the audit stream until someone decides it belongs there. Values are JSON
+plain (ids and times as strings). Nothing here reads the database beyond the object it is given and the
+relations named, so it costs nothing to call inside a service's transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
+
+Snapshot = dict[str, Any]
+
+
+def _plain(value: object) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _pick(obj: object, *names: str) -> Snapshot:
+    return {name: _plain(getattr(obj, name)) for name in names}
+
+
+def organization_snapshot(organization: Organization) -> Snapshot:
+    return _pick(organization, "name", "slug")
+
+
+def membership_snapshot(membership: Membership) -> Snapshot:
+    return {"user_id": str(membership.user_id), "email": membership.user.email, "role": membership.role}
+
+
+def invitation_snapshot(invitation: Invitation) -> Snapshot:
+    """Who was invited and how; the invitation's secret (and its lookup and digest) never."""
+    snapshot = _pick(invitation, "email", "role", "expires_at", "accepted_at", "revoked_at")
+    snapshot["teams"] = sorted(t.slug for t in invitation.teams.all()) if invitation.pk else []
+    return snapshot
+
+
+def team_snapshot(team: Team) -> Snapshot:
+    return _pick(team, "name", "slug")
+
+
+def team_member_snapshot(team_membership: TeamMembership) -> Snapshot:
+    return {
+        "team_id": str(team_membership.team_id),
+        "team": team_membership.team.slug,
+        "user_id": str(team_membership.user_id),
+        "email": team_membership.user.email,
+    }
+
+
+def project_snapshot(project: Project) -> Snapshot:
+    snapshot = _pick(project, "name", "slug", "description")
+    snapshot["team_id"] = _plain(project.team_id)
+    return snapshot
+
+
+def token_snapshot(token: ApiToken) -> Snapshot:
+    """A token's kind, name, owner and lifetime; never its plaintext, lookup part or digest."""
+    snapshot = _pick(token, "kind", "name", "expires_at", "revoked_at")
+    snapshot |= {
+        "user_id": _plain(token.user_id),
+        "organization_id": _plain(token.organization_id),
+        "project_id": _plain(token.project_id),
+    }
+    return snapshot
