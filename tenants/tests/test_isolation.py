@@ -35,11 +35,11 @@ class Objects:
 def populate(person: Person, other_member: Person | None = None) -> Objects:
     org = person.org
     with scope(organization=org):
-        team = services.team_create(organization=org, name="Team")
-        project = services.project_create(organization=org, name="Project", team=team)
+        team = services.team_create(acting=person.membership, name="Team")
+        project = services.project_create(acting=person.membership, name="Project", team=team)
         invitation, _ = services.invitation_create(acting=person.membership, email=f"new@{org.slug}.example")
         member = other_member.membership if other_member else person.membership
-        services.team_member_add(team=team, user_id=member.user_id)
+        services.team_member_add(acting=person.membership, team=team, user_id=member.user_id)
         session = services.session_token_create(membership=person.membership, name="agent").token
         record_id = record_stored(session)
         policy = policy_create(

@@ -128,7 +128,7 @@ def build_world(role: Role, perm: Perm | None = None) -> World:
     actor = owner if role == Role.OWNER else make_person("actor@example.com", org=owner.org, role=role)
     victim = make_person("victim@example.com", org=owner.org, role=Role.MEMBER)
     with scope(organization=owner.org):
-        team = services.team_create(organization=owner.org, name="Core")
+        team = services.team_create(acting=owner.membership, name="Core")
         session = services.session_token_create(membership=victim.membership, name="victim agent").token
     world = World(owner=owner, actor=actor, victim=victim, victim_session_id=str(session.pk), team_id=str(team.pk))
     if perm == Perm.AUDIT_READ:
