@@ -88,6 +88,8 @@ SUMMARIES = {
     "POST /api/v1/orgs/{org_id}/notification-channels/{channel_id}/test/": "Send a test message to a channel",
     "GET /api/v1/orgs/{org_id}/audit/": "Search audit records",
     "GET /api/v1/orgs/{org_id}/audit/{record_id}/": "Get an audit record",
+    "GET /api/v1/orgs/{org_id}/audit/admin/": "Search admin events (who changed what)",
+    "GET /api/v1/orgs/{org_id}/audit/admin/{event_id}/": "Get an admin event",
     "PATCH /api/v1/orgs/{org_id}/members/{member_id}/": "Change a member's role",
     "DELETE /api/v1/orgs/{org_id}/members/{member_id}/": "Remove a member (or leave)",
     "DELETE /api/v1/orgs/{org_id}/invitations/{invitation_id}/": "Revoke an invitation",

@@ -14,6 +14,7 @@ from django_scopes import scope, scopes_disabled
 from approvals.notifications import notification_channel_create
 from approvals.services import approval_rule_create
 from approvals.tests.factories import held_approval
+from audit.models import AdminEvent
 from audit.tests.factories import record_stored
 from conftest import Cast, Person, client_for, give_keys, make_vault
 from policies.services import policy_create, shell_policy_set
@@ -52,6 +53,7 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
         channel = notification_channel_create(
             membership=person.membership, name="hooks", kind="webhook", target=f"https://{org.slug}.example/hook"
         ).channel
+        event = AdminEvent.objects.filter(organization_uuid=org.pk, action="team.create").get()
     pat = ApiToken.objects.filter(user=person.user, kind="pat").first()
     assert pat is not None
     give_keys(person)
@@ -76,6 +78,7 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
             "rule_id": str(rule.pk),
             "message_id": str(message.pk),  # a key-channel request waiting for the data plane
             "channel_id": str(channel.pk),
+            "event_id": str(event.pk),  # an admin event (the team's creation)
             "shell_rule": shell_rule,  # not a URL id: a value that must not show through another organization
             "name": "github",  # a connector: installed server-wide, enabled per team
         },
@@ -114,7 +117,7 @@ def snapshot() -> dict[str, int]:
     with scopes_disabled():
         return {
             m.__name__: m.objects.count()
-            for m in (Organization, Membership, Team, TeamMembership, Project, Invitation, ApiToken)
+            for m in (Organization, Membership, Team, TeamMembership, Project, Invitation, ApiToken, AdminEvent)
         }
 
 
