@@ -1,0 +1,333 @@
+"""Admin events: every change people make to an organization is recorded with it, readable by audit.read holders."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django_scopes import scope, scopes_disabled
+
+from audit.models import AdminEvent
+from audit.services import admin_event_record
+from conftest import Cast, client_for, make_person
+from tenants import selectors, services
+from tenants.models import ApiToken, Invitation, Project
+from tenants.permissions import Perm, role_has
+from tenants.roles import Role
+
+pytestmark = pytest.mark.django_db
+
+
+def events(organization_id: uuid.UUID | None = None, **filters: Any) -> list[AdminEvent]:
+    with scopes_disabled():
+        found = AdminEvent.objects.filter(**filters).order_by("created_at", "id")
+        if organization_id is not None:
+            found = found.filter(organization_uuid=organization_id)
+        return list(found)
+
+
+def only(**filters: Any) -> AdminEvent:
+    found = events(**filters)
+    assert len(found) == 1, [(e.action, e.target_label) for e in found]
+    return found[0]
+
+
+def admin_url(cast: Cast, suffix: str = "") -> str:
+    return f"/api/v1/orgs/{cast.alice.org.pk}/audit/admin/{suffix}"
+
+
+# --- recording -----------------------------------------------------------------------------------------------
+
+
+def test_a_role_change_records_the_actor_their_role_and_the_role_before_and_after(cast: Cast) -> None:
+    response = client_for(cast.alice.token).patch(
+        f"/api/v1/orgs/{cast.alice.org.pk}/members/{cast.bob.membership.pk}/", {"role": "auditor"}, format="json"
+    )
+    assert response.status_code == 200
+
+    event = only(action="member.role_change")
+    assert event.organization_uuid == cast.alice.org.pk
+    assert (event.actor_id, event.actor_email, event.actor_role) == (cast.alice.user.pk, "alice@example.com", "owner")
+    assert (event.target_type, event.target_id, event.target_label) == (
+        "member",
+        str(cast.bob.user.pk),
+        "bob@example.com",
+    )
+    assert event.before == {"user_id": str(cast.bob.user.pk), "email": "bob@example.com", "role": "member"}
+    assert event.after == {"user_id": str(cast.bob.user.pk), "email": "bob@example.com", "role": "auditor"}
+
+
+def test_teams_record_their_creation_rename_members_and_deletion(cast: Cast) -> None:
+    alice = cast.alice.membership
+    with scope(organization=cast.alice.org):
+        team = services.team_create(acting=alice, name="Payments")
+        team_id = str(team.pk)  # deleting the team clears its pk
+        services.team_update(acting=alice, team=team, name="Billing", slug="billing")
+        services.team_member_add(acting=alice, team=team, user_id=cast.bob.user.pk)
+        services.team_member_remove(
+            acting=alice, team_membership=selectors.team_member_get(team=team, user_id=cast.bob.user.pk)
+        )
+        services.team_delete(acting=alice, team=team)
+
+    recorded = events(cast.alice.org.pk, target_id__in=[team_id, str(cast.bob.user.pk)])
+    assert [(e.action, e.before, e.after) for e in recorded] == [
+        ("team.create", None, {"name": "Payments", "slug": "payments"}),
+        ("team.update", {"name": "Payments", "slug": "payments"}, {"name": "Billing", "slug": "billing"}),
+        (
+            "team.member_add",
+            None,
+            {"team_id": team_id, "team": "billing", "user_id": str(cast.bob.user.pk), "email": "bob@example.com"},
+        ),
+        (
+            "team.member_remove",
+            {"team_id": team_id, "team": "billing", "user_id": str(cast.bob.user.pk), "email": "bob@example.com"},
+            None,
+        ),
+        ("team.delete", {"name": "Billing", "slug": "billing"}, None),
+    ]
+    assert {e.actor_email for e in recorded} == {"alice@example.com"}
+
+
+def test_projects_record_each_change_with_its_fields(cast: Cast) -> None:
+    alice = cast.alice.membership
+    with scope(organization=cast.alice.org):
+        project = services.project_create(acting=alice, name="Checkout", description="the shop")
+        services.project_update(acting=alice, project=project, fields={"description": "the new shop"})
+        services.project_delete(acting=alice, project=project)
+
+    recorded = events(cast.alice.org.pk, target_type="project")
+    assert [e.action for e in recorded] == ["project.create", "project.update", "project.delete"]
+    assert recorded[1].before is not None and recorded[1].after is not None
+    assert (recorded[1].before["description"], recorded[1].after["description"]) == ("the shop", "the new shop")
+    assert recorded[2].after is None and recorded[2].target_label == "Checkout"
+
+
+def test_accepting_an_invitation_is_the_joining_persons_act(cast: Cast) -> None:
+    with scope(organization=cast.alice.org):
+        team = services.team_create(acting=cast.alice.membership, name="Support")
+        invitation, _ = services.invitation_create(
+            acting=cast.alice.membership, email="dana@example.com", role=Role.APPROVER, teams=[team]
+        )
+    joined = services.invitation_accept(invitation=invitation, acting_user=None, name="Dana")
+
+    created = only(action="invitation.create")
+    assert created.actor_email == "alice@example.com"
+    assert created.after is not None and (created.after["email"], created.after["teams"]) == (
+        "dana@example.com",
+        ["support"],
+    )
+    accepted = only(action="invitation.accept")
+    assert (accepted.actor_id, accepted.actor_role) == (joined.user.pk, "approver")
+    assert accepted.before is not None and accepted.before["accepted_at"] is None
+    assert accepted.after is not None and accepted.after["accepted_at"] is not None
+    assert only(action="team.member_add").actor_email == "dana@example.com"
+
+
+def test_a_revoked_invitation_records_who_revoked_it(cast: Cast) -> None:
+    with scope(organization=cast.alice.org):
+        invitation, _ = services.invitation_create(acting=cast.alice.membership, email="erin@example.com")
+    response = client_for(cast.alice.token).delete(f"/api/v1/orgs/{cast.alice.org.pk}/invitations/{invitation.pk}/")
+    assert response.status_code == 204
+    revoked = only(action="invitation.revoke")
+    assert revoked.actor_email == "alice@example.com"
+    assert revoked.before is not None and revoked.before["revoked_at"] is None
+    assert revoked.after is not None and revoked.after["revoked_at"] is not None
+
+
+def test_a_personal_token_belongs_to_no_organization_and_a_session_to_its_own(cast: Cast) -> None:
+    issued = client_for(cast.bob.token).post("/api/v1/tokens/", {"name": "laptop"}, format="json").json()
+    client_for(cast.bob.token).delete(f"/api/v1/tokens/{issued['id']}/")
+    session = services.session_token_create(membership=cast.bob.membership, name="claude").token
+    client_for(cast.alice.token).delete(f"/api/v1/orgs/{cast.alice.org.pk}/session-tokens/{session.pk}/")
+
+    personal = events(target_id=issued["id"])
+    assert [(e.action, e.organization_uuid, e.actor_email) for e in personal] == [
+        ("token.create", None, "bob@example.com"),
+        ("token.revoke", None, "bob@example.com"),
+    ]
+    revoked = only(action="token.revoke", target_id=str(session.pk))
+    assert (revoked.organization_uuid, revoked.actor_email, revoked.actor_role) == (
+        cast.alice.org.pk,
+        "alice@example.com",
+        "owner",
+    )
+
+
+def test_the_data_planes_token_is_minted_by_the_system() -> None:
+    issued = services.service_token_create(name="data plane")
+    event = only(action="token.create", target_id=str(issued.token.pk))
+    assert (event.actor_id, event.actor_email, event.actor_role, event.organization_uuid) == (None, "", "", None)
+
+
+def test_removing_a_member_records_the_removal_and_their_revoked_sessions(cast: Cast) -> None:
+    session = services.session_token_create(membership=cast.bob.membership, name="claude").token
+    response = client_for(cast.alice.token).delete(
+        f"/api/v1/orgs/{cast.alice.org.pk}/members/{cast.bob.membership.pk}/"
+    )
+    assert response.status_code == 204
+    removed = only(action="member.remove")
+    assert (removed.actor_email, removed.after) == ("alice@example.com", None)
+    assert removed.before == {"user_id": str(cast.bob.user.pk), "email": "bob@example.com", "role": "member"}
+    assert only(action="token.revoke", target_id=str(session.pk)).actor_email == "alice@example.com"
+
+
+def test_a_change_that_fails_leaves_no_event(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
+    with scope(organization=cast.alice.org):
+        project = services.project_create(acting=cast.alice.membership, name="Checkout")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the database refused")
+
+    monkeypatch.setattr(Project, "delete", refuse)  # fails after the service has recorded its event
+    with scope(organization=cast.alice.org), pytest.raises(RuntimeError):
+        services.project_delete(acting=cast.alice.membership, project=project)
+
+    assert [e.action for e in events(target_id=str(project.pk))] == ["project.create"]
+    with scopes_disabled():
+        assert Project.objects.filter(pk=project.pk).exists()
+
+
+def test_an_event_is_refused_outside_a_transaction(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
+    connection = transaction.get_connection()
+    monkeypatch.setattr(connection, "in_atomic_block", False)
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        admin_event_record(
+            acting=None, organization=cast.alice.org, action="team.create", target_type="team", target_id="x"
+        )
+
+
+def test_no_secret_ever_reaches_an_event(cast: Cast) -> None:
+    with scope(organization=cast.alice.org):
+        invitation, invitation_secret = services.invitation_create(acting=cast.alice.membership, email="f@example.com")
+        services.invitation_revoke(acting=cast.alice.membership, invitation=invitation)
+    personal = services.personal_token_create(user=cast.alice.user, name="ci")
+    service = services.service_token_create(name="data plane")
+    services.token_revoke(acting=None, token=service.token)
+    with scopes_disabled():
+        invitation = Invitation.objects.get(pk=invitation.pk)
+        tokens = list(ApiToken.objects.all())
+    secrets = {invitation_secret, invitation.digest, invitation.lookup, personal.plaintext, service.plaintext}
+    secrets |= {t.digest for t in tokens} | {t.lookup for t in tokens}
+
+    stored = json.dumps([{"before": e.before, "after": e.after, "label": e.target_label} for e in events()])
+    body = client_for(cast.alice.token).get(admin_url(cast, "?limit=500")).content.decode()
+
+    assert len(events()) >= 6
+    assert [s for s in secrets if s in stored] == []
+    assert [s for s in secrets if s in body] == []
+
+
+def test_deleting_the_organization_keeps_its_events_and_says_who_deleted_it(cast: Cast) -> None:
+    org_id = cast.alice.org.pk
+    with scope(organization=cast.alice.org):
+        services.team_create(acting=cast.alice.membership, name="Payments")
+    response = client_for(cast.alice.token).delete(f"/api/v1/orgs/{org_id}/")
+    assert response.status_code == 204
+
+    kept = events(org_id)
+    assert {e.action for e in kept} >= {"organization.create", "team.create", "organization.delete"}
+    assert all(e.organization_id is None for e in kept), "the key is nulled, the row stays"
+    deleted = only(action="organization.delete")
+    assert (deleted.actor_email, deleted.before, deleted.after) == (
+        "alice@example.com",
+        {"name": "Org A", "slug": cast.alice.org.slug},
+        None,
+    )
+
+
+# --- reading ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def changes(cast: Cast) -> Cast:
+    """Alice makes a team and a project, promotes Bob, and Charlie (in his own organization) makes a team."""
+    with scope(organization=cast.alice.org):
+        services.team_create(acting=cast.alice.membership, name="Payments")
+        services.project_create(acting=cast.alice.membership, name="Checkout")
+        services.membership_update_role(acting=cast.alice.membership, membership=cast.bob.membership, role=Role.ADMIN)
+    with scope(organization=cast.charlie.org):
+        services.team_create(acting=cast.charlie.membership, name="Charlies")
+    return cast
+
+
+def listed(token: str, url: str) -> list[dict[str, Any]]:
+    response = client_for(token).get(url)
+    assert response.status_code == 200, response.content
+    results: list[dict[str, Any]] = response.json()["results"]
+    return results
+
+
+def test_the_list_shows_the_organizations_events_newest_first(changes: Cast) -> None:
+    body = listed(changes.alice.token, admin_url(changes))
+    assert [e["action"] for e in body] == ["member.role_change", "project.create", "team.create", "organization.create"]
+    newest = body[0]
+    assert (newest["actor_email"], newest["actor_role"], newest["organization"]) == (
+        "alice@example.com",
+        "owner",
+        str(changes.alice.org.pk),
+    )
+    assert (newest["before"]["role"], newest["after"]["role"]) == ("member", "admin")
+    assert "Charlies" not in json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    ("query", "actions"),
+    [
+        ("?action=team.create", ["team.create"]),
+        ("?action=member.*", ["member.role_change"]),
+        ("?target_type=project", ["project.create"]),
+        ("?actor=ALICE@example.com&action=project.*", ["project.create"]),
+        ("?actor=bob@example.com", []),
+        ("?since=2000-01-01T00:00:00Z&until=2001-01-01T00:00:00Z", []),
+        ("?limit=1&offset=1", ["project.create"]),
+    ],
+)
+def test_the_list_filters(changes: Cast, query: str, actions: list[str]) -> None:
+    assert [e["action"] for e in listed(changes.alice.token, admin_url(changes, query))] == actions
+
+
+def test_the_list_filters_by_target_id(changes: Cast) -> None:
+    body = listed(changes.alice.token, admin_url(changes, f"?target_id={changes.bob.user.pk}"))
+    assert [e["action"] for e in body] == ["member.role_change"]
+
+
+def test_a_bad_time_filter_is_a_400_problem(changes: Cast) -> None:
+    response = client_for(changes.alice.token).get(admin_url(changes, "?since=yesterday"))
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+
+
+def test_one_event_reads_by_its_id(changes: Cast) -> None:
+    event = only(action="project.create")
+    body = client_for(changes.alice.token).get(admin_url(changes, f"{event.pk}/")).json()
+    assert (body["id"], body["target_label"], body["after"]["name"]) == (str(event.pk), "Checkout", "Checkout")
+
+
+def test_a_member_without_audit_read_is_refused_not_narrowed(cast: Cast) -> None:
+    event = only(action="organization.create", organization_uuid=cast.alice.org.pk)
+    for url in (admin_url(cast), admin_url(cast, f"{event.pk}/")):
+        response = client_for(cast.bob.token).get(url)
+        assert response.status_code == 403, url
+        assert response["Content-Type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)
+def test_each_role_reads_admin_events_exactly_when_the_matrix_gives_it_audit_read(cast: Cast, role: Role) -> None:
+    person = make_person(f"{role.value}@example.com", org=cast.alice.org, role=role)
+    response = client_for(person.token).get(admin_url(cast))
+    assert response.status_code == (200 if role_has(role, Perm.AUDIT_READ) else 403)
+
+
+def test_another_organizations_events_are_404_never_shown(changes: Cast) -> None:
+    charlies = only(action="team.create", organization_uuid=changes.charlie.org.pk)
+    alices = only(action="team.create", organization_uuid=changes.alice.org.pk)
+    charlie = client_for(changes.charlie.token)
+    assert charlie.get(admin_url(changes)).status_code == 404
+    assert charlie.get(admin_url(changes, f"{alices.pk}/")).status_code == 404
+    assert charlie.get(f"/api/v1/orgs/{changes.charlie.org.pk}/audit/admin/{alices.pk}/").status_code == 404
+    own = listed(changes.charlie.token, f"/api/v1/orgs/{changes.charlie.org.pk}/audit/admin/")
+    assert str(charlies.pk) in {e["id"] for e in own}
+    assert str(alices.pk) not in {e["id"] for e in own}
