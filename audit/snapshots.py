@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from policies.models import EgressPolicy, Policy, ProjectEgress, ShellPolicy
     from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
 
 Snapshot = dict[str, Any]
@@ -73,3 +74,31 @@ def token_snapshot(token: ApiToken) -> Snapshot:
         "project_id": _plain(token.project_id),
     }
     return snapshot
+
+
+def policy_snapshot(policy: Policy) -> Snapshot:
+    snapshot = _pick(policy, "name", "description", "cedar", "enabled")
+    snapshot["team_id"] = _plain(policy.team_id)
+    return snapshot
+
+
+def egress_snapshot(egress: EgressPolicy) -> Snapshot:
+    return {
+        "mode": egress.mode,
+        "allow": list(egress.allow),
+        "plain_http": list(egress.plain_http),
+        "tcp": list(egress.tcp),
+    }
+
+
+def project_egress_snapshot(egress: ProjectEgress) -> Snapshot:
+    return {"tcp": list(egress.tcp)}
+
+
+def shell_policy_snapshot(shell: ShellPolicy) -> Snapshot:
+    return {
+        "mode": shell.mode,
+        "deny": list(shell.deny),
+        "allow": list(shell.allow),
+        "record_allowed": shell.record_allowed,
+    }

@@ -174,6 +174,57 @@ def test_removing_a_member_records_the_removal_and_their_revoked_sessions(cast: 
     assert only(action="token.revoke", target_id=str(session.pk)).actor_email == "alice@example.com"
 
 
+FORBID_REFUNDS = 'forbid(principal, action == Aileron::Action::"stripe.create-refund", resource);'
+
+
+def test_policies_record_their_cedar_before_and_after(cast: Cast) -> None:
+    url = f"/api/v1/orgs/{cast.alice.org.pk}/policies/"
+    alice = client_for(cast.alice.token)
+    created = alice.post(url, {"name": "No refunds", "cedar": FORBID_REFUNDS}, format="json").json()
+    alice.patch(f"{url}{created['id']}/", {"enabled": False}, format="json")
+    alice.delete(f"{url}{created['id']}/")
+
+    recorded = events(target_id=created["id"])
+    assert [(e.action, e.actor_email) for e in recorded] == [
+        ("policy.create", "alice@example.com"),
+        ("policy.update", "alice@example.com"),
+        ("policy.delete", "alice@example.com"),
+    ]
+    assert recorded[0].after is not None and recorded[0].after["cedar"] == FORBID_REFUNDS
+    assert recorded[1].before is not None and recorded[1].after is not None
+    assert (recorded[1].before["enabled"], recorded[1].after["enabled"]) == (True, False)
+    assert recorded[2].after is None
+
+
+def test_egress_and_shell_settings_record_the_setting_before_and_after(cast: Cast) -> None:
+    alice = client_for(cast.alice.token)
+    org = cast.alice.org
+    egress_body = {"mode": "allowlist", "allow": ["*.example.com"]}
+    assert alice.put(f"/api/v1/orgs/{org.pk}/egress/", egress_body, format="json").status_code == 200
+    shell = {"mode": "audit", "deny": ["rm -rf *"], "allow": [], "record_allowed": True}
+    assert alice.put(f"/api/v1/orgs/{org.pk}/shell-policy/", shell, format="json").status_code == 200
+    with scope(organization=org):
+        project = services.project_create(acting=cast.alice.membership, name="Payments")
+    tcp = {"tcp": ["db.payments.example:5432"]}
+    assert alice.put(f"/api/v1/orgs/{org.pk}/projects/{project.pk}/egress/", tcp, format="json").status_code == 200
+
+    egress = only(action="egress.update")
+    assert egress.before is not None and egress.after is not None
+    assert (egress.before["mode"], egress.after["mode"], egress.after["allow"]) == (
+        "open",
+        "allowlist",
+        ["*.example.com"],
+    )
+    shell_event = only(action="shell_policy.update")
+    assert shell_event.after == shell and shell_event.actor_email == "alice@example.com"
+    project_egress = only(action="project_egress.update")
+    assert (project_egress.target_id, project_egress.before, project_egress.after) == (
+        str(project.pk),
+        {"tcp": []},
+        {"tcp": ["db.payments.example:5432"]},
+    )
+
+
 def test_a_change_that_fails_leaves_no_event(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
     with scope(organization=cast.alice.org):
         project = services.project_create(acting=cast.alice.membership, name="Checkout")
