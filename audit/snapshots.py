@@ -11,8 +11,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    from approvals.models import ApprovalRule, NotificationChannel
+    from connectors.models import ConnectorEnablement
     from policies.models import EgressPolicy, Policy, ProjectEgress, ShellPolicy
     from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
 
@@ -102,3 +105,24 @@ def shell_policy_snapshot(shell: ShellPolicy) -> Snapshot:
         "allow": list(shell.allow),
         "record_allowed": shell.record_allowed,
     }
+
+
+def connector_enablement_snapshot(enablement: ConnectorEnablement) -> Snapshot:
+    return {"connector": enablement.connector, "team_id": str(enablement.team_id), "team": enablement.team.slug}
+
+
+def approval_rule_snapshot(rule: ApprovalRule) -> Snapshot:
+    return _pick(rule, "action", "four_eyes", "approvers_required", "window_seconds")
+
+
+def notification_channel_snapshot(channel: NotificationChannel) -> Snapshot:
+    """Where a channel points, but of a URL only its scheme and host: a Slack webhook's path is its secret, and a
+    webhook's path or query may hold one too (auditors read this, and they may not read channels). The signing
+    secret never."""
+    target = channel.target
+    if channel.kind != "email":
+        parts = urlsplit(target)
+        target = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/…"
+    snapshot = _pick(channel, "name", "kind", "enabled")
+    snapshot |= {"target": target, "events": list(channel.events)}
+    return snapshot

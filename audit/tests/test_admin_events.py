@@ -225,6 +225,65 @@ def test_egress_and_shell_settings_record_the_setting_before_and_after(cast: Cas
     )
 
 
+def test_enabling_and_disabling_a_connector_records_the_team(cast: Cast) -> None:
+    with scope(organization=cast.alice.org):
+        team = services.team_create(acting=cast.alice.membership, name="Support")
+    url = f"/api/v1/orgs/{cast.alice.org.pk}/connectors/github/teams/{team.pk}/"
+    alice = client_for(cast.alice.token)
+    assert alice.put(url).status_code in (200, 201, 204)
+    assert alice.put(url).status_code in (200, 201, 204)  # already enabled: no second event
+    assert alice.delete(url).status_code == 204
+
+    snapshot = {"connector": "github", "team_id": str(team.pk), "team": "support"}
+    assert [(e.action, e.before, e.after, e.actor_email) for e in events(target_type="connector")] == [
+        ("connector.enable", None, snapshot, "alice@example.com"),
+        ("connector.disable", snapshot, None, "alice@example.com"),
+    ]
+
+
+def test_approval_rules_record_their_settings_before_and_after(cast: Cast) -> None:
+    url = f"/api/v1/orgs/{cast.alice.org.pk}/approval-rules/"
+    alice = client_for(cast.alice.token)
+    rule = alice.post(url, {"action": "stripe.*"}, format="json").json()
+    assert alice.patch(f"{url}{rule['id']}/", {"four_eyes": True}, format="json").status_code == 200
+    assert alice.delete(f"{url}{rule['id']}/").status_code == 204
+
+    recorded = events(target_id=rule["id"])
+    assert [e.action for e in recorded] == ["approval_rule.create", "approval_rule.update", "approval_rule.delete"]
+    assert recorded[1].before is not None and recorded[1].after is not None
+    assert (recorded[1].before["four_eyes"], recorded[1].after["four_eyes"]) == (False, True)
+    assert recorded[2].target_label == "stripe.*" and recorded[2].after is None
+
+
+def test_notification_channels_are_recorded_without_their_secrets(cast: Cast) -> None:
+    url = f"/api/v1/orgs/{cast.alice.org.pk}/notification-channels/"
+    alice = client_for(cast.alice.token)
+    slack_path = "/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
+    slack = alice.post(
+        url, {"name": "on-call", "kind": "slack", "target": f"https://hooks.slack.com{slack_path}"}, format="json"
+    ).json()
+    hook = alice.post(
+        url, {"name": "hooks", "kind": "webhook", "target": "https://hooks.example.com/in?key=sekrit"}, format="json"
+    ).json()
+    assert alice.patch(f"{url}{slack['id']}/", {"enabled": False}, format="json").status_code == 200
+    assert alice.delete(f"{url}{hook['id']}/").status_code == 204
+
+    recorded = events(target_type="notification_channel")
+    assert [e.action for e in recorded] == [
+        "notification_channel.create",
+        "notification_channel.create",
+        "notification_channel.update",
+        "notification_channel.delete",
+    ]
+    update = recorded[2]
+    assert update.before is not None and update.after is not None
+    assert (update.before["enabled"], update.after["enabled"]) == (True, False)
+    assert update.after["target"] == "https://hooks.slack.com/…"
+    stored = json.dumps([(e.before, e.after) for e in recorded])
+    assert hook["secret"] and hook["secret"] not in stored
+    assert slack_path not in stored and "sekrit" not in stored
+
+
 def test_a_change_that_fails_leaves_no_event(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
     with scope(organization=cast.alice.org):
         project = services.project_create(acting=cast.alice.membership, name="Checkout")

@@ -46,12 +46,12 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
         policy = policy_create(
             acting=person.membership, team=None, name="P", cedar="forbid(principal, action, resource);"
         )
-        rule = approval_rule_create(organization=org, action="stripe.*")
+        rule = approval_rule_create(acting=person.membership, action="stripe.*")
         shell_rule = f"rm -rf /{org.slug}-only-*"
         shell_policy_set(acting=person.membership, mode="enforce", deny=[shell_rule], allow=[], record_allowed=False)
         approval = held_approval(session)
         channel = notification_channel_create(
-            membership=person.membership, name="hooks", kind="webhook", target=f"https://{org.slug}.example/hook"
+            acting=person.membership, name="hooks", kind="webhook", target=f"https://{org.slug}.example/hook"
         ).channel
         event = AdminEvent.objects.filter(organization_uuid=org.pk, action="team.create").get()
     pat = ApiToken.objects.filter(user=person.user, kind="pat").first()
