@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from connectors.models import ConnectorEnablement
     from policies.models import EgressPolicy, Policy, ProjectEgress, ShellPolicy
     from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
+    from vaults.models import Vault
+    from vaults.store import VaultMeta
 
 Snapshot = dict[str, Any]
 
@@ -126,3 +128,18 @@ def notification_channel_snapshot(channel: NotificationChannel) -> Snapshot:
     snapshot = _pick(channel, "name", "kind", "enabled")
     snapshot |= {"target": target, "events": list(channel.events)}
     return snapshot
+
+
+def vault_snapshot(vault: Vault, meta: VaultMeta) -> Snapshot:
+    """A vault's name, kind, owner team or project and key version; never a wrapping, a key or a ciphertext."""
+    return {
+        "name": meta.name,
+        "type": meta.type,
+        "team_id": _plain(vault.team_id),
+        "project_id": _plain(vault.project_id),
+        "key_version": meta.key_version,
+    }
+
+
+def vault_member_snapshot(user_id: object, role: str) -> Snapshot:
+    return {"user_id": str(user_id), "role": role}

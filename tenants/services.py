@@ -372,7 +372,7 @@ def membership_remove(*, acting: Membership, membership: Membership) -> None:
     organization = membership.organization
     from vaults.services import vaults_member_leave
 
-    vaults_member_leave(organization=organization, user_id=membership.user_id, acting_user_id=acting.user_id)
+    vaults_member_leave(acting=acting, organization=organization, user_id=membership.user_id)
     TeamMembership.objects.filter(organization=organization, user_id=membership.user_id).delete()
     for session in ApiToken.objects.filter(
         kind=TokenKind.SESSION, organization=organization, user_id=membership.user_id, revoked_at__isnull=True
@@ -590,7 +590,7 @@ def team_member_remove(*, acting: Membership, team_membership: TeamMembership) -
     """Take someone out of a team: they leave its vaults too (revoked, each then rotates)."""
     from vaults.services import team_vaults_member_left
 
-    team_vaults_member_left(team=team_membership.team, user_id=team_membership.user_id, acting_user_id=acting.user_id)
+    team_vaults_member_left(acting=acting, team=team_membership.team, user_id=team_membership.user_id)
     _team_member_event(acting=acting, action="team.member_remove", team_membership=team_membership)
     team_membership.delete()
 

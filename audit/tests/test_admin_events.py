@@ -12,7 +12,7 @@ from django_scopes import scope, scopes_disabled
 
 from audit.models import AdminEvent
 from audit.services import admin_event_record
-from conftest import Cast, client_for, make_person
+from conftest import Cast, client_for, give_keys, make_person, make_vault
 from tenants import selectors, services
 from tenants.models import ApiToken, Invitation, Project
 from tenants.permissions import Perm, role_has
@@ -282,6 +282,92 @@ def test_notification_channels_are_recorded_without_their_secrets(cast: Cast) ->
     stored = json.dumps([(e.before, e.after) for e in recorded])
     assert hook["secret"] and hook["secret"] not in stored
     assert slack_path not in stored and "sekrit" not in stored
+
+
+def test_vaults_record_creation_grants_revokes_rotations_and_deletion_without_key_material(cast: Cast) -> None:
+    from vaults import crypto
+    from vaults.models import UserKeys
+
+    give_keys(cast.alice)
+    give_keys(cast.bob)
+    vault = make_vault(cast.alice, secret=b"ghp_never_in_an_event")
+    alice = client_for(cast.alice.token)
+    base = f"/api/v1/orgs/{cast.alice.org.pk}/vaults/{vault.id}/"
+    bob_key = bytes(UserKeys.objects.get(user=cast.bob.user).public_key)
+    wrapping = crypto.b64(
+        crypto.vault_key_wrap(vault.key, bob_key, vault_id=vault.id, member_id=str(cast.bob.user.pk), key_version=1)
+    )
+    grant = {"user_id": str(cast.bob.user.pk), "role": "reader", "wrapping": wrapping}
+    assert alice.post(f"{base}members/", grant, format="json").status_code == 201
+    assert alice.patch(base, {"name": "Deploy keys"}, format="json").status_code == 200
+    assert alice.delete(f"{base}members/{cast.bob.user.pk}/").status_code == 200
+
+    recorded = events(target_type="vault", target_id=vault.id)
+    assert [(e.action, e.actor_email) for e in recorded] == [
+        ("vault.create", "alice@example.com"),
+        ("vault.grant", "alice@example.com"),
+        ("vault.rename", "alice@example.com"),
+        ("vault.revoke", "alice@example.com"),
+    ]
+    created, granted, renamed, revoked = recorded
+    assert created.after == {
+        "name": "shared vault",
+        "type": "shared",
+        "team_id": None,
+        "project_id": None,
+        "key_version": 1,
+    }
+    assert (granted.before, granted.after) == (None, {"user_id": str(cast.bob.user.pk), "role": "reader"})
+    assert renamed.before is not None and renamed.after is not None
+    assert (renamed.before["name"], renamed.after["name"], renamed.target_label) == (
+        "shared vault",
+        "Deploy keys",
+        "Deploy keys",
+    )
+    assert (revoked.before, revoked.after) == ({"user_id": str(cast.bob.user.pk), "role": "reader"}, None)
+    stored = json.dumps([(e.before, e.after) for e in recorded])
+    assert wrapping not in stored and "ghp_never_in_an_event" not in stored
+
+
+def test_a_confirmation_through_an_owners_session_is_the_systems_act(cast: Cast) -> None:
+    from vaults import crypto
+    from vaults import services as vault_services
+    from vaults.models import UserKeys
+
+    give_keys(cast.alice)
+    give_keys(cast.bob)
+    keys = {p.user.pk: bytes(UserKeys.objects.get(user=p.user).public_key) for p in (cast.alice, cast.bob)}
+    vault_id, key = uuid.uuid4(), crypto.vault_key_new()
+
+    def wrap(user_id: uuid.UUID) -> bytes:
+        return crypto.vault_key_wrap(key, keys[user_id], vault_id=str(vault_id), member_id=str(user_id), key_version=1)
+
+    with scope(organization=cast.alice.org):
+        team = services.team_create(acting=cast.alice.membership, name="Support")
+        services.team_member_add(acting=cast.alice.membership, team=team, user_id=cast.alice.user.pk)
+        vault_services.vault_create(
+            acting=cast.alice.membership,
+            vault_id=vault_id,
+            name="Support keys",
+            type="shared",
+            owner_wrapping=wrap(cast.alice.user.pk),
+            team=team,
+        )
+        services.team_member_add(acting=cast.alice.membership, team=team, user_id=cast.bob.user.pk)  # Bob waits
+    session = services.session_token_create(membership=cast.alice.membership, name="agent").token
+
+    done = vault_services.confirm_commit_for_session(
+        session_id=session.pk,
+        vault_id=vault_id,
+        key_version=1,
+        wrappings={str(cast.bob.user.pk): wrap(cast.bob.user.pk)},
+    )
+
+    assert done == 1
+    event = only(action="vault.confirm")
+    assert (event.actor_id, event.actor_email, event.organization_uuid) == (None, "", cast.alice.org.pk)
+    assert (event.target_id, event.target_label) == (str(vault_id), "Support keys")
+    assert event.after == {"user_id": str(cast.bob.user.pk), "role": "reader"}
 
 
 def test_a_change_that_fails_leaves_no_event(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:

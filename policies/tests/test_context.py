@@ -221,7 +221,7 @@ def test_shared_vaults_are_ranked_by_name(world: World, cast: Cast) -> None:
     later = make_vault(cast.alice, type="shared")
     with scope(organization=cast.alice.org):
         view = vault_services.vault_get_for(membership=cast.alice.membership, vault_id=uuid.UUID(later.id))
-        vault_services.vault_rename(view=view, acting_user_id=cast.alice.user.pk, name="A first")
+        vault_services.vault_rename(acting=cast.alice.membership, view=view, name="A first")
     credentials = context(world).json()["credentials"]
     assert [(c["vault_id"], c["credential_id"]) for c in credentials] == [
         (later.id, later.credential_id),
