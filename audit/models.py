@@ -9,6 +9,7 @@ hash chain over (organization, ingested order) needs: it can be added as columns
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -174,3 +175,13 @@ class AdminEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target_type}:{self.target_id} by {self.actor_email or 'system'}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Append-only: an event is written once. (Deleting its organization nulls the key with a queryset update,
+        # which is the one change a row may see.)
+        if not self._state.adding:
+            raise TypeError("Admin events are append-only: they are never changed once written.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise TypeError("Admin events are append-only: they are never deleted.")

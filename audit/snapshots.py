@@ -3,7 +3,7 @@
 Each function lists the fields it keeps rather than walking the model: a field added to a model later (a new
 digest, a wrapped key) stays out of the audit stream until someone decides it belongs there. Values are JSON
 plain (ids and times as strings). Nothing here reads the database beyond the object it is given and the
-relations named, so it costs nothing to call inside a service's transaction.
+relations named (an invitation's teams), so it costs little to call inside a service's transaction.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from django_scopes import scopes_disabled
 
 if TYPE_CHECKING:
     from approvals.models import ApprovalRule, NotificationChannel
@@ -47,7 +49,10 @@ def membership_snapshot(membership: Membership) -> Snapshot:
 def invitation_snapshot(invitation: Invitation) -> Snapshot:
     """Who was invited and how; the invitation's secret (and its lookup and digest) never."""
     snapshot = _pick(invitation, "email", "role", "expires_at", "accepted_at", "revoked_at")
-    snapshot["teams"] = sorted(t.slug for t in invitation.teams.all()) if invitation.pk else []
+    # Teams are scoped: the invitation in hand was already reached through its organization, so its teams may be
+    # read from any caller (a service running outside a request's scope included).
+    with scopes_disabled():
+        snapshot["teams"] = sorted(t.slug for t in invitation.teams.all())
     return snapshot
 
 

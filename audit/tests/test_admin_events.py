@@ -386,6 +386,16 @@ def test_a_change_that_fails_leaves_no_event(cast: Cast, monkeypatch: pytest.Mon
         assert Project.objects.filter(pk=project.pk).exists()
 
 
+def test_an_event_is_never_changed_or_deleted_once_written(cast: Cast) -> None:
+    event = only(action="organization.create", organization_uuid=cast.alice.org.pk)
+    event.action = "organization.nothing"
+    with pytest.raises(TypeError, match="append-only"):
+        event.save()
+    with pytest.raises(TypeError, match="append-only"):
+        event.delete()
+    assert only(organization_uuid=cast.alice.org.pk).action == "organization.create"
+
+
 def test_an_event_is_refused_outside_a_transaction(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
     connection = transaction.get_connection()
     monkeypatch.setattr(connection, "in_atomic_block", False)
