@@ -64,6 +64,12 @@ def _unique_slug(model: type[Organization] | type[Team] | type[Project], base: s
     return candidate
 
 
+def _check_in_organization(acting: Membership, organization_id: uuid.UUID | None) -> None:
+    """The acting membership's organization is the one whose change is recorded: the target must be in it."""
+    if organization_id != acting.organization_id:
+        raise InvalidInput("That is not in this organization.")
+
+
 def _check_slug_free(
     model: type[Team] | type[Project], organization: Organization, slug: str, exclude_pk: uuid.UUID | None = None
 ) -> None:
@@ -100,18 +106,16 @@ def _token_issue(
     return IssuedToken(token=token, plaintext=new.plaintext)
 
 
-def _token_event(*, acting: Membership | User | None, action: str, token: ApiToken, before: bool = False) -> None:
-    """A token's event belongs to its organization (a session's); personal and service tokens to none."""
-    snapshot = snapshots.token_snapshot(token)
+def _token_created_event(*, acting: User | None, token: ApiToken) -> None:
+    """Personal and service tokens belong to no organization, so neither do their events."""
     admin_event_record(
         acting=acting,
-        organization=token.organization,
-        action=action,
+        organization=None,
+        action="token.create",
         target_type="token",
         target_id=token.pk,
         target_label=token.name,
-        before=snapshot if before else None,
-        after=None if before else snapshot,
+        after=snapshots.token_snapshot(token),
     )
 
 
@@ -126,7 +130,7 @@ def personal_token_create(*, user: User, name: str, expires_in_days: int = 90) -
         user=user,
         expires_at=timezone.now() + timedelta(days=expires_in_days),
     )
-    _token_event(acting=user, action="token.create", token=issued.token)
+    _token_created_event(acting=user, token=issued.token)
     return issued
 
 
@@ -181,14 +185,15 @@ def service_token_create(*, name: str, expires_in_days: int = 365) -> IssuedToke
     issued = _token_issue(
         kind=TokenKind.SERVICE, name=name, expires_at=timezone.now() + timedelta(days=expires_in_days)
     )
-    _token_event(acting=None, action="token.create", token=issued.token)
+    _token_created_event(acting=None, token=issued.token)
     return issued
 
 
 @transaction.atomic
 def token_revoke(*, acting: Membership | User | None, token: ApiToken) -> ApiToken:
     """Revoke TOKEN. ACTING is whoever asked: the membership (a session's), the user (their own personal token), or
-    None when the system does it (`aileron service` replacing its data plane's token)."""
+    None when the system does it (`aileron service` replacing its data plane's token). The event belongs to the
+    token's organization if it has one (a session's); installation-wide tokens' events to none."""
     if token.revoked_at is None:
         before = snapshots.token_snapshot(token)
         token.revoked_at = timezone.now()
@@ -498,7 +503,6 @@ def invitation_accept(*, invitation: Invitation, acting_user: User | None, name:
 # --- teams and projects ------------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def _team_event(*, acting: Membership, action: str, team: Team, before: snapshots.Snapshot | None) -> None:
     admin_event_record(
         acting=acting,
@@ -524,6 +528,7 @@ def team_create(*, acting: Membership, name: str, slug: str | None = None) -> Te
 
 @transaction.atomic
 def team_update(*, acting: Membership, team: Team, name: str | None = None, slug: str | None = None) -> Team:
+    _check_in_organization(acting, team.organization_id)
     before = snapshots.team_snapshot(team)
     if slug is not None and slug != team.slug:
         _check_slug_free(Team, team.organization, slug, exclude_pk=team.pk)
@@ -541,6 +546,7 @@ def team_delete(*, acting: Membership, team: Team) -> None:
     vault's secrets, and must not silently pass to everyone (or keep readers nobody can see) when it goes."""
     from vaults.models import Vault
 
+    _check_in_organization(acting, team.organization_id)
     projects = sorted(
         Project.objects.filter(organization_id=team.organization_id, team=team).values_list("slug", flat=True)
     )
@@ -557,6 +563,7 @@ def team_delete(*, acting: Membership, team: Team) -> None:
 
 @transaction.atomic
 def team_member_add(*, acting: Membership, team: Team, user_id: uuid.UUID) -> TeamMembership:
+    _check_in_organization(acting, team.organization_id)
     membership = Membership.objects.filter(organization_id=team.organization_id, user_id=user_id).first()
     if membership is None:
         raise InvalidInput("That user is not a member of this organization.")
@@ -590,6 +597,7 @@ def team_member_remove(*, acting: Membership, team_membership: TeamMembership) -
     """Take someone out of a team: they leave its vaults too (revoked, each then rotates)."""
     from vaults.services import team_vaults_member_left
 
+    _check_in_organization(acting, team_membership.organization_id)
     team_vaults_member_left(acting=acting, team=team_membership.team, user_id=team_membership.user_id)
     _team_member_event(acting=acting, action="team.member_remove", team_membership=team_membership)
     team_membership.delete()
@@ -618,6 +626,8 @@ def project_create(
     description: str = "",
 ) -> Project:
     organization = acting.organization
+    if team is not None:
+        _check_in_organization(acting, team.organization_id)
     slug = slug or _unique_slug(Project, name, organization=organization)
     _check_slug_free(Project, organization, slug)
     project = Project.objects.create(
@@ -629,6 +639,7 @@ def project_create(
 
 @transaction.atomic
 def project_update(*, acting: Membership, project: Project, fields: dict[str, object]) -> Project:
+    _check_in_organization(acting, project.organization_id)
     before = snapshots.project_snapshot(project)
     slug = fields.get("slug")
     if isinstance(slug, str) and slug != project.slug:
@@ -646,6 +657,7 @@ def project_delete(*, acting: Membership, project: Project) -> None:
     its members as a plain shared vault); its sessions keep running without a project."""
     from vaults.models import Vault
 
+    _check_in_organization(acting, project.organization_id)
     with scope(organization=project.organization_id):
         vaults = Vault.objects.filter(organization_id=project.organization_id, project=project).count()
     if vaults:

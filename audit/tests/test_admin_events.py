@@ -10,6 +10,7 @@ import pytest
 from django.db import transaction
 from django_scopes import scope, scopes_disabled
 
+from aileron_site.problems import InvalidInput
 from audit.models import AdminEvent
 from audit.services import admin_event_record
 from conftest import Cast, client_for, give_keys, make_vault
@@ -367,6 +368,15 @@ def test_a_confirmation_through_an_owners_session_is_the_systems_act(cast: Cast)
     assert (event.actor_id, event.actor_email, event.organization_uuid) == (None, "", cast.alice.org.pk)
     assert (event.target_id, event.target_label) == (str(vault_id), "Support keys")
     assert event.after == {"user_id": str(cast.bob.user.pk), "role": "reader"}
+
+
+def test_a_membership_cannot_change_another_organizations_team_under_its_own_name(cast: Cast) -> None:
+    with scope(organization=cast.alice.org):
+        team = services.team_create(acting=cast.alice.membership, name="Payments")
+    with scopes_disabled(), pytest.raises(InvalidInput):
+        services.team_delete(acting=cast.charlie.membership, team=team)
+    assert events(cast.charlie.org.pk, target_type="team") == []
+    assert [e.action for e in events(target_id=str(team.pk))] == ["team.create"]
 
 
 def test_a_change_that_fails_leaves_no_event(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
