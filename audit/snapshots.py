@@ -82,6 +82,7 @@ def token_snapshot(token: ApiToken) -> Snapshot:
         "user_id": _plain(token.user_id),
         "organization_id": _plain(token.organization_id),
         "project_id": _plain(token.project_id),
+        "pins": list(token.pins),  # vault_id:credential_id pairs: which credentials, never their values
     }
     return snapshot
 

@@ -134,6 +134,7 @@ def personal_token_create(*, user: User, name: str, expires_in_days: int = 90) -
     return issued
 
 
+@transaction.atomic
 def session_token_create(
     *,
     membership: Membership,
@@ -174,6 +175,15 @@ def session_token_create(
     if pins:
         issued.token.pins = pins
         issued.token.save(update_fields=["pins"])
+    admin_event_record(
+        acting=membership,
+        organization=membership.organization,
+        action="token.create",
+        target_type="token",
+        target_id=issued.token.pk,
+        target_label=issued.token.name,
+        after=snapshots.token_snapshot(issued.token),
+    )
     return issued
 
 

@@ -143,6 +143,13 @@ def test_a_personal_token_belongs_to_no_organization_and_a_session_to_its_own(ca
     session = services.session_token_create(membership=cast.bob.membership, name="claude").token
     client_for(cast.alice.token).delete(f"/api/v1/orgs/{cast.alice.org.pk}/session-tokens/{session.pk}/")
 
+    started = only(action="token.create", target_id=str(session.pk))
+    assert (started.organization_uuid, started.actor_email, started.actor_role) == (
+        cast.alice.org.pk,
+        "bob@example.com",
+        "member",
+    )
+    assert started.after is not None and (started.after["kind"], started.after["name"]) == ("ses", "claude")
     personal = events(target_id=issued["id"])
     assert [(e.action, e.organization_uuid, e.actor_email) for e in personal] == [
         ("token.create", None, "bob@example.com"),
