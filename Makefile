@@ -35,7 +35,8 @@ typecheck: setup
 check: lint typecheck test
 
 # Figures, not pass/fail: the proxy bench (needs nginx: apt-get install -y nginx-light), the approval bench
-# (embedded; also on PostgreSQL + Redis when DATABASE_URL and REDIS_URL are set), the policy and vault benches,
+# (embedded; also on PostgreSQL + Redis when DATABASE_URL and REDIS_URL are set), the policy, vault and audit
+# benches (audit: on PostgreSQL when DATABASE_URL is set),
 # and the matcher bench when the GitHub description is there (`make github-spec`). BENCH_ARGS go to the proxy
 # bench (e.g. BENCH_ARGS="--requests 1000 --rounds 5" or "--json").
 BENCH_ARGS ?=
@@ -46,6 +47,7 @@ bench: setup
 	$(PY) bench/launch_bench.py
 	$(PY) bench/policy_bench.py
 	$(PY) bench/vault_bench.py
+	$(PY) bench/audit_bench.py
 	@if [ -f .cache/octokit/api.github.com.json ]; then $(PY) bench/match_bench.py; \
 	  else echo "bench: match_bench skipped (run \`make github-spec\` first)"; fi
 

@@ -1,9 +1,12 @@
-"""`aileron audit query`: what agents did through Aileron; `aileron audit admin`: what people changed. Newest first."""
+"""`aileron audit query|verify|checkpoint|admin`: what agents did, proof nobody changed it, what people changed."""
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -127,6 +130,85 @@ def audit_query(
         console.print(records_table(records))
         if page.get("count", 0) > len(records):
             err_console.print(f"{len(records)} of {page['count']} shown; use --limit or narrow with filters.")
+
+    run()
+
+
+def _read_checkpoint(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CliError(f"cannot read the checkpoint {path}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError):
+        raise CliError(f"the checkpoint {path} is not JSON (use the output of `aileron audit checkpoint`)") from None
+    if not isinstance(data, dict):
+        raise CliError(f"the checkpoint {path} is not a JSON object (use the output of `aileron audit checkpoint`)")
+    return data
+
+
+@audit.command("verify")
+@click.option("--since", default=None, help="Start at links made since: 30m, 12h, 2d, or an ISO 8601 time.")
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    default=None,
+    metavar="FILE",
+    help="A checkpoint saved earlier by `aileron audit checkpoint`: catches a chain cut short or rebuilt since.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON.")
+def audit_verify(since: str | None, checkpoint_file: str | None, as_json: bool) -> None:
+    """Check the audit log's hash chain: intact, or the first record edited, deleted, reordered or inserted.
+
+    Exits 0 when intact and 3 when broken."""
+
+    @fail_cleanly
+    def run() -> None:
+        body: dict[str, Any] = {}
+        if since is not None:
+            body["since"] = since_parse(since).isoformat()
+        if checkpoint_file is not None:
+            body["checkpoint"] = _read_checkpoint(checkpoint_file)
+        login = require_login()
+        with logged_in_api() as api:
+            result = api.post(f"/api/v1/orgs/{login.organization_id}/audit/verify/", body)
+        if as_json:
+            emit_json(result)
+        elif result["intact"]:
+            what = f"{result['checked']} link(s)" + (
+                f" up to #{result['head_seq']}" if result["head_seq"] is not None else ""
+            )
+            against = f", and it reaches the checkpoint at #{result['against']['seq']}" if result["against"] else ""
+            console.print(
+                f"intact: {what}, {result['checkpoints']} stored checkpoint(s) checked{against}", markup=False
+            )
+        else:
+            broken = result["broken"]
+            where = f"record {broken['record_id']}" if broken["record_id"] else "a checkpoint"
+            at = f" at #{broken['seq']}" if broken["seq"] >= 0 else ""
+            console.print(f"BROKEN{at}: {where} was {broken['why']}: {broken['detail']}", markup=False)
+        if not result["intact"]:
+            sys.exit(3)
+
+    run()
+
+
+@audit.command("checkpoint")
+@click.option("--output", "-o", default=None, metavar="FILE", help="Also write it to FILE (kept away from Aileron).")
+def audit_checkpoint(output: str | None) -> None:
+    """Sign the audit chain's head now and print the checkpoint (JSON). Keep it somewhere Aileron's database is
+    not; `aileron audit verify --checkpoint FILE` later proves nothing before it was cut or rewritten."""
+
+    @fail_cleanly
+    def run() -> None:
+        login = require_login()
+        with logged_in_api() as api:
+            made = api.post(f"/api/v1/orgs/{login.organization_id}/audit/checkpoint/", {})
+        if output is not None:
+            try:
+                Path(output).write_text(json.dumps(made, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            except OSError as exc:
+                raise CliError(f"cannot write {output}: {exc.strerror or exc}") from None
+        emit_json(made)
 
     run()
 

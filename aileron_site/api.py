@@ -13,6 +13,9 @@ from django_scopes import scopes_disabled
 from rest_framework.exceptions import ParseError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser as RestJSONParser
+from rest_framework.request import Request
+
+from aileron_site.problems import InvalidInput
 
 
 class JSONParser(RestJSONParser):
@@ -55,3 +58,14 @@ class UtcDateTimeField(IsoDateTimeField):  # type: ignore[misc]
 
 class UtcDateTimeFilter(IsoDateTimeFilter):  # type: ignore[misc]
     field_class = UtcDateTimeField
+
+
+def json_object_body(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
+    """A small body: a JSON object with only the known fields (a typo must not pass silently); none is {}."""
+    data: Any = request.data if request.body else {}
+    if not isinstance(data, dict):
+        raise InvalidInput("Send a JSON object.")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InvalidInput(f"Unknown field(s): {', '.join(unknown)[:200]}.", fields=unknown[:20])
+    return data

@@ -22,4 +22,5 @@ app.conf.beat_schedule = {
     "vaults-confirmations-drive": {"task": "vaults.tasks.confirmations_drive", "schedule": 60.0},
     "vaults-credentials-due-warn": {"task": "vaults.tasks.credentials_due_warn", "schedule": 3600.0},
     "approvals-expire": {"task": "approvals.tasks.approvals_expire", "schedule": 15.0},
+    "audit-checkpoints": {"task": "audit.tasks.checkpoints_make", "schedule": 600.0},
 }

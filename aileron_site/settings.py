@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import dj_database_url
@@ -39,6 +40,9 @@ DEFAULT_FROM_EMAIL = CONFIG.email.sender
 AILERON_VAULT_ROOT = CONFIG.home / "store" / "vaults"
 # The credential service's local key channel (v4: one machine). See dataplane.keychannel.
 AILERON_KEY_SOCKET = CONFIG.home / "run" / "credentials.sock"
+# The Ed25519 key that signs audit checkpoints (audit.signing): made on first use; every API host of one
+# installation must be given the same file.
+AILERON_AUDIT_KEY_PATH = Path(os.environ.get("AILERON_AUDIT_KEY_FILE") or CONFIG.home / "audit-signing-key")
 
 INSTALLED_APPS = [
     "daphne",

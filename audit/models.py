@@ -50,7 +50,10 @@ class AuditRecord(models.Model):
     id = models.UUIDField(primary_key=True, editable=False)
     # Empty only for a refusal the proxy could tie to no session at all (plain HTTP without a token, say):
     # kept for operators, seen by no organization.
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    # Records outlive their organization (retention is an explicit setting, never a side effect of deletion):
+    # the foreign key goes, organization_uuid stays, and so does the organization's hash chain.
+    organization = models.ForeignKey(Organization, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    organization_uuid = models.UUIDField(null=True, blank=True, editable=False)
 
     # Who: derived by the control plane from the session token, never taken from the data plane's word.
     session = models.ForeignKey(ApiToken, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
@@ -130,6 +133,64 @@ class AuditRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action or self.host} {self.decision} at {self.at:%Y-%m-%dT%H:%M:%S}"
+
+
+class LinkKind(models.TextChoices):
+    ATTEMPT = "attempt", "A request's attempt"
+    OUTCOME = "outcome", "A request's outcome"
+    CLOSED = "closed", "An attempt closed as unknown (its data plane restarted)"
+
+
+class AuditLink(models.Model):
+    """One link of an organization's audit hash chain (audit.chain), in the order records were ingested."""
+
+    organization_uuid = models.UUIDField()
+    seq = models.BigIntegerField()
+    kind = models.CharField(max_length=16, choices=LinkKind.choices)
+    record_id = models.UUIDField()
+    digest = models.CharField(max_length=64)
+    prev = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization_uuid", "seq"], name="audit_link_org_seq")]
+        indexes = [models.Index(fields=["organization_uuid", "record_id"], name="audit_link_org_record")]
+
+    def __str__(self) -> str:
+        return f"{self.organization_uuid} #{self.seq} {self.kind} {self.record_id}"
+
+
+class AuditChainHead(models.Model):
+    """Where an organization's chain ends: the next link's seq and `prev`. Locked by each append."""
+
+    organization_uuid = models.UUIDField(primary_key=True)
+    next_seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64)
+    # Pruning (retention) removes the chain's start; verification starts from here, vouched for by a checkpoint.
+    first_seq = models.BigIntegerField(default=0)
+    first_prev = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"{self.organization_uuid} at #{self.next_seq}"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement of a chain's head (audit.chain.Checkpoint), kept here and exported with the SIEM stream."""
+
+    organization_uuid = models.UUIDField()
+    seq = models.BigIntegerField()
+    head = models.CharField(max_length=64)
+    at = models.DateTimeField()
+    key_id = models.CharField(max_length=64)
+    signature = models.CharField(max_length=128)
+    reason = models.CharField(max_length=16, default="periodic")
+
+    class Meta:
+        indexes = [models.Index(fields=["organization_uuid", "seq"], name="audit_checkpoint_org_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.organization_uuid} checkpoint #{self.seq}"
 
 
 class AdminEvent(models.Model):

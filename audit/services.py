@@ -8,11 +8,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connections, router, transaction
+from django.db import transaction
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
-from audit.models import AdminEvent, AuditDecision, AuditOutcome, AuditRecord
+from audit.bulk import insert_many, update_many
+from audit.chaining import Entry, half_digest, links_append
+from audit.models import AdminEvent, AuditDecision, AuditOutcome, AuditRecord, LinkKind
 from audit.records import RecordError, ShippedRecord, raw_id, record_parse
 from audit.snapshots import Snapshot
 from tenants.models import ApiToken, Membership, Organization, TeamMembership, TokenKind, User
@@ -72,7 +74,7 @@ def _by_lookup(records: list[ShippedRecord]) -> dict[str, _Attribution]:
 
 
 class _NewRow:
-    """A row not in the table yet: its columns as plain attributes, written by _insert. Making a model instance
+    """A row not in the table yet: its columns as plain attributes, written by insert_many. Making a model instance
     (signals, descriptors) cost more than writing it."""
 
 
@@ -83,6 +85,7 @@ def _new_row(record: ShippedRecord, who: _Attribution, now: Any) -> Any:
     row.__dict__.update(
         id=record.id,
         organization_id=who.organization_id,
+        organization_uuid=who.organization_id,
         session_id=session.pk if session is not None else None,
         session_uuid=session.pk if session is not None else None,
         session_verified=who.verified,
@@ -96,39 +99,26 @@ def _new_row(record: ShippedRecord, who: _Attribution, now: Any) -> Any:
     return row
 
 
-def _insert(rows: list[Any]) -> None:
-    """bulk_create's INSERT, prepared once for the batch and run for each row.
-
-    Django compiles its INSERT anew for every field of every row: that was a quarter of the API's time ingesting
-    500-record batches (py-spy). The values are prepared exactly as bulk_create prepares them (each field's
-    pre_save, then get_db_prep_save), from a model instance or a _NewRow alike.
-    """
-    if not rows:
-        return
-    connection = connections[router.db_for_write(AuditRecord)]
-    fields = list(AuditRecord._meta.concrete_fields)
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(str(f.column)) for f in fields)
-    # Names from the model, quoted by the backend; every value is a parameter.
-    sql = f"INSERT INTO {quote(AuditRecord._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
-    params = [[f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields] for row in rows]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-
-
-def _close_runs(restarts: list[ShippedRecord]) -> None:
+def _close_runs(restarts: list[ShippedRecord], chained: dict[uuid.UUID, list[Entry]]) -> None:
     """A data plane's spool started again: the previous run's attempts that never got an outcome never will.
 
     The restart record follows every record of the previous run in its spool, so they are all in by now; a
-    re-sent restart record finds nothing left to close.
+    re-sent restart record finds nothing left to close. Each closed attempt is a link of its chain.
     """
     for restart in restarts:
-        AuditRecord.objects.filter(
+        rows = AuditRecord.objects.filter(
             dataplane_run=restart.fields["previous_run"],
             has_attempt=True,
             has_outcome=False,
             decision=AuditDecision.ALLOW,
-        ).update(has_outcome=True, outcome=AuditOutcome.UNKNOWN, completed_at=restart.at)
+        ).order_by("ingested_at", "id")
+        for row in rows:
+            row.has_outcome, row.outcome, row.completed_at = True, AuditOutcome.UNKNOWN, restart.at
+            if row.organization_uuid is not None:
+                chained[row.organization_uuid].append((LinkKind.CLOSED, str(row.pk), half_digest(row, "outcome")))
+        AuditRecord.objects.filter(pk__in=[row.pk for row in rows]).update(
+            has_outcome=True, outcome=AuditOutcome.UNKNOWN, completed_at=restart.at
+        )
 
 
 def _apply(row: Any, record: ShippedRecord) -> dict[str, Any]:
@@ -179,6 +169,7 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
         now = timezone.now()
         created: dict[uuid.UUID, Any] = {}
         changed: dict[uuid.UUID, dict[str, Any]] = defaultdict(dict)
+        chained: dict[uuid.UUID, list[Entry]] = defaultdict(list)  # each organization's new links, in order
         for index, record in parsed:
             if record.session_id is not None:
                 attribution = who.get(record.session_id)
@@ -200,14 +191,14 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
             changes = _apply(row, record)
             if changes and record.id not in created:
                 changed[record.id].update(changes)
+            if changes and row.organization_uuid is not None:
+                chained[row.organization_uuid].append((record.phase, str(record.id), half_digest(row, record.phase)))
             result.accepted += 1
-        _insert(list(created.values()))
-        # One UPDATE per completed row: each row gets different values, and bulk_update's CASE per column was
-        # over ten times slower than this for a batch of 500 outcomes on SQLite.
-        for record_id, changes in changed.items():
-            AuditRecord.objects.filter(pk=record_id).update(**changes)
+        insert_many(AuditRecord, list(created.values()))
+        update_many(AuditRecord, changed)  # each row its own values, in one statement
         _approval_outcomes([r for _, r in parsed if r.phase == "outcome"])
-        _close_runs(restarts)
+        _close_runs(restarts, chained)
+        links_append(chained)
         result.accepted += len(restarts)
     result.rejected.sort(key=lambda r: int(r["index"]))
     return result

@@ -14,8 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aileron_site.api import UtcDateTimeFilter
-from aileron_site.problems import InvalidInput
+from aileron_site.api import UtcDateTimeFilter, json_object_body
 from aileron_site.throttles import Throttle
 from approvals import links, notifications, selectors, services
 from approvals.api import serializers as s
@@ -24,17 +23,6 @@ from tenants.api.views import OrgScopedViewSet
 from tenants.permissions import Perm
 
 STATE_CHOICES = [*ApprovalState.choices, ("all", "Every state")]
-
-
-def _body(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
-    """A decision's body: a JSON object with only the known fields (a typo must not pass silently)."""
-    data: Any = request.data if request.body else {}
-    if not isinstance(data, dict):
-        raise InvalidInput("Send a JSON object.")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise InvalidInput(f"Unknown field(s): {', '.join(unknown)[:200]}.", fields=unknown[:20])
-    return data
 
 
 DECIDE_FIELDS = frozenset({"reason"})
@@ -100,7 +88,7 @@ class ApprovalViewSet(OrgScopedViewSet):
     @extend_schema(request=s.DecideSerializer, responses=s.ApprovalSerializer)
     def grant(self, request: Request, org_id: uuid.UUID, approval_id: uuid.UUID) -> Response:
         approval = self._get(approval_id)
-        data = s.DecideSerializer(data=_body(request, DECIDE_FIELDS))
+        data = s.DecideSerializer(data=json_object_body(request, DECIDE_FIELDS))
         data.is_valid(raise_exception=True)
         approval = services.approval_decide(
             approval=approval,
@@ -113,7 +101,7 @@ class ApprovalViewSet(OrgScopedViewSet):
     @extend_schema(request=s.RejectSerializer, responses=s.ApprovalSerializer)
     def reject(self, request: Request, org_id: uuid.UUID, approval_id: uuid.UUID) -> Response:
         approval = self._get(approval_id)
-        data = s.RejectSerializer(data=_body(request, DECIDE_FIELDS))
+        data = s.RejectSerializer(data=json_object_body(request, DECIDE_FIELDS))
         data.is_valid(raise_exception=True)
         approval = services.approval_decide(
             approval=approval,
@@ -126,7 +114,7 @@ class ApprovalViewSet(OrgScopedViewSet):
     @extend_schema(request=None, responses=s.ApprovalSerializer)
     def cancel(self, request: Request, org_id: uuid.UUID, approval_id: uuid.UUID) -> Response:
         approval = self._get(approval_id)
-        _body(request, frozenset())
+        json_object_body(request, frozenset())
         approval = services.approval_cancel(approval=approval, membership=self.membership)
         return Response(s.ApprovalSerializer(self._get(approval.pk)).data)
 
@@ -166,7 +154,7 @@ class ApprovalRuleViewSet(OrgScopedViewSet):
     @extend_schema(request=s.ApprovalRuleUpdateSerializer, responses=s.ApprovalRuleSerializer)
     def partial_update(self, request: Request, org_id: uuid.UUID, rule_id: uuid.UUID) -> Response:
         rule = selectors.approval_rule_get(membership=self.membership, rule_id=rule_id)
-        data = s.ApprovalRuleUpdateSerializer(data=_body(request, RULE_FIELDS))
+        data = s.ApprovalRuleUpdateSerializer(data=json_object_body(request, RULE_FIELDS))
         data.is_valid(raise_exception=True)
         services.approval_rule_update(acting=self.membership, rule=rule, **data.validated_data)
         return Response(s.ApprovalRuleSerializer(rule).data)
@@ -225,7 +213,7 @@ class NotificationChannelViewSet(OrgScopedViewSet):
     @extend_schema(request=s.NotificationChannelUpdateSerializer, responses=s.NotificationChannelSerializer)
     def partial_update(self, request: Request, org_id: uuid.UUID, channel_id: uuid.UUID) -> Response:
         channel = self._get(channel_id)
-        data = s.NotificationChannelUpdateSerializer(data=_body(request, CHANNEL_FIELDS))
+        data = s.NotificationChannelUpdateSerializer(data=json_object_body(request, CHANNEL_FIELDS))
         data.is_valid(raise_exception=True)
         notifications.notification_channel_update(acting=self.membership, channel=channel, **data.validated_data)
         return Response(s.NotificationChannelSerializer(channel).data)
@@ -238,7 +226,7 @@ class NotificationChannelViewSet(OrgScopedViewSet):
     def test(self, request: Request, org_id: uuid.UUID, channel_id: uuid.UUID) -> Response:
         """Send a test message now, once: `delivered`, and the receiver's answer in `error` if it did not arrive."""
         channel = self._get(channel_id)
-        _body(request, frozenset())
+        json_object_body(request, frozenset())
         outcome = notifications.notification_channel_test(channel=channel)
         body = s.NotificationChannelSerializer(channel).data
         return Response({**body, "delivered": outcome.status == "ok", "error": outcome.error})
@@ -272,7 +260,7 @@ class ApprovalLinkOpenView(APIView):
 
     @extend_schema(request=s.LinkOpenSerializer, responses=s.LinkViewSerializer)
     def post(self, request: Request) -> Response:
-        data = s.LinkOpenSerializer(data=_body(request, frozenset({"token"})))
+        data = s.LinkOpenSerializer(data=json_object_body(request, frozenset({"token"})))
         data.is_valid(raise_exception=True)
         return Response(_link_view(links.approval_link_open(raw=data.validated_data["token"])))
 
@@ -287,7 +275,9 @@ class ApprovalLinkDecideView(APIView):
 
     @extend_schema(request=s.LinkDecideSerializer, responses=s.LinkViewSerializer)
     def post(self, request: Request) -> Response:
-        data = s.LinkDecideSerializer(data=_body(request, frozenset({"token", "approval_id", "decision", "reason"})))
+        data = s.LinkDecideSerializer(
+            data=json_object_body(request, frozenset({"token", "approval_id", "decision", "reason"}))
+        )
         data.is_valid(raise_exception=True)
         raw = data.validated_data["token"]
         links.approval_link_decide(

@@ -150,3 +150,39 @@ class RejectedRecordSerializer(serializers.Serializer[Any]):
 class AuditBatchResultSerializer(serializers.Serializer[Any]):
     accepted = serializers.IntegerField(help_text="Records stored, or already stored (a re-send is a no-op).")
     rejected = RejectedRecordSerializer(many=True, help_text="Records that can never be stored; do not retry them.")
+
+
+class ChainBreakSerializer(serializers.Serializer[Any]):
+    seq = serializers.IntegerField(help_text="Where in the chain (-1: a record no link covers).")
+    record_id = serializers.CharField(help_text="The audit record concerned (empty for a checkpoint).")
+    why = serializers.ChoiceField(choices=["edited", "deleted", "reordered", "inserted"])
+    detail = serializers.CharField()
+
+
+class CheckpointSerializer(serializers.Serializer[Any]):
+    organization = serializers.UUIDField()
+    seq = serializers.IntegerField(min_value=0, help_text="The last link the checkpoint covers.")
+    head = serializers.CharField(help_text="That link's hash (SHA-256, hex).")
+    at = serializers.CharField(help_text="When it was signed (ISO 8601, UTC).")
+    key_id = serializers.CharField(help_text="Which audit signing key signed it.")
+    signature = serializers.CharField(help_text="Ed25519 over the canonical JSON of organization, seq, head, at.")
+
+
+class VerificationSerializer(serializers.Serializer[Any]):
+    organization = serializers.UUIDField()
+    intact = serializers.BooleanField()
+    checked = serializers.IntegerField(help_text="Links walked.")
+    first_seq = serializers.IntegerField(help_text="Where the walk started.")
+    head_seq = serializers.IntegerField(allow_null=True, help_text="The chain's last link (null: no link yet).")
+    broken = ChainBreakSerializer(allow_null=True, help_text="The first break, if any.")
+    checkpoints = serializers.IntegerField(help_text="Stored checkpoints that were checked.")
+    against = CheckpointSerializer(allow_null=True, help_text="The exported checkpoint checked against, if given.")
+    key_id = serializers.CharField(help_text="This control plane's audit signing key.")
+    public_key = serializers.CharField(help_text="Its Ed25519 public key (base64, raw), to check exports offline.")
+
+
+class VerifyRequestSerializer(serializers.Serializer[Any]):
+    since = serializers.DateTimeField(required=False, help_text="Start from the first link made at or after this.")
+    checkpoint = serializers.DictField(
+        required=False, help_text="A checkpoint exported earlier (GET .../audit/checkpoint/), to check against."
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from audit.api import dataplane
-from audit.api.views import AdminEventViewSet, AuditRecordViewSet
+from audit.api.views import AdminEventViewSet, AuditCheckpointViewSet, AuditRecordViewSet, AuditVerifyViewSet
 
 urlpatterns = [
     path("dataplane/audit/", dataplane.AuditIngestView.as_view(), name="dataplane-audit"),
@@ -16,6 +16,16 @@ urlpatterns = [
         name="admin-event-detail",
     ),
     path("orgs/<uuid:org_id>/audit/", AuditRecordViewSet.as_view({"get": "list"}), name="audit-list"),
+    path(
+        "orgs/<uuid:org_id>/audit/verify/",
+        AuditVerifyViewSet.as_view({"get": "retrieve", "post": "create"}),
+        name="audit-verify",
+    ),
+    path(
+        "orgs/<uuid:org_id>/audit/checkpoint/",
+        AuditCheckpointViewSet.as_view({"get": "retrieve", "post": "create"}),
+        name="audit-checkpoint",
+    ),
     path(
         "orgs/<uuid:org_id>/audit/<uuid:record_id>/",
         AuditRecordViewSet.as_view({"get": "retrieve"}),

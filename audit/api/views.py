@@ -3,18 +3,31 @@ admin events (who changed what in the organization)."""
 
 from __future__ import annotations
 
+import base64
 import uuid
+from datetime import datetime
 from typing import Any, ClassVar
 
 import django_filters
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from aileron_site.api import UtcDateTimeFilter
-from audit import selectors
-from audit.api.serializers import AdminEventSerializer, AuditRecordSerializer
+from aileron_site.api import UtcDateTimeFilter, json_object_body
+from audit import chain, selectors
+from audit.api.serializers import (
+    AdminEventSerializer,
+    AuditRecordSerializer,
+    CheckpointSerializer,
+    VerificationSerializer,
+    VerifyRequestSerializer,
+)
+from audit.chaining import chain_verify, checkpoint_latest, checkpoint_make
 from audit.models import AdminEvent, AuditDecision, AuditRecord, AuditSeverity
+from audit.signing import signing_key
 from tenants.api.views import OrgScopedViewSet
 from tenants.permissions import Perm
 
@@ -69,6 +82,74 @@ class AuditRecordViewSet(OrgScopedViewSet):
             record_id=record_id,
         )
         return Response(AuditRecordSerializer(record).data)
+
+
+def _public_key_fields() -> dict[str, str]:
+    key = signing_key().public_key()
+    raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return {"key_id": chain.key_id(key), "public_key": base64.b64encode(raw).decode()}
+
+
+class AuditVerifyViewSet(OrgScopedViewSet):
+    """Walk the organization's audit hash chain and say whether it is intact, or name the first record that was
+    edited, deleted, reordered or inserted after it was written. Stored checkpoints are checked on the way;
+    give an exported checkpoint to catch a chain that was rebuilt or cut short since it was taken."""
+
+    queryset = AuditRecord.objects.none()  # for the schema's path parameters only
+    permission_map = {"retrieve": Perm.AUDIT_READ, "create": Perm.AUDIT_READ}
+    pagination_class = None
+
+    def _answer(self, since: datetime | None, against: chain.Checkpoint | None) -> Response:
+        result = chain_verify(organization_uuid=self.organization.pk, since=since, against=against)
+        return Response(VerificationSerializer({**result.as_dict(), **_public_key_fields()}).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("since", datetime, description="Start from the first link made at or after.")],
+        responses=VerificationSerializer,
+    )
+    def retrieve(self, request: Request, org_id: uuid.UUID) -> Response:
+        data = VerifyRequestSerializer(data=request.query_params)
+        data.is_valid(raise_exception=True)
+        return self._answer(data.validated_data.get("since"), None)
+
+    @extend_schema(request=VerifyRequestSerializer, responses=VerificationSerializer)
+    def create(self, request: Request, org_id: uuid.UUID) -> Response:
+        """Verify against a checkpoint exported earlier (the body's `checkpoint`), from `since` if given."""
+        data = VerifyRequestSerializer(data=json_object_body(request, frozenset({"since", "checkpoint"})))
+        data.is_valid(raise_exception=True)
+        against = None
+        if "checkpoint" in data.validated_data:
+            try:
+                against = chain.Checkpoint.from_dict(data.validated_data["checkpoint"])
+            except ValueError as exc:
+                raise exceptions.ValidationError({"checkpoint": [str(exc)]}) from None
+        return self._answer(data.validated_data.get("since"), against)
+
+
+class AuditCheckpointViewSet(OrgScopedViewSet):
+    """Signed checkpoints of the organization's audit chain: keep one outside Aileron (the SIEM export carries
+    them) and a chain cut short or rebuilt later no longer verifies against it."""
+
+    queryset = AuditRecord.objects.none()  # for the schema's path parameters only
+    permission_map = {"retrieve": Perm.AUDIT_READ, "create": Perm.AUDIT_READ}
+    pagination_class = None
+
+    @extend_schema(responses=CheckpointSerializer)
+    def retrieve(self, request: Request, org_id: uuid.UUID) -> Response:
+        """The latest checkpoint signed for this organization."""
+        found = checkpoint_latest(organization_uuid=self.organization.pk)
+        if found is None:
+            raise exceptions.NotFound("No checkpoint yet: the organization's audit log is empty, or none was signed.")
+        return Response(CheckpointSerializer(found.as_dict()).data)
+
+    @extend_schema(request=None, responses={201: CheckpointSerializer})
+    def create(self, request: Request, org_id: uuid.UUID) -> Response:
+        """Sign the chain's head now and return the checkpoint, to export."""
+        json_object_body(request, frozenset())
+        made = checkpoint_make(organization_uuid=self.organization.pk, reason="requested")
+        if made is None:
+            raise exceptions.NotFound("Nothing to sign: the organization's audit log is empty.")
+        return Response(CheckpointSerializer(made.as_dict()).data, status=status.HTTP_201_CREATED)
 
 
 def _action_match(queryset: QuerySet[Any], value: str) -> QuerySet[Any]:

@@ -14,6 +14,7 @@ from django_scopes import scope, scopes_disabled
 from approvals.notifications import notification_channel_create
 from approvals.services import approval_rule_create
 from approvals.tests.factories import held_approval
+from audit.chaining import checkpoint_make
 from audit.models import AdminEvent
 from audit.tests.factories import record_stored
 from conftest import Cast, Person, client_for, give_keys, make_vault
@@ -43,6 +44,7 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
         services.team_member_add(acting=person.membership, team=team, user_id=member.user_id)
         session = services.session_token_create(membership=person.membership, name="agent").token
         record_id = record_stored(session)
+        checkpoint_make(organization_uuid=org.pk)  # so that GET .../audit/checkpoint/ has one to show
         policy = policy_create(
             acting=person.membership, team=None, name="P", cedar="forbid(principal, action, resource);"
         )

@@ -1,0 +1,78 @@
+"""`aileron audit verify` and `aileron audit checkpoint`, through the real API stack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from django.db import connection
+
+from aileron_cli.main import cli
+from aileron_cli.tests.test_audit_cmd import logged_in_as  # noqa: F401  (a fixture)
+from audit.tests.factories import record_stored
+from conftest import Cast
+from tenants import services
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_verify_says_intact_then_names_the_edited_record_and_exits_3(
+    cast: Cast,
+    logged_in_as: Any,  # noqa: F811
+) -> None:
+    logged_in_as(cast.alice)
+    session = services.session_token_create(membership=cast.bob.membership, name="claude").token
+    first = record_stored(session)
+    record_stored(session)
+    result = run("audit", "verify")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "intact: 4 link(s) up to #3, 0 stored checkpoint(s) checked"
+    pk: Any = first.replace("-", "") if connection.vendor == "sqlite" else first
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE audit_auditrecord SET upstream_status = 204 WHERE id = %s", [pk])
+    result = run("audit", "verify")
+    assert result.exit_code == 3
+    assert result.output.strip() == (
+        f"BROKEN at #1: record {first} was edited: the record's outcome differs from what was chained"
+    )
+    as_json = json.loads(run("audit", "verify", "--json").output)
+    assert as_json["intact"] is False and as_json["broken"]["record_id"] == first
+
+
+def test_a_saved_checkpoint_is_checked_later_and_a_bad_file_is_one_line(
+    cast: Cast,
+    logged_in_as: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    logged_in_as(cast.alice)
+    session = services.session_token_create(membership=cast.bob.membership, name="claude").token
+    record_stored(session)
+    saved = tmp_path / "checkpoint.json"
+    made = run("audit", "checkpoint", "-o", str(saved))
+    assert made.exit_code == 0, made.output
+    assert json.loads(saved.read_text()) == json.loads(made.output)
+    result = run("audit", "verify", "--checkpoint", str(saved))
+    assert result.exit_code == 0 and "it reaches the checkpoint at #1" in result.output
+    (tmp_path / "junk.json").write_text("{nope")
+    for path, message in [(tmp_path / "junk.json", "is not JSON"), (tmp_path / "absent.json", "cannot read")]:
+        result = run("audit", "verify", "--checkpoint", str(path))
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    (tmp_path / "wrong.json").write_text(json.dumps({"seq": "x"}))
+    result = run("audit", "verify", "--checkpoint", str(tmp_path / "wrong.json"))
+    assert result.exit_code != 0 and "checkpoint" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_member_without_audit_read_gets_one_line(
+    cast: Cast,
+    logged_in_as: Any,  # noqa: F811
+) -> None:
+    logged_in_as(cast.bob)
+    result = run("audit", "verify")
+    assert result.exit_code != 0 and "audit.read" in result.output and len(result.output.strip().splitlines()) == 1

@@ -1,0 +1,356 @@
+"""The audit hash chain in the database: appending links as records are ingested, checkpoints, verification.
+
+The chain itself (hashes, checkpoints, how a break is named) is pure and lives in audit.chain; this module
+decides what content each link covers and reads and writes the rows.
+
+What a link covers (`ATTEMPT_CONTENT`, `OUTCOME_CONTENT`): every column the data plane's record set, plus the
+attribution the control plane derived that never changes afterwards (the session's id, the user, the agent
+name). Not covered: the team and project columns, which are emptied when that team or project is deleted, and
+the organization column, emptied when the organization is deleted (the chain is kept per organization id).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django_scopes import scopes_disabled
+
+from audit import chain
+from audit.bulk import insert_many
+from audit.models import AuditChainHead, AuditCheckpoint, AuditLink, AuditOutcome, AuditRecord, LinkKind
+
+ATTEMPT_CONTENT = (
+    "session_uuid",
+    "session_verified",
+    "token_lookup",
+    "client_address",
+    "user_id",
+    "agent",
+    "at",
+    "kind",
+    "connector",
+    "action",
+    "method",
+    "host",
+    "path",
+    "args",
+    "decision",
+    "reason",
+    "problem_type",
+    "credential_id",
+    "approval_id",
+    "approvers",
+    "severity",
+    "dataplane_run",
+)
+OUTCOME_CONTENT = (
+    "upstream_status",
+    "latency_ms",
+    "request_bytes",
+    "response_bytes",
+    "usage",
+    "credential_version",
+    "completed_at",
+    "error",
+    "outcome",
+)
+
+
+# The JSON columns: PostgreSQL's jsonb gives numbers back in its own form (1e16 comes back as 10000000000000000).
+_JSON_CONTENT = frozenset({"args", "usage", "approvers"})
+
+
+def _stable(value: Any) -> Any:
+    """A JSON value with its integral floats as integers, as every database gives them back."""
+    if isinstance(value, float):
+        return int(Decimal(repr(value))) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def half_digest(row: Any, kind: str) -> str:
+    """The digest of what a link of KIND covers in ROW (a model instance or ingest's plain row)."""
+    names = ATTEMPT_CONTENT if kind == LinkKind.ATTEMPT else OUTCOME_CONTENT
+    return half_digest_of({name: getattr(row, name) for name in names})
+
+
+def half_digest_of(values: dict[str, Any]) -> str:
+    """half_digest over the content's columns given by name."""
+    for name in _JSON_CONTENT.intersection(values):
+        if values[name]:
+            values[name] = _stable(values[name])
+    return chain.digest(values)
+
+
+Entry = tuple[str, str, str]  # (kind, record id, digest)
+
+
+@dataclass(slots=True)
+class _LinkRow:
+    """An AuditLink's columns for insert_many (a model instance per link cost more than the INSERT)."""
+
+    organization_uuid: uuid.UUID
+    seq: int
+    kind: str
+    record_id: str
+    digest: str
+    prev: str
+    hash: str
+    at: datetime
+
+
+def links_append(entries: dict[uuid.UUID, list[Entry]]) -> None:
+    """Append each organization's entries to its chain, in order. Call inside the transaction that wrote them.
+
+    Organizations are locked in a fixed order, so two batches touching the same two cannot deadlock.
+    """
+    for organization_uuid in sorted(entries):
+        todo = entries[organization_uuid]
+        if not todo:
+            continue
+        AuditChainHead.objects.bulk_create(
+            [AuditChainHead(organization_uuid=organization_uuid, hash=chain.GENESIS, first_prev=chain.GENESIS)],
+            ignore_conflicts=True,
+        )
+        head = AuditChainHead.objects.select_for_update().get(pk=organization_uuid)
+        made = chain.chain(head.hash, head.next_seq, todo)
+        now = timezone.now()
+        insert_many(
+            AuditLink,
+            [
+                _LinkRow(organization_uuid, link.seq, link.kind, link.record_id, link.digest, link.prev, link.hash, now)
+                for link in made
+            ],
+        )
+        AuditChainHead.objects.filter(pk=organization_uuid).update(next_seq=made[-1].seq + 1, hash=made[-1].hash)
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------
+
+
+def checkpoint_make(*, organization_uuid: uuid.UUID, reason: str = "periodic") -> chain.Checkpoint | None:
+    """Sign the organization's current head and keep the checkpoint; None for a chain with no link yet."""
+    from audit.signing import signing_key
+
+    with transaction.atomic():
+        head = AuditChainHead.objects.select_for_update().filter(pk=organization_uuid).first()
+        if head is None or head.next_seq == head.first_seq:
+            return None
+        unsigned = chain.Checkpoint(str(organization_uuid), head.next_seq - 1, head.hash, timezone.now(), "")
+        signed = chain.checkpoint_sign(unsigned, signing_key())
+        AuditCheckpoint.objects.create(
+            organization_uuid=organization_uuid,
+            seq=signed.seq,
+            head=signed.head,
+            at=signed.at,
+            key_id=signed.key_id,
+            signature=signed.signature,
+            reason=reason,
+        )
+    return signed
+
+
+def checkpoints_make_due() -> int:
+    """A checkpoint for every chain that moved since its last one (the periodic task)."""
+    made = 0
+    latest: dict[uuid.UUID, int] = {}
+    for organization_uuid, seq in AuditCheckpoint.objects.order_by("organization_uuid", "seq").values_list(
+        "organization_uuid", "seq"
+    ):
+        latest[organization_uuid] = seq
+    for head in AuditChainHead.objects.all():
+        if head.next_seq > head.first_seq and latest.get(head.organization_uuid, -1) < head.next_seq - 1:
+            made += checkpoint_make(organization_uuid=head.organization_uuid) is not None
+    return made
+
+
+def _as_checkpoint(row: AuditCheckpoint) -> chain.Checkpoint:
+    return chain.Checkpoint(str(row.organization_uuid), row.seq, row.head, row.at, row.key_id, row.signature)
+
+
+def checkpoint_latest(*, organization_uuid: uuid.UUID) -> chain.Checkpoint | None:
+    row = AuditCheckpoint.objects.filter(organization_uuid=organization_uuid).order_by("-seq", "-at").first()
+    return _as_checkpoint(row) if row is not None else None
+
+
+# --- verification ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    organization: str
+    intact: bool
+    checked: int  # links walked
+    first_seq: int
+    head_seq: int | None
+    broken: chain.Break | None = None
+    checkpoints: int = 0  # stored checkpoints that were checked
+    against: dict[str, Any] | None = None  # the exported checkpoint given to check against, if any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "organization": self.organization,
+            "intact": self.intact,
+            "checked": self.checked,
+            "first_seq": self.first_seq,
+            "head_seq": self.head_seq,
+            "broken": self.broken.as_dict() if self.broken is not None else None,
+            "checkpoints": self.checkpoints,
+            "against": self.against,
+        }
+
+
+_BATCH = 2000
+
+
+def _links(organization_uuid: uuid.UUID, first_seq: int) -> Iterator[list[chain.Link]]:
+    after = first_seq - 1
+    while True:
+        rows = list(
+            AuditLink.objects.filter(organization_uuid=organization_uuid, seq__gt=after)
+            .order_by("seq", "id")
+            .values_list("seq", "kind", "record_id", "digest", "prev", "hash")[:_BATCH]
+        )
+        if not rows:
+            return
+        yield [chain.Link(seq, kind, str(rid), dig, prev, value) for seq, kind, rid, dig, prev, value in rows]
+        after = rows[-1][0]
+        if len(rows) < _BATCH:
+            return
+
+
+def _current(organization_uuid: uuid.UUID, links: list[chain.Link]) -> dict[tuple[str, str], str | None]:
+    """The digest of what each link's record holds now (None: the row or its half is gone)."""
+    ids = {link.record_id for link in links}
+    columns = ("id", "has_attempt", "has_outcome", "outcome", *ATTEMPT_CONTENT, *OUTCOME_CONTENT)
+    found = AuditRecord.objects.filter(pk__in=ids, organization_uuid=organization_uuid).values(*set(columns))
+    rows = {str(r["id"]): r for r in found}
+    current: dict[tuple[str, str], str | None] = {}
+    for link in links:
+        row = rows.get(link.record_id)
+        key = (link.kind, link.record_id)
+        if row is None:
+            current[key] = None
+        elif link.kind == LinkKind.ATTEMPT:
+            present = row["has_attempt"]
+            current[key] = half_digest_of({n: row[n] for n in ATTEMPT_CONTENT}) if present else None
+        else:
+            present = row["has_outcome"] and (row["outcome"] == AuditOutcome.UNKNOWN) == (link.kind == LinkKind.CLOSED)
+            current[key] = half_digest_of({n: row[n] for n in OUTCOME_CONTENT}) if present else None
+    return current
+
+
+def _unchained(organization_uuid: uuid.UUID, chained: set[tuple[str, str]], since: datetime | None) -> str | None:
+    """A record of the organization that no link covers (put in the table behind the chain's back)."""
+    rows = AuditRecord.objects.filter(Q(has_attempt=True) | Q(has_outcome=True), organization_uuid=organization_uuid)
+    if since is not None:
+        rows = rows.filter(ingested_at__gte=since)
+    columns = rows.values_list("id", "has_attempt", "has_outcome", "outcome")
+    for rid, has_attempt, has_outcome, outcome in columns.iterator():
+        if has_attempt and (LinkKind.ATTEMPT, str(rid)) not in chained:
+            return str(rid)
+        closed = LinkKind.CLOSED if outcome == AuditOutcome.UNKNOWN else LinkKind.OUTCOME
+        if has_outcome and (closed, str(rid)) not in chained:
+            return str(rid)
+    return None
+
+
+def chain_verify(
+    *, organization_uuid: uuid.UUID, since: datetime | None = None, against: chain.Checkpoint | None = None
+) -> Verification:
+    """Walk the organization's chain (from the first link ingested at or after SINCE, if given) and say whether it
+    is intact, or name the first broken record and why. Every stored checkpoint on the way is checked too, and
+    an exported one (AGAINST) catches a chain that was rebuilt or cut short after it was taken."""
+    with scopes_disabled():  # every query below names the organization itself
+        return _verify(organization_uuid, since, against)
+
+
+def _verify(organization_uuid: uuid.UUID, since: datetime | None, against: chain.Checkpoint | None) -> Verification:
+    from audit.signing import signing_key
+
+    public = signing_key().public_key()
+    org = str(organization_uuid)
+    head = AuditChainHead.objects.filter(pk=organization_uuid).first()
+    first_seq = head.first_seq if head is not None else 0
+    start_prev = head.first_prev if head is not None else chain.GENESIS
+    if since is not None:
+        start = AuditLink.objects.filter(organization_uuid=organization_uuid, at__gte=since).order_by("seq").first()
+        if start is not None and start.seq > first_seq:
+            first_seq, start_prev = start.seq, start.prev  # vouched for by the walk before it, or a checkpoint
+    result = Verification(org, True, 0, first_seq, None, against=against.as_dict() if against else None)
+    stored = {
+        row.seq: _as_checkpoint(row)
+        for row in AuditCheckpoint.objects.filter(organization_uuid=organization_uuid, seq__gte=first_seq)
+    }
+    hashes_at: dict[int, str] = {}
+    wanted = set(stored) | ({against.seq} if against is not None else set())
+    chained: set[tuple[str, str]] = set()
+    prev, expected = start_prev, first_seq
+    last: chain.Link | None = None
+    for batch in _links(organization_uuid, first_seq):
+        broken = chain.verify_links(
+            batch, start_prev=prev, start_seq=expected, current=_current(organization_uuid, batch)
+        )
+        for link in batch:
+            if broken is not None and link.seq >= broken.seq:
+                break
+            chained.add((link.kind, link.record_id))
+            if link.seq in wanted:
+                hashes_at[link.seq] = link.hash
+            result.checked += 1
+            last = link
+        if broken is not None:
+            result.intact, result.broken = False, broken
+            return result
+        prev, expected = batch[-1].hash, batch[-1].seq + 1
+    result.head_seq = last.seq if last is not None else None
+
+    for seq, checkpoint in sorted(stored.items()):
+        result.checkpoints += 1
+        problem = _checkpoint_problem(checkpoint, public, hashes_at, result.head_seq)
+        if problem is not None:
+            result.intact, result.broken = False, chain.Break(seq, "", problem[0], f"stored checkpoint: {problem[1]}")
+            return result
+    if against is not None:
+        if against.organization != org:
+            result.intact = False
+            result.broken = chain.Break(against.seq, "", "edited", "the checkpoint is another organization's")
+            return result
+        problem = _checkpoint_problem(against, public, hashes_at, result.head_seq)
+        if problem is not None:
+            result.intact, result.broken = False, chain.Break(against.seq, "", problem[0], problem[1])
+            return result
+    unchained = _unchained(organization_uuid, chained, since)
+    if unchained is not None:
+        result.intact = False
+        result.broken = chain.Break(-1, unchained, "inserted", "a record that no link of the chain covers")
+    return result
+
+
+def _checkpoint_problem(
+    checkpoint: chain.Checkpoint, public: Any, hashes_at: dict[int, str], head_seq: int | None
+) -> tuple[chain.Why, str] | None:
+    if not chain.checkpoint_valid(checkpoint, public):
+        return "edited", "its signature does not verify with this control plane's audit key"
+    if head_seq is None or checkpoint.seq > head_seq:
+        return "deleted", f"the chain ends at seq {head_seq}, before the checkpoint's seq {checkpoint.seq}"
+    if checkpoint.seq not in hashes_at:
+        return None  # before where this walk started (--since)
+    if hashes_at[checkpoint.seq] != checkpoint.head:
+        return "edited", f"the chain at seq {checkpoint.seq} is not what was signed: it was rebuilt"
+    return None
+
+
+def organizations_chained() -> Iterable[uuid.UUID]:
+    return AuditChainHead.objects.values_list("organization_uuid", flat=True)

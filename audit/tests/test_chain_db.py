@@ -1,0 +1,250 @@
+"""The audit hash chain in the database: rows edited, deleted, reordered or inserted behind the application's back
+(raw SQL, as someone with database access would) are named by verification, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.db import connection
+from django_scopes import scopes_disabled
+
+from audit import chain
+from audit.chaining import chain_verify, checkpoint_latest, checkpoint_make, checkpoints_make_due
+from audit.models import AuditChainHead, AuditCheckpoint, AuditLink, AuditRecord
+from audit.services import audit_ingest
+from audit.tests.factories import attempt, outcome
+from conftest import Cast
+from tenants import services
+from tenants.models import ApiToken
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def session(cast: Cast) -> ApiToken:
+    return services.session_token_create(membership=cast.bob.membership, name="claude").token
+
+
+def ingest(records: list[dict[str, Any]]) -> None:
+    result = audit_ingest(records=records)
+    assert not result.rejected, result.rejected
+
+
+def history(session: ApiToken, n: int = 6) -> list[str]:
+    """N complete requests, one at a time, then one whose outcome never came (closed by a restart)."""
+    ids = []
+    run = str(uuid.uuid4())
+    for i in range(n):
+        first = attempt(session, args={"amount": 100 + i, "big": 1e16, "ratio": 0.1 + i}, run=run)
+        ingest([first])
+        ingest([outcome(session, first["id"], latency_ms=10.0 + i / 3)])
+        ids.append(first["id"])
+    killed = attempt(session, run=run)
+    ingest([killed])
+    ingest([{"id": str(uuid.uuid4()), "phase": "restart", "previous_run": run, "run": str(uuid.uuid4()),
+             "at": datetime(2030, 1, 2, 5, tzinfo=UTC).isoformat()}])  # fmt: skip
+    return [*ids, killed["id"]]
+
+
+def org_of(session: ApiToken) -> uuid.UUID:
+    assert session.organization_id is not None
+    return session.organization_id
+
+
+def sql(statement: str, *params: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+def record_pk(record_id: str) -> Any:
+    """The id as the table stores it (SQLite: 32 hex digits; PostgreSQL: uuid)."""
+    return uuid.UUID(record_id).hex if connection.vendor == "sqlite" else uuid.UUID(record_id)
+
+
+def broken(session: ApiToken, **kwargs: Any) -> tuple[str, str, int]:
+    result = chain_verify(organization_uuid=org_of(session), **kwargs)
+    assert not result.intact and result.broken is not None, "the tampering went unnoticed"
+    return result.broken.why, result.broken.record_id, result.broken.seq
+
+
+def test_an_untouched_history_is_intact_with_every_half_chained(session: ApiToken) -> None:
+    ids = history(session)
+    result = chain_verify(organization_uuid=org_of(session))
+    assert result.intact, result.as_dict()
+    assert result.checked == 6 * 2 + 2  # attempts and outcomes, then the killed one's attempt and its closing
+    assert list(AuditLink.objects.order_by("seq").values_list("kind", flat=True))[-2:] == ["attempt", "closed"]
+    assert {str(r) for r in AuditLink.objects.values_list("record_id", flat=True)} == set(ids)
+
+
+def test_an_edited_row_is_named(session: ApiToken) -> None:
+    ids = history(session)
+    sql("UPDATE audit_auditrecord SET decision = 'deny' WHERE id = %s", record_pk(ids[2]))
+    assert broken(session)[:2] == ("edited", ids[2])
+
+
+def test_an_edited_outcome_is_named(session: ApiToken) -> None:
+    ids = history(session)
+    sql("UPDATE audit_auditrecord SET upstream_status = 500 WHERE id = %s", record_pk(ids[4]))
+    assert broken(session)[:2] == ("edited", ids[4])
+
+
+def test_an_edited_argument_is_named(session: ApiToken) -> None:
+    ids = history(session)
+    sql("UPDATE audit_auditrecord SET args = %s WHERE id = %s", json.dumps({"amount": 1}), record_pk(ids[1]))
+    assert broken(session)[:2] == ("edited", ids[1])
+
+
+def test_a_deleted_row_is_named(session: ApiToken) -> None:
+    ids = history(session)
+    sql("DELETE FROM audit_auditrecord WHERE id = %s", record_pk(ids[3]))
+    assert broken(session)[:2] == ("deleted", ids[3])
+
+
+def test_a_deleted_row_and_its_links_are_named(session: ApiToken) -> None:
+    ids = history(session)
+    sql("DELETE FROM audit_auditrecord WHERE id = %s", record_pk(ids[3]))
+    sql("DELETE FROM audit_auditlink WHERE record_id = %s", record_pk(ids[3]))
+    why, _, seq = broken(session)
+    assert (why, seq) == ("deleted", 8)  # the link after the gap
+
+
+def test_reordered_links_are_named(session: ApiToken) -> None:
+    history(session)
+    org = org_of(session)
+    sql("UPDATE audit_auditlink SET seq = -1 WHERE seq = 4 AND organization_uuid = %s", record_pk(str(org)))
+    sql("UPDATE audit_auditlink SET seq = 4 WHERE seq = 5 AND organization_uuid = %s", record_pk(str(org)))
+    sql("UPDATE audit_auditlink SET seq = 5 WHERE seq = -1 AND organization_uuid = %s", record_pk(str(org)))
+    why, _, seq = broken(session)
+    assert (why, seq) == ("reordered", 4)
+
+
+def test_a_row_put_in_behind_the_chains_back_is_named(session: ApiToken) -> None:
+    history(session)
+    forged = uuid.uuid4()
+    with scopes_disabled():
+        original = AuditRecord.objects.filter(organization_uuid=org_of(session)).first()
+        assert original is not None
+        original.pk = forged
+        original.save(force_insert=True)
+    assert broken(session)[:2] == ("inserted", str(forged))
+
+
+def test_an_exported_checkpoint_catches_a_cut_tail_and_a_rebuilt_chain(session: ApiToken) -> None:
+    ids = history(session)
+    org = org_of(session)
+    exported = checkpoint_make(organization_uuid=org)
+    assert exported is not None and exported.seq == 13
+    assert chain_verify(organization_uuid=org, against=exported).intact
+    # Cut the tail: the last request, its links and its checkpoint go, and the head is wound back.
+    sql("DELETE FROM audit_auditrecord WHERE id = %s", record_pk(ids[-1]))
+    sql("DELETE FROM audit_auditlink WHERE record_id = %s", record_pk(ids[-1]))
+    sql("DELETE FROM audit_auditcheckpoint")
+    last = AuditLink.objects.filter(organization_uuid=org).order_by("-seq").first()
+    assert last is not None
+    AuditChainHead.objects.filter(pk=org).update(next_seq=last.seq + 1, hash=last.hash)
+    assert chain_verify(organization_uuid=org).intact  # nothing inside says so...
+    why, _, seq = broken(session, against=exported)  # ...but the exported checkpoint does
+    assert (why, seq) == ("deleted", 13)
+    # Rebuild the chain to the same length with a record edited: it verifies alone, not against the export.
+    sql("UPDATE audit_auditrecord SET decision = 'deny' WHERE id = %s", record_pk(ids[0]))
+    _rebuild(org)
+    assert chain_verify(organization_uuid=org).intact
+    _pad_to(org, 13)
+    why, _, seq = broken(session, against=exported)
+    assert (why, seq) == ("edited", 13)
+
+
+def test_a_stored_checkpoint_with_a_forged_signature_is_named(session: ApiToken) -> None:
+    history(session)
+    checkpoint_make(organization_uuid=org_of(session))
+    AuditCheckpoint.objects.update(signature="AAAA")
+    assert broken(session)[0] == "edited"
+
+
+def test_an_exported_checkpoint_of_another_organization_or_key_is_refused(cast: Cast, session: ApiToken) -> None:
+    history(session, n=1)
+    exported = checkpoint_make(organization_uuid=org_of(session))
+    assert exported is not None
+    other = chain.Checkpoint(str(cast.charlie.org.pk), exported.seq, exported.head, exported.at, "", "")
+    assert broken(session, against=other)[0] == "edited"
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    foreign = chain.checkpoint_sign(exported, Ed25519PrivateKey.generate())
+    assert broken(session, against=foreign)[0] == "edited"
+
+
+def test_periodic_checkpoints_are_made_only_for_chains_that_moved(session: ApiToken) -> None:
+    history(session, n=1)
+    assert checkpoints_make_due() == 1
+    assert checkpoints_make_due() == 0
+    ingest([attempt(session)])
+    assert checkpoints_make_due() == 1
+    latest = checkpoint_latest(organization_uuid=org_of(session))
+    assert latest is not None and latest.seq == 4
+
+
+def test_records_and_their_chain_outlive_the_organization(cast: Cast, session: ApiToken) -> None:
+    ids = history(session, n=2)
+    org = org_of(session)
+    services.organization_delete(acting=cast.alice.membership)
+    with scopes_disabled():
+        kept = AuditRecord.objects.filter(pk__in=ids)
+        assert kept.count() == len(ids) and {r.organization_uuid for r in kept} == {org}
+    assert chain_verify(organization_uuid=org).intact
+
+
+def test_chains_are_per_organization(cast: Cast, session: ApiToken) -> None:
+    history(session, n=1)
+    other = services.session_token_create(membership=cast.charlie.membership, name="codex").token
+    first = attempt(other)
+    ingest([first, outcome(other, first["id"])])
+    assert list(AuditLink.objects.filter(organization_uuid=org_of(other)).values_list("seq", "prev")) == [
+        (0, chain.GENESIS),
+        (1, AuditLink.objects.get(organization_uuid=org_of(other), seq=0).hash),
+    ]
+    sql("UPDATE audit_auditrecord SET decision = 'deny' WHERE id = %s", record_pk(first["id"]))
+    assert chain_verify(organization_uuid=org_of(session)).intact
+    assert not chain_verify(organization_uuid=org_of(other)).intact
+
+
+def _rebuild(org: uuid.UUID) -> None:
+    """What someone with write access to the database can do: recompute every link from the rows as they are."""
+    from audit.chaining import half_digest
+
+    with scopes_disabled():
+        rows = {str(r.pk): r for r in AuditRecord.objects.filter(organization_uuid=org)}
+    links = list(AuditLink.objects.filter(organization_uuid=org).order_by("seq"))
+    kinds = {"attempt": "attempt", "outcome": "outcome", "closed": "outcome"}
+    made = chain.chain(
+        chain.GENESIS,
+        0,
+        [(link.kind, str(link.record_id), half_digest(rows[str(link.record_id)], kinds[link.kind])) for link in links],
+    )
+    for link, new in zip(links, made, strict=True):
+        AuditLink.objects.filter(pk=link.pk).update(digest=new.digest, prev=new.prev, hash=new.hash)
+    AuditChainHead.objects.filter(pk=org).update(next_seq=made[-1].seq + 1, hash=made[-1].hash)
+
+
+def _pad_to(org: uuid.UUID, seq: int) -> None:
+    """Forge links (over a copied record) until the chain is as long as the exported checkpoint says."""
+    from audit.chaining import half_digest
+
+    with scopes_disabled():
+        template = AuditRecord.objects.filter(organization_uuid=org).first()
+        assert template is not None
+        head = AuditChainHead.objects.get(pk=org)
+        while head.next_seq <= seq:
+            template.pk = uuid.uuid4()
+            template.save(force_insert=True)
+            entry = ("attempt", str(template.pk), half_digest(template, "attempt"))
+            [link] = chain.chain(head.hash, head.next_seq, [entry])
+            AuditLink.objects.create(
+                organization_uuid=org, seq=link.seq, kind="attempt", record_id=template.pk, digest=link.digest,
+                prev=link.prev, hash=link.hash,
+            )  # fmt: skip
+            head.next_seq, head.hash = link.seq + 1, link.hash
+            head.save()
