@@ -213,6 +213,35 @@ def audit_checkpoint(output: str | None) -> None:
     run()
 
 
+@audit.command("retention")
+@click.option("--days", type=click.IntRange(1, 36500), default=None, help="Keep records this many days (owners).")
+@click.option("--forever", is_flag=True, help="Keep records for ever (the default; owners).")
+@click.option("--json", "as_json", is_flag=True, help="Print the setting as JSON.")
+def audit_retention(days: int | None, forever: bool, as_json: bool) -> None:
+    """Show or set how long audit records are kept. Older ones are pruned daily, each time after a signed
+    checkpoint of the chain as it was (save one first with `aileron audit checkpoint -o FILE`)."""
+
+    @fail_cleanly
+    def run() -> None:
+        if days is not None and forever:
+            raise CliError("give --days N or --forever, not both")
+        login = require_login()
+        path = f"/api/v1/orgs/{login.organization_id}/audit/retention/"
+        with logged_in_api() as api:
+            if days is None and not forever:
+                setting = api.get(path)
+            else:
+                setting = api.put(path, {"days": days})
+        if as_json:
+            emit_json(setting)
+            return
+        kept = f"{setting['days']} day(s)" if setting["days"] else "for ever"
+        who = f" (set by {setting['updated_by']})" if setting["updated_by"] else ""
+        console.print(f"audit records are kept {kept}{who}", markup=False)
+
+    run()
+
+
 @audit.command("admin")
 @click.option("--action", default=None, help="An action, or a prefix ending in * (e.g. 'member.*').")
 @click.option("--actor", default=None, help="Only changes made by this email.")

@@ -23,4 +23,5 @@ app.conf.beat_schedule = {
     "vaults-credentials-due-warn": {"task": "vaults.tasks.credentials_due_warn", "schedule": 3600.0},
     "approvals-expire": {"task": "approvals.tasks.approvals_expire", "schedule": 15.0},
     "audit-checkpoints": {"task": "audit.tasks.checkpoints_make", "schedule": 600.0},
+    "audit-retention": {"task": "audit.tasks.retention_apply", "schedule": 86400.0},
 }

@@ -94,6 +94,8 @@ SUMMARIES = {
     "POST /api/v1/orgs/{org_id}/audit/verify/": "Verify the audit hash chain against an exported checkpoint",
     "GET /api/v1/orgs/{org_id}/audit/checkpoint/": "Get the latest signed audit checkpoint",
     "POST /api/v1/orgs/{org_id}/audit/checkpoint/": "Sign an audit checkpoint now",
+    "GET /api/v1/orgs/{org_id}/audit/retention/": "How long audit records are kept",
+    "PUT /api/v1/orgs/{org_id}/audit/retention/": "Set how long audit records are kept",
     "PATCH /api/v1/orgs/{org_id}/members/{member_id}/": "Change a member's role",
     "DELETE /api/v1/orgs/{org_id}/members/{member_id}/": "Remove a member (or leave)",
     "DELETE /api/v1/orgs/{org_id}/invitations/{invitation_id}/": "Revoke an invitation",

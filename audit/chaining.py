@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,7 +25,15 @@ from django_scopes import scopes_disabled
 
 from audit import chain
 from audit.bulk import insert_many
-from audit.models import AuditChainHead, AuditCheckpoint, AuditLink, AuditOutcome, AuditRecord, LinkKind
+from audit.models import (
+    AuditChainHead,
+    AuditCheckpoint,
+    AuditLink,
+    AuditOutcome,
+    AuditRecord,
+    AuditRetention,
+    LinkKind,
+)
 
 ATTEMPT_CONTENT = (
     "session_uuid",
@@ -139,25 +147,33 @@ def links_append(entries: dict[uuid.UUID, list[Entry]]) -> None:
 # --- checkpoints -------------------------------------------------------------------------------------------
 
 
-def checkpoint_make(*, organization_uuid: uuid.UUID, reason: str = "periodic") -> chain.Checkpoint | None:
-    """Sign the organization's current head and keep the checkpoint; None for a chain with no link yet."""
+def _key() -> Any:
     from audit.signing import signing_key
 
+    return signing_key()
+
+
+def _checkpoint_store(signed: chain.Checkpoint, *, reason: str) -> None:
+    AuditCheckpoint.objects.create(
+        organization_uuid=uuid.UUID(signed.organization),
+        seq=signed.seq,
+        head=signed.head,
+        at=signed.at,
+        key_id=signed.key_id,
+        signature=signed.signature,
+        reason=reason,
+    )
+
+
+def checkpoint_make(*, organization_uuid: uuid.UUID, reason: str = "periodic") -> chain.Checkpoint | None:
+    """Sign the organization's current head and keep the checkpoint; None for a chain with no link yet."""
     with transaction.atomic():
         head = AuditChainHead.objects.select_for_update().filter(pk=organization_uuid).first()
         if head is None or head.next_seq == head.first_seq:
             return None
         unsigned = chain.Checkpoint(str(organization_uuid), head.next_seq - 1, head.hash, timezone.now(), "")
-        signed = chain.checkpoint_sign(unsigned, signing_key())
-        AuditCheckpoint.objects.create(
-            organization_uuid=organization_uuid,
-            seq=signed.seq,
-            head=signed.head,
-            at=signed.at,
-            key_id=signed.key_id,
-            signature=signed.signature,
-            reason=reason,
-        )
+        signed = chain.checkpoint_sign(unsigned, _key())
+        _checkpoint_store(signed, reason=reason)
     return signed
 
 
@@ -277,24 +293,25 @@ def chain_verify(
 
 
 def _verify(organization_uuid: uuid.UUID, since: datetime | None, against: chain.Checkpoint | None) -> Verification:
-    from audit.signing import signing_key
-
-    public = signing_key().public_key()
+    public = _key().public_key()
     org = str(organization_uuid)
     head = AuditChainHead.objects.filter(pk=organization_uuid).first()
     first_seq = head.first_seq if head is not None else 0
     start_prev = head.first_prev if head is not None else chain.GENESIS
+    if first_seq > 0 and not _start_vouched(organization_uuid, first_seq, start_prev, public):
+        cut = chain.Break(first_seq, "", "deleted", "the chain's start was removed without a signed pruning")
+        return Verification(org, False, 0, first_seq, None, cut, against=against.as_dict() if against else None)
     if since is not None:
         start = AuditLink.objects.filter(organization_uuid=organization_uuid, at__gte=since).order_by("seq").first()
         if start is not None and start.seq > first_seq:
             first_seq, start_prev = start.seq, start.prev  # vouched for by the walk before it, or a checkpoint
     result = Verification(org, True, 0, first_seq, None, against=against.as_dict() if against else None)
-    stored = {
-        row.seq: _as_checkpoint(row)
+    stored = [
+        _as_checkpoint(row)
         for row in AuditCheckpoint.objects.filter(organization_uuid=organization_uuid, seq__gte=first_seq)
-    }
+    ]
     hashes_at: dict[int, str] = {}
-    wanted = set(stored) | ({against.seq} if against is not None else set())
+    wanted = {c.seq for c in stored} | ({against.seq} if against is not None else set())
     chained: set[tuple[str, str]] = set()
     prev, expected = start_prev, first_seq
     last: chain.Link | None = None
@@ -316,11 +333,12 @@ def _verify(organization_uuid: uuid.UUID, since: datetime | None, against: chain
         prev, expected = batch[-1].hash, batch[-1].seq + 1
     result.head_seq = last.seq if last is not None else None
 
-    for seq, checkpoint in sorted(stored.items()):
+    for checkpoint in sorted(stored, key=lambda c: c.seq):
         result.checkpoints += 1
         problem = _checkpoint_problem(checkpoint, public, hashes_at, result.head_seq)
         if problem is not None:
-            result.intact, result.broken = False, chain.Break(seq, "", problem[0], f"stored checkpoint: {problem[1]}")
+            why, detail = problem
+            result.intact, result.broken = False, chain.Break(checkpoint.seq, "", why, f"stored checkpoint: {detail}")
             return result
     if against is not None:
         if against.organization != org:
@@ -336,6 +354,12 @@ def _verify(organization_uuid: uuid.UUID, since: datetime | None, against: chain
         result.intact = False
         result.broken = chain.Break(-1, unchained, "inserted", "a record that no link of the chain covers")
     return result
+
+
+def _start_vouched(organization_uuid: uuid.UUID, first_seq: int, first_prev: str, public: Any) -> bool:
+    """Whether a pruned chain's new start is what a signed pruning checkpoint says."""
+    found = AuditCheckpoint.objects.filter(organization_uuid=organization_uuid, seq=first_seq - 1, head=first_prev)
+    return any(chain.checkpoint_valid(_as_checkpoint(row), public) for row in found)
 
 
 def _checkpoint_problem(
@@ -354,3 +378,63 @@ def _checkpoint_problem(
 
 def organizations_chained() -> Iterable[uuid.UUID]:
     return AuditChainHead.objects.values_list("organization_uuid", flat=True)
+
+
+# --- retention ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pruned:
+    links: int
+    records: int
+    first_seq: int  # where the chain now starts
+
+
+def chain_prune(*, organization_uuid: uuid.UUID, before: datetime) -> Pruned:
+    """Remove the organization's records ingested before BEFORE, and their links, from the chain's start.
+
+    First the current head is signed (a checkpoint to export before anything goes), then the new start: a
+    checkpoint of the last removed link's hash, which verification needs to begin where the chain now begins.
+    A record whose outcome came after the cut keeps its attempt too (the cut moves back to before it), so the
+    chain always starts at a whole record.
+    """
+    with transaction.atomic(), scopes_disabled():
+        head = AuditChainHead.objects.select_for_update().filter(pk=organization_uuid).first()
+        if head is None:
+            return Pruned(0, 0, 0)
+        links = AuditLink.objects.filter(organization_uuid=organization_uuid)
+        after = links.filter(seq__gte=head.first_seq, at__gte=before).order_by("seq").first()
+        cut = after.seq if after is not None else head.next_seq
+        while cut > head.first_seq:  # move back past any record straddling the cut
+            straddling = links.filter(seq__gte=cut).values("record_id")
+            earlier = links.filter(seq__gte=head.first_seq, seq__lt=cut, record_id__in=straddling).order_by("seq")
+            first = earlier.values_list("seq", flat=True).first()
+            if first is None:
+                break
+            cut = first
+        if cut <= head.first_seq:
+            return Pruned(0, 0, head.first_seq)
+        checkpoint_make(organization_uuid=organization_uuid, reason="prune")
+        start_prev = head.hash if cut == head.next_seq else links.get(seq=cut).prev
+        start = chain.checkpoint_sign(
+            chain.Checkpoint(str(organization_uuid), cut - 1, start_prev, timezone.now(), ""), _key()
+        )
+        _checkpoint_store(start, reason="prune-start")
+        gone = links.filter(seq__gte=head.first_seq, seq__lt=cut)
+        record_ids = set(gone.values_list("record_id", flat=True))
+        removed_links, _ = gone.delete()
+        removed_records, _ = AuditRecord.objects.filter(organization_uuid=organization_uuid, pk__in=record_ids).delete()
+        AuditChainHead.objects.filter(pk=organization_uuid).update(first_seq=cut, first_prev=start_prev)
+    return Pruned(removed_links, removed_records, cut)
+
+
+def retention_apply(*, now: datetime | None = None) -> int:
+    """Prune every organization that set a retention (the daily task); how many records went."""
+    moment = now or timezone.now()
+    removed = 0
+    for setting in AuditRetention.objects.filter(days__isnull=False):
+        assert setting.days is not None  # noqa: S101 - filtered above
+        removed += chain_prune(
+            organization_uuid=setting.organization_uuid, before=moment - timedelta(days=setting.days)
+        ).records
+    return removed

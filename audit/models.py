@@ -193,6 +193,18 @@ class AuditCheckpoint(models.Model):
         return f"{self.organization_uuid} checkpoint #{self.seq}"
 
 
+class AuditRetention(models.Model):
+    """How long an organization keeps its audit records; none of these rows, or days empty: for ever."""
+
+    organization_uuid = models.UUIDField(primary_key=True)
+    days = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(null=True, blank=True)
+    updated_by = models.CharField(max_length=254, blank=True, help_text="Who set it, by email.")
+
+    def __str__(self) -> str:
+        return f"{self.organization_uuid} keeps {self.days or 'every'} day(s)"
+
+
 class AdminEvent(models.Model):
     """A change someone made to an organization's configuration: who, when, what, and the target before and after.
 

@@ -14,7 +14,7 @@ from django_scopes import scopes_disabled
 
 from audit.bulk import insert_many, update_many
 from audit.chaining import Entry, half_digest, links_append
-from audit.models import AdminEvent, AuditDecision, AuditOutcome, AuditRecord, LinkKind
+from audit.models import AdminEvent, AuditDecision, AuditOutcome, AuditRecord, AuditRetention, LinkKind
 from audit.records import RecordError, ShippedRecord, raw_id, record_parse
 from audit.snapshots import Snapshot
 from tenants.models import ApiToken, Membership, Organization, TeamMembership, TokenKind, User
@@ -202,6 +202,22 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
         result.accepted += len(restarts)
     result.rejected.sort(key=lambda r: int(r["index"]))
     return result
+
+
+@transaction.atomic
+def audit_retention_set(*, acting: Membership, days: int | None) -> AuditRetention:
+    """Keep the organization's audit records DAYS days (None: for ever). The daily task prunes older ones, each
+    pruning after a signed checkpoint of the chain as it was."""
+    setting, _ = AuditRetention.objects.update_or_create(
+        organization_uuid=acting.organization_id,
+        defaults={"days": days, "updated_at": timezone.now(), "updated_by": acting.user.email},
+    )
+    return setting
+
+
+def audit_retention_get(*, organization: Organization) -> AuditRetention:
+    found = AuditRetention.objects.filter(pk=organization.pk).first()
+    return found or AuditRetention(organization_uuid=organization.pk, days=None, updated_by="")
 
 
 # --- admin events --------------------------------------------------------------------------------------------

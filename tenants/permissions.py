@@ -32,6 +32,7 @@ class Perm(StrEnum):
     VAULT_VIEW_ALL = "vault.view_all"
     APPROVAL_DECIDE = "approval.decide"
     AUDIT_READ = "audit.read"
+    AUDIT_RETENTION = "audit.retention"
     NOTIFY_MANAGE = "notify.manage"
 
 
@@ -56,6 +57,7 @@ DESCRIPTIONS: dict[Perm, str] = {
     Perm.VAULT_VIEW_ALL: "See every vault's metadata (names, members, credential names; never ciphertext)",
     Perm.APPROVAL_DECIDE: "Grant or reject held actions, and see everyone's (others see their own)",
     Perm.AUDIT_READ: "Read every member's audit records (others read only their own) and the admin events",
+    Perm.AUDIT_RETENTION: "Set how long audit records are kept (older ones are pruned, after a signed checkpoint)",
     Perm.NOTIFY_MANAGE: "Set up the notification channels (webhook, Slack, email) the worker sends approvals to",
 }
 
@@ -69,7 +71,7 @@ _ADMIN = (
 )
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Perm]] = {
-    Role.OWNER: _ADMIN | {Perm.ORG_DELETE, Perm.OWNER_MANAGE},
+    Role.OWNER: _ADMIN | {Perm.ORG_DELETE, Perm.OWNER_MANAGE, Perm.AUDIT_RETENTION},
     Role.ADMIN: _ADMIN,
     Role.APPROVER: _AGENT_USER | {Perm.APPROVAL_DECIDE},
     Role.MEMBER: _AGENT_USER,

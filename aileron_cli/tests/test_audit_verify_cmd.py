@@ -76,3 +76,21 @@ def test_a_member_without_audit_read_gets_one_line(
     logged_in_as(cast.bob)
     result = run("audit", "verify")
     assert result.exit_code != 0 and "audit.read" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_retention_is_shown_and_set_by_the_owner_only(
+    cast: Cast,
+    logged_in_as: Any,  # noqa: F811
+) -> None:
+    logged_in_as(cast.alice)
+    assert run("audit", "retention").output.strip() == "audit records are kept for ever"
+    result = run("audit", "retention", "--days", "90")
+    assert (
+        result.exit_code == 0 and result.output.strip() == "audit records are kept 90 day(s) (set by alice@example.com)"
+    )
+    assert json.loads(run("audit", "retention", "--json").output)["days"] == 90
+    assert "not both" in run("audit", "retention", "--days", "5", "--forever").output
+    assert run("audit", "retention", "--forever").output.startswith("audit records are kept for ever")
+    logged_in_as(cast.bob)
+    refused = run("audit", "retention", "--days", "1")
+    assert refused.exit_code != 0 and "audit.retention" in refused.output

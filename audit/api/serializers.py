@@ -186,3 +186,14 @@ class VerifyRequestSerializer(serializers.Serializer[Any]):
     checkpoint = serializers.DictField(
         required=False, help_text="A checkpoint exported earlier (GET .../audit/checkpoint/), to check against."
     )
+
+
+class RetentionSerializer(serializers.Serializer[Any]):
+    days = serializers.IntegerField(
+        min_value=1,
+        max_value=36500,
+        allow_null=True,
+        help_text="Keep audit records this many days after they were ingested; null: for ever (the default).",
+    )
+    updated_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    updated_by = serializers.CharField(read_only=True, help_text="Who set it, by email (empty: never set).")

@@ -5,7 +5,13 @@ from __future__ import annotations
 from django.urls import path
 
 from audit.api import dataplane
-from audit.api.views import AdminEventViewSet, AuditCheckpointViewSet, AuditRecordViewSet, AuditVerifyViewSet
+from audit.api.views import (
+    AdminEventViewSet,
+    AuditCheckpointViewSet,
+    AuditRecordViewSet,
+    AuditRetentionViewSet,
+    AuditVerifyViewSet,
+)
 
 urlpatterns = [
     path("dataplane/audit/", dataplane.AuditIngestView.as_view(), name="dataplane-audit"),
@@ -20,6 +26,11 @@ urlpatterns = [
         "orgs/<uuid:org_id>/audit/verify/",
         AuditVerifyViewSet.as_view({"get": "retrieve", "post": "create"}),
         name="audit-verify",
+    ),
+    path(
+        "orgs/<uuid:org_id>/audit/retention/",
+        AuditRetentionViewSet.as_view({"get": "retrieve", "put": "update"}),
+        name="audit-retention",
     ),
     path(
         "orgs/<uuid:org_id>/audit/checkpoint/",

@@ -17,11 +17,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from aileron_site.api import UtcDateTimeFilter, json_object_body
-from audit import chain, selectors
+from audit import chain, selectors, services
 from audit.api.serializers import (
     AdminEventSerializer,
     AuditRecordSerializer,
     CheckpointSerializer,
+    RetentionSerializer,
     VerificationSerializer,
     VerifyRequestSerializer,
 )
@@ -198,3 +199,23 @@ class AdminEventViewSet(OrgScopedViewSet):
     def retrieve(self, request: Request, org_id: uuid.UUID, event_id: uuid.UUID) -> Response:
         event = selectors.admin_event_get(organization=self.organization, event_id=event_id)
         return Response(AdminEventSerializer(event).data)
+
+
+class AuditRetentionViewSet(OrgScopedViewSet):
+    """How long the organization keeps audit records. A daily task prunes older ones from the start of the hash
+    chain, signing a checkpoint of the chain as it was first; verification goes on from the new start."""
+
+    queryset = AuditRecord.objects.none()  # for the schema's path parameters only
+    permission_map = {"retrieve": Perm.AUDIT_READ, "update": Perm.AUDIT_RETENTION}
+    pagination_class = None
+
+    @extend_schema(responses=RetentionSerializer)
+    def retrieve(self, request: Request, org_id: uuid.UUID) -> Response:
+        return Response(RetentionSerializer(services.audit_retention_get(organization=self.organization)).data)
+
+    @extend_schema(request=RetentionSerializer, responses=RetentionSerializer)
+    def update(self, request: Request, org_id: uuid.UUID) -> Response:
+        data = RetentionSerializer(data=json_object_body(request, frozenset({"days"})))
+        data.is_valid(raise_exception=True)
+        setting = services.audit_retention_set(acting=self.membership, days=data.validated_data["days"])
+        return Response(RetentionSerializer(setting).data)

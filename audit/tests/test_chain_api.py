@@ -84,3 +84,16 @@ def test_no_checkpoint_yet_is_a_404_problem(cast: Cast) -> None:
     assert answer.status_code == 404 and "No checkpoint yet" in answer.json()["detail"]
     assert client_for(cast.alice.token).post(url(cast, "checkpoint")).status_code == 404
     assert client_for(cast.alice.token).get(url(cast, "verify")).json()["intact"] is True
+
+
+def test_retention_is_read_by_auditors_and_set_by_owners_only(cast: Cast) -> None:
+    owner = client_for(cast.alice.token)
+    assert owner.get(url(cast, "retention")).json() == {"days": None, "updated_at": None, "updated_by": ""}
+    answer = owner.put(url(cast, "retention"), {"days": 90}, format="json")
+    assert answer.status_code == 200 and answer.json()["days"] == 90
+    assert answer.json()["updated_by"] == "alice@example.com"
+    assert owner.put(url(cast, "retention"), {"days": 0}, format="json").status_code == 400
+    assert owner.put(url(cast, "retention"), {"days": 90, "extra": 1}, format="json").status_code == 400
+    assert owner.put(url(cast, "retention"), {"days": None}, format="json").json()["days"] is None
+    assert client_for(cast.bob.token).put(url(cast, "retention"), {"days": 1}, format="json").status_code == 403
+    assert client_for(cast.charlie.token).get(url(cast, "retention")).status_code == 404

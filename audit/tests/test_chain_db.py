@@ -13,8 +13,15 @@ from django.db import connection
 from django_scopes import scopes_disabled
 
 from audit import chain
-from audit.chaining import chain_verify, checkpoint_latest, checkpoint_make, checkpoints_make_due
-from audit.models import AuditChainHead, AuditCheckpoint, AuditLink, AuditRecord
+from audit.chaining import (
+    chain_prune,
+    chain_verify,
+    checkpoint_latest,
+    checkpoint_make,
+    checkpoints_make_due,
+    retention_apply,
+)
+from audit.models import AuditChainHead, AuditCheckpoint, AuditLink, AuditRecord, AuditRetention
 from audit.services import audit_ingest
 from audit.tests.factories import attempt, outcome
 from conftest import Cast
@@ -248,3 +255,60 @@ def _pad_to(org: uuid.UUID, seq: int) -> None:
             )  # fmt: skip
             head.next_seq, head.hash = link.seq + 1, link.hash
             head.save()
+
+
+def _age(org: uuid.UUID, below_seq: int) -> None:
+    """Make the links before BELOW_SEQ look ingested in 2020."""
+    AuditLink.objects.filter(organization_uuid=org, seq__lt=below_seq).update(at=datetime(2020, 1, 1, tzinfo=UTC))
+
+
+def test_pruning_removes_whole_records_from_the_start_and_the_chain_still_verifies(session: ApiToken) -> None:
+    ids = history(session)
+    org = org_of(session)
+    _age(org, 5)  # records 0 and 1 whole, and record 2's attempt (seq 4) but not its outcome (seq 5)
+    pruned = chain_prune(organization_uuid=org, before=datetime(2025, 1, 1, tzinfo=UTC))
+    assert (pruned.links, pruned.records, pruned.first_seq) == (4, 2, 4)
+    with scopes_disabled():
+        assert set(map(str, AuditRecord.objects.filter(organization_uuid=org).values_list("id", flat=True))) == set(
+            ids[2:]
+        )
+    result = chain_verify(organization_uuid=org)
+    assert result.intact, result.as_dict()
+    assert (result.first_seq, result.checked) == (4, 10)
+    assert list(AuditCheckpoint.objects.order_by("id").values_list("reason", "seq")) == [
+        ("prune", 13),
+        ("prune-start", 3),
+    ]
+    ingest([attempt(session)])  # the chain goes on from its head
+    assert chain_verify(organization_uuid=org).intact
+
+
+def test_a_pruned_start_without_its_signed_checkpoint_is_named(session: ApiToken) -> None:
+    history(session)
+    org = org_of(session)
+    _age(org, 6)
+    chain_prune(organization_uuid=org, before=datetime(2025, 1, 1, tzinfo=UTC))
+    AuditCheckpoint.objects.filter(reason="prune-start").delete()
+    why, _, seq = broken(session)
+    assert (why, seq) == ("deleted", 6)
+    # Nor can the start simply be moved: cutting more links by hand is caught the same way.
+    checkpoint_make(organization_uuid=org)
+    AuditLink.objects.filter(organization_uuid=org, seq__lt=8).delete()
+    AuditChainHead.objects.filter(pk=org).update(first_seq=8)
+    assert broken(session)[0] == "deleted"
+
+
+def test_retention_prunes_only_organizations_that_set_one(cast: Cast, session: ApiToken) -> None:
+    history(session, n=2)
+    other = services.session_token_create(membership=cast.charlie.membership, name="codex").token
+    first = attempt(other)
+    ingest([first, outcome(other, first["id"])])
+    AuditLink.objects.update(at=datetime(2020, 1, 1, tzinfo=UTC))
+    AuditRetention.objects.create(organization_uuid=org_of(session), days=30)
+    assert retention_apply() == 3  # both of bob's complete records and the killed one; none of charlie's
+    with scopes_disabled():
+        assert AuditRecord.objects.filter(organization_uuid=org_of(session)).count() == 0
+        assert AuditRecord.objects.filter(organization_uuid=org_of(other)).count() == 1
+    assert chain_verify(organization_uuid=org_of(session)).intact
+    assert chain_verify(organization_uuid=org_of(other)).intact
+    assert retention_apply() == 0

@@ -115,6 +115,8 @@ PROBES[Perm.APPROVAL_DECIDE] = Probe(
     {"reason": "ok"},
     denied=(403, 404),
 )
+# Shortening retention removes evidence: owners only (auditors and admins read it, and are refused the change).
+PROBES[Perm.AUDIT_RETENTION] = Probe("put", lambda w: f"/api/v1/orgs/{w.org_id}/audit/retention/", {"days": 90})
 # Notification channels are called by the worker (and a Slack URL is a secret): only notify.manage sees them.
 PROBES[Perm.NOTIFY_MANAGE] = Probe("get", lambda w: f"/api/v1/orgs/{w.org_id}/notification-channels/")
 # Someone else's vault is invisible (404) without vault.view_all.

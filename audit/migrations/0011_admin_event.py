@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('audit', '0009_audit_chain'),
+        ('audit', '0010_audit_retention'),
         ('tenants', '0003_apitoken_pins'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
