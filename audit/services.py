@@ -208,9 +208,20 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
 def audit_retention_set(*, acting: Membership, days: int | None) -> AuditRetention:
     """Keep the organization's audit records DAYS days (None: for ever). The daily task prunes older ones, each
     pruning after a signed checkpoint of the chain as it was."""
+    before = audit_retention_get(organization=acting.organization).days
     setting, _ = AuditRetention.objects.update_or_create(
         organization_uuid=acting.organization_id,
         defaults={"days": days, "updated_at": timezone.now(), "updated_by": acting.user.email},
+    )
+    admin_event_record(
+        acting=acting,
+        organization=acting.organization,
+        action="audit_retention.update",
+        target_type="audit_retention",
+        target_id=acting.organization_id,
+        target_label=acting.organization.name,
+        before={"days": before},
+        after={"days": setting.days},
     )
     return setting
 

@@ -386,6 +386,17 @@ def test_a_membership_cannot_change_another_organizations_team_under_its_own_nam
     assert [e.action for e in events(target_id=str(team.pk))] == ["team.create"]
 
 
+def test_setting_audit_retention_records_the_days_before_and_after(cast: Cast) -> None:
+    url = f"/api/v1/orgs/{cast.alice.org.pk}/audit/retention/"
+    assert client_for(cast.alice.token).put(url, {"days": 90}, format="json").status_code == 200
+    assert client_for(cast.alice.token).put(url, {"days": None}, format="json").status_code == 200
+    recorded = events(cast.alice.org.pk, action="audit_retention.update")
+    assert [(e.actor_email, e.before, e.after) for e in recorded] == [
+        ("alice@example.com", {"days": None}, {"days": 90}),
+        ("alice@example.com", {"days": 90}, {"days": None}),
+    ]
+
+
 def test_a_change_that_fails_leaves_no_event(cast: Cast, monkeypatch: pytest.MonkeyPatch) -> None:
     with scope(organization=cast.alice.org):
         project = services.project_create(acting=cast.alice.membership, name="Checkout")
