@@ -119,7 +119,7 @@ def make_vault(person: Person, *, type: str = "shared", secret: bytes = b"ghp_te
     wrapping = crypto.vault_key_wrap(key, public, vault_id=str(vault_id), member_id=str(person.user.pk), key_version=1)
     with scope(organization=person.org):
         view = services.vault_create(
-            membership=person.membership, vault_id=vault_id, name=f"{type} vault", type=type, owner_wrapping=wrapping
+            acting=person.membership, vault_id=vault_id, name=f"{type} vault", type=type, owner_wrapping=wrapping
         )
         credential_id = uuid.uuid4()
         blob = crypto.credential_encrypt(

@@ -1,4 +1,4 @@
-"""`aileron audit query|verify|checkpoint`: what agents did through Aileron, and proof nobody changed it since."""
+"""`aileron audit query|verify|checkpoint|admin`: what agents did, proof nobody changed it, what people changed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from aileron_cli.client import CliError
@@ -62,9 +63,36 @@ def records_table(records: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _change(event: dict[str, Any]) -> str:
+    """The fields that changed, `role: member -> admin`; all of them for a create or a delete."""
+    before, after = event.get("before") or {}, event.get("after") or {}
+    keys = [k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)]
+    if before and after:
+        return ", ".join(f"{k}: {before.get(k)} -> {after.get(k)}" for k in keys) or "-"
+    shown = after or before
+    return ", ".join(f"{k}: {v}" for k, v in shown.items() if v not in (None, "", [])) or "-"
+
+
+def admin_events_table(events: list[dict[str, Any]]) -> Table:
+    table = Table(title="Admin events", title_justify="left")
+    for column in ("time", "actor", "role", "action", "target", "change"):
+        table.add_column(column)
+    for e in events:
+        table.add_row(
+            str(e["created_at"])[:19].replace("T", " "),
+            escape(e.get("actor_email") or "(system)"),
+            e.get("actor_role") or "-",
+            e["action"],
+            escape(e.get("target_label") or e.get("target_id") or "-"),  # names people chose, not markup
+            escape(_change(e)),
+        )
+    return table
+
+
 @click.group()
 def audit() -> None:
-    """The audit log: every request your agents made through Aileron (admins and auditors: everyone's)."""
+    """The audit log: every request your agents made through Aileron (admins and auditors: everyone's), and
+    every change people made to the organization (admins and auditors)."""
 
 
 @audit.command("query")
@@ -210,5 +238,42 @@ def audit_retention(days: int | None, forever: bool, as_json: bool) -> None:
         kept = f"{setting['days']} day(s)" if setting["days"] else "for ever"
         who = f" (set by {setting['updated_by']})" if setting["updated_by"] else ""
         console.print(f"audit records are kept {kept}{who}", markup=False)
+
+    run()
+
+
+@audit.command("admin")
+@click.option("--action", default=None, help="An action, or a prefix ending in * (e.g. 'member.*').")
+@click.option("--actor", default=None, help="Only changes made by this email.")
+@click.option("--target-type", default=None, help="Only changes to this kind of thing (member, team, token...).")
+@click.option("--since", default=None, help="30m, 12h, 2d, or an ISO 8601 time.")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print the events as JSON.")
+def audit_admin(
+    action: str | None, actor: str | None, target_type: str | None, since: str | None, limit: int, as_json: bool
+) -> None:
+    """Who changed what in the organization (roles, teams, tokens, policies...), newest first."""
+
+    @fail_cleanly
+    def run() -> None:
+        params: dict[str, str | int] = {"limit": limit}
+        if since is not None:
+            params["since"] = since_parse(since).isoformat()
+        for name, value in (("action", action), ("actor", actor), ("target_type", target_type)):
+            if value:
+                params[name] = value
+        login = require_login()
+        with logged_in_api() as api:
+            page = api.get(f"/api/v1/orgs/{login.organization_id}/audit/admin/", params=params)
+        events = page["results"]
+        if as_json:
+            emit_json(events)
+            return
+        if not events:
+            console.print("No admin events match.")
+            return
+        console.print(admin_events_table(events))
+        if page.get("count", 0) > len(events):
+            err_console.print(f"{len(events)} of {page['count']} shown; use --limit or narrow with filters.")
 
     run()

@@ -95,7 +95,7 @@ def _mint_dataplane_token(home: Path) -> Path:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = folder / "service-token"
     for old in ApiToken.objects.filter(kind="svc", name="aileron service", revoked_at__isnull=True):
-        token_revoke(token=old)
+        token_revoke(acting=None, token=old)  # the system replaces its own data plane's token
     issued = service_token_create(name="aileron service", expires_in_days=365)  # re-minted at every start
     tmp = folder / ".service-token.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -89,6 +89,8 @@ SUMMARIES = {
     "POST /api/v1/orgs/{org_id}/notification-channels/{channel_id}/test/": "Send a test message to a channel",
     "GET /api/v1/orgs/{org_id}/audit/": "Search audit records",
     "GET /api/v1/orgs/{org_id}/audit/{record_id}/": "Get an audit record",
+    "GET /api/v1/orgs/{org_id}/audit/admin/": "Search admin events (who changed what)",
+    "GET /api/v1/orgs/{org_id}/audit/admin/{event_id}/": "Get an admin event",
     "GET /api/v1/orgs/{org_id}/audit/verify/": "Verify the audit hash chain",
     "POST /api/v1/orgs/{org_id}/audit/verify/": "Verify the audit hash chain against an exported checkpoint",
     "GET /api/v1/orgs/{org_id}/audit/checkpoint/": "Get the latest signed audit checkpoint",

@@ -48,6 +48,8 @@ from approvals.models import (
     DeliveryStatus,
     NotificationChannel,
 )
+from audit import snapshots
+from audit.services import admin_event_record
 from tenants.models import Membership, Organization, Project, User
 
 log = logging.getLogger("aileron.notifications")
@@ -169,9 +171,25 @@ class CreatedChannel:
     secret: str | None  # a webhook's signing secret, shown this once
 
 
+def _channel_event(
+    *, acting: Membership, action: str, channel: NotificationChannel, before: snapshots.Snapshot | None
+) -> None:
+    admin_event_record(
+        acting=acting,
+        organization=acting.organization,
+        action=action,
+        target_type="notification_channel",
+        target_id=channel.pk,
+        target_label=channel.name,
+        before=before,
+        after=None if action == "notification_channel.delete" else snapshots.notification_channel_snapshot(channel),
+    )
+
+
+@transaction.atomic
 def notification_channel_create(
     *,
-    membership: Membership,
+    acting: Membership,
     name: str,
     kind: str,
     target: str,
@@ -181,36 +199,39 @@ def notification_channel_create(
     if kind not in ChannelKind.values:
         raise InvalidInput(f"kind is one of {', '.join(ChannelKind.values)}.")
     channel = NotificationChannel(
-        organization=membership.organization,
+        organization=acting.organization,
         name=channel_name_validate(name),
         kind=kind,
         target=_target_validate(kind, target),
         secret=signing.secret_new() if kind == ChannelKind.WEBHOOK else "",
         events=channel_events_validate(events) if events is not None else list(NOTIFY_EVENTS),
         enabled=enabled,
-        created_by=membership.user,
+        created_by=acting.user,
     )
     try:
         with transaction.atomic():
             channel.save()
     except IntegrityError:
         raise Conflict(f"A channel named {channel.name} exists already.") from None
+    _channel_event(acting=acting, action="notification_channel.create", channel=channel, before=None)
     return CreatedChannel(channel=channel, secret=channel.secret or None)
 
 
+@transaction.atomic
 def notification_channel_update(
-    *, channel: NotificationChannel, acting: User | None = None, **changes: Any
+    *, acting: Membership, channel: NotificationChannel, **changes: Any
 ) -> NotificationChannel:
     """Change a channel. Whoever points it somewhere new becomes the one its links act for (a webhook's or
     Slack's link decides as `created_by`): redirecting another admin's channel never lends you their vote, and
     the links already sent to the old target stop working."""
+    before = snapshots.notification_channel_snapshot(channel)
     if "name" in changes:
         channel.name = channel_name_validate(changes["name"])
     if "target" in changes:
         target = _target_validate(channel.kind, changes["target"])
         if target != channel.target:
             channel.target = target
-            channel.created_by = acting
+            channel.created_by = acting.user
             _expire_links(channel)
     if "events" in changes:
         channel.events = channel_events_validate(changes["events"])
@@ -221,14 +242,21 @@ def notification_channel_update(
             channel.save()
     except IntegrityError:
         raise Conflict(f"A channel named {channel.name} exists already.") from None
+    _channel_event(acting=acting, action="notification_channel.update", channel=channel, before=before)
     return channel
 
 
-def notification_channel_delete(*, channel: NotificationChannel) -> None:
+@transaction.atomic
+def notification_channel_delete(*, acting: Membership, channel: NotificationChannel) -> None:
     """Remove a channel; the links it sent stop working."""
-    with transaction.atomic():
-        _expire_links(channel)
-        channel.delete()
+    _channel_event(
+        acting=acting,
+        action="notification_channel.delete",
+        channel=channel,
+        before=snapshots.notification_channel_snapshot(channel),
+    )
+    _expire_links(channel)
+    channel.delete()
 
 
 def _expire_links(channel: NotificationChannel) -> None:

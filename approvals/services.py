@@ -19,6 +19,8 @@ from django_scopes import scopes_disabled
 from aileron_site.problems import Conflict, Forbidden, InvalidInput, NotFound
 from approvals import binding, events
 from approvals.models import Approval, ApprovalDecision, ApprovalRule, ApprovalState, DecisionKind
+from audit import snapshots
+from audit.services import admin_event_record
 from connectors.services import catalog_pattern_validate
 from tenants.models import ApiToken, Membership, Organization, User
 from tenants.permissions import Perm, role_has
@@ -75,16 +77,30 @@ def approval_rule_validate_pattern(action: str) -> str:
     return text
 
 
+def _rule_event(*, acting: Membership, action: str, rule: ApprovalRule, before: snapshots.Snapshot | None) -> None:
+    admin_event_record(
+        acting=acting,
+        organization=acting.organization,
+        action=action,
+        target_type="approval_rule",
+        target_id=rule.pk,
+        target_label=rule.action,
+        before=before,
+        after=None if action == "approval_rule.delete" else snapshots.approval_rule_snapshot(rule),
+    )
+
+
+@transaction.atomic
 def approval_rule_create(
     *,
-    organization: Organization,
+    acting: Membership,
     action: str,
     four_eyes: bool = False,
     approvers_required: int = 1,
     window_seconds: int = 120,
 ) -> ApprovalRule:
     rule = ApprovalRule(
-        organization=organization,
+        organization=acting.organization,
         action=approval_rule_validate_pattern(action),
         four_eyes=four_eyes,
         approvers_required=approvers_required,
@@ -95,10 +111,13 @@ def approval_rule_create(
             rule.save()
     except IntegrityError:
         raise Conflict(f"A rule for {rule.action} exists already; change that one.") from None
+    _rule_event(acting=acting, action="approval_rule.create", rule=rule, before=None)
     return rule
 
 
-def approval_rule_update(*, rule: ApprovalRule, **changes: Any) -> ApprovalRule:
+@transaction.atomic
+def approval_rule_update(*, acting: Membership, rule: ApprovalRule, **changes: Any) -> ApprovalRule:
+    before = snapshots.approval_rule_snapshot(rule)
     if "action" in changes:
         changes["action"] = approval_rule_validate_pattern(changes["action"])
     for name, value in changes.items():
@@ -108,10 +127,13 @@ def approval_rule_update(*, rule: ApprovalRule, **changes: Any) -> ApprovalRule:
             rule.save()
     except IntegrityError:
         raise Conflict(f"A rule for {rule.action} exists already.") from None
+    _rule_event(acting=acting, action="approval_rule.update", rule=rule, before=before)
     return rule
 
 
-def approval_rule_delete(*, rule: ApprovalRule) -> None:
+@transaction.atomic
+def approval_rule_delete(*, acting: Membership, rule: ApprovalRule) -> None:
+    _rule_event(acting=acting, action="approval_rule.delete", rule=rule, before=snapshots.approval_rule_snapshot(rule))
     rule.delete()
 
 

@@ -8,6 +8,9 @@ hash chain over (organization, ingested order) needs: it can be added as columns
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -200,3 +203,58 @@ class AuditRetention(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization_uuid} keeps {self.days or 'every'} day(s)"
+
+
+class AdminEvent(models.Model):
+    """A change someone made to an organization's configuration: who, when, what, and the target before and after.
+
+    Written by audit.services.admin_event_record in the same transaction as the change, and never updated or
+    deleted afterwards (no service does either). The organization and the actor are kept as snapshots next to
+    their foreign keys so that an event outlives both: deleting an organization nulls the key and keeps the row,
+    which is what an auditor (and a SIEM export) needs to answer "who deleted it".
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    organization_uuid = models.UUIDField(
+        null=True,
+        blank=True,
+        help_text="The organization's id, kept after it is deleted; empty for installation-wide changes.",
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_email = models.CharField(
+        max_length=254, blank=True, help_text="Who acted, as they were then; empty for the system."
+    )
+    actor_role = models.CharField(max_length=16, blank=True, help_text="Their role in the organization then, if any.")
+    action = models.CharField(
+        max_length=64, help_text="What was done, as a dotted slug: member.role_change, team.create."
+    )
+    target_type = models.CharField(max_length=32)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=200, blank=True, help_text="The target's human name when it changed.")
+    before = models.JSONField(null=True, blank=True, help_text="The target's plain fields before (null on create).")
+    after = models.JSONField(null=True, blank=True, help_text="The target's plain fields after (null on delete).")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects: models.Manager[AdminEvent] = ScopedManager(organization="organization")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["organization_uuid", "created_at"], name="admin_event_org_at"),
+            models.Index(fields=["organization_uuid", "action"], name="admin_event_org_action"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target_type}:{self.target_id} by {self.actor_email or 'system'}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Append-only: an event is written once. (Deleting its organization nulls the key with a queryset update,
+        # which is the one change a row may see.)
+        if not self._state.adding:
+            raise TypeError("Admin events are append-only: they are never changed once written.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise TypeError("Admin events are append-only: they are never deleted.")

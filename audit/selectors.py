@@ -1,4 +1,5 @@
-"""Reading the audit log: members see their own agents' records; audit.read holders see the organization's."""
+"""Reading the audit log: members see their own agents' records; audit.read holders see the organization's, and its
+admin events."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import uuid
 from django.db.models import QuerySet
 
 from aileron_site.problems import NotFound
-from audit.models import AuditRecord
+from audit.models import AdminEvent, AuditRecord
 from tenants.models import Organization, User
 
 
@@ -21,3 +22,15 @@ def audit_record_get(*, organization: Organization, user: User, see_all: bool, r
     if record is None:
         raise NotFound("No such audit record.")
     return record
+
+
+def admin_event_list(*, organization: Organization) -> QuerySet[AdminEvent]:
+    """The organization's admin events, by the id kept on each row (the key is nulled if the organization goes)."""
+    return AdminEvent.objects.filter(organization_uuid=organization.pk)
+
+
+def admin_event_get(*, organization: Organization, event_id: uuid.UUID) -> AdminEvent:
+    event = admin_event_list(organization=organization).filter(pk=event_id).first()
+    if event is None:
+        raise NotFound("No such admin event.")
+    return event

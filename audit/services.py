@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -13,9 +14,10 @@ from django_scopes import scopes_disabled
 
 from audit.bulk import insert_many, update_many
 from audit.chaining import Entry, half_digest, links_append
-from audit.models import AuditDecision, AuditOutcome, AuditRecord, AuditRetention, LinkKind
+from audit.models import AdminEvent, AuditDecision, AuditOutcome, AuditRecord, AuditRetention, LinkKind
 from audit.records import RecordError, ShippedRecord, raw_id, record_parse
-from tenants.models import ApiToken, Membership, Organization, TeamMembership, TokenKind
+from audit.snapshots import Snapshot
+from tenants.models import ApiToken, Membership, Organization, TeamMembership, TokenKind, User
 
 
 @dataclass
@@ -206,9 +208,20 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
 def audit_retention_set(*, acting: Membership, days: int | None) -> AuditRetention:
     """Keep the organization's audit records DAYS days (None: for ever). The daily task prunes older ones, each
     pruning after a signed checkpoint of the chain as it was."""
+    before = audit_retention_get(organization=acting.organization).days
     setting, _ = AuditRetention.objects.update_or_create(
         organization_uuid=acting.organization_id,
         defaults={"days": days, "updated_at": timezone.now(), "updated_by": acting.user.email},
+    )
+    admin_event_record(
+        acting=acting,
+        organization=acting.organization,
+        action="audit_retention.update",
+        target_type="audit_retention",
+        target_id=acting.organization_id,
+        target_label=acting.organization.name,
+        before={"days": before},
+        after={"days": setting.days},
     )
     return setting
 
@@ -216,3 +229,52 @@ def audit_retention_set(*, acting: Membership, days: int | None) -> AuditRetenti
 def audit_retention_get(*, organization: Organization) -> AuditRetention:
     found = AuditRetention.objects.filter(pk=organization.pk).first()
     return found or AuditRetention(organization_uuid=organization.pk, days=None, updated_by="")
+
+
+# --- admin events --------------------------------------------------------------------------------------------
+
+ADMIN_ACTION = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
+
+
+def admin_event_record(
+    *,
+    acting: Membership | User | None,
+    organization: Organization | None,
+    action: str,
+    target_type: str,
+    target_id: object,
+    target_label: str = "",
+    before: Snapshot | None = None,
+    after: Snapshot | None = None,
+) -> AdminEvent:
+    """Record that ACTING did ACTION to a target of ORGANIZATION, with the target's snapshots before and after.
+
+    ACTING is the membership the person acted through (its role is kept), a user for what belongs to no
+    organization (their personal tokens), or None for the system (a Celery task, the data plane, an operator's
+    command). It must be called inside the transaction that makes the change, so the event and the change
+    commit or roll back together: called outside one, it refuses rather than write an event that may describe a
+    change that never happened.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("admin_event_record must run inside the transaction of the change it records")
+    if not ADMIN_ACTION.match(action):
+        raise ValueError(f"admin event action {action!r} is not a dotted slug like team.create")
+    actor: User | None
+    if isinstance(acting, Membership):
+        actor, role = acting.user, acting.role
+    else:
+        actor, role = acting, ""
+    with scopes_disabled():  # written for any organization, or none, from services that may run outside a scope
+        return AdminEvent.objects.create(
+            organization=organization,
+            organization_uuid=organization.pk if organization is not None else None,
+            actor=actor,
+            actor_email=actor.email if actor is not None else "",
+            actor_role=role,
+            action=action,
+            target_type=target_type,
+            target_id=str(target_id) if target_id is not None else "",
+            target_label=target_label[:200],
+            before=before,
+            after=after,
+        )

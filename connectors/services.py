@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import transaction
 
 from aileron_site.problems import Conflict, InvalidInput, NotFound
+from audit import snapshots
+from audit.services import admin_event_record
 from connectors.models import ConnectorEnablement
 from connectors.names import UnknownName, action_id_check, action_pattern_check, connector_name_check
 from connectors.package import Connector, ConnectorError
@@ -70,16 +72,35 @@ def connector_enable(*, acting: Membership, team: Team, name: str) -> ConnectorE
         organization_id=team.organization_id, team=team, connector=name
     ).first()
     if existing is not None:
-        return existing
-    return ConnectorEnablement.objects.create(
+        return existing  # already enabled: nothing changed, so nothing to record
+    enablement = ConnectorEnablement.objects.create(
         organization_id=team.organization_id, team=team, connector=name, enabled_by=acting.user
     )
+    _enablement_event(acting=acting, action="connector.enable", enablement=enablement)
+    return enablement
 
 
 @transaction.atomic
-def connector_disable(*, team: Team, name: str) -> None:
-    deleted, _ = ConnectorEnablement.objects.filter(
+def connector_disable(*, acting: Membership, team: Team, name: str) -> None:
+    enablement = ConnectorEnablement.objects.filter(
         organization_id=team.organization_id, team=team, connector=name
-    ).delete()
-    if not deleted:
+    ).first()
+    if enablement is None:
         raise NotFound("That connector is not enabled for this team.")
+    _enablement_event(acting=acting, action="connector.disable", enablement=enablement)
+    enablement.delete()
+
+
+def _enablement_event(*, acting: Membership, action: str, enablement: ConnectorEnablement) -> None:
+    snapshot = snapshots.connector_enablement_snapshot(enablement)
+    disabled = action == "connector.disable"
+    admin_event_record(
+        acting=acting,
+        organization=acting.organization,
+        action=action,
+        target_type="connector",
+        target_id=enablement.connector,
+        target_label=f"{enablement.connector} for {snapshot['team']}",
+        before=snapshot if disabled else None,
+        after=None if disabled else snapshot,
+    )

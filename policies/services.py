@@ -6,6 +6,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from aileron_site.problems import Conflict, InvalidInput
+from audit import snapshots
+from audit.services import admin_event_record
 from connectors.names import UnknownName, action_id_check, connector_name_check
 from connectors.services import connectors_installed
 from policies.engine import (
@@ -65,6 +67,42 @@ def _save(policy: Policy, *, creating: bool) -> Policy:
     return policy
 
 
+def _policy_event(*, acting: Membership, action: str, policy: Policy, before: snapshots.Snapshot | None) -> None:
+    admin_event_record(
+        acting=acting,
+        organization=acting.organization,
+        action=action,
+        target_type="policy",
+        target_id=policy.pk,
+        target_label=policy.name,
+        before=before,
+        after=None if action == "policy.delete" else snapshots.policy_snapshot(policy),
+    )
+
+
+def _setting_event(
+    *,
+    acting: Membership,
+    action: str,
+    target_type: str,
+    target_id: object,
+    label: str,
+    before: snapshots.Snapshot,
+    after: snapshots.Snapshot,
+) -> None:
+    """An organization's (or a project's) single setting replaced: egress, TCP rules, the shell policy."""
+    admin_event_record(
+        acting=acting,
+        organization=acting.organization,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        target_label=label,
+        before=before,
+        after=after,
+    )
+
+
 @transaction.atomic
 def policy_create(
     *,
@@ -91,12 +129,15 @@ def policy_create(
         enabled=enabled,
         created_by=acting.user,
     )
-    return _save(policy, creating=True)
+    _save(policy, creating=True)
+    _policy_event(acting=acting, action="policy.create", policy=policy, before=None)
+    return policy
 
 
 @transaction.atomic
 def policy_update(
     *,
+    acting: Membership,
     policy: Policy,
     name: str | None = None,
     cedar: str | None = None,
@@ -104,6 +145,7 @@ def policy_update(
     enabled: bool | None = None,
 ) -> Policy:
     """Change the given fields (None leaves one as it is)."""
+    before = snapshots.policy_snapshot(policy)
     if name is not None and name != policy.name:
         if _name_taken(organization=policy.organization, team=policy.team, name=name, exclude=policy):
             raise Conflict(f"A policy named {name!r} exists at this level; choose another name.")
@@ -115,11 +157,14 @@ def policy_update(
     if enabled is not None:
         policy.enabled = enabled
     policy.updated_at = timezone.now()
-    return _save(policy, creating=False)
+    _save(policy, creating=False)
+    _policy_event(acting=acting, action="policy.update", policy=policy, before=before)
+    return policy
 
 
 @transaction.atomic
-def policy_delete(*, policy: Policy) -> None:
+def policy_delete(*, acting: Membership, policy: Policy) -> None:
+    _policy_event(acting=acting, action="policy.delete", policy=policy, before=snapshots.policy_snapshot(policy))
     policy.delete()
 
 
@@ -173,6 +218,7 @@ def egress_set(
         raise InvalidInput(f"mode must be one of {', '.join(EgressMode.values)}.")
     patterns = _egress_patterns(allow, field="allow")
     egress = egress_get(organization=acting.organization)
+    before = snapshots.egress_snapshot(egress)
     if plain_http is not None:
         egress.plain_http = _egress_patterns(plain_http, field="plain_http")
     if tcp is not None:
@@ -182,6 +228,15 @@ def egress_set(
     egress.updated_by = acting.user
     egress.updated_at = timezone.now()
     egress.save()
+    _setting_event(
+        acting=acting,
+        action="egress.update",
+        target_type="egress",
+        target_id=acting.organization_id,
+        label=acting.organization.name,
+        before=before,
+        after=snapshots.egress_snapshot(egress),
+    )
     return egress
 
 
@@ -192,10 +247,20 @@ def project_egress_set(*, acting: Membership, project: Project, tcp: list[str]) 
     if project.organization_id != acting.organization_id:
         raise InvalidInput("That project is not in this organization.")
     egress = project_egress_get(project=project)
+    before = snapshots.project_egress_snapshot(egress)
     egress.tcp = _tcp_rules(tcp)
     egress.updated_by = acting.user
     egress.updated_at = timezone.now()
     egress.save()
+    _setting_event(
+        acting=acting,
+        action="project_egress.update",
+        target_type="project",
+        target_id=project.pk,
+        label=project.name,
+        before=before,
+        after=snapshots.project_egress_snapshot(egress),
+    )
     return egress
 
 
@@ -211,6 +276,7 @@ def shell_policy_set(
     except ShellRuleError as exc:
         raise InvalidInput(str(exc), errors=[{"detail": str(exc), "pointer": exc.pointer}]) from None
     shell = shell_policy_get(organization=acting.organization)
+    before = snapshots.shell_policy_snapshot(shell)
     shell.mode = rules.mode
     shell.deny = list(rules.deny)
     shell.allow = list(rules.allow)
@@ -218,4 +284,13 @@ def shell_policy_set(
     shell.updated_by = acting.user
     shell.updated_at = timezone.now()
     shell.save()
+    _setting_event(
+        acting=acting,
+        action="shell_policy.update",
+        target_type="shell_policy",
+        target_id=acting.organization_id,
+        label=acting.organization.name,
+        before=before,
+        after=snapshots.shell_policy_snapshot(shell),
+    )
     return shell

@@ -56,7 +56,7 @@ DESCRIPTIONS: dict[Perm, str] = {
     Perm.VAULT_CREATE: "Create shared vaults (one's personal vault is always allowed)",
     Perm.VAULT_VIEW_ALL: "See every vault's metadata (names, members, credential names; never ciphertext)",
     Perm.APPROVAL_DECIDE: "Grant or reject held actions, and see everyone's (others see their own)",
-    Perm.AUDIT_READ: "Read every member's audit records (without it, a member reads only their own)",
+    Perm.AUDIT_READ: "Read every member's audit records (others read only their own) and the admin events",
     Perm.AUDIT_RETENTION: "Set how long audit records are kept (older ones are pruned, after a signed checkpoint)",
     Perm.NOTIFY_MANAGE: "Set up the notification channels (webhook, Slack, email) the worker sends approvals to",
 }

@@ -18,6 +18,8 @@ from django.utils import timezone
 from django_scopes import scope, scopes_disabled
 
 from aileron_site.problems import Conflict, Forbidden, InvalidInput, NotFound
+from audit import snapshots
+from audit.services import admin_event_record
 from connectors.services import catalog_action_validate, catalog_connector_validate
 from tenants.models import Membership, Organization, Project, Team, TeamMembership, User
 from tenants.permissions import Perm, role_has
@@ -147,6 +149,29 @@ def vault_get_for(*, membership: Membership, vault_id: uuid.UUID, member_only: b
     return view
 
 
+def _vault_event(
+    *,
+    acting: Membership | None,
+    action: str,
+    vault: Vault,
+    name: str,
+    before: snapshots.Snapshot | None,
+    after: snapshots.Snapshot | None,
+) -> None:
+    """A vault's admin event. ACTING None: the system (a rotation or confirmation the worker drove through an
+    owner's credential service)."""
+    admin_event_record(
+        acting=acting,
+        organization=vault.organization,
+        action=action,
+        target_type="vault",
+        target_id=vault.pk,
+        target_label=name,
+        before=before,
+        after=after,
+    )
+
+
 def _require_vault_role(view: VaultView, roles: tuple[str, ...], action: str) -> None:
     if view.my_role not in roles:
         raise Forbidden(f"Your vault role ({view.my_role or 'none'}) may not {action}.")
@@ -155,7 +180,7 @@ def _require_vault_role(view: VaultView, roles: tuple[str, ...], action: str) ->
 @transaction.atomic
 def vault_create(
     *,
-    membership: Membership,
+    acting: Membership,
     vault_id: uuid.UUID,
     name: str,
     type: str,
@@ -166,6 +191,7 @@ def vault_create(
 ) -> VaultView:
     """Create a vault whose key the caller generated and wrapped to themself (key version 1). A team vault's
     other team members wait (PendingMember) until an owner wraps the key to them."""
+    membership = acting
     organization: Organization = membership.organization
     personal = type == "personal"
     if not personal and not role_has(membership.role, Perm.VAULT_CREATE):
@@ -220,25 +246,50 @@ def vault_create(
             others = TeamMembership.objects.filter(team=team).exclude(user_id=membership.user_id)
             for user_id in others.values_list("user_id", flat=True):
                 PendingMember.objects.create(organization=organization, vault=vault, user_id=user_id)
+    _vault_event(
+        acting=acting,
+        action="vault.create",
+        vault=vault,
+        name=name,
+        before=None,
+        after=snapshots.vault_snapshot(vault, meta),
+    )
     return _view(vault, membership.user_id)
 
 
 @transaction.atomic
-def vault_rename(*, view: VaultView, acting_user_id: uuid.UUID, name: str) -> VaultView:
+def vault_rename(*, acting: Membership, view: VaultView, name: str) -> VaultView:
     _require_vault_role(view, ("owner",), "rename the vault")
     vault_store().rename(view.id, name)
-    return _view(view.vault, acting_user_id)
+    renamed = _view(view.vault, acting.user_id)
+    _vault_event(
+        acting=acting,
+        action="vault.rename",
+        vault=view.vault,
+        name=renamed.meta.name,
+        before=snapshots.vault_snapshot(view.vault, view.meta),
+        after=snapshots.vault_snapshot(view.vault, renamed.meta),
+    )
+    return renamed
 
 
 @transaction.atomic
-def vault_delete(*, view: VaultView) -> None:
+def vault_delete(*, acting: Membership, view: VaultView) -> None:
     _require_vault_role(view, ("owner",), "delete the vault")
+    _vault_event(
+        acting=acting,
+        action="vault.delete",
+        vault=view.vault,
+        name=view.meta.name,
+        before=snapshots.vault_snapshot(view.vault, view.meta),
+        after=None,
+    )
     vault_store().delete(view.id)
     view.vault.delete()
 
 
 @transaction.atomic
-def vault_grant(*, view: VaultView, user_id: uuid.UUID, role: str, wrapping: bytes) -> VaultView:
+def vault_grant(*, acting: Membership, view: VaultView, user_id: uuid.UUID, role: str, wrapping: bytes) -> VaultView:
     """Add a member with the vault key the granting owner wrapped to the member's public key."""
     _require_vault_role(view, ("owner",), "grant access")
     if view.meta.type == "personal":
@@ -256,17 +307,26 @@ def vault_grant(*, view: VaultView, user_id: uuid.UUID, role: str, wrapping: byt
         raise InvalidInput(str(exc)) from None
     with scope(organization=view.vault.organization_id):
         PendingMember.objects.filter(vault=view.vault, user_id=user_id).delete()  # confirmed
+    had = next((m.role for m in view.members if m.user_id == str(user_id)), None)
+    _vault_event(
+        acting=acting,
+        action="vault.grant",
+        vault=view.vault,
+        name=view.meta.name,
+        before=snapshots.vault_member_snapshot(user_id, had) if had is not None else None,
+        after=snapshots.vault_member_snapshot(user_id, role),
+    )
     return view
 
 
 @transaction.atomic
-def vault_revoke(*, view: VaultView, acting_user_id: uuid.UUID, user_id: uuid.UUID) -> VaultMeta:
+def vault_revoke(*, acting: Membership, view: VaultView, user_id: uuid.UUID) -> VaultMeta:
     """Remove a member now; the vault key must then rotate (the control plane cannot do it: no plaintext)."""
-    if user_id != acting_user_id:
+    if user_id != acting.user_id:
         _require_vault_role(view, ("owner",), "revoke access")
     if not any(m.user_id == str(user_id) for m in view.members):
         raise NotFound("That user is not a member of this vault.")
-    return _revoke(view.vault, user_id=user_id, acting_user_id=acting_user_id)
+    return _revoke(view.vault, user_id=user_id, acting=acting)
 
 
 def _lock_index(vault: Vault) -> None:
@@ -275,16 +335,25 @@ def _lock_index(vault: Vault) -> None:
         Vault.objects.select_for_update().filter(pk=vault.pk).first()
 
 
-def _revoke(vault: Vault, *, user_id: uuid.UUID, acting_user_id: uuid.UUID) -> VaultMeta:
+def _revoke(vault: Vault, *, user_id: uuid.UUID, acting: Membership) -> VaultMeta:
     _lock_index(vault)
+    role = next((m.role for m in vault_store().members(str(vault.pk)) if m.user_id == str(user_id)), "")
     try:
-        meta = vault_store().member_revoke(str(vault.pk), str(user_id), requested_by=str(acting_user_id))
+        meta = vault_store().member_revoke(str(vault.pk), str(user_id), requested_by=str(acting.user_id))
     except LastOwner as exc:
         raise Conflict(f"{exc}; make someone else owner first.") from None
     except StoreError as exc:
         raise NotFound(str(exc)) from None
     with scope(organization=vault.organization_id):
         Vault.objects.filter(pk=vault.pk).update(rotation_requested_at=timezone.now())
+    _vault_event(
+        acting=acting,
+        action="vault.revoke",
+        vault=vault,
+        name=meta.name,
+        before=snapshots.vault_member_snapshot(user_id, role),
+        after=None,
+    )
     transaction.on_commit(lambda: _queue_rotation(str(vault.pk)))
     return meta
 
@@ -302,7 +371,7 @@ def _queue_rotation(vault_id: str) -> None:
 
 
 @transaction.atomic
-def vaults_member_leave(*, organization: Organization, user_id: uuid.UUID, acting_user_id: uuid.UUID) -> None:
+def vaults_member_leave(*, acting: Membership, organization: Organization, user_id: uuid.UUID) -> None:
     """Someone leaves the organization: their personal vault goes, and they are revoked from every shared
     vault (each then awaits rotation). Refused, before anything changes, while they are the only owner of a
     shared vault."""
@@ -323,7 +392,7 @@ def vaults_member_leave(*, organization: Organization, user_id: uuid.UUID, actin
             raise Conflict(f"They are the only owner of the vault {name!r}; make someone else owner first.")
         shared.append(vault)
     for vault in shared:
-        _revoke(vault, user_id=user_id, acting_user_id=acting_user_id)
+        _revoke(vault, user_id=user_id, acting=acting)
     for vault in vaults:
         if vault.personal_owner_id == user_id:
             store.delete(str(vault.pk))
@@ -349,7 +418,7 @@ def team_vaults_member_joined(*, team: Team, user_id: uuid.UUID) -> int:
     return queued
 
 
-def team_vaults_member_left(*, team: Team, user_id: uuid.UUID, acting_user_id: uuid.UUID) -> None:
+def team_vaults_member_left(*, acting: Membership, team: Team, user_id: uuid.UUID) -> None:
     """Someone left TEAM: they stop waiting for its vaults, and are revoked from those they were in (each then
     rotates), as when leaving the organization; the only owner of a vault stays its owner."""
     with scope(organization=team.organization_id):
@@ -362,7 +431,7 @@ def team_vaults_member_left(*, team: Team, user_id: uuid.UUID, acting_user_id: u
             continue
         if mine.role == "owner" and not any(m.role == "owner" and m.user_id != mine.user_id for m in members):
             continue  # nobody else could grant, revoke or rotate: make someone else owner, then revoke
-        _revoke(vault, user_id=user_id, acting_user_id=acting_user_id)
+        _revoke(vault, user_id=user_id, acting=acting)
 
 
 def vaults_drop_for_organization(*, organization: Organization) -> None:
@@ -395,19 +464,34 @@ def vault_export(*, view: VaultView) -> tuple[VaultMeta, list[Member], dict[str,
 
 @transaction.atomic
 def vault_rotate(
-    *, view: VaultView, from_version: int, blobs: dict[str, bytes], wrappings: dict[str, bytes]
+    *, acting: Membership, view: VaultView, from_version: int, blobs: dict[str, bytes], wrappings: dict[str, bytes]
 ) -> VaultMeta:
     _require_vault_role(view, ("owner",), "rotate the key")
-    return _rotate(view.vault, from_version=from_version, blobs=blobs, wrappings=wrappings)
+    return _rotate(view.vault, acting=acting, from_version=from_version, blobs=blobs, wrappings=wrappings)
 
 
-def _rotate(vault: Vault, *, from_version: int, blobs: dict[str, bytes], wrappings: dict[str, bytes]) -> VaultMeta:
+def _rotate(
+    vault: Vault,
+    *,
+    acting: Membership | None,
+    from_version: int,
+    blobs: dict[str, bytes],
+    wrappings: dict[str, bytes],
+) -> VaultMeta:
     _lock_index(vault)
     try:
         meta = vault_store().rotate(str(vault.pk), from_version=from_version, blobs=blobs, wrappings=wrappings)
         # The store is the truth; this index only helps the worker find pending rotations (and it rechecks).
         with scope(organization=vault.organization_id):
             Vault.objects.filter(pk=vault.pk).update(rotation_requested_at=None)
+        _vault_event(
+            acting=acting,
+            action="vault.rotate",
+            vault=vault,
+            name=meta.name,
+            before={"key_version": from_version},
+            after={"key_version": meta.key_version},
+        )
         return meta
     except (RotationConflict, StaleKeyVersion) as exc:
         raise Conflict(f"{exc}; export the vault and prepare the rotation again.") from None
@@ -791,7 +875,8 @@ def rotation_commit_for_session(
     wrappings: dict[str, bytes],
 ) -> VaultMeta:
     _, vault = _owner_session(session_id=session_id, vault_id=vault_id)
-    return _rotate(vault, from_version=from_version, blobs=blobs, wrappings=wrappings)
+    # The worker drove it (after a revoke) through an owner's credential service: the system acted.
+    return _rotate(vault, acting=None, from_version=from_version, blobs=blobs, wrappings=wrappings)
 
 
 def _owner_sessions(vault: Vault) -> list[Any]:
@@ -898,6 +983,7 @@ def confirm_commit_for_session(
     _, vault = _owner_session(session_id=session_id, vault_id=vault_id)
     if not vault.auto_confirm:
         raise NotFound("That vault's owners confirm each person themselves (`aileron vault confirm`).")
+    name = vault_store().meta(str(vault.pk)).name
     with scope(organization=vault.organization_id):
         waiting = {str(p.user_id): p for p in PendingMember.objects.select_for_update().filter(vault=vault)}
         done = 0
@@ -915,6 +1001,14 @@ def confirm_commit_for_session(
                 raise InvalidInput(str(exc)) from None
             pending.delete()
             done += 1
+            _vault_event(
+                acting=None,  # the worker let them in through an owner's credential service
+                action="vault.confirm",
+                vault=vault,
+                name=name,
+                before=None,
+                after=snapshots.vault_member_snapshot(user_id, pending.role),
+            )
     return done
 
 

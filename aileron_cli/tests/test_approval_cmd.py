@@ -95,7 +95,7 @@ def decide(approval: Approval, person: Person, decision: str, reason: str = "") 
 def rule(person: Person, action: str, *, four_eyes: bool = False, approvers_required: int = 1) -> None:
     with scope(organization=person.org):
         approvals.approval_rule_create(
-            organization=person.org,
+            acting=person.membership,
             action=action,
             four_eyes=four_eyes,
             approvers_required=approvers_required,

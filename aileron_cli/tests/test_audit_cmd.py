@@ -12,6 +12,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from django.test import Client
+from django_scopes import scope
 
 from aileron_cli import state
 from aileron_cli.audit_cmd import since_parse
@@ -111,3 +112,52 @@ def test_since_takes_relative_spans_and_iso_times() -> None:
     assert since_parse("2030-01-01T00:00:00") == datetime(2030, 1, 1, tzinfo=UTC)
     with pytest.raises(CliError):
         since_parse("2w")
+
+
+# --- aileron audit admin ---------------------------------------------------------------------------------------
+
+
+def run_admin(*args: str) -> Any:
+    return CliRunner().invoke(cli, ["audit", "admin", *args], catch_exceptions=False)
+
+
+def test_admin_lists_who_changed_what_as_a_table(cast: Cast, logged_in_as: Any) -> None:
+    with scope(organization=cast.alice.org):
+        services.team_create(acting=cast.alice.membership, name="[Payments]")
+        services.membership_update_role(acting=cast.alice.membership, membership=cast.bob.membership, role="admin")
+    logged_in_as(cast.alice)
+
+    result = run_admin()
+
+    assert result.exit_code == 0, result.output
+    assert "member.role_change" in result.output and "role: member -> admin" in result.output
+    assert "team.create" in result.output and "[Payments]" in result.output, "names are shown, not read as markup"
+    assert "alice@example.com" in result.output
+
+
+def test_admin_json_prints_the_events_and_filters_reach_the_api(cast: Cast, logged_in_as: Any) -> None:
+    with scope(organization=cast.alice.org):
+        team = services.team_create(acting=cast.alice.membership, name="Payments")
+        services.team_member_add(acting=cast.alice.membership, team=team, user_id=cast.bob.user.pk)
+    services.membership_update_role(acting=cast.alice.membership, membership=cast.bob.membership, role="admin")
+    with scope(organization=cast.alice.org):
+        services.team_create(acting=cast.bob.membership, name="Support")
+    logged_in_as(cast.alice)
+
+    result = run_admin("--action", "team.*", "--actor", "alice@example.com", "--since", "1d", "--json")
+
+    assert result.exit_code == 0, result.output
+    events = json.loads(result.stdout)
+    assert [(e["action"], e["target_label"]) for e in events] == [
+        ("team.member_add", "bob@example.com in payments"),
+        ("team.create", "Payments"),
+    ]
+    assert events[0]["after"]["email"] == "bob@example.com"
+
+
+def test_admin_without_audit_read_is_one_line_and_a_non_zero_exit(cast: Cast, logged_in_as: Any) -> None:
+    logged_in_as(cast.bob)
+    result = CliRunner().invoke(cli, ["audit", "admin"])
+    assert result.exit_code != 0
+    assert len(result.output.strip().splitlines()) == 1
+    assert "audit.read" in result.output

@@ -95,7 +95,7 @@ def test_a_team_vault_reaches_the_team_now_and_later_and_leaving_the_team_revoke
 
 def test_a_team_vault_is_made_only_by_the_team_or_a_team_manager(cast: Cast, logged_in_as: Any) -> None:  # noqa: F811
     with scopes_disabled():
-        support = services.team_create(organization=cast.alice.org, name="Support")
+        support = services.team_create(acting=cast.alice.membership, name="Support")
     give_keys(cast.bob)
     logged_in_as(cast.bob)
     result = CliRunner().invoke(
@@ -224,8 +224,8 @@ def test_a_credential_id_is_unique_across_the_organizations_vaults(cast: Cast) -
 
 def test_only_the_projects_team_makes_its_vault(cast: Cast, logged_in_as: Any) -> None:  # noqa: F811
     with scopes_disabled():
-        support = services.team_create(organization=cast.alice.org, name="Support")
-        services.project_create(organization=cast.alice.org, name="Desk", team=support)
+        support = services.team_create(acting=cast.alice.membership, name="Support")
+        services.project_create(acting=cast.alice.membership, name="Desk", team=support)
     give_keys(cast.bob)
     logged_in_as(cast.bob)
     result = CliRunner().invoke(

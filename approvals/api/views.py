@@ -143,7 +143,7 @@ class ApprovalRuleViewSet(OrgScopedViewSet):
     def create(self, request: Request, org_id: uuid.UUID) -> Response:
         data = s.ApprovalRuleSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        rule = services.approval_rule_create(organization=self.organization, **data.validated_data)
+        rule = services.approval_rule_create(acting=self.membership, **data.validated_data)
         return Response(s.ApprovalRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request: Request, org_id: uuid.UUID, rule_id: uuid.UUID) -> Response:
@@ -156,11 +156,13 @@ class ApprovalRuleViewSet(OrgScopedViewSet):
         rule = selectors.approval_rule_get(membership=self.membership, rule_id=rule_id)
         data = s.ApprovalRuleUpdateSerializer(data=json_object_body(request, RULE_FIELDS))
         data.is_valid(raise_exception=True)
-        services.approval_rule_update(rule=rule, **data.validated_data)
+        services.approval_rule_update(acting=self.membership, rule=rule, **data.validated_data)
         return Response(s.ApprovalRuleSerializer(rule).data)
 
     def destroy(self, request: Request, org_id: uuid.UUID, rule_id: uuid.UUID) -> Response:
-        services.approval_rule_delete(rule=selectors.approval_rule_get(membership=self.membership, rule_id=rule_id))
+        services.approval_rule_delete(
+            acting=self.membership, rule=selectors.approval_rule_get(membership=self.membership, rule_id=rule_id)
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -201,7 +203,7 @@ class NotificationChannelViewSet(OrgScopedViewSet):
     def create(self, request: Request, org_id: uuid.UUID) -> Response:
         data = s.NotificationChannelCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        created = notifications.notification_channel_create(membership=self.membership, **data.validated_data)
+        created = notifications.notification_channel_create(acting=self.membership, **data.validated_data)
         body = s.NotificationChannelSerializer(created.channel).data
         return Response({**body, "secret": created.secret}, status=status.HTTP_201_CREATED)
 
@@ -213,11 +215,11 @@ class NotificationChannelViewSet(OrgScopedViewSet):
         channel = self._get(channel_id)
         data = s.NotificationChannelUpdateSerializer(data=json_object_body(request, CHANNEL_FIELDS))
         data.is_valid(raise_exception=True)
-        notifications.notification_channel_update(channel=channel, acting=self.membership.user, **data.validated_data)
+        notifications.notification_channel_update(acting=self.membership, channel=channel, **data.validated_data)
         return Response(s.NotificationChannelSerializer(channel).data)
 
     def destroy(self, request: Request, org_id: uuid.UUID, channel_id: uuid.UUID) -> Response:
-        notifications.notification_channel_delete(channel=self._get(channel_id))
+        notifications.notification_channel_delete(acting=self.membership, channel=self._get(channel_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=None, responses=s.NotificationTestSerializer)

@@ -87,7 +87,7 @@ def hold(person: Person, *, action: str = "stripe.create-refund", amount: int = 
 def revoke(raw: str) -> None:
     token = token_authenticate(raw=raw)
     assert token is not None
-    token_revoke(token=token)
+    token_revoke(acting=None, token=token)
 
 
 def grant(person: Person, approval: Approval) -> Approval:

@@ -6,7 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from audit.models import AuditRecord
+from audit.models import AdminEvent, AuditRecord
 from audit.records import DECISIONS, KINDS, MAX_RECORDS_PER_BATCH, PHASES, SEVERITIES
 from tenants.api.serializers import UserBriefSerializer
 
@@ -63,6 +63,35 @@ class AuditRecordSerializer(serializers.ModelSerializer[AuditRecord]):
             "completed_at",
             "error",
             "ingested_at",
+        ]
+        read_only_fields = fields
+
+
+class AdminEventSerializer(serializers.ModelSerializer[AdminEvent]):
+    organization = serializers.UUIDField(source="organization_uuid", read_only=True, allow_null=True)
+    actor_id = serializers.UUIDField(read_only=True, allow_null=True, help_text="Empty for the system.")
+    before = serializers.JSONField(
+        read_only=True, allow_null=True, help_text="The target's fields before (null on create)."
+    )
+    after = serializers.JSONField(
+        read_only=True, allow_null=True, help_text="The target's fields after (null on delete)."
+    )
+
+    class Meta:
+        model = AdminEvent
+        fields = [
+            "id",
+            "created_at",
+            "organization",
+            "actor_id",
+            "actor_email",
+            "actor_role",
+            "action",
+            "target_type",
+            "target_id",
+            "target_label",
+            "before",
+            "after",
         ]
         read_only_fields = fields
 

@@ -6,6 +6,7 @@ from django.urls import path
 
 from audit.api import dataplane
 from audit.api.views import (
+    AdminEventViewSet,
     AuditCheckpointViewSet,
     AuditRecordViewSet,
     AuditRetentionViewSet,
@@ -15,6 +16,12 @@ from audit.api.views import (
 
 urlpatterns = [
     path("dataplane/audit/", dataplane.AuditIngestView.as_view(), name="dataplane-audit"),
+    path("orgs/<uuid:org_id>/audit/admin/", AdminEventViewSet.as_view({"get": "list"}), name="admin-event-list"),
+    path(
+        "orgs/<uuid:org_id>/audit/admin/<uuid:event_id>/",
+        AdminEventViewSet.as_view({"get": "retrieve"}),
+        name="admin-event-detail",
+    ),
     path("orgs/<uuid:org_id>/audit/", AuditRecordViewSet.as_view({"get": "list"}), name="audit-list"),
     path("orgs/<uuid:org_id>/usage/", UsageViewSet.as_view({"get": "retrieve"}), name="usage"),
     path(

@@ -1,11 +1,12 @@
-"""Reading the audit log: every member sees their own records; audit.read shows the organization's."""
+"""Reading the audit log: every member sees their own records; audit.read shows the organization's, and the
+admin events (who changed what in the organization)."""
 
 from __future__ import annotations
 
 import base64
 import uuid
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import django_filters
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -19,6 +20,7 @@ from rest_framework.response import Response
 from aileron_site.api import UtcDateTimeFilter, json_object_body
 from audit import chain, selectors, services
 from audit.api.serializers import (
+    AdminEventSerializer,
     AuditRecordSerializer,
     CheckpointSerializer,
     RetentionSerializer,
@@ -28,7 +30,7 @@ from audit.api.serializers import (
     VerifyRequestSerializer,
 )
 from audit.chaining import chain_verify, checkpoint_latest, checkpoint_make
-from audit.models import AuditDecision, AuditRecord, AuditSeverity
+from audit.models import AdminEvent, AuditDecision, AuditRecord, AuditSeverity
 from audit.signing import signing_key
 from audit.usage import UsageError, usage_report
 from tenants.api.views import OrgScopedViewSet
@@ -55,9 +57,7 @@ class AuditRecordFilter(django_filters.FilterSet):  # type: ignore[misc]
         fields: ClassVar[list[str]] = []
 
     def filter_action(self, queryset: QuerySet[AuditRecord], name: str, value: str) -> QuerySet[AuditRecord]:
-        if value.endswith("*"):
-            return queryset.filter(action__startswith=value[:-1])
-        return queryset.filter(action=value)
+        return _action_match(queryset, value)
 
 
 class AuditRecordViewSet(OrgScopedViewSet):
@@ -155,6 +155,54 @@ class AuditCheckpointViewSet(OrgScopedViewSet):
         if made is None:
             raise exceptions.NotFound("Nothing to sign: the organization's audit log is empty.")
         return Response(CheckpointSerializer(made.as_dict()).data, status=status.HTTP_201_CREATED)
+
+
+def _action_match(queryset: QuerySet[Any], value: str) -> QuerySet[Any]:
+    if value.endswith("*"):
+        return queryset.filter(action__startswith=value[:-1])
+    return queryset.filter(action=value)
+
+
+class AdminEventFilter(django_filters.FilterSet):  # type: ignore[misc]
+    actor = django_filters.CharFilter(field_name="actor_email", lookup_expr="iexact", help_text="The actor's email.")
+    action = django_filters.CharFilter(
+        method="filter_action", help_text="An action (member.role_change), or a prefix ending in * (team.*)."
+    )
+    target_type = django_filters.CharFilter(help_text="member, invitation, team, project, token, policy...")
+    target_id = django_filters.CharFilter(help_text="The target's id.")
+    since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte", help_text="ISO 8601, inclusive.")
+    until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt", help_text="ISO 8601, exclusive.")
+
+    class Meta:
+        model = AdminEvent
+        fields: ClassVar[list[str]] = []
+
+    def filter_action(self, queryset: QuerySet[AdminEvent], name: str, value: str) -> QuerySet[AdminEvent]:
+        return _action_match(queryset, value)
+
+
+class AdminEventViewSet(OrgScopedViewSet):
+    """Who changed what in the organization (roles, members, teams, projects, tokens, policies...), when, and the
+    target before and after. Only audit.read holders read them: a member without it is refused, not narrowed."""
+
+    serializer_class = AdminEventSerializer
+    permission_map = {"list": Perm.AUDIT_READ, "retrieve": Perm.AUDIT_READ}
+    filterset_class = AdminEventFilter
+    ordering_fields: ClassVar[list[str]] = ["created_at"]
+    ordering: ClassVar[list[str]] = ["-created_at", "-id"]
+
+    def get_queryset(self) -> QuerySet[AdminEvent]:
+        if self.fake:
+            return AdminEvent.objects.none()
+        return selectors.admin_event_list(organization=self.organization)
+
+    def list(self, request: Request, org_id: uuid.UUID) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(AdminEventSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, org_id: uuid.UUID, event_id: uuid.UUID) -> Response:
+        event = selectors.admin_event_get(organization=self.organization, event_id=event_id)
+        return Response(AdminEventSerializer(event).data)
 
 
 class AuditRetentionViewSet(OrgScopedViewSet):

@@ -144,10 +144,10 @@ def test_charlie_sees_nothing_of_org_a(cast: Cast, log: Log) -> None:
 
 def test_a_removed_team_leaves_the_record_readable(cast: Cast, log: Log) -> None:
     with scope(organization=cast.alice.org):
-        team = services.team_create(organization=cast.alice.org, name="Gone")
-        services.team_member_add(team=team, user_id=cast.bob.user.pk)
+        team = services.team_create(acting=cast.alice.membership, name="Gone")
+        services.team_member_add(acting=cast.alice.membership, team=team, user_id=cast.bob.user.pk)
         bob = services.session_token_create(membership=cast.bob.membership, name="b").token
         record_id = record_stored(bob)
-        services.team_delete(team=team)
+        services.team_delete(acting=cast.alice.membership, team=team)
     body = client_for(cast.bob.token).get(f"/api/v1/orgs/{cast.alice.org.pk}/audit/{record_id}/").json()
     assert body["team"] is None

@@ -197,7 +197,7 @@ def test_periodic_checkpoints_are_made_only_for_chains_that_moved(session: ApiTo
 def test_records_and_their_chain_outlive_the_organization(cast: Cast, session: ApiToken) -> None:
     ids = history(session, n=2)
     org = org_of(session)
-    services.organization_delete(organization=cast.alice.org)
+    services.organization_delete(acting=cast.alice.membership)
     with scopes_disabled():
         kept = AuditRecord.objects.filter(pk__in=ids)
         assert kept.count() == len(ids) and {r.organization_uuid for r in kept} == {org}

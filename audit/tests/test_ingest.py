@@ -108,8 +108,8 @@ def test_who_did_it_is_derived_from_the_session_not_taken_from_the_record(
     service_token: str, cast: Cast, bob_session: ApiToken
 ) -> None:
     with scope(organization=cast.alice.org):
-        team = services.team_create(organization=cast.alice.org, name="Payments")
-        services.team_member_add(team=team, user_id=cast.bob.user.pk)
+        team = services.team_create(acting=cast.alice.membership, name="Payments")
+        services.team_member_add(acting=cast.alice.membership, team=team, user_id=cast.bob.user.pk)
     first = attempt(bob_session, user="alice@example.com", organization=str(cast.charlie.org.pk), agent="root")
 
     ship(service_token, [first])
@@ -126,11 +126,11 @@ def test_who_did_it_is_derived_from_the_session_not_taken_from_the_record(
 def test_the_projects_team_wins_and_several_teams_without_a_project_give_none(service_token: str, cast: Cast) -> None:
     org = cast.alice.org
     with scope(organization=org):
-        core = services.team_create(organization=org, name="Core")
-        web = services.team_create(organization=org, name="Web")
+        core = services.team_create(acting=cast.alice.membership, name="Core")
+        web = services.team_create(acting=cast.alice.membership, name="Web")
         for team in (core, web):
-            services.team_member_add(team=team, user_id=cast.bob.user.pk)
-        project = services.project_create(organization=org, name="Checkout", team=web)
+            services.team_member_add(acting=cast.alice.membership, team=team, user_id=cast.bob.user.pk)
+        project = services.project_create(acting=cast.alice.membership, name="Checkout", team=web)
     with_project = services.session_token_create(membership=cast.bob.membership, name="a", project=project).token
     without = services.session_token_create(membership=cast.bob.membership, name="b").token
     first, second = attempt(with_project), attempt(without)
@@ -142,7 +142,7 @@ def test_the_projects_team_wins_and_several_teams_without_a_project_give_none(se
 
 
 def test_a_revoked_session_still_attributes_its_late_records(service_token: str, bob_session: ApiToken) -> None:
-    services.token_revoke(token=bob_session)
+    services.token_revoke(acting=None, token=bob_session)
     first = attempt(bob_session)
     assert ship(service_token, [first]).json() == {"accepted": 1, "rejected": []}
     assert stored(first["id"]).user_id == bob_session.user_id

@@ -52,14 +52,14 @@ def plain(session: ApiToken, **fields: Any) -> None:
 @pytest.fixture
 def fleet(cast: Cast) -> dict[str, Any]:
     """Two teams, each with a project; alice's claude works for one, bob's codex for the other."""
-    org = cast.alice.org
     with scopes_disabled():
-        red = services.team_create(organization=org, name="Red")
-        blue = services.team_create(organization=org, name="Blue")
-        services.team_member_add(team=red, user_id=cast.alice.user.pk)
-        services.team_member_add(team=blue, user_id=cast.bob.user.pk)
-        web = services.project_create(organization=org, name="Web", team=red)
-        api = services.project_create(organization=org, name="Api", team=blue)
+        owner = cast.alice.membership
+        red = services.team_create(acting=owner, name="Red")
+        blue = services.team_create(acting=owner, name="Blue")
+        services.team_member_add(acting=owner, team=red, user_id=cast.alice.user.pk)
+        services.team_member_add(acting=owner, team=blue, user_id=cast.bob.user.pk)
+        web = services.project_create(acting=owner, name="Web", team=red)
+        api = services.project_create(acting=owner, name="Api", team=blue)
         alice = services.session_token_create(membership=cast.alice.membership, name="claude", project=web).token
         bob = services.session_token_create(membership=cast.bob.membership, name="codex", project=api).token
     llm(alice, "claude-opus-5-5", (100, 50, 1000, 10), 0.0125, 800.0)
@@ -85,10 +85,11 @@ def report(cast: Cast, token: str, **params: str) -> dict[str, Any]:
         f"/api/v1/orgs/{cast.alice.org.pk}/usage/", {"since": SINCE, "until": UNTIL, **params}
     )
     assert answer.status_code == 200, answer.content
-    return answer.json()
+    body: dict[str, Any] = answer.json()
+    return body
 
 
-def by(groups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def by(groups: list[dict[str, Any]]) -> dict[str | None, dict[str, Any]]:
     return {g["name"]: g for g in groups}
 
 

@@ -69,5 +69,5 @@ class ConnectorViewSet(OrgScopedViewSet):
 
     def disable(self, request: Request, org_id: uuid.UUID, name: str, team_id: uuid.UUID) -> Response:
         team = selectors.team_get(organization=self.organization, team_id=team_id)
-        services.connector_disable(team=team, name=name)
+        services.connector_disable(acting=self.membership, team=team, name=name)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 def test_an_admin_enables_a_connector_for_one_team(cast: Cast) -> None:
     with scope(organization=cast.alice.org):
-        team = services.team_create(organization=cast.alice.org, name="Support")
+        team = services.team_create(acting=cast.alice.membership, name="Support")
     alice = client_for(cast.alice.token)
     base = f"/api/v1/orgs/{cast.alice.org.pk}/connectors/"
     listed = {c["name"]: c for c in alice.get(base).json()}

@@ -69,11 +69,14 @@ class PolicyViewSet(OrgScopedViewSet):
         policy = selectors.policy_get(organization=self.organization, policy_id=policy_id)
         data = s.PolicyUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        services.policy_update(policy=policy, **data.validated_data)
+        services.policy_update(acting=self.membership, policy=policy, **data.validated_data)
         return Response(s.PolicySerializer(policy).data)
 
     def destroy(self, request: Request, org_id: uuid.UUID, policy_id: uuid.UUID) -> Response:
-        services.policy_delete(policy=selectors.policy_get(organization=self.organization, policy_id=policy_id))
+        services.policy_delete(
+            acting=self.membership,
+            policy=selectors.policy_get(organization=self.organization, policy_id=policy_id),
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -116,10 +116,10 @@ def test_a_changed_policy_text_is_checked_against_the_catalog_too(cast: Cast) ->
 
 def test_a_team_policy_needs_a_team_of_the_organization(cast: Cast) -> None:
     with scope(organization=cast.charlie.org):
-        foreign = services.team_create(organization=cast.charlie.org, name="Theirs")
+        foreign = services.team_create(acting=cast.charlie.membership, name="Theirs")
     assert create(cast, team=str(foreign.pk)).status_code == 404
     with scope(organization=cast.alice.org):
-        payments = services.team_create(organization=cast.alice.org, name="Payments")
+        payments = services.team_create(acting=cast.alice.membership, name="Payments")
     team_policy = create(cast, team=str(payments.pk))
     assert team_policy.status_code == 201 and team_policy.json()["team"] == str(payments.pk)
     assert create(cast).status_code == 201  # the same name at organization level is another policy
@@ -180,7 +180,7 @@ def test_egress_refuses_bad_patterns_naming_them(cast: Cast) -> None:
 
 def test_a_projects_tcp_rules_are_read_by_members_and_set_by_policy_managers(cast: Cast) -> None:
     with scope(organization=cast.alice.org):
-        project = services.project_create(organization=cast.alice.org, name="Payments")
+        project = services.project_create(acting=cast.alice.membership, name="Payments")
     url = f"/api/v1/orgs/{cast.alice.org.pk}/projects/{project.pk}/egress/"
     bob, alice = client_for(cast.bob.token), client_for(cast.alice.token)
     assert bob.get(url).json()["tcp"] == []

@@ -41,10 +41,10 @@ def _policy(person: Person, name: str, team: Team | None = None, enabled: bool =
 def world(cast: Cast) -> World:
     alice, bob, charlie = cast.alice, cast.bob, cast.charlie
     with scope(organization=alice.org):
-        payments = services.team_create(organization=alice.org, name="Payments")
-        support = services.team_create(organization=alice.org, name="Support")
-        services.team_member_add(team=payments, user_id=alice.user.pk)
-        services.team_member_add(team=support, user_id=bob.user.pk)
+        payments = services.team_create(acting=alice.membership, name="Payments")
+        support = services.team_create(acting=alice.membership, name="Support")
+        services.team_member_add(acting=alice.membership, team=payments, user_id=alice.user.pk)
+        services.team_member_add(acting=alice.membership, team=support, user_id=bob.user.pk)
         ConnectorEnablement.objects.create(organization=alice.org, team=payments, connector="github")
         ConnectorEnablement.objects.create(organization=alice.org, team=payments, connector="stripe")
         ConnectorEnablement.objects.create(organization=alice.org, team=support, connector="slack")
@@ -121,8 +121,8 @@ def test_it_reflects_the_egress_setting(world: World, cast: Cast) -> None:
 def test_a_session_for_a_project_gets_the_projects_own_tcp_rules(world: World, cast: Cast) -> None:
     with scope(organization=cast.alice.org):
         policy_services.egress_set(acting=cast.alice.membership, mode="open", allow=[], tcp=["git.example:22"])
-        project = services.project_create(organization=cast.alice.org, name="Checkout", team=world.payments)
-        other = services.project_create(organization=cast.alice.org, name="Website")
+        project = services.project_create(acting=cast.alice.membership, name="Checkout", team=world.payments)
+        other = services.project_create(acting=cast.alice.membership, name="Website")
         policy_services.project_egress_set(acting=cast.alice.membership, project=project, tcp=["db.example:5432"])
         policy_services.project_egress_set(acting=cast.alice.membership, project=other, tcp=["web.example:3306"])
     for_project = services.session_token_create(membership=cast.alice.membership, name="a", project=project)
@@ -134,8 +134,8 @@ def test_a_session_for_a_project_gets_the_projects_own_tcp_rules(world: World, c
 
 def test_only_the_projects_team_or_a_project_manager_starts_sessions_for_it(world: World, cast: Cast) -> None:
     with scope(organization=cast.alice.org):
-        project = services.project_create(organization=cast.alice.org, name="Checkout", team=world.payments)
-        open_project = services.project_create(organization=cast.alice.org, name="Website")
+        project = services.project_create(acting=cast.alice.membership, name="Checkout", team=world.payments)
+        open_project = services.project_create(acting=cast.alice.membership, name="Website")
     url = f"/api/v1/orgs/{cast.alice.org.pk}/session-tokens/"
     bob = client_for(cast.bob.token)  # a member, in Support, not in Payments
     refused = bob.post(url, {"name": "a", "project": str(project.pk)}, format="json")
@@ -144,7 +144,7 @@ def test_only_the_projects_team_or_a_project_manager_starts_sessions_for_it(worl
         assert not ApiToken.objects.filter(user=cast.bob.user, kind="ses").exists()
     assert bob.post(url, {"name": "a", "project": str(open_project.pk)}, format="json").status_code == 201
     with scope(organization=cast.alice.org):
-        services.team_member_add(team=world.payments, user_id=cast.bob.user.pk)
+        services.team_member_add(acting=cast.alice.membership, team=world.payments, user_id=cast.bob.user.pk)
     assert bob.post(url, {"name": "a", "project": str(project.pk)}, format="json").status_code == 201
     alice = client_for(cast.alice.token)  # the owner manages projects
     assert alice.post(url, {"name": "a", "project": str(project.pk)}, format="json").status_code == 201
@@ -185,7 +185,7 @@ def test_a_user_without_vaults_gets_no_credentials(world: World) -> None:
 
 
 def test_a_revoked_session_token_gets_404(world: World) -> None:
-    services.token_revoke(token=ApiToken.objects.get(pk=world.session_id))
+    services.token_revoke(acting=None, token=ApiToken.objects.get(pk=world.session_id))
     response = context(world)
     assert response.status_code == 404
     assert response["Content-Type"] == "application/problem+json"
@@ -221,7 +221,7 @@ def test_shared_vaults_are_ranked_by_name(world: World, cast: Cast) -> None:
     later = make_vault(cast.alice, type="shared")
     with scope(organization=cast.alice.org):
         view = vault_services.vault_get_for(membership=cast.alice.membership, vault_id=uuid.UUID(later.id))
-        vault_services.vault_rename(view=view, acting_user_id=cast.alice.user.pk, name="A first")
+        vault_services.vault_rename(acting=cast.alice.membership, view=view, name="A first")
     credentials = context(world).json()["credentials"]
     assert [(c["vault_id"], c["credential_id"]) for c in credentials] == [
         (later.id, later.credential_id),
@@ -240,8 +240,8 @@ def test_pins_project_and_team_vaults_outrank_shared_and_personal_ones(world: Wo
     team = make_vault(cast.alice, type="shared")
     project_vault = make_vault(cast.alice, type="shared")
     with scope(organization=cast.alice.org):
-        project = services.project_create(organization=cast.alice.org, name="App", team=world.payments)
-        other = services.project_create(organization=cast.alice.org, name="Other")
+        project = services.project_create(acting=cast.alice.membership, name="App", team=world.payments)
+        other = services.project_create(acting=cast.alice.membership, name="Other")
         Vault.objects.filter(pk=uuid.UUID(team.id)).update(team=world.payments)
         Vault.objects.filter(pk=uuid.UUID(project_vault.id)).update(project=project)
     plain = context(world).json()["credentials"]
@@ -278,13 +278,16 @@ def test_a_session_loses_its_projects_rules_and_vaults_once_its_user_leaves_the_
 ) -> None:
     with scope(organization=cast.alice.org):
         # bob is in Support (the world's), not in Payments
-        project = services.project_create(organization=cast.alice.org, name="Desk", team=world.support)
+        project = services.project_create(acting=cast.alice.membership, name="Desk", team=world.support)
         policy_services.project_egress_set(acting=cast.alice.membership, project=project, tcp=["db.example:5432"])
     session = services.session_token_create(membership=cast.bob.membership, name="a", project=project)
     body = context(world, session.plaintext).json()
     assert (body["project_id"], body["egress"]["project_tcp"]) == (str(project.pk), ["db.example:5432"])
     with scope(organization=cast.alice.org):
-        services.team_member_remove(team_membership=TeamMembership.objects.get(team=world.support, user=cast.bob.user))
+        services.team_member_remove(
+            acting=cast.alice.membership,
+            team_membership=TeamMembership.objects.get(team=world.support, user=cast.bob.user),
+        )
     body = context(world, session.plaintext).json()
     assert (body["project_id"], body["egress"]["project_tcp"]) == (None, [])
 

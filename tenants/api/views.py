@@ -222,11 +222,11 @@ class OrganizationViewSet(OrgScopedViewSet):
     def partial_update(self, request: Request, org_id: uuid.UUID) -> Response:
         data = s.OrganizationUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        services.organization_update(organization=self.organization, **data.validated_data)
+        services.organization_update(acting=self.membership, **data.validated_data)
         return Response(self._body())
 
     def destroy(self, request: Request, org_id: uuid.UUID) -> Response:
-        services.organization_delete(organization=self.organization)
+        services.organization_delete(acting=self.membership)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -319,7 +319,7 @@ class InvitationViewSet(OrgScopedViewSet):
 
     def destroy(self, request: Request, org_id: uuid.UUID, invitation_id: uuid.UUID) -> Response:
         invitation = selectors.invitation_get(organization=self.organization, invitation_id=invitation_id)
-        services.invitation_revoke(invitation=invitation)
+        services.invitation_revoke(acting=self.membership, invitation=invitation)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -351,7 +351,7 @@ class TeamViewSet(OrgScopedViewSet):
     def create(self, request: Request, org_id: uuid.UUID) -> Response:
         data = s.TeamSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        team = services.team_create(organization=self.organization, **data.validated_data)
+        team = services.team_create(acting=self.membership, **data.validated_data)
         return Response(s.TeamSerializer(team).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request: Request, org_id: uuid.UUID, team_id: uuid.UUID) -> Response:
@@ -361,11 +361,13 @@ class TeamViewSet(OrgScopedViewSet):
         team = selectors.team_get(organization=self.organization, team_id=team_id)
         data = s.TeamSerializer(team, data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        services.team_update(team=team, **data.validated_data)
+        services.team_update(acting=self.membership, team=team, **data.validated_data)
         return Response(s.TeamSerializer(team).data)
 
     def destroy(self, request: Request, org_id: uuid.UUID, team_id: uuid.UUID) -> Response:
-        services.team_delete(team=selectors.team_get(organization=self.organization, team_id=team_id))
+        services.team_delete(
+            acting=self.membership, team=selectors.team_get(organization=self.organization, team_id=team_id)
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -398,14 +400,13 @@ class TeamMemberViewSet(OrgScopedViewSet):
             if found is None:
                 raise exceptions.ValidationError({"email": [f"{email} is not a member of this organization."]})
             user_id = found.user_id
-        added = services.team_member_add(team=team, user_id=user_id)
+        added = services.team_member_add(acting=self.membership, team=team, user_id=user_id)
         return Response(s.TeamMemberSerializer(added).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request: Request, org_id: uuid.UUID, team_id: uuid.UUID, user_id: uuid.UUID) -> Response:
         team = selectors.team_get(organization=self.organization, team_id=team_id)
         services.team_member_remove(
-            team_membership=selectors.team_member_get(team=team, user_id=user_id),
-            acting_user_id=self.membership.user_id,
+            acting=self.membership, team_membership=selectors.team_member_get(team=team, user_id=user_id)
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -451,7 +452,7 @@ class ProjectViewSet(OrgScopedViewSet):
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         self._team(fields)
-        project = services.project_create(organization=self.organization, **fields)
+        project = services.project_create(acting=self.membership, **fields)
         return Response(s.ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request: Request, org_id: uuid.UUID, project_id: uuid.UUID) -> Response:
@@ -464,11 +465,14 @@ class ProjectViewSet(OrgScopedViewSet):
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         self._team(fields)
-        services.project_update(project=project, fields=fields)
+        services.project_update(acting=self.membership, project=project, fields=fields)
         return Response(s.ProjectSerializer(project).data)
 
     def destroy(self, request: Request, org_id: uuid.UUID, project_id: uuid.UUID) -> Response:
-        services.project_delete(project=selectors.project_get(organization=self.organization, project_id=project_id))
+        services.project_delete(
+            acting=self.membership,
+            project=selectors.project_get(organization=self.organization, project_id=project_id),
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -511,7 +515,8 @@ class PersonalTokenViewSet(viewsets.GenericViewSet[ApiToken]):
         )
 
     def destroy(self, request: Request, token_id: uuid.UUID) -> Response:
-        services.token_revoke(token=selectors.personal_token_get(user=request_user(request), token_id=token_id))
+        user = request_user(request)
+        services.token_revoke(acting=user, token=selectors.personal_token_get(user=user, token_id=token_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -578,5 +583,5 @@ class SessionTokenViewSet(OrgScopedViewSet):
         token = self._get(token_id)
         if token.user_id != self.membership.user_id and not self.may(Perm.SESSION_REVOKE_ALL):
             raise exceptions.PermissionDenied(f"Your role ({self.membership.role}) lacks session.revoke_all.")
-        services.token_revoke(token=token)
+        services.token_revoke(acting=self.membership, token=token)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -15,6 +15,7 @@ from approvals.notifications import notification_channel_create
 from approvals.services import approval_rule_create
 from approvals.tests.factories import held_approval
 from audit.chaining import checkpoint_make
+from audit.models import AdminEvent
 from audit.tests.factories import record_stored
 from conftest import Cast, Person, client_for, give_keys, make_vault
 from policies.services import policy_create, shell_policy_set
@@ -36,24 +37,25 @@ class Objects:
 def populate(person: Person, other_member: Person | None = None) -> Objects:
     org = person.org
     with scope(organization=org):
-        team = services.team_create(organization=org, name="Team")
-        project = services.project_create(organization=org, name="Project", team=team)
+        team = services.team_create(acting=person.membership, name="Team")
+        project = services.project_create(acting=person.membership, name="Project", team=team)
         invitation, _ = services.invitation_create(acting=person.membership, email=f"new@{org.slug}.example")
         member = other_member.membership if other_member else person.membership
-        services.team_member_add(team=team, user_id=member.user_id)
+        services.team_member_add(acting=person.membership, team=team, user_id=member.user_id)
         session = services.session_token_create(membership=person.membership, name="agent").token
         record_id = record_stored(session)
         checkpoint_make(organization_uuid=org.pk)  # so that GET .../audit/checkpoint/ has one to show
         policy = policy_create(
             acting=person.membership, team=None, name="P", cedar="forbid(principal, action, resource);"
         )
-        rule = approval_rule_create(organization=org, action="stripe.*")
+        rule = approval_rule_create(acting=person.membership, action="stripe.*")
         shell_rule = f"rm -rf /{org.slug}-only-*"
         shell_policy_set(acting=person.membership, mode="enforce", deny=[shell_rule], allow=[], record_allowed=False)
         approval = held_approval(session)
         channel = notification_channel_create(
-            membership=person.membership, name="hooks", kind="webhook", target=f"https://{org.slug}.example/hook"
+            acting=person.membership, name="hooks", kind="webhook", target=f"https://{org.slug}.example/hook"
         ).channel
+        event = AdminEvent.objects.filter(organization_uuid=org.pk, action="team.create").get()
     pat = ApiToken.objects.filter(user=person.user, kind="pat").first()
     assert pat is not None
     give_keys(person)
@@ -78,6 +80,7 @@ def populate(person: Person, other_member: Person | None = None) -> Objects:
             "rule_id": str(rule.pk),
             "message_id": str(message.pk),  # a key-channel request waiting for the data plane
             "channel_id": str(channel.pk),
+            "event_id": str(event.pk),  # an admin event (the team's creation)
             "shell_rule": shell_rule,  # not a URL id: a value that must not show through another organization
             "name": "github",  # a connector: installed server-wide, enabled per team
         },
@@ -116,7 +119,7 @@ def snapshot() -> dict[str, int]:
     with scopes_disabled():
         return {
             m.__name__: m.objects.count()
-            for m in (Organization, Membership, Team, TeamMembership, Project, Invitation, ApiToken)
+            for m in (Organization, Membership, Team, TeamMembership, Project, Invitation, ApiToken, AdminEvent)
         }
 
 

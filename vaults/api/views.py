@@ -102,7 +102,7 @@ class VaultViewSet(OrgScopedViewSet):
             except NotFound:
                 raise exceptions.ValidationError({"project": ["No such project in this organization."]}) from None
         view = services.vault_create(
-            membership=self.membership,
+            acting=self.membership,
             vault_id=v["id"],
             name=v["name"],
             type=v["type"],
@@ -121,13 +121,11 @@ class VaultViewSet(OrgScopedViewSet):
         vault = self._get(vault_id)
         data = s.VaultRenameSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        view = services.vault_rename(
-            view=vault, acting_user_id=self.membership.user_id, name=data.validated_data["name"]
-        )
+        view = services.vault_rename(acting=self.membership, view=vault, name=data.validated_data["name"])
         return Response(_vault_body(view))
 
     def destroy(self, request: Request, org_id: uuid.UUID, vault_id: uuid.UUID) -> Response:
-        services.vault_delete(view=self._get(vault_id))
+        services.vault_delete(acting=self.membership, view=self._get(vault_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -159,13 +157,13 @@ class VaultKeyViewSet(OrgScopedViewSet):
         view = self._get(vault_id)
         data = s.GrantSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        services.vault_grant(view=view, **data.validated_data)
+        services.vault_grant(acting=self.membership, view=view, **data.validated_data)
         return Response(_vault_body(self._get(vault_id)), status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=s.VaultSerializer)
     def revoke(self, request: Request, org_id: uuid.UUID, vault_id: uuid.UUID, user_id: uuid.UUID) -> Response:
         view = self._get(vault_id)
-        services.vault_revoke(view=view, acting_user_id=self.membership.user_id, user_id=user_id)
+        services.vault_revoke(acting=self.membership, view=view, user_id=user_id)
         if user_id == self.membership.user_id:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(_vault_body(self._get(vault_id)))
@@ -188,7 +186,11 @@ class VaultKeyViewSet(OrgScopedViewSet):
         data.is_valid(raise_exception=True)
         v = data.validated_data
         services.vault_rotate(
-            view=view, from_version=v["from_version"], blobs=v["credentials"], wrappings=v["wrappings"]
+            acting=self.membership,
+            view=view,
+            from_version=v["from_version"],
+            blobs=v["credentials"],
+            wrappings=v["wrappings"],
         )
         return Response(_vault_body(self._get(vault_id)))
 

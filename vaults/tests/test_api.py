@@ -6,7 +6,9 @@ import uuid
 from typing import Any
 
 import pytest
+from django_scopes import scopes_disabled
 
+from audit.models import AdminEvent
 from conftest import Cast, client_for, give_keys, make_person, make_vault
 from tenants.roles import Role
 from vaults import crypto
@@ -193,6 +195,13 @@ def test_revoke_marks_a_rotation_that_the_owner_completes(cast: Cast) -> None:
     )
     assert rotated.status_code == 200, rotated.content
     assert (rotated.json()["key_version"], rotated.json()["rotation_pending"]) == (2, None)
+    with scopes_disabled():
+        rotation = AdminEvent.objects.get(action="vault.rotate", target_id=vault.id)
+    assert (rotation.actor_email, rotation.before, rotation.after) == (
+        "alice@example.com",
+        {"key_version": 1},
+        {"key_version": 2},
+    )
     replay = alice.post(
         vault_url(cast, vault.id, "rotations/"),
         {"from_version": 1, "credentials": blobs, "wrappings": wrappings},
