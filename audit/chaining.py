@@ -26,6 +26,7 @@ from django_scopes import scopes_disabled
 from audit import chain
 from audit.bulk import insert_many
 from audit.models import (
+    AdminEvent,
     AuditChainHead,
     AuditCheckpoint,
     AuditLink,
@@ -59,6 +60,18 @@ ATTEMPT_CONTENT = (
     "severity",
     "dataplane_run",
 )
+ADMIN_CONTENT = (
+    "actor_id",
+    "actor_email",
+    "actor_role",
+    "action",
+    "target_type",
+    "target_id",
+    "target_label",
+    "before",
+    "after",
+    "created_at",
+)
 OUTCOME_CONTENT = (
     "upstream_status",
     "latency_ms",
@@ -73,7 +86,7 @@ OUTCOME_CONTENT = (
 
 
 # The JSON columns: PostgreSQL's jsonb gives numbers back in its own form (1e16 comes back as 10000000000000000).
-_JSON_CONTENT = frozenset({"args", "usage", "approvers"})
+_JSON_CONTENT = frozenset({"args", "usage", "approvers", "before", "after"})
 
 
 def _stable(value: Any) -> Any:
@@ -87,9 +100,15 @@ def _stable(value: Any) -> Any:
     return value
 
 
+def _content(kind: str) -> tuple[str, ...]:
+    if kind == LinkKind.ATTEMPT:
+        return ATTEMPT_CONTENT
+    return ADMIN_CONTENT if kind == LinkKind.ADMIN else OUTCOME_CONTENT
+
+
 def half_digest(row: Any, kind: str) -> str:
     """The digest of what a link of KIND covers in ROW (a model instance or ingest's plain row)."""
-    names = ATTEMPT_CONTENT if kind == LinkKind.ATTEMPT else OUTCOME_CONTENT
+    names = _content(kind)
     return half_digest_of({name: getattr(row, name) for name in names})
 
 
@@ -248,14 +267,23 @@ def _links(organization_uuid: uuid.UUID, first_seq: int) -> Iterator[list[chain.
 
 def _current(organization_uuid: uuid.UUID, links: list[chain.Link]) -> dict[tuple[str, str], str | None]:
     """The digest of what each link's record holds now (None: the row or its half is gone)."""
-    ids = {link.record_id for link in links}
+    ids = {link.record_id for link in links if link.kind != LinkKind.ADMIN}
     columns = ("id", "has_attempt", "has_outcome", "outcome", *ATTEMPT_CONTENT, *OUTCOME_CONTENT)
     found = AuditRecord.objects.filter(pk__in=ids, organization_uuid=organization_uuid).values(*set(columns))
     rows = {str(r["id"]): r for r in found}
+    event_ids = {link.record_id for link in links if link.kind == LinkKind.ADMIN}
+    events = AdminEvent.objects.filter(pk__in=event_ids, organization_uuid=organization_uuid).values(
+        "id", *ADMIN_CONTENT
+    )
+    admin = {str(e["id"]): e for e in events}
     current: dict[tuple[str, str], str | None] = {}
     for link in links:
-        row = rows.get(link.record_id)
         key = (link.kind, link.record_id)
+        if link.kind == LinkKind.ADMIN:
+            event = admin.get(link.record_id)
+            current[key] = half_digest_of({n: event[n] for n in ADMIN_CONTENT}) if event is not None else None
+            continue
+        row = rows.get(link.record_id)
         if row is None:
             current[key] = None
         elif link.kind == LinkKind.ATTEMPT:
@@ -279,6 +307,12 @@ def _unchained(organization_uuid: uuid.UUID, chained: set[tuple[str, str]], sinc
         closed = LinkKind.CLOSED if outcome == AuditOutcome.UNKNOWN else LinkKind.OUTCOME
         if has_outcome and (closed, str(rid)) not in chained:
             return str(rid)
+    events = AdminEvent.objects.filter(organization_uuid=organization_uuid)
+    if since is not None:
+        events = events.filter(created_at__gte=since)
+    for event_id in events.values_list("id", flat=True).iterator():
+        if (LinkKind.ADMIN, str(event_id)) not in chained:
+            return str(event_id)
     return None
 
 
@@ -421,9 +455,12 @@ def chain_prune(*, organization_uuid: uuid.UUID, before: datetime) -> Pruned:
         )
         _checkpoint_store(start, reason="prune-start")
         gone = links.filter(seq__gte=head.first_seq, seq__lt=cut)
-        record_ids = set(gone.values_list("record_id", flat=True))
+        record_ids = set(gone.exclude(kind=LinkKind.ADMIN).values_list("record_id", flat=True))
+        event_ids = set(gone.filter(kind=LinkKind.ADMIN).values_list("record_id", flat=True))
         removed_links, _ = gone.delete()
         removed_records, _ = AuditRecord.objects.filter(organization_uuid=organization_uuid, pk__in=record_ids).delete()
+        # A queryset delete: AdminEvent.delete() refuses, as nothing but retention may remove an event.
+        AdminEvent.objects.filter(organization_uuid=organization_uuid, pk__in=event_ids).delete()
         AuditChainHead.objects.filter(pk=organization_uuid).update(first_seq=cut, first_prev=start_prev)
     return Pruned(removed_links, removed_records, cut)
 

@@ -139,6 +139,7 @@ class LinkKind(models.TextChoices):
     ATTEMPT = "attempt", "A request's attempt"
     OUTCOME = "outcome", "A request's outcome"
     CLOSED = "closed", "An attempt closed as unknown (its data plane restarted)"
+    ADMIN = "admin", "An admin change (audit.models.AdminEvent)"
 
 
 class AuditLink(models.Model):

@@ -265,7 +265,7 @@ def admin_event_record(
     else:
         actor, role = acting, ""
     with scopes_disabled():  # written for any organization, or none, from services that may run outside a scope
-        return AdminEvent.objects.create(
+        event = AdminEvent.objects.create(
             organization=organization,
             organization_uuid=organization.pk if organization is not None else None,
             actor=actor,
@@ -278,3 +278,6 @@ def admin_event_record(
             before=before,
             after=after,
         )
+    if event.organization_uuid is not None:  # a link of the organization's chain, in the same transaction
+        links_append({event.organization_uuid: [(LinkKind.ADMIN, str(event.pk), half_digest(event, LinkKind.ADMIN))]})
+    return event

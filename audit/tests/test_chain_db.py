@@ -21,7 +21,7 @@ from audit.chaining import (
     checkpoints_make_due,
     retention_apply,
 )
-from audit.models import AuditChainHead, AuditCheckpoint, AuditLink, AuditRecord, AuditRetention
+from audit.models import AdminEvent, AuditChainHead, AuditCheckpoint, AuditLink, AuditRecord, AuditRetention
 from audit.services import audit_ingest
 from audit.tests.factories import attempt, outcome
 from conftest import Cast
@@ -34,6 +34,12 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def session(cast: Cast) -> ApiToken:
     return services.session_token_create(membership=cast.bob.membership, name="claude").token
+
+
+@pytest.fixture
+def base(session: ApiToken) -> int:
+    """Where the requests' links start: the organization's admin changes (its creation, the session) come first."""
+    return AuditChainHead.objects.get(pk=org_of(session)).next_seq
 
 
 def ingest(records: list[dict[str, Any]]) -> None:
@@ -78,13 +84,14 @@ def broken(session: ApiToken, **kwargs: Any) -> tuple[str, str, int]:
     return result.broken.why, result.broken.record_id, result.broken.seq
 
 
-def test_an_untouched_history_is_intact_with_every_half_chained(session: ApiToken) -> None:
+def test_an_untouched_history_is_intact_with_every_half_chained(session: ApiToken, base: int) -> None:
     ids = history(session)
     result = chain_verify(organization_uuid=org_of(session))
     assert result.intact, result.as_dict()
-    assert result.checked == 6 * 2 + 2  # attempts and outcomes, then the killed one's attempt and its closing
+    assert result.checked == base + 6 * 2 + 2  # attempts and outcomes, then the killed one's attempt and its closing
     assert list(AuditLink.objects.order_by("seq").values_list("kind", flat=True))[-2:] == ["attempt", "closed"]
-    assert {str(r) for r in AuditLink.objects.values_list("record_id", flat=True)} == set(ids)
+    requests = AuditLink.objects.exclude(kind="admin").values_list("record_id", flat=True)
+    assert {str(r) for r in requests} == set(ids)
 
 
 def test_an_edited_row_is_named(session: ApiToken) -> None:
@@ -111,22 +118,22 @@ def test_a_deleted_row_is_named(session: ApiToken) -> None:
     assert broken(session)[:2] == ("deleted", ids[3])
 
 
-def test_a_deleted_row_and_its_links_are_named(session: ApiToken) -> None:
+def test_a_deleted_row_and_its_links_are_named(session: ApiToken, base: int) -> None:
     ids = history(session)
     sql("DELETE FROM audit_auditrecord WHERE id = %s", record_pk(ids[3]))
     sql("DELETE FROM audit_auditlink WHERE record_id = %s", record_pk(ids[3]))
     why, _, seq = broken(session)
-    assert (why, seq) == ("deleted", 8)  # the link after the gap
+    assert (why, seq) == ("deleted", base + 8)  # the link after the gap
 
 
-def test_reordered_links_are_named(session: ApiToken) -> None:
+def test_reordered_links_are_named(session: ApiToken, base: int) -> None:
     history(session)
-    org = org_of(session)
-    sql("UPDATE audit_auditlink SET seq = -1 WHERE seq = 4 AND organization_uuid = %s", record_pk(str(org)))
-    sql("UPDATE audit_auditlink SET seq = 4 WHERE seq = 5 AND organization_uuid = %s", record_pk(str(org)))
-    sql("UPDATE audit_auditlink SET seq = 5 WHERE seq = -1 AND organization_uuid = %s", record_pk(str(org)))
+    org = record_pk(str(org_of(session)))
+    sql("UPDATE audit_auditlink SET seq = -1 WHERE seq = %s AND organization_uuid = %s", base + 4, org)
+    sql("UPDATE audit_auditlink SET seq = %s WHERE seq = %s AND organization_uuid = %s", base + 4, base + 5, org)
+    sql("UPDATE audit_auditlink SET seq = %s WHERE seq = -1 AND organization_uuid = %s", base + 5, org)
     why, _, seq = broken(session)
-    assert (why, seq) == ("reordered", 4)
+    assert (why, seq) == ("reordered", base + 4)
 
 
 def test_a_row_put_in_behind_the_chains_back_is_named(session: ApiToken) -> None:
@@ -140,11 +147,11 @@ def test_a_row_put_in_behind_the_chains_back_is_named(session: ApiToken) -> None
     assert broken(session)[:2] == ("inserted", str(forged))
 
 
-def test_an_exported_checkpoint_catches_a_cut_tail_and_a_rebuilt_chain(session: ApiToken) -> None:
+def test_an_exported_checkpoint_catches_a_cut_tail_and_a_rebuilt_chain(session: ApiToken, base: int) -> None:
     ids = history(session)
     org = org_of(session)
     exported = checkpoint_make(organization_uuid=org)
-    assert exported is not None and exported.seq == 13
+    assert exported is not None and exported.seq == base + 13
     assert chain_verify(organization_uuid=org, against=exported).intact
     # Cut the tail: the last request, its links and its checkpoint go, and the head is wound back.
     sql("DELETE FROM audit_auditrecord WHERE id = %s", record_pk(ids[-1]))
@@ -155,14 +162,14 @@ def test_an_exported_checkpoint_catches_a_cut_tail_and_a_rebuilt_chain(session: 
     AuditChainHead.objects.filter(pk=org).update(next_seq=last.seq + 1, hash=last.hash)
     assert chain_verify(organization_uuid=org).intact  # nothing inside says so...
     why, _, seq = broken(session, against=exported)  # ...but the exported checkpoint does
-    assert (why, seq) == ("deleted", 13)
+    assert (why, seq) == ("deleted", base + 13)
     # Rebuild the chain to the same length with a record edited: it verifies alone, not against the export.
     sql("UPDATE audit_auditrecord SET decision = 'deny' WHERE id = %s", record_pk(ids[0]))
     _rebuild(org)
     assert chain_verify(organization_uuid=org).intact
-    _pad_to(org, 13)
+    _pad_to(org, base + 13)
     why, _, seq = broken(session, against=exported)
-    assert (why, seq) == ("edited", 13)
+    assert (why, seq) == ("edited", base + 13)
 
 
 def test_a_stored_checkpoint_with_a_forged_signature_is_named(session: ApiToken) -> None:
@@ -184,14 +191,14 @@ def test_an_exported_checkpoint_of_another_organization_or_key_is_refused(cast: 
     assert broken(session, against=foreign)[0] == "edited"
 
 
-def test_periodic_checkpoints_are_made_only_for_chains_that_moved(session: ApiToken) -> None:
+def test_periodic_checkpoints_are_made_only_for_chains_that_moved(session: ApiToken, base: int) -> None:
     history(session, n=1)
-    assert checkpoints_make_due() == 1
+    assert checkpoints_make_due() == 2  # bob's organization, and charlie's (made, so chained)
     assert checkpoints_make_due() == 0
     ingest([attempt(session)])
     assert checkpoints_make_due() == 1
     latest = checkpoint_latest(organization_uuid=org_of(session))
-    assert latest is not None and latest.seq == 4
+    assert latest is not None and latest.seq == base + 4
 
 
 def test_records_and_their_chain_outlive_the_organization(cast: Cast, session: ApiToken) -> None:
@@ -207,11 +214,13 @@ def test_records_and_their_chain_outlive_the_organization(cast: Cast, session: A
 def test_chains_are_per_organization(cast: Cast, session: ApiToken) -> None:
     history(session, n=1)
     other = services.session_token_create(membership=cast.charlie.membership, name="codex").token
+    start = AuditChainHead.objects.get(pk=org_of(other))
     first = attempt(other)
     ingest([first, outcome(other, first["id"])])
-    assert list(AuditLink.objects.filter(organization_uuid=org_of(other)).values_list("seq", "prev")) == [
-        (0, chain.GENESIS),
-        (1, AuditLink.objects.get(organization_uuid=org_of(other), seq=0).hash),
+    mine = AuditLink.objects.filter(organization_uuid=org_of(other), seq__gte=start.next_seq).order_by("seq")
+    assert list(mine.values_list("seq", "prev")) == [
+        (start.next_seq, start.hash),
+        (start.next_seq + 1, AuditLink.objects.get(organization_uuid=org_of(other), seq=start.next_seq).hash),
     ]
     sql("UPDATE audit_auditrecord SET decision = 'deny' WHERE id = %s", record_pk(first["id"]))
     assert chain_verify(organization_uuid=org_of(session)).intact
@@ -226,11 +235,11 @@ def _rebuild(org: uuid.UUID) -> None:
         rows = {str(r.pk): r for r in AuditRecord.objects.filter(organization_uuid=org)}
     links = list(AuditLink.objects.filter(organization_uuid=org).order_by("seq"))
     kinds = {"attempt": "attempt", "outcome": "outcome", "closed": "outcome"}
-    made = chain.chain(
-        chain.GENESIS,
-        0,
-        [(link.kind, str(link.record_id), half_digest(rows[str(link.record_id)], kinds[link.kind])) for link in links],
-    )
+
+    def digest_now(link: AuditLink) -> str:  # admin events are left as they were
+        return link.digest if link.kind == "admin" else half_digest(rows[str(link.record_id)], kinds[link.kind])
+
+    made = chain.chain(chain.GENESIS, 0, [(link.kind, str(link.record_id), digest_now(link)) for link in links])
     for link, new in zip(links, made, strict=True):
         AuditLink.objects.filter(pk=link.pk).update(digest=new.digest, prev=new.prev, hash=new.hash)
     AuditChainHead.objects.filter(pk=org).update(next_seq=made[-1].seq + 1, hash=made[-1].hash)
@@ -262,39 +271,43 @@ def _age(org: uuid.UUID, below_seq: int) -> None:
     AuditLink.objects.filter(organization_uuid=org, seq__lt=below_seq).update(at=datetime(2020, 1, 1, tzinfo=UTC))
 
 
-def test_pruning_removes_whole_records_from_the_start_and_the_chain_still_verifies(session: ApiToken) -> None:
+def test_pruning_removes_whole_records_from_the_start_and_the_chain_still_verifies(
+    session: ApiToken, base: int
+) -> None:
     ids = history(session)
     org = org_of(session)
-    _age(org, 5)  # records 0 and 1 whole, and record 2's attempt (seq 4) but not its outcome (seq 5)
+    _age(org, base + 5)  # the admin changes, records 0 and 1 whole, and record 2's attempt but not its outcome
     pruned = chain_prune(organization_uuid=org, before=datetime(2025, 1, 1, tzinfo=UTC))
-    assert (pruned.links, pruned.records, pruned.first_seq) == (4, 2, 4)
+    assert (pruned.links, pruned.records, pruned.first_seq) == (base + 4, 2, base + 4)
+    with scopes_disabled():
+        assert not AdminEvent.objects.filter(organization_uuid=org).exists()  # pruned with their links
     with scopes_disabled():
         assert set(map(str, AuditRecord.objects.filter(organization_uuid=org).values_list("id", flat=True))) == set(
             ids[2:]
         )
     result = chain_verify(organization_uuid=org)
     assert result.intact, result.as_dict()
-    assert (result.first_seq, result.checked) == (4, 10)
+    assert (result.first_seq, result.checked) == (base + 4, 10)
     assert list(AuditCheckpoint.objects.order_by("id").values_list("reason", "seq")) == [
-        ("prune", 13),
-        ("prune-start", 3),
+        ("prune", base + 13),
+        ("prune-start", base + 3),
     ]
     ingest([attempt(session)])  # the chain goes on from its head
     assert chain_verify(organization_uuid=org).intact
 
 
-def test_a_pruned_start_without_its_signed_checkpoint_is_named(session: ApiToken) -> None:
+def test_a_pruned_start_without_its_signed_checkpoint_is_named(session: ApiToken, base: int) -> None:
     history(session)
     org = org_of(session)
-    _age(org, 6)
+    _age(org, base + 6)
     chain_prune(organization_uuid=org, before=datetime(2025, 1, 1, tzinfo=UTC))
     AuditCheckpoint.objects.filter(reason="prune-start").delete()
     why, _, seq = broken(session)
-    assert (why, seq) == ("deleted", 6)
+    assert (why, seq) == ("deleted", base + 6)
     # Nor can the start simply be moved: cutting more links by hand is caught the same way.
     checkpoint_make(organization_uuid=org)
-    AuditLink.objects.filter(organization_uuid=org, seq__lt=8).delete()
-    AuditChainHead.objects.filter(pk=org).update(first_seq=8)
+    AuditLink.objects.filter(organization_uuid=org, seq__lt=base + 8).delete()
+    AuditChainHead.objects.filter(pk=org).update(first_seq=base + 8)
     assert broken(session)[0] == "deleted"
 
 
@@ -312,3 +325,25 @@ def test_retention_prunes_only_organizations_that_set_one(cast: Cast, session: A
     assert chain_verify(organization_uuid=org_of(session)).intact
     assert chain_verify(organization_uuid=org_of(other)).intact
     assert retention_apply() == 0
+
+
+def test_admin_changes_are_links_of_the_same_chain_and_tampering_with_them_is_named(
+    cast: Cast, session: ApiToken
+) -> None:
+    org = org_of(session)
+    with scopes_disabled():
+        team = services.team_create(acting=cast.alice.membership, name="Red")
+    history(session, n=1)
+    with scopes_disabled():
+        services.team_update(acting=cast.alice.membership, team=team, name="Crimson")
+    with scopes_disabled():
+        renamed = AdminEvent.objects.get(organization_uuid=org, action="team.update")
+        created = AdminEvent.objects.get(organization_uuid=org, action="team.create")
+    kinds = list(AuditLink.objects.filter(organization_uuid=org).order_by("seq").values_list("kind", flat=True))
+    assert kinds[-6:] == ["admin", "attempt", "outcome", "attempt", "closed", "admin"]  # in the order they happened
+    assert chain_verify(organization_uuid=org).intact
+    table = AdminEvent._meta.db_table
+    sql(f"UPDATE {table} SET actor_email = 'mallory@example.com' WHERE id = %s", record_pk(str(renamed.pk)))  # noqa: S608
+    assert broken(session)[:2] == ("edited", str(renamed.pk))
+    sql(f"DELETE FROM {table} WHERE id = %s", record_pk(str(created.pk)))  # noqa: S608
+    assert broken(session)[:2] == ("deleted", str(created.pk))
