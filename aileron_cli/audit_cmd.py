@@ -25,7 +25,10 @@ def since_parse(value: str, *, now: datetime | None = None) -> datetime:
     text = value.strip()
     relative = RELATIVE.match(text)
     if relative:
-        return (now or datetime.now(UTC)) - timedelta(**{UNITS[relative.group(2)]: int(relative.group(1))})
+        try:
+            return (now or datetime.now(UTC)) - timedelta(**{UNITS[relative.group(2)]: int(relative.group(1))})
+        except OverflowError:
+            raise CliError(f"--since {value!r}: that is before the year 1", exit_code=2) from None
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
@@ -139,7 +142,7 @@ def _read_checkpoint(path: str) -> dict[str, Any]:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise CliError(f"cannot read the checkpoint {path}: {exc.strerror or exc}") from None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise CliError(f"the checkpoint {path} is not JSON (use the output of `aileron audit checkpoint`)") from None
     if not isinstance(data, dict):
         raise CliError(f"the checkpoint {path} is not a JSON object (use the output of `aileron audit checkpoint`)")
@@ -186,6 +189,8 @@ def audit_verify(since: str | None, checkpoint_file: str | None, as_json: bool) 
             where = f"record {broken['record_id']}" if broken["record_id"] else "a checkpoint"
             at = f" at #{broken['seq']}" if broken["seq"] >= 0 else ""
             console.print(f"BROKEN{at}: {where} was {broken['why']}: {broken['detail']}", markup=False)
+        if result.get("note") and not as_json:
+            err_console.print(f"note: {result['note']}", markup=False)
         if not result["intact"]:
             sys.exit(3)
 

@@ -23,6 +23,9 @@ THROTTLE_DEFAULTS = {
     "invitation-accept": "30/hour",
     "token-create": "60/hour",
     "approval-link": "120/minute",
+    # Walking a long audit chain costs the API seconds; signing a checkpoint writes a row.
+    "audit-verify": "30/hour",
+    "audit-checkpoint": "60/hour",
 }
 _RATE = re.compile(r"^[1-9][0-9]{0,6}/(second|minute|hour|day)$")
 

@@ -1,5 +1,5 @@
-"""Rate limits for the endpoints that make accounts or take a secret: sign-up, accepting an invitation, minting a
-personal token, and one-time approval links.
+"""Rate limits for the endpoints that make accounts or take a secret (sign-up, accepting an invitation, minting a
+personal token, one-time approval links) and for the costly audit ones (verifying the chain, signing checkpoints).
 
 A view opts in with `throttle_classes = [Throttle]` and a `throttle_scope`; the rates are settings
 (AILERON_THROTTLE_<SCOPE>, aileron_site.config.THROTTLE_DEFAULTS). Requests are counted per person when signed

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +35,8 @@ from audit.models import (
     AuditRetention,
     LinkKind,
 )
+from audit.signing import link_key, signing_key
+from tenants.models import Organization
 
 ATTEMPT_CONTENT = (
     "session_uuid",
@@ -137,6 +139,22 @@ class _LinkRow:
     at: datetime
 
 
+def _head_locked(organization_uuid: uuid.UUID) -> AuditChainHead:
+    """The organization's chain head, made if need be, locked until the transaction ends."""
+    start = chain.genesis(str(organization_uuid))
+    AuditChainHead.objects.bulk_create(
+        [AuditChainHead(organization_uuid=organization_uuid, hash=start, first_prev=start)], ignore_conflicts=True
+    )
+    return AuditChainHead.objects.select_for_update().get(pk=organization_uuid)
+
+
+def heads_lock(organization_uuids: Iterable[uuid.UUID]) -> None:
+    """Lock these organizations' chains (in a fixed order) for the rest of the transaction: ingest takes them
+    before it reads the rows it will change, so a pruning cannot delete a row between its read and its write."""
+    for organization_uuid in sorted(set(organization_uuids)):
+        _head_locked(organization_uuid)
+
+
 def links_append(entries: dict[uuid.UUID, list[Entry]]) -> None:
     """Append each organization's entries to its chain, in order. Call inside the transaction that wrote them.
 
@@ -146,13 +164,9 @@ def links_append(entries: dict[uuid.UUID, list[Entry]]) -> None:
         todo = entries[organization_uuid]
         if not todo:
             continue
-        AuditChainHead.objects.bulk_create(
-            [AuditChainHead(organization_uuid=organization_uuid, hash=chain.GENESIS, first_prev=chain.GENESIS)],
-            ignore_conflicts=True,
-        )
-        head = AuditChainHead.objects.select_for_update().get(pk=organization_uuid)
-        made = chain.chain(head.hash, head.next_seq, todo)
+        head = _head_locked(organization_uuid)
         now = timezone.now()
+        made = chain.chain(link_key(), head.hash, head.next_seq, todo, at=now)
         insert_many(
             AuditLink,
             [
@@ -167,8 +181,6 @@ def links_append(entries: dict[uuid.UUID, list[Entry]]) -> None:
 
 
 def _key() -> Any:
-    from audit.signing import signing_key
-
     return signing_key()
 
 
@@ -211,7 +223,8 @@ def checkpoints_make_due() -> int:
 
 
 def _as_checkpoint(row: AuditCheckpoint) -> chain.Checkpoint:
-    return chain.Checkpoint(str(row.organization_uuid), row.seq, row.head, row.at, row.key_id, row.signature)
+    purpose = "prune-start" if row.reason == "prune-start" else "head"
+    return chain.Checkpoint(str(row.organization_uuid), row.seq, row.head, row.at, row.key_id, row.signature, purpose)
 
 
 def checkpoint_latest(*, organization_uuid: uuid.UUID) -> chain.Checkpoint | None:
@@ -232,6 +245,7 @@ class Verification:
     broken: chain.Break | None = None
     checkpoints: int = 0  # stored checkpoints that were checked
     against: dict[str, Any] | None = None  # the exported checkpoint given to check against, if any
+    note: str = ""  # what could not be checked, and why
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -243,6 +257,7 @@ class Verification:
             "broken": self.broken.as_dict() if self.broken is not None else None,
             "checkpoints": self.checkpoints,
             "against": self.against,
+            "note": self.note,
         }
 
 
@@ -255,11 +270,14 @@ def _links(organization_uuid: uuid.UUID, first_seq: int) -> Iterator[list[chain.
         rows = list(
             AuditLink.objects.filter(organization_uuid=organization_uuid, seq__gt=after)
             .order_by("seq", "id")
-            .values_list("seq", "kind", "record_id", "digest", "prev", "hash")[:_BATCH]
+            .values_list("seq", "kind", "record_id", "digest", "prev", "hash", "at")[:_BATCH]
         )
         if not rows:
             return
-        yield [chain.Link(seq, kind, str(rid), dig, prev, value) for seq, kind, rid, dig, prev, value in rows]
+        yield [
+            chain.Link(seq, kind, str(rid), dig, prev, value, chain.stamp(at))
+            for seq, kind, rid, dig, prev, value, at in rows
+        ]
         after = rows[-1][0]
         if len(rows) < _BATCH:
             return
@@ -295,24 +313,57 @@ def _current(organization_uuid: uuid.UUID, links: list[chain.Link]) -> dict[tupl
     return current
 
 
-def _unchained(organization_uuid: uuid.UUID, chained: set[tuple[str, str]], since: datetime | None) -> str | None:
-    """A record of the organization that no link covers (put in the table behind the chain's back)."""
-    rows = AuditRecord.objects.filter(Q(has_attempt=True) | Q(has_outcome=True), organization_uuid=organization_uuid)
+# A half's columns hold nothing until that half arrives (what ingest's rows start with).
+_NO_OUTCOME = (
+    Q(upstream_status__isnull=True, latency_ms__isnull=True, request_bytes__isnull=True)
+    & Q(response_bytes__isnull=True, usage__isnull=True, credential_version__isnull=True, completed_at__isnull=True)
+    & Q(error="", outcome="")
+)
+_NO_ATTEMPT = Q(kind="", connector="", action="", method="", host="", path="", decision="", reason="") & Q(
+    problem_type="", credential_id__isnull=True, approval_id__isnull=True, dataplane_run__isnull=True
+)
+
+
+def _unaccounted(
+    organization_uuid: uuid.UUID, chained: set[tuple[str, str]], since: datetime | None, *, pruned: bool
+) -> chain.Break | None:
+    """A row the organization's log shows that the chain does not vouch for: put in behind its back, moved in or
+    out of the organization, or given columns of a half it never received. PRUNED: the chain's start was cut,
+    so a record whose later half is chained may have lost its first half's link with it."""
+    org_exists = Organization.objects.filter(pk=organization_uuid).exists()
+    rows = AuditRecord.objects.filter(Q(organization_uuid=organization_uuid) | Q(organization_id=organization_uuid))
     if since is not None:
         rows = rows.filter(ingested_at__gte=since)
-    columns = rows.values_list("id", "has_attempt", "has_outcome", "outcome")
-    for rid, has_attempt, has_outcome, outcome in columns.iterator():
-        if has_attempt and (LinkKind.ATTEMPT, str(rid)) not in chained:
-            return str(rid)
+    columns = rows.values_list("id", "organization_id", "organization_uuid", "has_attempt", "has_outcome", "outcome")
+    for rid, org_id, org_uuid, has_attempt, has_outcome, outcome in columns.iterator():
+        record_id = str(rid)
+        if org_uuid != organization_uuid:
+            return chain.Break(-1, record_id, "inserted", "a record moved into the organization's log")
+        if org_id != organization_uuid and (org_exists or org_id is not None):
+            return chain.Break(-1, record_id, "edited", "a record moved out of the organization's log")
+        if not has_attempt and not has_outcome:
+            return chain.Break(-1, record_id, "inserted", "a record with neither an attempt nor an outcome")
         closed = LinkKind.CLOSED if outcome == AuditOutcome.UNKNOWN else LinkKind.OUTCOME
-        if has_outcome and (closed, str(rid)) not in chained:
-            return str(rid)
+        attempt_chained = has_attempt and (LinkKind.ATTEMPT, record_id) in chained
+        outcome_chained = has_outcome and (closed, record_id) in chained
+        # After a pruning, one half's link may have gone with the chain's start while the other's is still here.
+        if has_attempt and not attempt_chained and not (pruned and outcome_chained):
+            return chain.Break(-1, record_id, "inserted", "a record that no link of the chain covers")
+        if has_outcome and not outcome_chained and not (pruned and attempt_chained):
+            return chain.Break(-1, record_id, "inserted", "a record that no link of the chain covers")
+    for bare, half in (
+        (~_NO_OUTCOME & Q(has_outcome=False), "outcome"),
+        (~_NO_ATTEMPT & Q(has_attempt=False), "attempt"),
+    ):
+        found = rows.filter(bare).values_list("id", flat=True).first()
+        if found is not None:
+            return chain.Break(-1, str(found), "edited", f"{half} columns written without an {half}")
     events = AdminEvent.objects.filter(organization_uuid=organization_uuid)
     if since is not None:
         events = events.filter(created_at__gte=since)
     for event_id in events.values_list("id", flat=True).iterator():
         if (LinkKind.ADMIN, str(event_id)) not in chained:
-            return str(event_id)
+            return chain.Break(-1, str(event_id), "inserted", "an admin event that no link of the chain covers")
     return None
 
 
@@ -328,10 +379,11 @@ def chain_verify(
 
 def _verify(organization_uuid: uuid.UUID, since: datetime | None, against: chain.Checkpoint | None) -> Verification:
     public = _key().public_key()
+    key = link_key()
     org = str(organization_uuid)
     head = AuditChainHead.objects.filter(pk=organization_uuid).first()
     first_seq = head.first_seq if head is not None else 0
-    start_prev = head.first_prev if head is not None else chain.GENESIS
+    start_prev = head.first_prev if head is not None else chain.genesis(str(organization_uuid))
     if first_seq > 0 and not _start_vouched(organization_uuid, first_seq, start_prev, public):
         cut = chain.Break(first_seq, "", "deleted", "the chain's start was removed without a signed pruning")
         return Verification(org, False, 0, first_seq, None, cut, against=against.as_dict() if against else None)
@@ -351,7 +403,7 @@ def _verify(organization_uuid: uuid.UUID, since: datetime | None, against: chain
     last: chain.Link | None = None
     for batch in _links(organization_uuid, first_seq):
         broken = chain.verify_links(
-            batch, start_prev=prev, start_seq=expected, current=_current(organization_uuid, batch)
+            batch, key=key, start_prev=prev, start_seq=expected, current=_current(organization_uuid, batch)
         )
         for link in batch:
             if broken is not None and link.seq >= broken.seq:
@@ -379,20 +431,26 @@ def _verify(organization_uuid: uuid.UUID, since: datetime | None, against: chain
             result.intact = False
             result.broken = chain.Break(against.seq, "", "edited", "the checkpoint is another organization's")
             return result
+        if against.seq < first_seq:
+            result.note = (
+                f"the checkpoint at #{against.seq} precedes where this check began (#{first_seq}: the chain was "
+                "pruned there, or --since started it there), so it was not checked"
+            )
         problem = _checkpoint_problem(against, public, hashes_at, result.head_seq)
         if problem is not None:
             result.intact, result.broken = False, chain.Break(against.seq, "", problem[0], problem[1])
             return result
-    unchained = _unchained(organization_uuid, chained, since)
-    if unchained is not None:
-        result.intact = False
-        result.broken = chain.Break(-1, unchained, "inserted", "a record that no link of the chain covers")
+    unaccounted = _unaccounted(organization_uuid, chained, since, pruned=first_seq > 0)
+    if unaccounted is not None:
+        result.intact, result.broken = False, unaccounted
     return result
 
 
 def _start_vouched(organization_uuid: uuid.UUID, first_seq: int, first_prev: str, public: Any) -> bool:
     """Whether a pruned chain's new start is what a signed pruning checkpoint says."""
-    found = AuditCheckpoint.objects.filter(organization_uuid=organization_uuid, seq=first_seq - 1, head=first_prev)
+    found = AuditCheckpoint.objects.filter(
+        organization_uuid=organization_uuid, seq=first_seq - 1, head=first_prev, reason="prune-start"
+    )
     return any(chain.checkpoint_valid(_as_checkpoint(row), public) for row in found)
 
 
@@ -425,12 +483,13 @@ class Pruned:
 
 
 def chain_prune(*, organization_uuid: uuid.UUID, before: datetime) -> Pruned:
-    """Remove the organization's records ingested before BEFORE, and their links, from the chain's start.
+    """Remove the organization's links made before BEFORE from the chain's start, with the records and admin
+    events they leave without any link. A record whose later half came after the cut keeps its row (its first
+    half's link goes): however busy its agents, retention always cuts where it was asked to.
 
     First the current head is signed (a checkpoint to export before anything goes), then the new start: a
-    checkpoint of the last removed link's hash, which verification needs to begin where the chain now begins.
-    A record whose outcome came after the cut keeps its attempt too (the cut moves back to before it), so the
-    chain always starts at a whole record.
+    "prune-start" checkpoint of the last removed link's hash, the only kind verification accepts to begin where
+    the chain now begins. The pruning itself is an admin event, the first link after the cut.
     """
     with transaction.atomic(), scopes_disabled():
         head = AuditChainHead.objects.select_for_update().filter(pk=organization_uuid).first()
@@ -439,29 +498,39 @@ def chain_prune(*, organization_uuid: uuid.UUID, before: datetime) -> Pruned:
         links = AuditLink.objects.filter(organization_uuid=organization_uuid)
         after = links.filter(seq__gte=head.first_seq, at__gte=before).order_by("seq").first()
         cut = after.seq if after is not None else head.next_seq
-        while cut > head.first_seq:  # move back past any record straddling the cut
-            straddling = links.filter(seq__gte=cut).values("record_id")
-            earlier = links.filter(seq__gte=head.first_seq, seq__lt=cut, record_id__in=straddling).order_by("seq")
-            first = earlier.values_list("seq", flat=True).first()
-            if first is None:
-                break
-            cut = first
         if cut <= head.first_seq:
             return Pruned(0, 0, head.first_seq)
         checkpoint_make(organization_uuid=organization_uuid, reason="prune")
         start_prev = head.hash if cut == head.next_seq else links.get(seq=cut).prev
         start = chain.checkpoint_sign(
-            chain.Checkpoint(str(organization_uuid), cut - 1, start_prev, timezone.now(), ""), _key()
+            chain.Checkpoint(str(organization_uuid), cut - 1, start_prev, timezone.now(), "", purpose="prune-start"),
+            _key(),
         )
         _checkpoint_store(start, reason="prune-start")
         gone = links.filter(seq__gte=head.first_seq, seq__lt=cut)
-        record_ids = set(gone.exclude(kind=LinkKind.ADMIN).values_list("record_id", flat=True))
-        event_ids = set(gone.filter(kind=LinkKind.ADMIN).values_list("record_id", flat=True))
-        removed_links, _ = gone.delete()
+        kept = links.filter(seq__gte=cut).values("record_id")
+        record_ids = gone.exclude(kind=LinkKind.ADMIN).exclude(record_id__in=kept).values("record_id")
         removed_records, _ = AuditRecord.objects.filter(organization_uuid=organization_uuid, pk__in=record_ids).delete()
         # A queryset delete: AdminEvent.delete() refuses, as nothing but retention may remove an event.
-        AdminEvent.objects.filter(organization_uuid=organization_uuid, pk__in=event_ids).delete()
+        AdminEvent.objects.filter(
+            organization_uuid=organization_uuid, pk__in=gone.filter(kind=LinkKind.ADMIN).values("record_id")
+        ).delete()
+        removed_links, _ = gone.delete()
         AuditChainHead.objects.filter(pk=organization_uuid).update(first_seq=cut, first_prev=start_prev)
+        from audit.services import admin_event_record
+
+        organization = Organization.objects.filter(pk=organization_uuid).first()
+        if organization is not None:
+            admin_event_record(
+                acting=None,
+                organization=organization,
+                action="audit.prune",
+                target_type="audit",
+                target_id=organization_uuid,
+                target_label=f"records before {before.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+                before={"first_seq": head.first_seq},
+                after={"first_seq": cut, "links_removed": removed_links, "records_removed": removed_records},
+            )
     return Pruned(removed_links, removed_records, cut)
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 MAX_RECORDS_PER_BATCH = 1000
@@ -94,6 +95,31 @@ def _uuid(value: Any, name: str) -> uuid.UUID:
     raise RecordError(f"{name} must be a UUID")
 
 
+EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+# What no database column and no UTF-8 text can hold: NUL (PostgreSQL refuses it) and lone surrogates (they
+# cannot be encoded). The agent controls some text (a path, JSON arguments), so it is replaced, never refused:
+# a record that cannot be stored would hold up every record shipped after it.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean(value: str) -> str:
+    """VALUE with NUL and lone surrogates replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
+def _clean_json(value: Any, depth: int = 0) -> Any:
+    """JSON with every string (keys included) cleaned, and -0.0 as 0.0 (databases give it back as 0)."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, float):
+        return value + 0.0
+    if isinstance(value, dict):
+        return {clean(str(k)): _clean_json(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(v, depth + 1) for v in value]
+    return value
+
+
 def _datetime(value: Any, name: str) -> datetime:
     if isinstance(value, str) and len(value) <= 64:
         try:
@@ -103,16 +129,28 @@ def _datetime(value: Any, name: str) -> datetime:
         else:
             if parsed.tzinfo is None:
                 raise RecordError(f"{name} must carry a UTC offset")
+            try:
+                parsed = parsed.astimezone(UTC)
+            except OverflowError:
+                raise RecordError(f"{name} must be between the years 2000 and 9000") from None
+            if not EARLIEST <= parsed < LATEST:
+                raise RecordError(f"{name} must be between the years 2000 and 9000")
             return parsed
     raise RecordError(f"{name} must be an ISO 8601 timestamp")
 
 
-def _text(value: Any, name: str) -> str:
+def _text(value: Any, name: str, *, case: str = "") -> str:
+    """Text cut to its column (after any change of case, which can lengthen it: "İ".lower() is 2 characters)."""
     if value is None:
         return ""
     if not isinstance(value, str):
         raise RecordError(f"{name} must be a string")
-    return value[: LENGTHS[name]]
+    text: str = clean(value[: LENGTHS[name]])
+    if case == "lower":
+        text = text.lower()
+    elif case == "upper":
+        text = text.upper()
+    return text[: LENGTHS[name]]
 
 
 def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
@@ -134,7 +172,7 @@ def _number(value: Any, name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         raise RecordError(f"{name} must be a non-negative number")
-    return float(value)
+    return float(value) + 0.0  # -0.0 is stored as 0.0
 
 
 def _args(value: Any) -> dict[str, Any]:
@@ -142,10 +180,17 @@ def _args(value: Any) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise RecordError("args must be an object")
-    size = len(json.dumps(value, separators=(",", ":")))
+    try:
+        size = len(json.dumps(value, separators=(",", ":")))
+    except (ValueError, RecursionError):  # not JSON after all (NaN, a cycle cannot come from the wire; depth can)
+        raise RecordError("args must be a JSON object") from None
     if size > MAX_ARGS_BYTES:
         return {"_truncated": True, "_bytes": size}
-    return value
+    try:
+        cleaned: dict[str, Any] = _clean_json(value)
+    except RecursionError:
+        raise RecordError("args are nested too deeply") from None
+    return cleaned
 
 
 def _usage(value: Any) -> dict[str, Any] | None:
@@ -156,12 +201,12 @@ def _usage(value: Any) -> dict[str, Any] | None:
     usage: dict[str, Any] = {}
     provider = value.get("provider")
     if isinstance(provider, str):
-        usage["provider"] = provider[:USAGE_MODEL_LENGTH]
+        usage["provider"] = clean(provider[:USAGE_MODEL_LENGTH])
     model = value.get("model")
     if model is not None:
         if not isinstance(model, str):
             raise RecordError("usage.model must be a string")
-        usage["model"] = model[:USAGE_MODEL_LENGTH]
+        usage["model"] = clean(model[:USAGE_MODEL_LENGTH])
     for name in USAGE_COUNTS:
         if value.get(name) is not None:
             usage[name] = _count(value[name], f"usage.{name}")
@@ -175,7 +220,7 @@ def _approvers(value: Any) -> list[str]:
         return []
     if not isinstance(value, list) or len(value) > MAX_APPROVERS or not all(isinstance(v, str) for v in value):
         raise RecordError(f"approvers must be a list of at most {MAX_APPROVERS} strings")
-    return [v[:254] for v in value]
+    return [clean(v[:254]) for v in value]
 
 
 def _attempt_fields(raw: dict[str, Any]) -> dict[str, Any]:
@@ -189,8 +234,8 @@ def _attempt_fields(raw: dict[str, Any]) -> dict[str, Any]:
         "kind": _choice(raw.get("kind"), "kind", KINDS),
         "connector": _text(raw.get("connector"), "connector"),
         "action": _text(raw.get("action"), "action"),
-        "method": _text(raw.get("method"), "method").upper(),
-        "host": _text(raw.get("host"), "host").lower(),
+        "method": _text(raw.get("method"), "method", case="upper"),
+        "host": _text(raw.get("host"), "host", case="lower"),
         "path": _text(raw.get("path"), "path"),
         "args": _args(raw.get("args")),
         "decision": _choice(raw.get("decision"), "decision", DECISIONS),

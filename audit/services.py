@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import DataError, IntegrityError, transaction
 from django.utils import timezone
 from django_scopes import scopes_disabled
 
 from audit.bulk import insert_many, update_many
-from audit.chaining import Entry, half_digest, links_append
+from audit.chaining import Entry, half_digest, heads_lock, links_append
 from audit.models import AdminEvent, AuditDecision, AuditOutcome, AuditRecord, AuditRetention, LinkKind
 from audit.records import RecordError, ShippedRecord, raw_id, record_parse
 from audit.snapshots import Snapshot
 from tenants.models import ApiToken, Membership, Organization, TeamMembership, TokenKind, User
+
+log = logging.getLogger("aileron.audit")
 
 
 @dataclass
@@ -146,12 +149,32 @@ def _approval_outcomes(outcomes: list[ShippedRecord]) -> None:
         approval_record_outcomes(statuses=statuses)
 
 
-@transaction.atomic
 def audit_ingest(*, records: list[Any]) -> IngestResult:
     """Store a batch from the data plane: each record's half once, every bad record reported, none dropped.
 
-    Re-sending a record is a no-op, so the data plane's spool may retry a whole batch after any failure.
+    Re-sending a record is a no-op, so the data plane's spool may retry a whole batch after any failure. Should
+    the database refuse the batch for what one record holds, each record is stored on its own and the ones it
+    refuses are reported as rejected: one record must never hold up every record shipped after it.
     """
+    try:
+        return _ingest(records)
+    except (DataError, IntegrityError):
+        log.warning("audit ingest: the database refused a batch of %d; storing its records one by one", len(records))
+    result = IngestResult()
+    for index, raw in enumerate(records):
+        try:
+            one = _ingest([raw])
+        except (DataError, IntegrityError) as exc:
+            reason = f"the database cannot store this record: {str(exc).splitlines()[0][:200]}"
+            result.rejected.append({"index": index, "id": raw_id(raw), "reason": reason})
+            continue
+        result.accepted += one.accepted
+        result.rejected += [{**r, "index": index} for r in one.rejected]
+    return result
+
+
+@transaction.atomic
+def _ingest(records: list[Any]) -> IngestResult:
     result = IngestResult()
     parsed: list[tuple[int, ShippedRecord]] = []
     for index, raw in enumerate(records):
@@ -165,6 +188,8 @@ def audit_ingest(*, records: list[Any]) -> IngestResult:
     with scopes_disabled():  # the data plane ships every organization's records in one batch
         who = _attributions({r.session_id for _, r in parsed if r.session_id is not None})
         by_lookup = _by_lookup([r for _, r in parsed])
+        # Lock the chains before reading the rows to change, so a pruning cannot delete one in between.
+        heads_lock(a.organization_id for a in (*who.values(), *by_lookup.values()) if a.organization_id is not None)
         existing = AuditRecord.objects.in_bulk([r.id for _, r in parsed])
         now = timezone.now()
         created: dict[uuid.UUID, Any] = {}

@@ -1,10 +1,12 @@
-"""The key that signs audit checkpoints: Ed25519, kept in a file outside the database (AILERON_AUDIT_KEY_FILE,
-by default AILERON_HOME/audit-signing-key), so that someone who can rewrite the database cannot sign a chain
-they rebuilt. Made on first use, readable only by its owner."""
+"""The key that signs audit checkpoints (Ed25519) and, derived from it, the key of the chain's link HMACs: kept in
+a file outside the database (AILERON_AUDIT_KEY_FILE, by default AILERON_HOME/audit-signing-key), so that someone
+who can rewrite the database can neither forge a link nor sign a chain they rebuilt. Made on first use,
+readable only by its owner."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -51,3 +53,9 @@ def _cached(path: str) -> Ed25519PrivateKey:
 
 def signing_key() -> Ed25519PrivateKey:
     return _cached(str(settings.AILERON_AUDIT_KEY_PATH))
+
+
+def link_key() -> bytes:
+    """The HMAC key of the chain's links, derived from the signing key (so one file holds both secrets)."""
+    raw = signing_key().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return hashlib.sha256(b"aileron-audit-link-key|" + raw).digest()

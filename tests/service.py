@@ -127,7 +127,14 @@ def running_service(
         env["AILERON_HOME"] = str(home)
         env["AILERON_PASSPHRASE"] = "correct horse battery staple"
         # A module's tests make many people from one address: the rates a test means to hit it sets itself.
-        for scope in ("SIGNUP", "INVITATION_ACCEPT", "TOKEN_CREATE", "APPROVAL_LINK"):
+        for scope in (
+            "SIGNUP",
+            "INVITATION_ACCEPT",
+            "TOKEN_CREATE",
+            "APPROVAL_LINK",
+            "AUDIT_VERIFY",
+            "AUDIT_CHECKPOINT",
+        ):
             env[f"AILERON_THROTTLE_{scope}"] = "100000/hour"
         redis_url = isolated_redis_url()
         if database_url:

@@ -99,3 +99,17 @@ def test_retention_is_shown_and_set_by_the_owner_only(
     logged_in_as(cast.bob)
     refused = run("audit", "retention", "--days", "1")
     assert refused.exit_code != 0 and "audit.retention" in refused.output
+
+
+def test_a_deeply_nested_checkpoint_file_and_an_absurd_since_are_one_line(
+    cast: Cast,
+    logged_in_as: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    logged_in_as(cast.alice)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000)
+    for args in (["audit", "verify", "--checkpoint", str(deep)], ["audit", "verify", "--since", "999999d"]):
+        result = run(*args)
+        assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output

@@ -164,6 +164,9 @@ class CheckpointSerializer(serializers.Serializer[Any]):
     seq = serializers.IntegerField(min_value=0, help_text="The last link the checkpoint covers.")
     head = serializers.CharField(help_text="That link's hash (SHA-256, hex).")
     at = serializers.CharField(help_text="When it was signed (ISO 8601, UTC).")
+    purpose = serializers.ChoiceField(
+        choices=["head", "prune-start"], help_text="head: the chain's head; prune-start: where a pruning cut it."
+    )
     key_id = serializers.CharField(help_text="Which audit signing key signed it.")
     signature = serializers.CharField(help_text="Ed25519 over the canonical JSON of organization, seq, head, at.")
 
@@ -177,6 +180,7 @@ class VerificationSerializer(serializers.Serializer[Any]):
     broken = ChainBreakSerializer(allow_null=True, help_text="The first break, if any.")
     checkpoints = serializers.IntegerField(help_text="Stored checkpoints that were checked.")
     against = CheckpointSerializer(allow_null=True, help_text="The exported checkpoint checked against, if given.")
+    note = serializers.CharField(allow_blank=True, help_text="What could not be checked, and why (empty: nothing).")
     key_id = serializers.CharField(help_text="This control plane's audit signing key.")
     public_key = serializers.CharField(help_text="Its Ed25519 public key (base64, raw), to check exports offline.")
 

@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from aileron_site.api import UtcDateTimeFilter, json_object_body
+from aileron_site.throttles import Throttle
 from audit import chain, selectors, services
 from audit.api.serializers import (
     AdminEventSerializer,
@@ -103,6 +104,8 @@ class AuditVerifyViewSet(OrgScopedViewSet):
     queryset = AuditRecord.objects.none()  # for the schema's path parameters only
     permission_map = {"retrieve": Perm.AUDIT_READ, "create": Perm.AUDIT_READ}
     pagination_class = None
+    throttle_classes = [Throttle]
+    throttle_scope = "audit-verify"
 
     def _answer(self, since: datetime | None, against: chain.Checkpoint | None) -> Response:
         result = chain_verify(organization_uuid=self.organization.pk, since=since, against=against)
@@ -138,6 +141,8 @@ class AuditCheckpointViewSet(OrgScopedViewSet):
     queryset = AuditRecord.objects.none()  # for the schema's path parameters only
     permission_map = {"retrieve": Perm.AUDIT_READ, "create": Perm.AUDIT_READ}
     pagination_class = None
+    throttle_classes = [Throttle]
+    throttle_scope = "audit-checkpoint"
 
     @extend_schema(responses=CheckpointSerializer)
     def retrieve(self, request: Request, org_id: uuid.UUID) -> Response:

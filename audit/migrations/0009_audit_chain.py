@@ -24,8 +24,16 @@ def chain_existing(apps, schema_editor):
         if row.has_outcome:
             kind = "closed" if row.outcome == "unknown" else "outcome"
             entries[row.organization_uuid].append((kind, str(row.pk), half_digest(row, "outcome")))
+    if not entries:
+        return
+    from django.utils import timezone
+
+    from audit.signing import link_key
+
+    key, now = link_key(), timezone.now()
     for organization_uuid, todo in entries.items():
-        made = chain.chain(chain.GENESIS, 0, todo)
+        start = chain.genesis(str(organization_uuid))
+        made = chain.chain(key, start, 0, todo, at=now)
         AuditLink.objects.bulk_create(
             [
                 AuditLink(
@@ -36,6 +44,7 @@ def chain_existing(apps, schema_editor):
                     digest=link.digest,
                     prev=link.prev,
                     hash=link.hash,
+                    at=now,
                 )
                 for link in made
             ],
@@ -46,7 +55,7 @@ def chain_existing(apps, schema_editor):
             next_seq=made[-1].seq + 1,
             hash=made[-1].hash,
             first_seq=0,
-            first_prev=chain.GENESIS,
+            first_prev=start,
         )
 
 

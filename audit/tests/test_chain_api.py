@@ -101,3 +101,16 @@ def test_retention_is_read_by_auditors_and_set_by_owners_only(cast: Cast) -> Non
     assert owner.put(url(cast, "retention"), {"days": None}, format="json").json()["days"] is None
     assert client_for(cast.bob.token).put(url(cast, "retention"), {"days": 1}, format="json").status_code == 403
     assert client_for(cast.charlie.token).get(url(cast, "retention")).status_code == 404
+
+
+def test_verifying_and_signing_are_rate_limited_per_person(
+    cast: Cast, session: ApiToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rest_framework.throttling import SimpleRateThrottle
+
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"audit-verify": "2/hour", "audit-checkpoint": "1/hour"})
+    alice, checkpoint = client_for(cast.alice.token), url(cast, "checkpoint")
+    assert [alice.get(url(cast, "verify")).status_code for _ in range(3)] == [200, 200, 429]
+    limited = alice.post(url(cast, "verify"), {}, format="json")
+    assert limited["Content-Type"] == "application/problem+json" and int(limited["Retry-After"]) > 0
+    assert [alice.post(checkpoint).status_code for _ in range(2)] == [201, 429]

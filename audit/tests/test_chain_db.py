@@ -23,6 +23,7 @@ from audit.chaining import (
 )
 from audit.models import AdminEvent, AuditChainHead, AuditCheckpoint, AuditLink, AuditRecord, AuditRetention
 from audit.services import audit_ingest
+from audit.signing import link_key
 from audit.tests.factories import attempt, outcome
 from conftest import Cast
 from tenants import services
@@ -227,26 +228,39 @@ def test_chains_are_per_organization(cast: Cast, session: ApiToken) -> None:
     assert not chain_verify(organization_uuid=org_of(other)).intact
 
 
+def _rechain(org: uuid.UUID, *, digest_of: Any = None, at_of: Any = None) -> None:
+    """What someone with the database AND the link key can do: recompute every link of the chain, from its start,
+    with each link's digest and time as DIGEST_OF and AT_OF say (default: as they are)."""
+    key = link_key()
+    head = AuditChainHead.objects.get(pk=org)
+    prev = head.first_prev
+    for link in AuditLink.objects.filter(organization_uuid=org).order_by("seq"):
+        link.digest = digest_of(link) if digest_of else link.digest
+        link.at = at_of(link) if at_of else link.at
+        link.prev = prev
+        link.hash = chain.link_hash(key=key, prev=prev, seq=link.seq, kind=link.kind, record_id=str(link.record_id),
+                                    digest=link.digest, at=chain.stamp(link.at))  # fmt: skip
+        link.save()
+        prev = link.hash
+    AuditChainHead.objects.filter(pk=org).update(hash=prev)
+
+
 def _rebuild(org: uuid.UUID) -> None:
-    """What someone with write access to the database can do: recompute every link from the rows as they are."""
+    """Recompute every link from the rows as they are now (an insider with the key)."""
     from audit.chaining import half_digest
 
     with scopes_disabled():
         rows = {str(r.pk): r for r in AuditRecord.objects.filter(organization_uuid=org)}
-    links = list(AuditLink.objects.filter(organization_uuid=org).order_by("seq"))
     kinds = {"attempt": "attempt", "outcome": "outcome", "closed": "outcome"}
 
     def digest_now(link: AuditLink) -> str:  # admin events are left as they were
         return link.digest if link.kind == "admin" else half_digest(rows[str(link.record_id)], kinds[link.kind])
 
-    made = chain.chain(chain.GENESIS, 0, [(link.kind, str(link.record_id), digest_now(link)) for link in links])
-    for link, new in zip(links, made, strict=True):
-        AuditLink.objects.filter(pk=link.pk).update(digest=new.digest, prev=new.prev, hash=new.hash)
-    AuditChainHead.objects.filter(pk=org).update(next_seq=made[-1].seq + 1, hash=made[-1].hash)
+    _rechain(org, digest_of=digest_now)
 
 
 def _pad_to(org: uuid.UUID, seq: int) -> None:
-    """Forge links (over a copied record) until the chain is as long as the exported checkpoint says."""
+    """Forge links with the key (over a copied record) until the chain is as long as the exported checkpoint."""
     from audit.chaining import half_digest
 
     with scopes_disabled():
@@ -257,18 +271,47 @@ def _pad_to(org: uuid.UUID, seq: int) -> None:
             template.pk = uuid.uuid4()
             template.save(force_insert=True)
             entry = ("attempt", str(template.pk), half_digest(template, "attempt"))
-            [link] = chain.chain(head.hash, head.next_seq, [entry])
+            now = datetime.now(UTC)
+            [link] = chain.chain(link_key(), head.hash, head.next_seq, [entry], at=now)
             AuditLink.objects.create(
                 organization_uuid=org, seq=link.seq, kind="attempt", record_id=template.pk, digest=link.digest,
-                prev=link.prev, hash=link.hash,
+                prev=link.prev, hash=link.hash, at=now,
             )  # fmt: skip
             head.next_seq, head.hash = link.seq + 1, link.hash
             head.save()
 
 
 def _age(org: uuid.UUID, below_seq: int) -> None:
-    """Make the links before BELOW_SEQ look ingested in 2020."""
-    AuditLink.objects.filter(organization_uuid=org, seq__lt=below_seq).update(at=datetime(2020, 1, 1, tzinfo=UTC))
+    """Make the links before BELOW_SEQ as if made in 2020 (their times are hashed: rechained with the key)."""
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    _rechain(org, at_of=lambda link: old if link.seq < below_seq else link.at)
+
+
+def test_moving_a_links_time_without_the_key_is_named(session: ApiToken, base: int) -> None:
+    history(session)
+    org = org_of(session)
+    AuditLink.objects.filter(organization_uuid=org, seq=base + 3).update(at=datetime(2020, 1, 1, tzinfo=UTC))
+    why, _, seq = broken(session)
+    assert (why, seq) == ("edited", base + 3)  # so `--since` cannot be steered past an edit
+
+
+def test_a_chain_rebuilt_without_the_key_is_named_at_once(session: ApiToken, base: int) -> None:
+    ids = history(session)
+    org = org_of(session)
+    sql("UPDATE audit_auditrecord SET decision = 'deny' WHERE id = %s", record_pk(ids[0]))
+    head = AuditChainHead.objects.get(pk=org)
+    prev = head.first_prev
+    for link in AuditLink.objects.filter(organization_uuid=org).order_by("seq"):  # sha256 in place of the HMAC
+        from audit.chaining import half_digest
+
+        if str(link.record_id) == ids[0] and link.kind == "attempt":
+            with scopes_disabled():
+                link.digest = half_digest(AuditRecord.objects.get(pk=ids[0]), "attempt")
+        link.prev, link.hash = prev, chain.digest({"prev": prev, "digest": link.digest})
+        link.save()
+        prev = link.hash
+    why, _, seq = broken(session)
+    assert (why, seq) == ("edited", 0)
 
 
 def test_pruning_removes_whole_records_from_the_start_and_the_chain_still_verifies(
@@ -278,19 +321,20 @@ def test_pruning_removes_whole_records_from_the_start_and_the_chain_still_verifi
     org = org_of(session)
     _age(org, base + 5)  # the admin changes, records 0 and 1 whole, and record 2's attempt but not its outcome
     pruned = chain_prune(organization_uuid=org, before=datetime(2025, 1, 1, tzinfo=UTC))
-    assert (pruned.links, pruned.records, pruned.first_seq) == (base + 4, 2, base + 4)
+    assert (pruned.links, pruned.records, pruned.first_seq) == (base + 5, 2, base + 5)
     with scopes_disabled():
-        assert not AdminEvent.objects.filter(organization_uuid=org).exists()  # pruned with their links
-    with scopes_disabled():
+        events = list(AdminEvent.objects.filter(organization_uuid=org).values_list("action", flat=True))
+        assert events == ["audit.prune"]  # the earlier ones went with their links; the pruning is itself one
+        # Record 2 lost its attempt's link but keeps its row: its outcome's link is still in the chain.
         assert set(map(str, AuditRecord.objects.filter(organization_uuid=org).values_list("id", flat=True))) == set(
             ids[2:]
         )
     result = chain_verify(organization_uuid=org)
     assert result.intact, result.as_dict()
-    assert (result.first_seq, result.checked) == (base + 4, 10)
+    assert (result.first_seq, result.checked) == (base + 5, 9 + 1)
     assert list(AuditCheckpoint.objects.order_by("id").values_list("reason", "seq")) == [
         ("prune", base + 13),
-        ("prune-start", base + 3),
+        ("prune-start", base + 4),
     ]
     ingest([attempt(session)])  # the chain goes on from its head
     assert chain_verify(organization_uuid=org).intact
@@ -304,11 +348,24 @@ def test_a_pruned_start_without_its_signed_checkpoint_is_named(session: ApiToken
     AuditCheckpoint.objects.filter(reason="prune-start").delete()
     why, _, seq = broken(session)
     assert (why, seq) == ("deleted", base + 6)
-    # Nor can the start simply be moved: cutting more links by hand is caught the same way.
-    checkpoint_make(organization_uuid=org)
-    AuditLink.objects.filter(organization_uuid=org, seq__lt=base + 8).delete()
-    AuditChainHead.objects.filter(pk=org).update(first_seq=base + 8)
+    # Nor can the start be moved to any other signed checkpoint: only a pruning's own ("prune-start") vouches.
+    made = checkpoint_make(organization_uuid=org)
+    assert made is not None
+    AuditLink.objects.filter(organization_uuid=org, seq__lte=made.seq).delete()
+    AuditChainHead.objects.filter(pk=org).update(first_seq=made.seq + 1, first_prev=made.head)
     assert broken(session)[0] == "deleted"
+
+
+def test_an_exported_checkpoint_before_a_pruning_is_not_checked_and_says_so(session: ApiToken, base: int) -> None:
+    history(session)
+    org = org_of(session)
+    early = checkpoint_make(organization_uuid=org)
+    assert early is not None
+    ingest([attempt(session)])
+    _age(org, early.seq + 2)
+    chain_prune(organization_uuid=org, before=datetime(2025, 1, 1, tzinfo=UTC))
+    result = chain_verify(organization_uuid=org, against=early)
+    assert result.intact and "was not checked" in result.note
 
 
 def test_retention_prunes_only_organizations_that_set_one(cast: Cast, session: ApiToken) -> None:
@@ -316,7 +373,8 @@ def test_retention_prunes_only_organizations_that_set_one(cast: Cast, session: A
     other = services.session_token_create(membership=cast.charlie.membership, name="codex").token
     first = attempt(other)
     ingest([first, outcome(other, first["id"])])
-    AuditLink.objects.update(at=datetime(2020, 1, 1, tzinfo=UTC))
+    _age(org_of(session), 10**9)
+    _age(org_of(other), 10**9)
     AuditRetention.objects.create(organization_uuid=org_of(session), days=30)
     assert retention_apply() == 3  # both of bob's complete records and the killed one; none of charlie's
     with scopes_disabled():
