@@ -108,11 +108,12 @@ def clean(value: str) -> str:
 
 
 def _clean_json(value: Any, depth: int = 0) -> Any:
-    """JSON with every string (keys included) cleaned, and -0.0 as 0.0 (databases give it back as 0)."""
+    """JSON with every string (keys included) cleaned, -0.0 as 0.0 (databases give it back as 0), and a NaN or
+    an infinity as its text."""
     if isinstance(value, str):
         return clean(value)
     if isinstance(value, float):
-        return value + 0.0
+        return value + 0.0 if math.isfinite(value) else str(value)  # JSON has no NaN; databases refuse it
     if isinstance(value, dict):
         return {clean(str(k)): _clean_json(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
@@ -182,7 +183,7 @@ def _args(value: Any) -> dict[str, Any]:
         raise RecordError("args must be an object")
     try:
         size = len(json.dumps(value, separators=(",", ":")))
-    except (ValueError, RecursionError):  # not JSON after all (NaN, a cycle cannot come from the wire; depth can)
+    except RecursionError:  # not JSON after all (NaN, a cycle cannot come from the wire; depth can)
         raise RecordError("args must be a JSON object") from None
     if size > MAX_ARGS_BYTES:
         return {"_truncated": True, "_bytes": size}

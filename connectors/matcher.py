@@ -165,8 +165,10 @@ MAX_JSON_DEPTH = 128  # API bodies nest a handful of levels; deeper ones only se
 def parse_json_body(body: bytes) -> Any:
     """A JSON body; duplicate keys anywhere, and nesting deeper than MAX_JSON_DEPTH, are refused."""
     try:
-        data = json.loads(body, object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        # NaN and Infinity are not JSON (RFC 8259), though Python reads them: kept as their text, so that no
+        # non-finite number reaches the arguments that policy sees and the audit log stores.
+        data = json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=str)
+    except (UnicodeDecodeError, ValueError):  # JSONDecodeError, and integers of more digits than Python reads
         raise Refused("the body is not valid JSON") from None
     except RecursionError:
         raise Refused(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep") from None

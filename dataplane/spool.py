@@ -30,6 +30,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -410,7 +411,7 @@ class AuditSpool:
         records = []
         for line in lines:
             try:
-                record = json.loads(line)
+                record = json.loads(line, parse_constant=str)  # a NaN written by an older version: as text
             except ValueError:
                 record = None
             if isinstance(record, dict):
@@ -477,7 +478,22 @@ class AuditSpool:
 
 
 def _line(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
+    try:
+        text = json.dumps(record, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:  # a NaN or an infinity: JSON has none, and the control plane would refuse the whole batch
+        text = json.dumps(_finite(record), separators=(",", ":"), default=str, allow_nan=False)
+    return text.encode() + b"\n"
+
+
+def _finite(value: Any) -> Any:
+    """VALUE with every non-finite float replaced by its text ("nan", "inf", "-inf")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _replace_file(path: Path, data: bytes) -> None:

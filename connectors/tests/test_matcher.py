@@ -211,3 +211,11 @@ def test_a_json_body_nested_within_the_bound_is_read() -> None:
     for _ in range(126):
         value = [value]
     assert parse_json_body(b'{"a":' + b"[" * 127 + b"]" * 127 + b"}") == {"a": value}
+
+
+def test_non_finite_numbers_become_text_and_unreadable_integers_are_refused() -> None:
+    """NaN and Infinity are not JSON: as numbers they would reach the audit log, which refuses them (and with
+    them the rest of the data plane's batch)."""
+    assert parse_json_body(b'{"t": NaN, "u": [Infinity, -Infinity]}') == {"t": "NaN", "u": ["Infinity", "-Infinity"]}
+    with pytest.raises(Refused, match="not valid JSON"):
+        parse_json_body(b'{"n": ' + b"9" * 5000 + b"}")
