@@ -162,7 +162,8 @@ def _read_checkpoint(path: str) -> dict[str, Any]:
 def audit_verify(since: str | None, checkpoint_file: str | None, as_json: bool) -> None:
     """Check the audit log's hash chain: intact, or the first record edited, deleted, reordered or inserted.
 
-    Exits 0 when intact and 3 when broken."""
+    Exits 0 when intact, 3 when broken, and 4 when a --checkpoint given could not be checked (the chain was
+    pruned past it, or --since starts after it)."""
 
     @fail_cleanly
     def run() -> None:
@@ -189,10 +190,14 @@ def audit_verify(since: str | None, checkpoint_file: str | None, as_json: bool) 
             where = f"record {broken['record_id']}" if broken["record_id"] else "a checkpoint"
             at = f" at #{broken['seq']}" if broken["seq"] >= 0 else ""
             console.print(f"BROKEN{at}: {where} was {broken['why']}: {broken['detail']}", markup=False)
+        unchecked = result["against"] is not None and not result.get("against_checked", True)
         if result.get("note") and not as_json:
-            err_console.print(f"note: {result['note']}", markup=False)
+            label = "UNVERIFIABLE" if unchecked else "note"
+            err_console.print(f"{label}: {result['note']}", markup=False)
         if not result["intact"]:
             sys.exit(3)
+        if unchecked:
+            sys.exit(4)
 
     run()
 

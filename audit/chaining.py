@@ -11,6 +11,7 @@ the organization column, emptied when the organization is deleted (the chain is 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from audit.models import (
 )
 from audit.signing import link_key, signing_key
 from tenants.models import Organization
+
+log = logging.getLogger("aileron.audit")
 
 ATTEMPT_CONTENT = (
     "session_uuid",
@@ -246,6 +249,7 @@ class Verification:
     checkpoints: int = 0  # stored checkpoints that were checked
     against: dict[str, Any] | None = None  # the exported checkpoint given to check against, if any
     note: str = ""  # what could not be checked, and why
+    against_checked: bool = False  # whether the exported checkpoint given could be checked at all
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -258,6 +262,7 @@ class Verification:
             "checkpoints": self.checkpoints,
             "against": self.against,
             "note": self.note,
+            "against_checked": self.against_checked,
         }
 
 
@@ -324,16 +329,20 @@ _NO_ATTEMPT = Q(kind="", connector="", action="", method="", host="", path="", d
 )
 
 
+def _linked(organization_uuid: uuid.UUID, kind: str, record_id: uuid.UUID) -> bool:
+    return AuditLink.objects.filter(organization_uuid=organization_uuid, kind=kind, record_id=record_id).exists()
+
+
 def _unaccounted(
-    organization_uuid: uuid.UUID, chained: set[tuple[str, str]], since: datetime | None, *, pruned: bool
+    organization_uuid: uuid.UUID, chained: set[tuple[str, str]], since: datetime | None
 ) -> chain.Break | None:
     """A row the organization's log shows that the chain does not vouch for: put in behind its back, moved in or
-    out of the organization, or given columns of a half it never received. PRUNED: the chain's start was cut,
-    so a record whose later half is chained may have lost its first half's link with it."""
+    out of the organization, or given columns of a half it never received. (A pruning chains again the halves
+    it must keep, so every half of every row has its link.)"""
     org_exists = Organization.objects.filter(pk=organization_uuid).exists()
     rows = AuditRecord.objects.filter(Q(organization_uuid=organization_uuid) | Q(organization_id=organization_uuid))
-    if since is not None:
-        rows = rows.filter(ingested_at__gte=since)
+    if since is not None:  # either time may be forged on a row put in behind the chain's back: either counts
+        rows = rows.filter(Q(ingested_at__gte=since) | Q(at__gte=since))
     columns = rows.values_list("id", "organization_id", "organization_uuid", "has_attempt", "has_outcome", "outcome")
     for rid, org_id, org_uuid, has_attempt, has_outcome, outcome in columns.iterator():
         record_id = str(rid)
@@ -346,10 +355,11 @@ def _unaccounted(
         closed = LinkKind.CLOSED if outcome == AuditOutcome.UNKNOWN else LinkKind.OUTCOME
         attempt_chained = has_attempt and (LinkKind.ATTEMPT, record_id) in chained
         outcome_chained = has_outcome and (closed, record_id) in chained
-        # After a pruning, one half's link may have gone with the chain's start while the other's is still here.
-        if has_attempt and not attempt_chained and not (pruned and outcome_chained):
-            return chain.Break(-1, record_id, "inserted", "a record that no link of the chain covers")
-        if has_outcome and not outcome_chained and not (pruned and attempt_chained):
+        missing = [k for k, need, have in ((LinkKind.ATTEMPT, has_attempt, attempt_chained),
+                                           (closed, has_outcome, outcome_chained)) if need and not have]  # fmt: skip
+        if since is not None:  # a half chained before this walk began (clocks differ between hosts) is covered
+            missing = [k for k in missing if not _linked(organization_uuid, k, rid)]
+        if missing:
             return chain.Break(-1, record_id, "inserted", "a record that no link of the chain covers")
     for bare, half in (
         (~_NO_OUTCOME & Q(has_outcome=False), "outcome"),
@@ -431,7 +441,8 @@ def _verify(organization_uuid: uuid.UUID, since: datetime | None, against: chain
             result.intact = False
             result.broken = chain.Break(against.seq, "", "edited", "the checkpoint is another organization's")
             return result
-        if against.seq < first_seq:
+        result.against_checked = against.seq >= first_seq
+        if not result.against_checked:
             result.note = (
                 f"the checkpoint at #{against.seq} precedes where this check began (#{first_seq}: the chain was "
                 "pruned there, or --since started it there), so it was not checked"
@@ -440,7 +451,7 @@ def _verify(organization_uuid: uuid.UUID, since: datetime | None, against: chain
         if problem is not None:
             result.intact, result.broken = False, chain.Break(against.seq, "", problem[0], problem[1])
             return result
-    unaccounted = _unaccounted(organization_uuid, chained, since, pruned=first_seq > 0)
+    unaccounted = _unaccounted(organization_uuid, chained, since)
     if unaccounted is not None:
         result.intact, result.broken = False, unaccounted
     return result
@@ -484,12 +495,13 @@ class Pruned:
 
 def chain_prune(*, organization_uuid: uuid.UUID, before: datetime) -> Pruned:
     """Remove the organization's links made before BEFORE from the chain's start, with the records and admin
-    events they leave without any link. A record whose later half came after the cut keeps its row (its first
-    half's link goes): however busy its agents, retention always cuts where it was asked to.
+    events they leave without any link: however busy its agents, retention cuts where it was asked to.
 
     First the current head is signed (a checkpoint to export before anything goes), then the new start: a
     "prune-start" checkpoint of the last removed link's hash, the only kind verification accepts to begin where
-    the chain now begins. The pruning itself is an admin event, the first link after the cut.
+    the chain now begins. What must outlive the cut is chained again after it, as it is now: the half of a
+    record whose other half came after the cut, and the retention setting that the pruning applied. The pruning
+    itself is an admin event.
     """
     with transaction.atomic(), scopes_disabled():
         head = AuditChainHead.objects.select_for_update().filter(pk=organization_uuid).first()
@@ -508,15 +520,17 @@ def chain_prune(*, organization_uuid: uuid.UUID, before: datetime) -> Pruned:
         )
         _checkpoint_store(start, reason="prune-start")
         gone = links.filter(seq__gte=head.first_seq, seq__lt=cut)
-        kept = links.filter(seq__gte=cut).values("record_id")
-        record_ids = gone.exclude(kind=LinkKind.ADMIN).exclude(record_id__in=kept).values("record_id")
+        kept_ids = set(links.filter(seq__gte=cut).values_list("record_id", flat=True))
+        carried = _carried(organization_uuid, gone, kept_ids)
+        carried_ids = {uuid.UUID(record_id) for _, record_id, _ in carried}
+        record_ids = set(gone.exclude(kind=LinkKind.ADMIN).values_list("record_id", flat=True)) - kept_ids
         removed_records, _ = AuditRecord.objects.filter(organization_uuid=organization_uuid, pk__in=record_ids).delete()
+        event_ids = set(gone.filter(kind=LinkKind.ADMIN).values_list("record_id", flat=True)) - carried_ids
         # A queryset delete: AdminEvent.delete() refuses, as nothing but retention may remove an event.
-        AdminEvent.objects.filter(
-            organization_uuid=organization_uuid, pk__in=gone.filter(kind=LinkKind.ADMIN).values("record_id")
-        ).delete()
+        AdminEvent.objects.filter(organization_uuid=organization_uuid, pk__in=event_ids).delete()
         removed_links, _ = gone.delete()
         AuditChainHead.objects.filter(pk=organization_uuid).update(first_seq=cut, first_prev=start_prev)
+        links_append({organization_uuid: carried})
         from audit.services import admin_event_record
 
         organization = Organization.objects.filter(pk=organization_uuid).first()
@@ -534,13 +548,63 @@ def chain_prune(*, organization_uuid: uuid.UUID, before: datetime) -> Pruned:
     return Pruned(removed_links, removed_records, cut)
 
 
+def _carried(organization_uuid: uuid.UUID, gone: Any, kept_ids: set[uuid.UUID]) -> list[Entry]:
+    """What a pruning must chain again after its cut, as it is now: the halves of records kept for their other
+    half, and the latest retention setting's event (what every later pruning is checked against)."""
+    entries: list[Entry] = []
+    halves = gone.exclude(kind=LinkKind.ADMIN).filter(record_id__in=kept_ids).order_by("seq")
+    rows = {r.pk: r for r in AuditRecord.objects.filter(pk__in=halves.values("record_id"))}
+    for kind, record_id in halves.values_list("kind", "record_id"):
+        row = rows.get(record_id)
+        if row is not None:  # else the row is gone already: verify names it by the link that remains
+            entries.append((kind, str(record_id), half_digest(row, kind)))
+    setting = _retention_event(organization_uuid)
+    if setting is not None and gone.filter(kind=LinkKind.ADMIN, record_id=setting.pk).exists():
+        entries.append((LinkKind.ADMIN, str(setting.pk), half_digest(setting, LinkKind.ADMIN)))
+    return entries
+
+
+def _retention_event(organization_uuid: uuid.UUID) -> AdminEvent | None:
+    events = AdminEvent.objects.filter(organization_uuid=organization_uuid, action="audit_retention.update")
+    return events.order_by("-created_at", "-id").first()
+
+
 def retention_apply(*, now: datetime | None = None) -> int:
-    """Prune every organization that set a retention (the daily task); how many records went."""
+    """Prune every organization that set a retention (the daily task); how many records went.
+
+    A setting is applied only if it is what the organization's chain says was last set (its
+    `audit_retention.update` event, vouched for by its link): a retention row written in the database behind
+    the service's back must not be able to erase the log."""
     moment = now or timezone.now()
     removed = 0
-    for setting in AuditRetention.objects.filter(days__isnull=False):
-        assert setting.days is not None  # noqa: S101 - filtered above
-        removed += chain_prune(
-            organization_uuid=setting.organization_uuid, before=moment - timedelta(days=setting.days)
-        ).records
+    with scopes_disabled():
+        settings = list(AuditRetention.objects.filter(days__isnull=False))
+        for setting in settings:
+            if not _retention_vouched(setting):
+                log.error(
+                    "audit retention of %s: the setting (%s days) is not what its chain says was set; not pruning",
+                    setting.organization_uuid,
+                    setting.days,
+                )
+                continue
+            assert setting.days is not None  # noqa: S101 - filtered above
+            before = moment - timedelta(days=setting.days)
+            removed += chain_prune(organization_uuid=setting.organization_uuid, before=before).records
     return removed
+
+
+def _retention_vouched(setting: AuditRetention) -> bool:
+    if setting.days is None or not 1 <= setting.days <= 36500:
+        return False
+    event = _retention_event(setting.organization_uuid)
+    if event is None or not isinstance(event.after, dict) or event.after.get("days") != setting.days:
+        return False
+    link = AuditLink.objects.filter(
+        organization_uuid=setting.organization_uuid, kind=LinkKind.ADMIN, record_id=event.pk
+    ).first()
+    if link is None:
+        return False
+    stored = chain.Link(
+        link.seq, link.kind, str(link.record_id), link.digest, link.prev, link.hash, chain.stamp(link.at)
+    )
+    return stored.consistent(link_key()) and link.digest == half_digest(event, LinkKind.ADMIN)

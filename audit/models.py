@@ -202,6 +202,14 @@ class AuditRetention(models.Model):
     updated_at = models.DateTimeField(null=True, blank=True)
     updated_by = models.CharField(max_length=254, blank=True, help_text="Who set it, by email.")
 
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(days__isnull=True) | models.Q(days__gte=1, days__lte=36500),
+                name="audit_retention_days_range",
+            )
+        ]
+
     def __str__(self) -> str:
         return f"{self.organization_uuid} keeps {self.days or 'every'} day(s)"
 

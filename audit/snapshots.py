@@ -8,6 +8,7 @@ relations named (an invitation's teams), so it costs little to call inside a ser
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from policies.models import EgressPolicy, Policy, ProjectEgress, ShellPolicy
     from tenants.models import ApiToken, Invitation, Membership, Organization, Project, Team, TeamMembership
     from vaults.models import Vault
-    from vaults.store import VaultMeta
+    from vaults.store import CredentialMeta, VaultMeta
 
 Snapshot = dict[str, Any]
 
@@ -132,7 +133,10 @@ def notification_channel_snapshot(channel: NotificationChannel) -> Snapshot:
         parts = urlsplit(target)
         target = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/…"
     snapshot = _pick(channel, "name", "kind", "enabled")
-    snapshot |= {"target": target, "events": list(channel.events)}
+    # A fingerprint of the whole target, so a change of path (the secret part) shows as a change without
+    # showing the path: 48 bits of a SHA-256 over a URL whose secret part alone has far more entropy.
+    fingerprint = hashlib.sha256(channel.target.encode()).hexdigest()[:12]
+    snapshot |= {"target": target, "target_fingerprint": fingerprint, "events": list(channel.events)}
     return snapshot
 
 
@@ -144,6 +148,20 @@ def vault_snapshot(vault: Vault, meta: VaultMeta) -> Snapshot:
         "team_id": _plain(vault.team_id),
         "project_id": _plain(vault.project_id),
         "key_version": meta.key_version,
+    }
+
+
+def credential_snapshot(meta: CredentialMeta) -> Snapshot:
+    """A credential's name, connector, bindings, version and schedule; never its value or ciphertext."""
+    return {
+        "id": meta.id,
+        "name": meta.name,
+        "connector": meta.connector,
+        "action_bindings": list(meta.action_bindings),
+        "version": meta.version,
+        "key_version": meta.key_version,
+        "expires_at": meta.expires_at,
+        "rotate_every_days": meta.rotate_every_days,
     }
 
 

@@ -711,7 +711,7 @@ def credential_add(
         created_by=str(acting_user_id),
     )
     try:
-        return store.credential_put(view.id, meta, _envelope(ciphertext, "The ciphertext"))
+        stored = store.credential_put(view.id, meta, _envelope(ciphertext, "The ciphertext"))
     except StaleKeyVersion as exc:
         raise Conflict(f"{exc}; fetch your wrapping and encrypt again.") from None
     except RotationPending as exc:
@@ -720,8 +720,30 @@ def credential_add(
         raise Conflict(str(exc)) from None
     except StoreError as exc:
         raise InvalidInput(str(exc)) from None
+    _credential_event(view, acting_user_id, "credential.create", None, stored)
+    return stored
 
 
+def _credential_event(
+    view: VaultView, acting_user_id: uuid.UUID, action: str, before: CredentialMeta | None, after: CredentialMeta | None
+) -> None:
+    """A credential's admin event, in its vault's organization; never its value."""
+    acting = Membership.objects.filter(organization_id=view.vault.organization_id, user_id=acting_user_id).first()
+    target = after or before
+    assert target is not None  # noqa: S101 - one of the two always
+    admin_event_record(
+        acting=acting,
+        organization=view.vault.organization,
+        action=action,
+        target_type="credential",
+        target_id=target.id,
+        target_label=f"{view.meta.name}/{target.name}",
+        before=snapshots.credential_snapshot(before) if before is not None else None,
+        after=snapshots.credential_snapshot(after) if after is not None else None,
+    )
+
+
+@transaction.atomic
 def credential_update(
     *,
     view: VaultView,
@@ -734,8 +756,9 @@ def credential_update(
     """Replace a credential's value (encrypted by the caller's CLI under the current vault key) as its next
     version. Sessions get the new version within the data plane's cache time; no request mixes the two."""
     _require_vault_role(view, WRITE_ROLES, "update credentials")
+    previous = next((c for c in vault_store().credentials(view.id) if c.id == str(credential_id)), None)
     try:
-        return vault_store().credential_replace(
+        replaced = vault_store().credential_replace(
             view.id,
             str(credential_id),
             _envelope(ciphertext, "The ciphertext"),
@@ -749,15 +772,20 @@ def credential_update(
         raise Conflict(f"{exc}: run `aileron vault rotate {view.meta.name}`.", rotation_pending=True) from None
     except StoreError as exc:
         raise NotFound(str(exc)) from None
+    _credential_event(view, acting_user_id, "credential.update", previous, replaced)
+    return replaced
 
 
 @transaction.atomic
-def credential_remove(*, view: VaultView, credential_id: uuid.UUID) -> None:
+def credential_remove(*, view: VaultView, credential_id: uuid.UUID, acting_user_id: uuid.UUID) -> None:
     _require_vault_role(view, WRITE_ROLES, "remove credentials")
+    previous = next((c for c in vault_store().credentials(view.id) if c.id == str(credential_id)), None)
     try:
         vault_store().credential_delete(view.id, str(credential_id))
     except StoreError:
         raise NotFound("No such credential.") from None
+    if previous is not None:
+        _credential_event(view, acting_user_id, "credential.delete", previous, None)
 
 
 # --- what the data plane's credential service may fetch (service token only) ------------------------------

@@ -246,3 +246,36 @@ def test_logout_keeps_the_login_when_the_token_cannot_be_revoked(cast: Cast, log
         result = CliRunner().invoke(cli, ["logout"])
     assert result.exit_code == 1 and "still logged in" in result.output, result.output
     assert state.login_load() is not None
+
+
+def test_adding_replacing_and_removing_a_secret_are_admin_events_without_the_value(
+    cast: Cast,
+    logged_in_as: Any,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django_scopes import scopes_disabled
+
+    from audit.chaining import chain_verify
+    from audit.models import AdminEvent
+
+    monkeypatch.setenv("AILERON_LOGIN_TOKEN", cast.alice.token)
+    monkeypatch.setenv("AILERON_PASSPHRASE", PASSPHRASE)
+    ok("login", "--server", "http://testserver")
+    ok("secret", "add", "gh", "--connector", "github", stdin="ghp_the_first_value\n")
+    ok("secret", "update", "gh", "--rotate-every", "30", stdin="ghp_the_second_value\n")
+    ok("secret", "rm", "gh")
+    with scopes_disabled():
+        events = list(
+            AdminEvent.objects.filter(organization=cast.alice.org, target_type="credential").order_by("created_at")
+        )
+    assert [(e.action, e.actor_email) for e in events] == [
+        ("credential.create", "alice@example.com"),
+        ("credential.update", "alice@example.com"),
+        ("credential.delete", "alice@example.com"),
+    ]
+    assert events[1].before is not None and events[1].after is not None
+    assert (events[1].before["version"], events[1].after["version"], events[1].after["rotate_every_days"]) == (1, 2, 30)
+    assert events[2].after is None and events[2].before is not None and events[2].before["name"] == "gh"
+    text = json.dumps([[e.before, e.after, e.target_label] for e in events])
+    assert "ghp_the_" not in text and "ciphertext" not in text
+    assert chain_verify(organization_uuid=cast.alice.org.pk).intact

@@ -181,6 +181,10 @@ class VerificationSerializer(serializers.Serializer[Any]):
     checkpoints = serializers.IntegerField(help_text="Stored checkpoints that were checked.")
     against = CheckpointSerializer(allow_null=True, help_text="The exported checkpoint checked against, if given.")
     note = serializers.CharField(allow_blank=True, help_text="What could not be checked, and why (empty: nothing).")
+    against_checked = serializers.BooleanField(
+        help_text="Whether the exported checkpoint given could be checked (false: it precedes where the chain now "
+        "starts, or --since; see note)."
+    )
     key_id = serializers.CharField(help_text="This control plane's audit signing key.")
     public_key = serializers.CharField(help_text="Its Ed25519 public key (base64, raw), to check exports offline.")
 

@@ -557,3 +557,15 @@ def test_another_organizations_events_are_404_never_shown(changes: Cast) -> None
     own = listed(changes.charlie.token, f"/api/v1/orgs/{changes.charlie.org.pk}/audit/admin/")
     assert str(charlies.pk) in {e["id"] for e in own}
     assert str(alices.pk) not in {e["id"] for e in own}
+
+
+def test_a_channel_moved_to_another_path_on_the_same_host_shows_as_changed_without_the_path() -> None:
+    from approvals.models import NotificationChannel
+    from audit.snapshots import notification_channel_snapshot
+
+    one = NotificationChannel(name="ops", kind="slack", target="https://hooks.slack.com/services/T0/B0/s3cr3t")
+    two = NotificationChannel(name="ops", kind="slack", target="https://hooks.slack.com/services/T0/B0/other")
+    first, second = notification_channel_snapshot(one), notification_channel_snapshot(two)
+    assert first["target"] == second["target"] == "https://hooks.slack.com/…"
+    assert first["target_fingerprint"] != second["target_fingerprint"]
+    assert "s3cr3t" not in str(first) and "other" not in str(second)

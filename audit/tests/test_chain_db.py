@@ -22,7 +22,7 @@ from audit.chaining import (
     retention_apply,
 )
 from audit.models import AdminEvent, AuditChainHead, AuditCheckpoint, AuditLink, AuditRecord, AuditRetention
-from audit.services import audit_ingest
+from audit.services import audit_ingest, audit_retention_set
 from audit.signing import link_key
 from audit.tests.factories import attempt, outcome
 from conftest import Cast
@@ -331,7 +331,10 @@ def test_pruning_removes_whole_records_from_the_start_and_the_chain_still_verifi
         )
     result = chain_verify(organization_uuid=org)
     assert result.intact, result.as_dict()
-    assert (result.first_seq, result.checked) == (base + 5, 9 + 1)
+    # The 9 links after the cut, record 2's attempt chained again after them, and the pruning's own event.
+    assert (result.first_seq, result.checked) == (base + 5, 9 + 1 + 1)
+    tail = list(AuditLink.objects.filter(organization_uuid=org).order_by("-seq").values_list("kind", "record_id"))
+    assert [(k, str(r)) for k, r in tail[1:2]] == [("attempt", ids[2])]
     assert list(AuditCheckpoint.objects.order_by("id").values_list("reason", "seq")) == [
         ("prune", base + 13),
         ("prune-start", base + 4),
@@ -365,7 +368,7 @@ def test_an_exported_checkpoint_before_a_pruning_is_not_checked_and_says_so(sess
     _age(org, early.seq + 2)
     chain_prune(organization_uuid=org, before=datetime(2025, 1, 1, tzinfo=UTC))
     result = chain_verify(organization_uuid=org, against=early)
-    assert result.intact and "was not checked" in result.note
+    assert result.intact and not result.against_checked and "was not checked" in result.note
 
 
 def test_retention_prunes_only_organizations_that_set_one(cast: Cast, session: ApiToken) -> None:
@@ -373,9 +376,10 @@ def test_retention_prunes_only_organizations_that_set_one(cast: Cast, session: A
     other = services.session_token_create(membership=cast.charlie.membership, name="codex").token
     first = attempt(other)
     ingest([first, outcome(other, first["id"])])
+    with scopes_disabled():
+        audit_retention_set(acting=cast.alice.membership, days=30)
     _age(org_of(session), 10**9)
     _age(org_of(other), 10**9)
-    AuditRetention.objects.create(organization_uuid=org_of(session), days=30)
     assert retention_apply() == 3  # both of bob's complete records and the killed one; none of charlie's
     with scopes_disabled():
         assert AuditRecord.objects.filter(organization_uuid=org_of(session)).count() == 0
@@ -405,3 +409,47 @@ def test_admin_changes_are_links_of_the_same_chain_and_tampering_with_them_is_na
     assert broken(session)[:2] == ("edited", str(renamed.pk))
     sql(f"DELETE FROM {table} WHERE id = %s", record_pk(str(created.pk)))  # noqa: S608
     assert broken(session)[:2] == ("deleted", str(created.pk))
+
+
+def test_a_retention_written_behind_the_services_back_is_not_applied(cast: Cast, session: ApiToken) -> None:
+    history(session, n=2)
+    with scopes_disabled():
+        audit_retention_set(acting=cast.alice.membership, days=3650)
+    _age(org_of(session), 10**9)
+    AuditRetention.objects.filter(pk=org_of(session)).update(days=1)  # the database alone, no event
+    assert retention_apply() == 0
+    with scopes_disabled():
+        assert AuditRecord.objects.filter(organization_uuid=org_of(session)).count() == 3
+    from django.db import IntegrityError, transaction
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        AuditRetention.objects.filter(pk=org_of(session)).update(days=0)
+
+
+def test_the_retention_that_a_pruning_applied_outlives_it(cast: Cast, session: ApiToken) -> None:
+    with scopes_disabled():
+        audit_retention_set(acting=cast.alice.membership, days=30)
+    history(session, n=1)
+    _age(org_of(session), 10**9)  # everything, the retention's own event included, is older than 30 days
+    assert retention_apply() == 2  # the complete request and the killed one
+    assert chain_verify(organization_uuid=org_of(session)).intact
+    _age(org_of(session), 10**9)
+    history(session, n=1)
+    _age(org_of(session), 10**9)
+    assert retention_apply() == 2  # the setting is still vouched for by its event, chained again after the cut
+    assert chain_verify(organization_uuid=org_of(session)).intact
+
+
+def test_a_forged_half_after_a_pruning_is_named(session: ApiToken, base: int) -> None:
+    ids = history(session)
+    org = org_of(session)
+    _age(org, base + 5)
+    chain_prune(organization_uuid=org, before=datetime(2025, 1, 1, tzinfo=UTC))
+    sql("UPDATE audit_auditrecord SET decision = 'deny' WHERE id = %s", record_pk(ids[2]))  # the carried attempt
+    assert broken(session)[:2] == ("edited", ids[2])
+    sql("UPDATE audit_auditrecord SET decision = 'allow' WHERE id = %s", record_pk(ids[2]))
+    first = attempt(session)
+    ingest([first])  # a pending attempt: a forged outcome written onto it is named
+    sql("UPDATE audit_auditrecord SET has_outcome = %s, outcome = 'completed', upstream_status = 200 WHERE id = %s",
+        True, record_pk(first["id"]))  # fmt: skip
+    assert broken(session)[:2] == ("inserted", first["id"])

@@ -282,7 +282,7 @@ class CredentialViewSet(OrgScopedViewSet):
 
     def destroy(self, request: Request, org_id: uuid.UUID, vault_id: uuid.UUID, credential_id: uuid.UUID) -> Response:
         view = services.vault_get_for(membership=self.membership, vault_id=vault_id)
-        services.credential_remove(view=view, credential_id=credential_id)
+        services.credential_remove(view=view, credential_id=credential_id, acting_user_id=self.membership.user_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(responses=s.CiphertextSerializer)
