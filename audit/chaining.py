@@ -183,10 +183,6 @@ def links_append(entries: dict[uuid.UUID, list[Entry]]) -> None:
 # --- checkpoints -------------------------------------------------------------------------------------------
 
 
-def _key() -> Any:
-    return signing_key()
-
-
 def _checkpoint_store(signed: chain.Checkpoint, *, reason: str) -> None:
     AuditCheckpoint.objects.create(
         organization_uuid=uuid.UUID(signed.organization),
@@ -206,7 +202,7 @@ def checkpoint_make(*, organization_uuid: uuid.UUID, reason: str = "periodic") -
         if head is None or head.next_seq == head.first_seq:
             return None
         unsigned = chain.Checkpoint(str(organization_uuid), head.next_seq - 1, head.hash, timezone.now(), "")
-        signed = chain.checkpoint_sign(unsigned, _key())
+        signed = chain.checkpoint_sign(unsigned, signing_key())
         _checkpoint_store(signed, reason=reason)
     return signed
 
@@ -388,7 +384,7 @@ def chain_verify(
 
 
 def _verify(organization_uuid: uuid.UUID, since: datetime | None, against: chain.Checkpoint | None) -> Verification:
-    public = _key().public_key()
+    public = signing_key().public_key()
     key = link_key()
     org = str(organization_uuid)
     head = AuditChainHead.objects.filter(pk=organization_uuid).first()
@@ -479,10 +475,6 @@ def _checkpoint_problem(
     return None
 
 
-def organizations_chained() -> Iterable[uuid.UUID]:
-    return AuditChainHead.objects.values_list("organization_uuid", flat=True)
-
-
 # --- retention ---------------------------------------------------------------------------------------------
 
 
@@ -516,7 +508,7 @@ def chain_prune(*, organization_uuid: uuid.UUID, before: datetime) -> Pruned:
         start_prev = head.hash if cut == head.next_seq else links.get(seq=cut).prev
         start = chain.checkpoint_sign(
             chain.Checkpoint(str(organization_uuid), cut - 1, start_prev, timezone.now(), "", purpose="prune-start"),
-            _key(),
+            signing_key(),
         )
         _checkpoint_store(start, reason="prune-start")
         gone = links.filter(seq__gte=head.first_seq, seq__lt=cut)
