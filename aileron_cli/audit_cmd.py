@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,41 @@ def audit() -> None:
     every change people made to the organization (admins and auditors)."""
 
 
+def _print_page(
+    path: str,
+    filters: dict[str, str | None],
+    *,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+    table: Callable[[list[dict[str, Any]]], Table],
+    what: str,
+) -> None:
+    """One page of an organization's list under /orgs/{org}/PATH, newest first: JSON, or a table."""
+
+    @fail_cleanly
+    def run() -> None:
+        params: dict[str, str | int] = {"limit": limit}
+        if since is not None:
+            params["since"] = since_parse(since).isoformat()
+        params.update({name: value for name, value in filters.items() if value})
+        login = require_login()
+        with logged_in_api() as api:
+            page = api.get(f"/api/v1/orgs/{login.organization_id}/{path}", params=params)
+        rows = page["results"]
+        if as_json:
+            emit_json(rows)
+            return
+        if not rows:
+            console.print(f"No {what} match.")
+            return
+        console.print(table(rows))
+        if page.get("count", 0) > len(rows):
+            err_console.print(f"{len(rows)} of {page['count']} shown; use --limit or narrow with filters.")
+
+    run()
+
+
 @audit.command("query")
 @click.option("--action", default=None, help="An action, or a prefix ending in * (e.g. 'stripe.*').")
 @click.option("--connector", default=None, help="Only this connector's requests.")
@@ -112,29 +148,8 @@ def audit_query(
 ) -> None:
     """Recent audit records, newest first."""
 
-    @fail_cleanly
-    def run() -> None:
-        params: dict[str, str | int] = {"limit": limit}
-        if since is not None:
-            params["since"] = since_parse(since).isoformat()
-        for name, value in (("action", action), ("connector", connector), ("decision", decision)):
-            if value:
-                params[name] = value
-        login = require_login()
-        with logged_in_api() as api:
-            page = api.get(f"/api/v1/orgs/{login.organization_id}/audit/", params=params)
-        records = page["results"]
-        if as_json:
-            emit_json(records)
-            return
-        if not records:
-            console.print("No audit records match.")
-            return
-        console.print(records_table(records))
-        if page.get("count", 0) > len(records):
-            err_console.print(f"{len(records)} of {page['count']} shown; use --limit or narrow with filters.")
-
-    run()
+    filters = {"action": action, "connector": connector, "decision": decision}
+    _print_page("audit/", filters, since=since, limit=limit, as_json=as_json, table=records_table, what="audit records")
 
 
 def _read_checkpoint(path: str) -> dict[str, Any]:
@@ -264,26 +279,13 @@ def audit_admin(
 ) -> None:
     """Who changed what in the organization (roles, teams, tokens, policies...), newest first."""
 
-    @fail_cleanly
-    def run() -> None:
-        params: dict[str, str | int] = {"limit": limit}
-        if since is not None:
-            params["since"] = since_parse(since).isoformat()
-        for name, value in (("action", action), ("actor", actor), ("target_type", target_type)):
-            if value:
-                params[name] = value
-        login = require_login()
-        with logged_in_api() as api:
-            page = api.get(f"/api/v1/orgs/{login.organization_id}/audit/admin/", params=params)
-        events = page["results"]
-        if as_json:
-            emit_json(events)
-            return
-        if not events:
-            console.print("No admin events match.")
-            return
-        console.print(admin_events_table(events))
-        if page.get("count", 0) > len(events):
-            err_console.print(f"{len(events)} of {page['count']} shown; use --limit or narrow with filters.")
-
-    run()
+    filters = {"action": action, "actor": actor, "target_type": target_type}
+    _print_page(
+        "audit/admin/",
+        filters,
+        since=since,
+        limit=limit,
+        as_json=as_json,
+        table=admin_events_table,
+        what="admin events",
+    )
