@@ -36,35 +36,14 @@ from audit.models import (
     AuditRetention,
     LinkKind,
 )
+from audit.records import ATTEMPT_FIELDS, OUTCOME_FIELDS
 from audit.signing import link_key, signing_key
 from tenants.models import Organization
 
 log = logging.getLogger("aileron.audit")
 
-ATTEMPT_CONTENT = (
-    "session_uuid",
-    "session_verified",
-    "token_lookup",
-    "client_address",
-    "user_id",
-    "agent",
-    "at",
-    "kind",
-    "connector",
-    "action",
-    "method",
-    "host",
-    "path",
-    "args",
-    "decision",
-    "reason",
-    "problem_type",
-    "credential_id",
-    "approval_id",
-    "approvers",
-    "severity",
-    "dataplane_run",
-)
+# Everything the data plane sent for that half, and the attribution the control plane fixed when it arrived.
+ATTEMPT_CONTENT = ("session_uuid", "session_verified", "user_id", "agent", "at", *ATTEMPT_FIELDS)
 ADMIN_CONTENT = (
     "actor_id",
     "actor_email",
@@ -77,17 +56,7 @@ ADMIN_CONTENT = (
     "after",
     "created_at",
 )
-OUTCOME_CONTENT = (
-    "upstream_status",
-    "latency_ms",
-    "request_bytes",
-    "response_bytes",
-    "usage",
-    "credential_version",
-    "completed_at",
-    "error",
-    "outcome",
-)
+OUTCOME_CONTENT = (*OUTCOME_FIELDS, "outcome")
 
 
 # The JSON columns: PostgreSQL's jsonb gives numbers back in its own form (1e16 comes back as 10000000000000000).
