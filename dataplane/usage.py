@@ -489,7 +489,9 @@ class Catalog:
         self.error: str | None = None
 
     def prepare(self) -> None:
-        """Start loading the catalog in the background (idempotent)."""
+        """Start loading the catalog in the background (idempotent; after the first call, no lock is taken)."""
+        if self._thread is not None:
+            return
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._load, name="aileron-prices", daemon=True)
@@ -506,6 +508,8 @@ class Catalog:
 
     def ready(self, timeout: float | None = None) -> bool:
         """Whether the catalog is loaded, waiting for an import under way at most `timeout` seconds."""
+        if self._calc is not None:
+            return True
         self.prepare()
         thread = self._thread
         if thread is not None:
@@ -515,7 +519,9 @@ class Catalog:
     def cost(self, usage: Usage) -> float | None:
         """The catalog's price of this response, or None where it has no price for the model."""
         provider = self.PROVIDERS.get(usage.provider)
-        if not usage.model or provider is None or not self.ready(timeout=10):
+        # Runs on the proxy's event loop: wait for the import (started when the request was identified) at most
+        # briefly, once per process; past that, this response is priced by the built-in table.
+        if not usage.model or provider is None or not self.ready(timeout=2):
             return None
         calc, usage_of = self._calc, self._usage
         if calc is None or usage_of is None:
