@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
+import redis
 
 BIN = Path(sys.executable).parent
 
@@ -47,6 +48,9 @@ def main() -> int:
         env["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{db_name}"))
     if args.redis_url:
         env["REDIS_URL"] = urlunsplit(urlsplit(args.redis_url)._replace(path="/13"))
+        # This run's own database, emptied first: the rate-limit counts an earlier run left there (its fuzzing
+        # spends the sign-up allowance of 127.0.0.1 for an hour) would refuse the `aileron init` below.
+        redis.Redis.from_url(env["REDIS_URL"]).flushdb()
 
     port = 8490
     url = f"http://127.0.0.1:{port}"
